@@ -1,0 +1,86 @@
+// CPU reference implementations of the fused ops (docs/plan-format.md, "Ops").
+// Every op works on packed tokens: row-major float32 activations, no padding,
+// sequence boundaries in cu_seqlens. Weights are float32 here (fp16 plans are
+// widened once at load). Each op lives in native/cpu/<op>.cpp; the CUDA
+// version of the same op will live in cuda/<op>.cu with the same semantics.
+//
+// Preconditions (shapes, index ranges) are validated by the runtime before an
+// op is called; ops do not re-check them.
+#pragma once
+
+#include <cstdint>
+
+#include "thread_pool.h"
+
+namespace fusedrt::cpu {
+
+enum class Activation { kNone, kGelu, kGeluTanh, kRelu, kTanh };
+
+struct EmbedLayerNormParams {
+  const int32_t* input_ids;       // [tokens]
+  const int32_t* token_type_ids;  // [tokens], or nullptr for all zeros
+  const int32_t* cu_seqlens;      // [sequences + 1]
+  int64_t tokens;
+  int64_t sequences;
+  int64_t hidden;
+  const float* word;        // [vocab, hidden]
+  const float* position;    // [max_positions, hidden]
+  const float* token_type;  // [type_vocab, hidden]
+  const float* gamma;       // [hidden]
+  const float* beta;        // [hidden]
+  float eps;
+  float* out;  // [tokens, hidden]
+};
+void embed_layernorm(const EmbedLayerNormParams& p, ThreadPool& pool);
+
+struct GemmParams {
+  const float* in;      // [rows, k]
+  const float* weight;  // [n, k] (PyTorch Linear layout)
+  const float* bias;    // [n] or nullptr
+  Activation activation;
+  int64_t rows;
+  int64_t n;
+  int64_t k;
+  float* out;  // [rows, n]; never aliases in
+};
+void gemm(const GemmParams& p, ThreadPool& pool);
+// "openblas" or "builtin": which implementation gemm() uses in this build.
+const char* gemm_implementation();
+
+struct AttentionParams {
+  const float* qkv;  // [tokens, 3 * heads * head_dim]: Q | K | V
+  const int32_t* cu_seqlens;
+  int64_t sequences;
+  int64_t heads;
+  int64_t head_dim;
+  float scale;
+  float* out;  // [tokens, heads * head_dim]
+};
+void attention(const AttentionParams& p, ThreadPool& pool);
+
+struct AddLayerNormParams {
+  const float* in;        // [rows, cols]
+  const float* residual;  // [rows, cols] or nullptr
+  const float* bias;      // [cols] or nullptr
+  const float* gamma;     // [cols]
+  const float* beta;      // [cols]
+  float eps;
+  int64_t rows;
+  int64_t cols;
+  float* out;  // [rows, cols]; may alias in or residual
+};
+void add_layernorm(const AddLayerNormParams& p, ThreadPool& pool);
+
+struct GatherRowsParams {
+  const float* in;           // [tokens, cols]
+  const int32_t* row_index;  // [rows_out]: which input row each output row copies
+  int64_t rows_out;
+  int64_t cols;
+  float* out;  // [rows_out, cols]
+};
+void gather_rows(const GatherRowsParams& p, ThreadPool& pool);
+
+// IEEE half -> float, for widening fp16 plans at load.
+void half_to_float(const uint16_t* in, float* out, int64_t count);
+
+}  // namespace fusedrt::cpu

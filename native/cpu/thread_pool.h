@@ -1,0 +1,47 @@
+// A fixed pool of worker threads owned by one CPU backend instance. Ops split
+// their work with parallel_for; the calling thread takes part, so a pool of
+// size 1 runs everything inline.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fusedrt::cpu {
+
+class ThreadPool {
+ public:
+  // threads <= 0 means one per hardware thread.
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least
+  // min_chunk items per chunk, and returns when all chunks are done.
+  // Not re-entrant: one parallel_for at a time per pool (the runtime
+  // serialises runs per execution context).
+  void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop();
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable work_done_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  int64_t job_chunk_ = 0;
+  int64_t next_chunk_ = 0;
+  int64_t chunks_left_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace fusedrt::cpu

@@ -1,0 +1,56 @@
+/** The engine contract: what nodes, the CLI and benchmarks use. */
+import type { PlanHeader } from '../build/plan-types';
+
+/** `auto` takes CUDA when the addon was built with it and a GPU is present, else the CPU. */
+export type DeviceOption = 'cpu' | 'cuda' | 'auto' | `cuda:${number}`;
+
+export interface EngineOptions {
+  /** Which backend runs the plan. Default: 'auto'. */
+  device?: DeviceOption;
+  /** CPU threads for this engine (0: one per core). Default: 0. */
+  threads?: number;
+  /** Most tokens in one packed batch; sizes the workspace. Default: 8192. */
+  maxTokens?: number;
+  /** Most sequences in one packed batch. Default: 64. */
+  maxSequences?: number;
+  /**
+   * How long the batcher waits for more requests before running a batch, in
+   * milliseconds (0: run what is queued at once). Default: 2.
+   */
+  batchWindowMs?: number;
+}
+
+/** One packed, padding-free batch (docs/plan-format.md, "Inputs of a run"). */
+export interface PackedBatch {
+  inputIds: Int32Array;
+  tokenTypeIds?: Int32Array;
+  /** [B + 1] sequence boundaries into inputIds, starting at 0. */
+  cuSeqlens: Int32Array;
+  /** Token indices (into inputIds) for outputs computed on selected rows only, e.g. [MASK] positions. */
+  selectedRows?: Int32Array;
+  /** Names of the plan outputs wanted. Default: all outputs the batch can produce. */
+  outputs?: string[];
+}
+
+export interface OutputTensor {
+  /** Row-major [rows, cols]. */
+  data: Float32Array;
+  rows: number;
+  cols: number;
+}
+
+export type RunResult = Record<string, OutputTensor>;
+
+export interface EngineInfo {
+  backend: 'cpu' | 'cuda';
+  /** How the CPU backend runs GEMMs: 'openblas' or 'builtin'. */
+  blas: string;
+  threads: number;
+  maxTokens: number;
+  maxSequences: number;
+  /** Bytes of weights resident in the backend's memory. */
+  weightBytes: number;
+  /** Bytes of planned activation workspace. */
+  workspaceBytes: number;
+  header: PlanHeader;
+}

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -23,13 +24,18 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end) on disjoint chunks covering [0, n), at least
-  // min_chunk items per chunk, and returns when all chunks are done.
+  // min_chunk items per chunk (the last may be shorter), and returns when all
+  // chunks are done.
   // Not re-entrant: one parallel_for at a time per pool (the runtime
-  // serialises runs per execution context).
+  // serialises runs per execution context). If fn throws, chunks not yet
+  // started are skipped and the first exception is rethrown here.
   void parallel_for(int64_t n, int64_t min_chunk, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
   void worker_loop();
+  // Runs chunks of the current job until none is left to hand out. Called
+  // with `lock` held; releases it while a chunk runs.
+  void run_chunks(std::unique_lock<std::mutex>& lock);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -38,9 +44,10 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_chunk_ = 0;
-  int64_t next_chunk_ = 0;
-  int64_t chunks_left_ = 0;
-  uint64_t generation_ = 0;
+  int64_t chunk_count_ = 0;  // chunks of the current job, 0 when idle
+  int64_t next_chunk_ = 0;   // next chunk to hand out
+  int64_t chunks_left_ = 0;  // chunks handed out or not, not yet finished
+  std::exception_ptr error_;  // first exception a chunk threw; rethrown by parallel_for
   bool stopping_ = false;
 };
 

@@ -1,0 +1,104 @@
+#include "thread_pool.h"
+
+#include <algorithm>
+
+namespace fusedrt::cpu {
+
+namespace {
+
+// Chunks handed out per thread: more than one so that a thread that finishes
+// early (or starts late) picks up work instead of idling at the barrier.
+constexpr int64_t kChunksPerThread = 4;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  try {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (...) {
+    // A joinable std::thread destroyed during unwinding would terminate the
+    // process; stop the workers already started before rethrowing.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    work_ready_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    throw;
+  }
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  work_ready_.notify_all();
+  for (auto& worker : workers_) worker.join();
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t min_chunk,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int64_t target_chunks = static_cast<int64_t>(size()) * kChunksPerThread;
+  const int64_t chunk = std::max({int64_t{1}, min_chunk, (n + target_chunks - 1) / target_chunks});
+  if (workers_.empty() || chunk >= n) {
+    fn(0, n);
+    return;
+  }
+
+  std::unique_lock<std::mutex> lock(mutex_);
+  job_ = &fn;
+  job_n_ = n;
+  job_chunk_ = chunk;
+  chunk_count_ = (n + chunk - 1) / chunk;
+  next_chunk_ = 0;
+  chunks_left_ = chunk_count_;
+  error_ = nullptr;
+  work_ready_.notify_all();
+  run_chunks(lock);
+  work_done_.wait(lock, [this] { return chunks_left_ == 0; });
+
+  job_ = nullptr;
+  chunk_count_ = 0;
+  next_chunk_ = 0;
+  std::exception_ptr error = std::move(error_);
+  error_ = nullptr;
+  lock.unlock();
+  if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::run_chunks(std::unique_lock<std::mutex>& lock) {
+  while (next_chunk_ < chunk_count_) {
+    const int64_t begin = next_chunk_++ * job_chunk_;
+    const int64_t end = std::min(job_n_, begin + job_chunk_);
+    const auto* fn = job_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      (*fn)(begin, end);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error) {
+      if (!error_) error_ = error;
+      // Nobody will run the chunks not yet handed out: count them as done.
+      chunks_left_ -= chunk_count_ - next_chunk_;
+      next_chunk_ = chunk_count_;
+    }
+    if (--chunks_left_ == 0) work_done_.notify_all();
+  }
+}
+
+void ThreadPool::worker_loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    work_ready_.wait(lock, [this] { return stopping_ || next_chunk_ < chunk_count_; });
+    if (stopping_) return;
+    run_chunks(lock);
+  }
+}
+
+}  // namespace fusedrt::cpu

@@ -1,0 +1,166 @@
+#include "cpu_backend.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/ops.h"
+#include "errors.h"
+
+namespace fusedrt {
+
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+cpu::Activation to_cpu(Activation activation) {
+  switch (activation) {
+    case Activation::kNone: return cpu::Activation::kNone;
+    case Activation::kGelu: return cpu::Activation::kGelu;
+    case Activation::kGeluTanh: return cpu::Activation::kGeluTanh;
+    case Activation::kRelu: return cpu::Activation::kRelu;
+    case Activation::kTanh: return cpu::Activation::kTanh;
+  }
+  return cpu::Activation::kNone;
+}
+
+void run_embed_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::EmbedLayerNormParams p{};
+  p.input_ids = c.batch->input_ids;
+  p.token_type_ids = c.batch->token_type_ids;
+  p.cu_seqlens = c.batch->cu_seqlens;
+  p.tokens = c.batch->tokens;
+  p.sequences = c.batch->sequences;
+  p.hidden = c.out_cols;
+  p.word = c.word;
+  p.position = c.position;
+  p.token_type = c.token_type;
+  p.gamma = c.gamma;
+  p.beta = c.beta;
+  p.eps = c.op->eps;
+  p.out = c.out;
+  cpu::embed_layernorm(p, pool);
+}
+
+void run_gemm(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::GemmParams p{};
+  p.in = c.in;
+  p.weight = c.weight;
+  p.bias = c.bias;
+  p.activation = to_cpu(c.op->activation);
+  p.rows = c.rows;
+  p.n = c.out_cols;
+  p.k = c.in_cols;
+  p.out = c.out;
+  cpu::gemm(p, pool);
+}
+
+void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::AttentionParams p{};
+  p.qkv = c.in;
+  p.cu_seqlens = c.batch->cu_seqlens;
+  p.sequences = c.batch->sequences;
+  p.heads = c.op->heads;
+  p.head_dim = c.op->head_dim;
+  p.scale = c.op->scale;
+  p.out = c.out;
+  cpu::attention(p, pool);
+}
+
+void run_add_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::AddLayerNormParams p{};
+  p.in = c.in;
+  p.residual = c.residual;
+  p.bias = c.bias;
+  p.gamma = c.gamma;
+  p.beta = c.beta;
+  p.eps = c.op->eps;
+  p.rows = c.rows;
+  p.cols = c.out_cols;
+  p.out = c.out;
+  cpu::add_layernorm(p, pool);
+}
+
+void run_gather_rows(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::GatherRowsParams p{};
+  p.in = c.in;
+  // The first token of sequence b is row cu_seqlens[b], so the boundaries
+  // themselves are the row index for "first".
+  p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
+  p.rows_out = c.rows;
+  p.cols = c.out_cols;
+  p.out = c.out;
+  cpu::gather_rows(p, pool);
+}
+
+// Dispatch and supports() read the same table so they cannot drift apart.
+struct CpuOpEntry {
+  OpType type;
+  void (*run)(const OpCall&, cpu::ThreadPool&);
+};
+
+constexpr CpuOpEntry kCpuOps[] = {
+    {OpType::kEmbedLayerNorm, run_embed_layernorm},
+    {OpType::kGemm, run_gemm},
+    {OpType::kAttention, run_attention},
+    {OpType::kAddLayerNorm, run_add_layernorm},
+    {OpType::kGatherRows, run_gather_rows},
+};
+
+const CpuOpEntry* find_op(OpType type) {
+  for (const auto& entry : kCpuOps) {
+    if (entry.type == type) return &entry;
+  }
+  return nullptr;
+}
+
+uint64_t physical_memory_bytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page_size = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) : pool_(threads) {}
+
+bool CpuBackend::supports(OpType type) const { return find_op(type) != nullptr; }
+
+void* CpuBackend::allocate(size_t bytes) {
+  // Overcommitting kernels hand out more than exists and kill the process on
+  // first touch; a plan asking for more than the machine has fails here.
+  if (bytes > physical_memory_bytes()) {
+    fail(ErrorCode::kOom, "cannot allocate " + std::to_string(bytes) + " bytes: more than this machine's memory");
+  }
+  size_t rounded = bytes == 0 ? kAlignment : (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* ptr = std::aligned_alloc(kAlignment, rounded);
+  if (ptr == nullptr) fail(ErrorCode::kOom, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
+  g_native_memory_bytes += static_cast<int64_t>(bytes);
+  return ptr;
+}
+
+void CpuBackend::release(void* ptr, size_t bytes) {
+  if (ptr == nullptr) return;
+  std::free(ptr);
+  g_native_memory_bytes -= static_cast<int64_t>(bytes);
+}
+
+void CpuBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
+  std::memcpy(device_dst, host_src, bytes);
+}
+
+void CpuBackend::download(void* host_dst, const void* device_src, size_t bytes) {
+  std::memcpy(host_dst, device_src, bytes);
+}
+
+void CpuBackend::run(const OpCall& call) {
+  const CpuOpEntry* entry = find_op(call.op->type);
+  if (entry == nullptr) {
+    fail(ErrorCode::kBackend, std::string("the CPU backend does not implement op ") + op_type_name(call.op->type));
+  }
+  entry->run(call, pool_);
+}
+
+}  // namespace fusedrt

@@ -1,0 +1,276 @@
+#include "engine_object.h"
+
+#include <cmath>
+#include <string>
+
+#include "cpu_backend.h"
+#include "napi_errors.h"
+
+namespace fusedrt {
+
+namespace {
+
+constexpr int64_t kDefaultMaxTokens = 8192;
+constexpr int64_t kDefaultMaxSequences = 64;
+constexpr int kMaxThreads = 1024;
+
+// A whole number option, or its default when absent.
+int64_t integer_option(const Napi::Object& options, const char* key, int64_t fallback, int64_t min, int64_t max) {
+  Napi::Value value = options.Get(key);
+  if (value.IsUndefined()) return fallback;
+  if (!value.IsNumber()) fail(ErrorCode::kInput, std::string("option ") + key + " must be a number");
+  double v = value.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || std::floor(v) != v || v < static_cast<double>(min) || v > static_cast<double>(max)) {
+    fail(ErrorCode::kInput, std::string("option ") + key + " must be an integer in [" + std::to_string(min) + ", " +
+                                std::to_string(max) + "]");
+  }
+  return static_cast<int64_t>(v);
+}
+
+std::vector<int32_t> int32_array(const Napi::Object& request, const char* key, bool required, bool* present) {
+  Napi::Value value = request.Get(key);
+  *present = !(value.IsUndefined() || value.IsNull());
+  if (!*present) {
+    if (required) fail(ErrorCode::kInput, std::string(key) + " is required");
+    return {};
+  }
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    fail(ErrorCode::kInput, std::string(key) + " must be an Int32Array");
+  }
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  return std::vector<int32_t>(array.Data(), array.Data() + array.ElementLength());
+}
+
+std::vector<std::string> string_list(const Napi::Object& request, const char* key) {
+  Napi::Value value = request.Get(key);
+  if (!value.IsArray()) fail(ErrorCode::kInput, std::string(key) + " must be an array of output names");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<std::string> names;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value name = array.Get(i);
+    if (!name.IsString()) fail(ErrorCode::kInput, std::string(key) + "[" + std::to_string(i) + "] must be a string");
+    names.push_back(name.As<Napi::String>().Utf8Value());
+  }
+  return names;
+}
+
+Napi::FunctionReference* engine_constructor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>(); }
+
+}  // namespace
+
+class LoadWorker : public PromiseWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int threads, RuntimeOptions options)
+      : PromiseWorker(env, "fusedrt:loadEngine"),
+        path_(std::move(path)),
+        bytes_(std::move(bytes)),
+        threads_(threads),
+        options_(options) {}
+
+ protected:
+  void execute() override {
+    std::unique_ptr<PlanSource> source = path_.empty() ? plan_from_bytes(std::move(bytes_)) : open_plan_file(path_);
+    runtime_ = Runtime::load(*source, std::make_unique<CpuBackend>(threads_), options_);
+  }
+
+  Napi::Value result(Napi::Env env) override { return EngineObject::NewInstance(env, std::move(runtime_)); }
+
+ private:
+  std::string path_;
+  std::vector<uint8_t> bytes_;
+  int threads_;
+  RuntimeOptions options_;
+  std::shared_ptr<Runtime> runtime_;
+};
+
+class RunWorker : public PromiseWorker {
+ public:
+  RunWorker(EngineObject* engine, RunRequest request)
+      : PromiseWorker(engine->Env(), "fusedrt:run"),
+        engine_(engine),
+        engine_ref_(Napi::Persistent(engine->Value())),
+        runtime_(engine->runtime_),
+        request_(std::move(request)) {}
+
+ protected:
+  void execute() override { outputs_ = runtime_->run(request_); }
+
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    for (RunOutput& out : outputs_) {
+      Napi::Float32Array data = Napi::Float32Array::New(env, out.data.size());
+      std::copy(out.data.begin(), out.data.end(), data.Data());
+      Napi::Object tensor = Napi::Object::New(env);
+      tensor.Set("data", data);
+      tensor.Set("rows", Napi::Number::New(env, static_cast<double>(out.rows)));
+      tensor.Set("cols", Napi::Number::New(env, static_cast<double>(out.cols)));
+      result.Set(out.name, tensor);
+    }
+    return result;
+  }
+
+  void finished() override {
+    // Drop our share first so a pending dispose really frees the memory.
+    runtime_.reset();
+    engine_->run_settled();
+  }
+
+ private:
+  EngineObject* engine_;
+  Napi::ObjectReference engine_ref_;  // keeps engine_ alive while the run is in flight
+  std::shared_ptr<Runtime> runtime_;
+  RunRequest request_;
+  std::vector<RunOutput> outputs_;
+};
+
+void EngineObject::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function constructor = DefineClass(env, "NativeEngine",
+                                           {
+                                               InstanceMethod<&EngineObject::Info>("info"),
+                                               InstanceMethod<&EngineObject::Run>("run"),
+                                               InstanceMethod<&EngineObject::Dispose>("dispose"),
+                                           });
+  env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(constructor)));
+  exports.Set("loadEngine", Napi::Function::New<&EngineObject::LoadEngine>(env, "loadEngine"));
+}
+
+EngineObject::EngineObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineObject>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    Napi::Error error = Napi::Error::New(info.Env(), "NativeEngine cannot be constructed directly; use loadEngine()");
+    error.Set("code", Napi::String::New(info.Env(), "E_INPUT"));
+    throw error;
+  }
+  runtime_ = *info[0].As<Napi::External<std::shared_ptr<Runtime>>>().Data();
+  external_bytes_ = runtime_->weight_bytes() + runtime_->workspace_bytes();
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
+}
+
+EngineObject::~EngineObject() {
+  // Collected without dispose(): no run can be in flight (each holds a
+  // reference on this object), so the runtime can go now.
+  try {
+    release_runtime();
+  } catch (...) {
+  }
+}
+
+Napi::Object EngineObject::NewInstance(Napi::Env env, std::shared_ptr<Runtime> runtime) {
+  auto external = Napi::External<std::shared_ptr<Runtime>>::New(env, &runtime);
+  return engine_constructor(env)->New({external});
+}
+
+Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    std::string path;
+    std::vector<uint8_t> bytes;
+    if (info.Length() >= 1 && info[0].IsString()) {
+      path = info[0].As<Napi::String>().Utf8Value();
+      if (path.empty()) fail(ErrorCode::kInput, "plan path is empty");
+    } else if (info.Length() >= 1 && info[0].IsTypedArray() &&
+               info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
+      // Copied: the caller may change or transfer its buffer while we load.
+      Napi::Uint8Array array = info[0].As<Napi::Uint8Array>();
+      bytes.assign(array.Data(), array.Data() + array.ByteLength());
+    } else {
+      fail(ErrorCode::kInput, "plan must be a file path or a Uint8Array of plan bytes");
+    }
+    Napi::Object options = Napi::Object::New(env);
+    if (info.Length() >= 2 && !info[1].IsUndefined()) {
+      if (!info[1].IsObject()) fail(ErrorCode::kInput, "options must be an object");
+      options = info[1].As<Napi::Object>();
+    }
+    Napi::Value device = options.Get("device");
+    if (!device.IsUndefined()) {
+      if (!device.IsString()) fail(ErrorCode::kInput, "option device must be a string");
+      std::string name = device.As<Napi::String>().Utf8Value();
+      if (name != "cpu") {
+        fail(ErrorCode::kBackend, "device \"" + name + "\" is not available: this build has only the CPU backend");
+      }
+    }
+    RuntimeOptions runtime_options;
+    int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
+    runtime_options.max_tokens = integer_option(options, "maxTokens", kDefaultMaxTokens, 1, INT32_MAX);
+    runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
+    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), threads, runtime_options);
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  } catch (...) {
+    return rejected_promise(env);
+  }
+}
+
+Napi::Value EngineObject::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!runtime_) fail(ErrorCode::kDisposed, "the engine was disposed");
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("backend", Napi::String::New(env, runtime_->backend().name()));
+    result.Set("threads", Napi::Number::New(env, runtime_->backend().threads()));
+    result.Set("maxTokens", Napi::Number::New(env, static_cast<double>(runtime_->options().max_tokens)));
+    result.Set("maxSequences", Napi::Number::New(env, static_cast<double>(runtime_->options().max_sequences)));
+    result.Set("weightBytes", Napi::Number::New(env, static_cast<double>(runtime_->weight_bytes())));
+    result.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(runtime_->workspace_bytes())));
+    result.Set("headerJson", Napi::String::New(env, runtime_->plan().header_json));
+    return result;
+  } catch (...) {
+    Napi::Value error = make_js_error(env, describe_current_exception());
+    throw Napi::Error(env, error);
+  }
+}
+
+Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (disposed_) fail(ErrorCode::kDisposed, "the engine was disposed");
+    if (info.Length() < 1 || !info[0].IsObject()) fail(ErrorCode::kInput, "run() needs a batch object");
+    Napi::Object batch = info[0].As<Napi::Object>();
+    RunRequest request;
+    bool present = false;
+    request.input_ids = int32_array(batch, "inputIds", true, &present);
+    std::vector<int32_t> types = int32_array(batch, "tokenTypeIds", false, &present);
+    if (present) request.token_type_ids = std::move(types);
+    request.cu_seqlens = int32_array(batch, "cuSeqlens", true, &present);
+    request.selected_rows = int32_array(batch, "selectedRows", false, &present);
+    request.outputs = string_list(batch, "outputs");
+    auto* worker = new RunWorker(this, std::move(request));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    ++runs_in_flight_;
+    return promise;
+  } catch (...) {
+    return rejected_promise(env);
+  }
+}
+
+Napi::Value EngineObject::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  disposed_ = true;
+  if (runs_in_flight_ == 0) {
+    release_runtime();
+    deferred.Resolve(env.Undefined());
+  } else {
+    dispose_waiters_.push_back(deferred);
+  }
+  return deferred.Promise();
+}
+
+void EngineObject::run_settled() {
+  --runs_in_flight_;
+  if (runs_in_flight_ > 0 || !disposed_) return;
+  release_runtime();
+  std::vector<Napi::Promise::Deferred> waiters;
+  waiters.swap(dispose_waiters_);
+  for (auto& waiter : waiters) waiter.Resolve(Env().Undefined());
+}
+
+void EngineObject::release_runtime() {
+  if (!runtime_) return;
+  runtime_.reset();
+  Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+  external_bytes_ = 0;
+}
+
+}  // namespace fusedrt

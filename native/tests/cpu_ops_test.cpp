@@ -1,0 +1,441 @@
+// Checks every CPU op against a naive double-precision reference on random
+// inputs, with thread pools of 1 and 4 threads. Prints one line per case
+// ("PASS <op> ..." or "FAIL <op> ...") and exits non-zero on any failure.
+// Run by test/cpu-ops.test.ts; build target fusedrt_cpu_ops_test.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ops.h"
+
+using namespace fusedrt::cpu;
+
+namespace {
+
+int g_cases = 0;
+int g_failures = 0;
+
+void report(bool ok, const char* op, const std::string& detail, double error, double tolerance) {
+  ++g_cases;
+  if (!ok) ++g_failures;
+  std::printf("%s %s %s max_err=%.3g tol=%.3g\n", ok ? "PASS" : "FAIL", op, detail.c_str(), error, tolerance);
+}
+
+std::mt19937 g_rng(20240601);
+
+std::vector<float> random_floats(size_t count, float low, float high) {
+  std::uniform_real_distribution<float> dist(low, high);
+  std::vector<float> values(count);
+  for (auto& v : values) v = dist(g_rng);
+  return values;
+}
+
+std::vector<int32_t> cu_from_lengths(const std::vector<int32_t>& lengths) {
+  std::vector<int32_t> cu{0};
+  for (int32_t len : lengths) cu.push_back(cu.back() + len);
+  return cu;
+}
+
+std::string lengths_text(const std::vector<int32_t>& lengths) {
+  std::string text;
+  for (size_t i = 0; i < lengths.size(); ++i) text += (i ? "," : "") + std::to_string(lengths[i]);
+  return text;
+}
+
+// ---- thread pool ---------------------------------------------------------
+
+void test_thread_pool(ThreadPool& pool) {
+  const std::string threads = "threads=" + std::to_string(pool.size());
+  bool ok = true;
+  for (int64_t n : {0, 1, 7, 100, 1000}) {
+    for (int64_t min_chunk : {1, 3, 64}) {
+      std::vector<std::atomic<int>> visits(static_cast<size_t>(n));
+      for (auto& v : visits) v = 0;
+      std::atomic<bool> short_chunk{false};
+      pool.parallel_for(n, min_chunk, [&](int64_t begin, int64_t end) {
+        if (end - begin < min_chunk && end != n) short_chunk = true;
+        for (int64_t i = begin; i < end; ++i) ++visits[static_cast<size_t>(i)];
+      });
+      for (auto& v : visits) ok = ok && v == 1;
+      ok = ok && !short_chunk;
+    }
+  }
+  report(ok, "thread_pool", "coverage " + threads, ok ? 0 : 1, 0);
+
+  // Many small jobs back to back: a lost wake-up or a stale worker shows up
+  // as a hang or a wrong sum.
+  std::atomic<int64_t> total{0};
+  for (int round = 0; round < 2000; ++round) {
+    pool.parallel_for(16, 1, [&](int64_t begin, int64_t end) { total += end - begin; });
+  }
+  report(total == 2000 * 16, "thread_pool", "repeated " + threads, static_cast<double>(2000 * 16 - total), 0);
+
+  bool thrown = false;
+  try {
+    pool.parallel_for(100, 1, [](int64_t begin, int64_t) {
+      if (begin == 0) throw std::runtime_error("chunk failed");
+    });
+  } catch (const std::runtime_error&) {
+    thrown = true;
+  }
+  std::atomic<int64_t> after{0};
+  pool.parallel_for(100, 1, [&](int64_t begin, int64_t end) { after += end - begin; });
+  report(thrown && after == 100, "thread_pool", "exception " + threads, thrown && after == 100 ? 0 : 1, 0);
+}
+
+// ---- gemm ----------------------------------------------------------------
+
+const char* activation_name(Activation activation) {
+  switch (activation) {
+    case Activation::kNone: return "none";
+    case Activation::kGelu: return "gelu";
+    case Activation::kGeluTanh: return "gelu_tanh";
+    case Activation::kRelu: return "relu";
+    case Activation::kTanh: return "tanh";
+  }
+  return "?";
+}
+
+double activate_reference(Activation activation, double x) {
+  switch (activation) {
+    case Activation::kNone: return x;
+    case Activation::kGelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Activation::kGeluTanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case Activation::kRelu: return x > 0 ? x : 0;
+    case Activation::kTanh: return std::tanh(x);
+  }
+  return x;
+}
+
+// The tolerance scales with the rounding a float sum can carry: 1e-6 of
+// sum |in·weight| + |bias|, at least 1e-6; "err/tol" must stay <= 1.
+void check_gemm(ThreadPool& pool, int64_t rows, int64_t n, int64_t k, Activation activation, bool with_bias) {
+  const auto in = random_floats(static_cast<size_t>(rows * k), -1, 1);
+  const auto weight = random_floats(static_cast<size_t>(n * k), -1, 1);
+  const auto bias = random_floats(static_cast<size_t>(n), -1, 1);
+  std::vector<float> out(static_cast<size_t>(rows * n), NAN);
+  gemm({in.data(), weight.data(), with_bias ? bias.data() : nullptr, activation, rows, n, k, out.data()}, pool);
+
+  double worst_ratio = 0, worst_abs = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      double sum = with_bias ? bias[c] : 0.0;
+      double magnitude = with_bias ? std::fabs(bias[c]) : 0.0;
+      for (int64_t q = 0; q < k; ++q) {
+        sum += static_cast<double>(in[r * k + q]) * weight[c * k + q];
+        magnitude += std::fabs(static_cast<double>(in[r * k + q]) * weight[c * k + q]);
+      }
+      const double error = std::fabs(out[r * n + c] - activate_reference(activation, sum));
+      const double ratio = error / (1e-6 * magnitude + 1e-6);
+      worst_abs = std::max(worst_abs, error);
+      worst_ratio = std::isnan(error) ? INFINITY : std::max(worst_ratio, ratio);
+    }
+  }
+  const bool ok = worst_ratio <= 1.0;
+  char detail[160];
+  std::snprintf(detail, sizeof detail, "%s rows=%lld n=%lld k=%lld act=%s bias=%s threads=%d max_abs_err=%.3g (max_err is err/tol)",
+                gemm_implementation(), static_cast<long long>(rows), static_cast<long long>(n),
+                static_cast<long long>(k), activation_name(activation), with_bias ? "yes" : "no", pool.size(),
+                worst_abs);
+  report(ok, "gemm", detail, worst_ratio, 1.0);
+}
+
+void test_gemm(ThreadPool& pool) {
+  struct Shape {
+    int64_t rows, n, k;
+  };
+  const Shape shapes[] = {{1, 1, 1},    {1, 7, 1},      {3, 5, 17},    {5, 1, 9},     {2, 3, 8},
+                          {17, 33, 65}, {4, 3, 257},    {64, 96, 128}, {130, 50, 300}, {128, 384, 384},
+                          {37, 1536, 384}, {9, 100, 1536}};
+  const Activation activations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
+                                    Activation::kRelu, Activation::kTanh};
+  int index = 0;
+  for (const Shape& s : shapes) {
+    for (Activation activation : activations) check_gemm(pool, s.rows, s.n, s.k, activation, index++ % 2 == 0);
+  }
+}
+
+// Two pools multiplying at the same time, as two engines would: the OpenBLAS
+// path must be safe for concurrent callers.
+void test_gemm_concurrent() {
+  std::atomic<bool> all_ok{true};
+  std::vector<std::thread> engines;
+  for (int e = 0; e < 2; ++e) {
+    engines.emplace_back([&all_ok, e] {
+      ThreadPool pool(2);
+      std::mt19937 rng(static_cast<unsigned>(e));
+      for (int round = 0; round < 3; ++round) {
+        const int64_t rows = 64, n = 200, k = 160;
+        std::vector<float> in(rows * k), weight(n * k), out(rows * n);
+        std::uniform_real_distribution<float> dist(-1, 1);
+        for (auto& v : in) v = dist(rng);
+        for (auto& v : weight) v = dist(rng);
+        gemm({in.data(), weight.data(), nullptr, Activation::kNone, rows, n, k, out.data()}, pool);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < n; ++c) {
+            double sum = 0;
+            for (int64_t q = 0; q < k; ++q) sum += static_cast<double>(in[r * k + q]) * weight[c * k + q];
+            if (!(std::fabs(out[r * n + c] - sum) <= 1e-4)) all_ok = false;
+          }
+        }
+      }
+    });
+  }
+  for (auto& engine : engines) engine.join();
+  report(all_ok, "gemm", std::string(gemm_implementation()) + " concurrent pools=2x2", all_ok ? 0 : 1, 1e-4);
+}
+
+// ---- attention -----------------------------------------------------------
+
+void check_attention(ThreadPool& pool, const std::vector<int32_t>& lengths, int64_t heads, int64_t head_dim) {
+  const auto cu = cu_from_lengths(lengths);
+  const int64_t tokens = cu.back();
+  const int64_t width = heads * head_dim;
+  // Wide enough a range that the softmax is far from uniform.
+  const auto qkv = random_floats(static_cast<size_t>(tokens * 3 * width), -3, 3);
+  std::vector<float> out(static_cast<size_t>(tokens * width), NAN);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  attention({qkv.data(), cu.data(), static_cast<int64_t>(lengths.size()), heads, head_dim, scale, out.data()},
+            pool);
+
+  double worst = 0;
+  std::vector<double> scores;
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    const int64_t start = cu[b], len = lengths[b];
+    scores.assign(static_cast<size_t>(len), 0);
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < len; ++i) {
+        const float* q = &qkv[(start + i) * 3 * width + h * head_dim];
+        double max_score = -INFINITY;
+        for (int64_t j = 0; j < len; ++j) {
+          const float* key = &qkv[(start + j) * 3 * width + width + h * head_dim];
+          double dot = 0;
+          for (int64_t d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * key[d];
+          scores[j] = dot * scale;
+          max_score = std::max(max_score, scores[j]);
+        }
+        double total = 0;
+        for (auto& s : scores) total += (s = std::exp(s - max_score));
+        for (int64_t d = 0; d < head_dim; ++d) {
+          double value = 0;
+          for (int64_t j = 0; j < len; ++j) value += scores[j] * qkv[(start + j) * 3 * width + 2 * width + h * head_dim + d];
+          const double error = std::fabs(out[(start + i) * width + h * head_dim + d] - value / total);
+          worst = std::isnan(error) ? INFINITY : std::max(worst, error);
+        }
+      }
+    }
+  }
+  const double tolerance = 1e-5;
+  report(worst <= tolerance, "attention",
+         "lengths=" + lengths_text(lengths) + " heads=" + std::to_string(heads) + " head_dim=" +
+             std::to_string(head_dim) + " threads=" + std::to_string(pool.size()),
+         worst, tolerance);
+}
+
+void test_attention(ThreadPool& pool) {
+  check_attention(pool, {1}, 1, 32);
+  check_attention(pool, {1, 3, 7}, 2, 32);
+  check_attention(pool, {5, 128, 1, 64}, 12, 64);
+  check_attention(pool, {2, 0, 9}, 3, 128);
+  check_attention(pool, {512}, 2, 64);
+}
+
+// ---- layernorms ----------------------------------------------------------
+
+// out = LN(x) in double; returns the largest error of `got` against it.
+double layernorm_error(const std::vector<double>& x, const float* gamma, const float* beta, double eps,
+                       const float* got) {
+  const size_t cols = x.size();
+  double mean = 0, variance = 0;
+  for (double v : x) mean += v;
+  mean /= static_cast<double>(cols);
+  for (double v : x) variance += (v - mean) * (v - mean);
+  variance /= static_cast<double>(cols);
+  double worst = 0;
+  for (size_t c = 0; c < cols; ++c) {
+    const double expected = (x[c] - mean) / std::sqrt(variance + eps) * gamma[c] + beta[c];
+    const double error = std::fabs(got[c] - expected) / (1.0 + std::fabs(expected));
+    worst = std::isnan(error) ? INFINITY : std::max(worst, error);
+  }
+  return worst;
+}
+
+void check_embed_layernorm(ThreadPool& pool, const std::vector<int32_t>& lengths, int64_t hidden, bool with_types) {
+  const int64_t vocab = 50, max_positions = 64, type_vocab = 2;
+  const auto cu = cu_from_lengths(lengths);
+  const int64_t tokens = cu.back();
+  std::uniform_int_distribution<int32_t> word_dist(0, vocab - 1), type_dist(0, type_vocab - 1);
+  std::vector<int32_t> ids(static_cast<size_t>(tokens)), types(static_cast<size_t>(tokens));
+  for (auto& id : ids) id = word_dist(g_rng);
+  for (auto& type : types) type = type_dist(g_rng);
+  const auto word = random_floats(static_cast<size_t>(vocab * hidden), -1, 1);
+  // A large common offset in the positions: LayerNorm must not lose the
+  // small differences under it.
+  const auto position = random_floats(static_cast<size_t>(max_positions * hidden), 40, 42);
+  const auto token_type = random_floats(static_cast<size_t>(type_vocab * hidden), -1, 1);
+  const auto gamma = random_floats(static_cast<size_t>(hidden), 0.5, 1.5);
+  const auto beta = random_floats(static_cast<size_t>(hidden), -0.5, 0.5);
+  const float eps = 1e-12f;
+  std::vector<float> out(static_cast<size_t>(tokens * hidden), NAN);
+  embed_layernorm({ids.data(), with_types ? types.data() : nullptr, cu.data(), tokens,
+                   static_cast<int64_t>(lengths.size()), hidden, word.data(), position.data(), token_type.data(),
+                   gamma.data(), beta.data(), eps, out.data()},
+                  pool);
+
+  double worst = 0;
+  std::vector<double> x(static_cast<size_t>(hidden));
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    for (int64_t t = cu[b]; t < cu[b + 1]; ++t) {
+      const int64_t type = with_types ? types[t] : 0;
+      for (int64_t c = 0; c < hidden; ++c) {
+        x[c] = static_cast<double>(word[ids[t] * hidden + c]) + token_type[type * hidden + c] +
+               position[(t - cu[b]) * hidden + c];
+      }
+      worst = std::max(worst, layernorm_error(x, gamma.data(), beta.data(), eps, &out[t * hidden]));
+    }
+  }
+  const double tolerance = 1e-5;
+  report(worst <= tolerance, "embed_layernorm",
+         "lengths=" + lengths_text(lengths) + " hidden=" + std::to_string(hidden) +
+             " token_types=" + (with_types ? "yes" : "no") + " threads=" + std::to_string(pool.size()),
+         worst, tolerance);
+}
+
+void test_embed_layernorm(ThreadPool& pool) {
+  check_embed_layernorm(pool, {1}, 8, true);
+  check_embed_layernorm(pool, {3, 1, 5}, 32, true);
+  check_embed_layernorm(pool, {3, 1, 5}, 32, false);
+  check_embed_layernorm(pool, {64, 0, 17, 40}, 768, true);
+}
+
+enum class Alias { kNone, kOutIsIn, kOutIsResidual };
+
+void check_add_layernorm(ThreadPool& pool, int64_t rows, int64_t cols, bool with_residual, bool with_bias,
+                         Alias alias) {
+  auto in = random_floats(static_cast<size_t>(rows * cols), -2, 2);
+  auto residual = random_floats(static_cast<size_t>(rows * cols), 30, 34);
+  const auto bias = random_floats(static_cast<size_t>(cols), -1, 1);
+  const auto gamma = random_floats(static_cast<size_t>(cols), 0.5, 1.5);
+  const auto beta = random_floats(static_cast<size_t>(cols), -0.5, 0.5);
+  const float eps = 1e-5f;
+  const auto in_copy = in;
+  const auto residual_copy = residual;
+  std::vector<float> separate(static_cast<size_t>(rows * cols), NAN);
+  float* out = alias == Alias::kOutIsIn ? in.data() : alias == Alias::kOutIsResidual ? residual.data() : separate.data();
+  add_layernorm({in.data(), with_residual ? residual.data() : nullptr, with_bias ? bias.data() : nullptr, gamma.data(),
+                 beta.data(), eps, rows, cols, out},
+                pool);
+
+  double worst = 0;
+  std::vector<double> x(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      x[c] = static_cast<double>(in_copy[r * cols + c]) + (with_bias ? bias[c] : 0.0f) +
+             (with_residual ? residual_copy[r * cols + c] : 0.0f);
+    }
+    worst = std::max(worst, layernorm_error(x, gamma.data(), beta.data(), eps, out + r * cols));
+  }
+  const char* alias_name = alias == Alias::kOutIsIn ? "out=in" : alias == Alias::kOutIsResidual ? "out=residual" : "none";
+  const double tolerance = 1e-5;
+  report(worst <= tolerance, "add_layernorm",
+         "rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) + " residual=" +
+             (with_residual ? "yes" : "no") + " bias=" + (with_bias ? "yes" : "no") + " alias=" + alias_name +
+             " threads=" + std::to_string(pool.size()),
+         worst, tolerance);
+}
+
+void test_add_layernorm(ThreadPool& pool) {
+  check_add_layernorm(pool, 1, 1, true, true, Alias::kNone);
+  check_add_layernorm(pool, 1, 7, true, true, Alias::kNone);
+  check_add_layernorm(pool, 33, 768, true, true, Alias::kNone);
+  check_add_layernorm(pool, 33, 768, true, true, Alias::kOutIsIn);
+  check_add_layernorm(pool, 33, 768, true, true, Alias::kOutIsResidual);
+  check_add_layernorm(pool, 20, 65, false, true, Alias::kOutIsIn);
+  check_add_layernorm(pool, 20, 65, true, false, Alias::kOutIsResidual);
+  check_add_layernorm(pool, 5, 384, false, false, Alias::kNone);
+}
+
+// ---- gather_rows ---------------------------------------------------------
+
+void test_gather_rows(ThreadPool& pool) {
+  const int64_t tokens = 300, cols = 37;
+  const auto in = random_floats(static_cast<size_t>(tokens * cols), -1, 1);
+  for (int64_t rows_out : {1, 3, 200}) {
+    std::uniform_int_distribution<int32_t> row_dist(0, tokens - 1);
+    std::vector<int32_t> index(static_cast<size_t>(rows_out));
+    for (auto& i : index) i = row_dist(g_rng);
+    std::vector<float> out(static_cast<size_t>(rows_out * cols), NAN);
+    gather_rows({in.data(), index.data(), rows_out, cols, out.data()}, pool);
+    bool same = true;
+    for (int64_t r = 0; r < rows_out; ++r) {
+      same = same && std::memcmp(&out[r * cols], &in[index[r] * cols], cols * sizeof(float)) == 0;
+    }
+    report(same, "gather_rows",
+           "rows_out=" + std::to_string(rows_out) + " cols=" + std::to_string(cols) +
+               " threads=" + std::to_string(pool.size()),
+           same ? 0 : 1, 0);
+  }
+}
+
+// ---- half_to_float -------------------------------------------------------
+
+// Every one of the 65536 half values against its value computed from the
+// definition: normals, subnormals, zeros, infinities, NaNs.
+void test_half_to_float() {
+  std::vector<uint16_t> halves(65536);
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<uint16_t>(i);
+  std::vector<float> floats(halves.size());
+  half_to_float(halves.data(), floats.data(), static_cast<int64_t>(halves.size()));
+  int wrong = 0;
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const int exponent = (i >> 10) & 0x1f;
+    const int mantissa = i & 0x3ff;
+    const double sign = (i & 0x8000) ? -1.0 : 1.0;
+    uint32_t got_bits;
+    std::memcpy(&got_bits, &floats[i], sizeof got_bits);
+    bool ok;
+    if (exponent == 0x1f && mantissa != 0) {
+      // NaN, with the payload kept in the top mantissa bits.
+      ok = std::isnan(floats[i]) && ((got_bits >> 13) & 0x3ff) == static_cast<uint32_t>(mantissa) &&
+           (got_bits >> 31) == (i >> 15);
+    } else {
+      const double expected = exponent == 0x1f ? sign * INFINITY
+                              : exponent == 0  ? sign * std::ldexp(mantissa, -24)
+                                               : sign * std::ldexp(1024 + mantissa, exponent - 25);
+      const float expected_float = static_cast<float>(expected);
+      uint32_t expected_bits;
+      std::memcpy(&expected_bits, &expected_float, sizeof expected_bits);
+      ok = got_bits == expected_bits;  // bit equality also checks the sign of zero
+    }
+    if (!ok) ++wrong;
+  }
+  report(wrong == 0, "half_to_float", "all 65536 values", wrong, 0);
+}
+
+}  // namespace
+
+int main() {
+  std::printf("gemm implementation: %s\n", gemm_implementation());
+  for (int threads : {1, 4}) {
+    ThreadPool pool(threads);
+    test_thread_pool(pool);
+    test_gemm(pool);
+    test_attention(pool);
+    test_embed_layernorm(pool);
+    test_add_layernorm(pool);
+    test_gather_rows(pool);
+  }
+  test_gemm_concurrent();
+  test_half_to_float();
+  std::printf("%s: %d cases, %d failed\n", g_failures == 0 ? "OK" : "FAILED", g_cases, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,36 @@
+/**
+ * fusedrt-fill-mask: the top-k tokens and scores for each [MASK] of an infer
+ * result (or of msg.payload, when the node has an engine of its own), and the
+ * sentence filled with the best tokens.
+ */
+import { fillMask } from '../../src/post/fill-mask';
+import { EngineClient, findEngineNode } from '../shared/engine-client';
+import { requireOutput } from '../shared/inference';
+import { nodeError } from '../shared/messages';
+import { countField } from '../shared/options';
+import { engineOfResult, obtainResult, shapeLike } from '../shared/post-input';
+import type { Node, NodeAPI, NodeDef } from '../shared/red-types';
+
+interface FillMaskNodeDef extends NodeDef {
+  engine?: string;
+  topK?: string | number;
+}
+
+export = function register(RED: NodeAPI): void {
+  function FusedrtFillMaskNode(this: Node, def: FillMaskNodeDef): void {
+    RED.nodes.createNode(this, def);
+    const topK = Math.max(1, countField(def.topK, 5));
+    const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
+    client.handleInput(async (msg) => {
+      const result = await obtainResult(client, msg, ['logits']);
+      if (result.task !== 'fill-mask') throw nodeError('E_INPUT', 'wrongTask', { needed: 'fill-mask', task: result.task });
+      const logits = requireOutput(result, 'logits', 'set the infer node\'s outputs to "task" or include logits');
+      const engine = await engineOfResult(RED, client, result);
+      const filled = fillMask(logits, result.encodings, engine.tokenizer, { topK, texts: result.texts });
+      msg.payload = shapeLike(result, filled);
+      return msg;
+    });
+    client.handleClose();
+  }
+  RED.nodes.registerType('fusedrt-fill-mask', FusedrtFillMaskNode);
+};

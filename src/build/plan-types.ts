@@ -1,0 +1,105 @@
+/** Types of the plan header; docs/plan-format.md is the normative description. */
+
+export type DType = 'f32' | 'f16' | 'u8';
+export type Precision = 'fp32' | 'fp16';
+export type Task = 'fill-mask' | 'classification' | 'token-classification' | 'question-answering' | 'embedding';
+export type RowsKind = 'tokens' | 'sequences' | 'selected';
+export type Activation = 'none' | 'gelu' | 'gelu_tanh' | 'relu' | 'tanh';
+
+export interface TensorEntry {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  /** Byte offset relative to the start of the data section; a multiple of 64. */
+  offset: number;
+  size: number;
+}
+
+export interface BufferDecl {
+  name: string;
+  rows: RowsKind;
+  cols: number;
+}
+
+export interface EmbedLayerNormOp {
+  type: 'embed_layernorm';
+  word: string;
+  position: string;
+  tokenType: string;
+  gamma: string;
+  beta: string;
+  eps: number;
+  out: string;
+}
+
+export interface GemmOp {
+  type: 'gemm';
+  in: string;
+  weight: string;
+  bias?: string;
+  activation: Activation;
+  out: string;
+}
+
+export interface AttentionOp {
+  type: 'attention';
+  in: string;
+  out: string;
+  heads: number;
+  headDim: number;
+  scale: number;
+}
+
+export interface AddLayerNormOp {
+  type: 'add_layernorm';
+  in: string;
+  residual?: string;
+  bias?: string;
+  gamma: string;
+  beta: string;
+  eps: number;
+  out: string;
+}
+
+export interface GatherRowsOp {
+  type: 'gather_rows';
+  in: string;
+  out: string;
+  select: 'first' | 'selected';
+}
+
+export type PlanOp = EmbedLayerNormOp | GemmOp | AttentionOp | AddLayerNormOp | GatherRowsOp;
+
+export interface ModelConfig {
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  vocabSize: number;
+  maxPositions: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  hiddenAct: string;
+  /** Longest sequence the plan accepts: min(maxPositions, --max-seq). */
+  maxSeq: number;
+}
+
+export interface PlanHeader {
+  format: 'fusedrt-plan';
+  formatVersion: 1;
+  builder: { name: string; version: string };
+  createdAt: string;
+  source: { architecture: string; sha256: string; files: string[] };
+  family: 'bert';
+  task: Task;
+  precision: Precision;
+  config: ModelConfig;
+  labels: string[] | null;
+  problemType: string | null;
+  tokenizer: { tensor: string; maskToken: string; doLowerCase: boolean };
+  tensors: TensorEntry[];
+  dataSize: number;
+  buffers: BufferDecl[];
+  ops: PlanOp[];
+  outputs: { name: string; buffer: string }[];
+}

@@ -1,0 +1,251 @@
+/**
+ * Dynamic batching: requests that arrive while the engine is busy (or within
+ * a short window) are packed into one batch, run once, and their outputs
+ * sliced back. Packing is padding-free, so merging costs nothing but the copy.
+ */
+import { FusedRTError } from '../errors';
+import type { RowsKind } from '../build/plan-types';
+import type { OutputTensor, PackedBatch, RunResult } from './types';
+
+export interface BatchLimits {
+  maxTokens: number;
+  maxSequences: number;
+}
+
+/** A batch whose outputs are resolved (never undefined). */
+export type ResolvedBatch = PackedBatch & { outputs: string[] };
+
+interface RowCounts {
+  tokens: number;
+  sequences: number;
+  selected: number;
+}
+
+function rowCounts(batch: PackedBatch): RowCounts {
+  return { tokens: batch.inputIds.length, sequences: batch.cuSeqlens.length - 1, selected: batch.selectedRows?.length ?? 0 };
+}
+
+/** Concatenates batches; cu_seqlens and selected rows are shifted to their new token positions. */
+export function mergeBatches(batches: ResolvedBatch[]): ResolvedBatch {
+  if (batches.length === 1) return batches[0];
+  const totals = batches.map(rowCounts).reduce((a, c) => ({
+    tokens: a.tokens + c.tokens, sequences: a.sequences + c.sequences, selected: a.selected + c.selected,
+  }));
+  const inputIds = new Int32Array(totals.tokens);
+  const tokenTypeIds = new Int32Array(totals.tokens);
+  const cuSeqlens = new Int32Array(totals.sequences + 1);
+  const selectedRows = new Int32Array(totals.selected);
+  let tokens = 0;
+  let sequences = 0;
+  let selected = 0;
+  for (const b of batches) {
+    inputIds.set(b.inputIds, tokens);
+    if (b.tokenTypeIds) tokenTypeIds.set(b.tokenTypeIds, tokens);
+    for (let i = 1; i < b.cuSeqlens.length; i++) cuSeqlens[sequences + i] = b.cuSeqlens[i] + tokens;
+    b.selectedRows?.forEach((row, i) => { selectedRows[selected + i] = row + tokens; });
+    tokens += b.inputIds.length;
+    sequences += b.cuSeqlens.length - 1;
+    selected += b.selectedRows?.length ?? 0;
+  }
+  return { inputIds, tokenTypeIds, cuSeqlens, selectedRows, outputs: batches[0].outputs };
+}
+
+function sliceRows(t: OutputTensor, start: number, rows: number): OutputTensor {
+  return { data: t.data.slice(start * t.cols, (start + rows) * t.cols), rows, cols: t.cols };
+}
+
+/** Cuts a merged result back into one result per batch, in order. */
+export function splitResult(result: RunResult, batches: PackedBatch[], rowsKindOf: (output: string) => RowsKind): RunResult[] {
+  if (batches.length === 1) return [result];
+  const at: RowCounts = { tokens: 0, sequences: 0, selected: 0 };
+  return batches.map((b) => {
+    const counts = rowCounts(b);
+    const part: RunResult = {};
+    for (const [name, tensor] of Object.entries(result)) {
+      const kind = rowsKindOf(name);
+      part[name] = sliceRows(tensor, at[kind], counts[kind]);
+    }
+    at.tokens += counts.tokens;
+    at.sequences += counts.sequences;
+    at.selected += counts.selected;
+    return part;
+  });
+}
+
+/**
+ * Splits a request that exceeds the engine's limits into consecutive runs of
+ * whole sequences. Selected rows follow their sequence; they must be in
+ * ascending token order (packEncodings produces them so) for the pieces to
+ * reassemble in the caller's order.
+ */
+export function splitBatch(batch: ResolvedBatch, limits: BatchLimits): ResolvedBatch[] {
+  const counts = rowCounts(batch);
+  if (counts.tokens <= limits.maxTokens && counts.sequences <= limits.maxSequences && counts.selected <= limits.maxTokens) {
+    return [batch];
+  }
+  const selected = batch.selectedRows ?? new Int32Array(0);
+  for (let i = 1; i < selected.length; i++) {
+    if (selected[i] < selected[i - 1]) {
+      throw new FusedRTError('E_INPUT', 'selectedRows must be in ascending order when a batch is larger than the engine limits');
+    }
+  }
+  const pieces: ResolvedBatch[] = [];
+  let first = 0;
+  let selectedAt = 0;
+  while (first < counts.sequences) {
+    const start = batch.cuSeqlens[first];
+    let last = first;
+    while (last < counts.sequences && last - first < limits.maxSequences &&
+      batch.cuSeqlens[last + 1] - start <= limits.maxTokens) last++;
+    if (last === first) {
+      throw new FusedRTError('E_SHAPE',
+        `sequence ${first} has ${batch.cuSeqlens[first + 1] - start} tokens, more than this engine's maxTokens (${limits.maxTokens})`);
+    }
+    const end = batch.cuSeqlens[last];
+    let selectedEnd = selectedAt;
+    while (selectedEnd < selected.length && selected[selectedEnd] < end) selectedEnd++;
+    pieces.push({
+      inputIds: batch.inputIds.subarray(start, end),
+      tokenTypeIds: batch.tokenTypeIds?.subarray(start, end),
+      cuSeqlens: batch.cuSeqlens.slice(first, last + 1).map((v) => v - start),
+      selectedRows: batch.selectedRows ? selected.slice(selectedAt, selectedEnd).map((v) => v - start) : undefined,
+      outputs: batch.outputs,
+    });
+    first = last;
+    selectedAt = selectedEnd;
+  }
+  return pieces;
+}
+
+/** Joins results of pieces made by splitBatch (all rows kinds are consecutive). */
+export function concatResults(parts: RunResult[]): RunResult {
+  if (parts.length === 1) return parts[0];
+  const joined: RunResult = {};
+  for (const name of Object.keys(parts[0])) {
+    const tensors = parts.map((p) => p[name]);
+    const rows = tensors.reduce((n, t) => n + t.rows, 0);
+    const data = new Float32Array(rows * tensors[0].cols);
+    let at = 0;
+    for (const t of tensors) {
+      data.set(t.data, at);
+      at += t.data.length;
+    }
+    joined[name] = { data, rows, cols: tensors[0].cols };
+  }
+  return joined;
+}
+
+interface Waiting {
+  batch: ResolvedBatch;
+  key: string;
+  resolve(result: RunResult): void;
+  reject(err: unknown): void;
+}
+
+export class Batcher {
+  private readonly queue: Waiting[] = [];
+  private running = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly runNative: (batch: ResolvedBatch) => Promise<RunResult>,
+    private readonly rowsKindOf: (output: string) => RowsKind,
+    private readonly limits: BatchLimits,
+    private readonly windowMs: number,
+  ) {}
+
+  /** Requests queued or running. */
+  get pending(): number {
+    return this.queue.length + this.running;
+  }
+
+  async submit(batch: ResolvedBatch): Promise<RunResult> {
+    const pieces = splitBatch(batch, this.limits);
+    const results = await Promise.all(pieces.map((piece) => new Promise<RunResult>((resolve, reject) => {
+      this.queue.push({ batch: piece, key: piece.outputs.join('\0'), resolve, reject });
+      this.schedule();
+    })));
+    return concatResults(results);
+  }
+
+  /** Resolves once nothing is queued or running. */
+  idle(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    if (this.running > 0 || this.timer) return;
+    const full = this.queuedTokens() >= this.limits.maxTokens;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, full ? 0 : this.windowMs);
+  }
+
+  private queuedTokens(): number {
+    return this.queue.reduce((n, w) => n + w.batch.inputIds.length, 0);
+  }
+
+  /** Takes the oldest request and every later one with the same outputs that still fits. */
+  private takeGroup(): Waiting[] {
+    const key = this.queue[0].key;
+    const group: Waiting[] = [];
+    const used: RowCounts = { tokens: 0, sequences: 0, selected: 0 };
+    for (let i = 0; i < this.queue.length;) {
+      const w = this.queue[i];
+      const c = rowCounts(w.batch);
+      const fits = used.tokens + c.tokens <= this.limits.maxTokens &&
+        used.sequences + c.sequences <= this.limits.maxSequences &&
+        used.selected + c.selected <= this.limits.maxTokens;
+      if (w.key === key && fits) {
+        group.push(w);
+        used.tokens += c.tokens;
+        used.sequences += c.sequences;
+        used.selected += c.selected;
+        this.queue.splice(i, 1);
+      } else {
+        i++;
+      }
+    }
+    return group;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.queue.length === 0) return;
+    const group = this.takeGroup();
+    this.running = group.length;
+    try {
+      await this.runGroup(group);
+    } finally {
+      this.running = 0;
+      if (this.queue.length > 0) {
+        this.schedule();
+      } else {
+        this.idleWaiters.splice(0).forEach((wake) => wake());
+      }
+    }
+  }
+
+  private async runGroup(group: Waiting[]): Promise<void> {
+    const batches = group.map((w) => w.batch);
+    try {
+      const results = splitResult(await this.runNative(mergeBatches(batches)), batches, this.rowsKindOf);
+      group.forEach((w, i) => w.resolve(results[i]));
+    } catch (err) {
+      if (group.length === 1) {
+        group[0].reject(err);
+        return;
+      }
+      // One bad request must not fail its neighbours: run each on its own.
+      for (const w of group) {
+        try {
+          w.resolve(await this.runNative(w.batch));
+        } catch (single) {
+          w.reject(single);
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The engine façade: one loaded plan on one backend, a tokenizer from the
+ * plan, and a batcher in front of the native execution context.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import { FusedRTError } from '../errors';
+import { alignUp } from '../build/plan-file';
+import type { PlanHeader, RowsKind } from '../build/plan-types';
+import { createTokenizer } from '../tokenize/tokenizer';
+import type { FusedTokenizer } from '../tokenize/types';
+import { Batcher, ResolvedBatch } from './batcher';
+import { loadAddon, NativeEngine } from './native';
+import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult } from './types';
+
+export const ENGINE_DEFAULTS = {
+  device: 'auto' as DeviceOption,
+  threads: 0,
+  maxTokens: 2048,
+  maxSequences: 64,
+  batchWindowMs: 2,
+};
+
+function positiveInteger(value: number, name: string, allowZero = false): number {
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 1 << 24) {
+    throw new FusedRTError('E_INPUT', `${name} must be ${allowZero ? 'a non-negative' : 'a positive'} integer, got ${value}`);
+  }
+  return value;
+}
+
+/** Resolves 'auto' and checks the requested backend was built. */
+export function resolveDevice(device: DeviceOption, built: string[]): string {
+  if (device === 'auto') return built.includes('cuda') ? 'cuda' : 'cpu';
+  if (device === 'cpu') return 'cpu';
+  if (/^cuda(:\d+)?$/.test(device)) {
+    if (!built.includes('cuda')) {
+      throw new FusedRTError('E_BACKEND', `device "${device}" was asked for, but this build of FusedRT has no CUDA backend (built: ${built.join(', ')}); use device "cpu" or "auto"`);
+    }
+    return device;
+  }
+  throw new FusedRTError('E_INPUT', `unknown device "${device}" (use auto, cpu, cuda or cuda:N)`);
+}
+
+/** Reads one tensor's bytes from a plan given as a path or as bytes, using the validated header. */
+function readPlanTensor(plan: string | Uint8Array, header: PlanHeader, name: string): Uint8Array {
+  const entry = header.tensors.find((t) => t.name === name);
+  if (!entry) throw new FusedRTError('E_PLAN_CORRUPT', `invalid plan: tensor "${name}" is missing`);
+  const readAt = (position: number, length: number): Uint8Array => {
+    if (typeof plan !== 'string') return plan.subarray(position, position + length);
+    const out = Buffer.alloc(length);
+    const fd = fs.openSync(plan, 'r');
+    try {
+      fs.readSync(fd, out, 0, length, position);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return out;
+  };
+  const headerLength = Buffer.from(readAt(12, 4)).readUInt32LE(0);
+  return readAt(alignUp(16 + headerLength) + entry.offset, entry.size);
+}
+
+export class Engine {
+  readonly info: EngineInfo;
+  readonly tokenizer: FusedTokenizer;
+  private readonly batcher: Batcher;
+  private readonly rowsOf: Map<string, RowsKind>;
+  private disposing: Promise<void> | undefined;
+
+  private constructor(private readonly native: NativeEngine, info: EngineInfo, tokenizer: FusedTokenizer, batchWindowMs: number) {
+    this.info = info;
+    this.tokenizer = tokenizer;
+    const buffers = new Map(info.header.buffers.map((b) => [b.name, b.rows]));
+    this.rowsOf = new Map(info.header.outputs.map((o) => [o.name, buffers.get(o.buffer) ?? 'tokens']));
+    this.batcher = new Batcher((batch) => this.native.run(batch), (name) => this.rowsOf.get(name) ?? 'tokens',
+      { maxTokens: info.maxTokens, maxSequences: info.maxSequences }, batchWindowMs);
+  }
+
+  /** Loads a plan (a file path or the plan's bytes) onto a backend. */
+  static async load(plan: string | Uint8Array, options: EngineOptions = {}): Promise<Engine> {
+    const addon = loadAddon();
+    const opts = { ...ENGINE_DEFAULTS, ...options };
+    const device = resolveDevice(opts.device, addon.backends());
+    const threads = positiveInteger(opts.threads, 'threads', true) || os.availableParallelism();
+    const native = await addon.loadEngine(plan, {
+      device,
+      threads,
+      maxTokens: positiveInteger(opts.maxTokens, 'maxTokens'),
+      maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
+    });
+    try {
+      const nativeInfo = native.info();
+      const header = JSON.parse(nativeInfo.headerJson) as PlanHeader;
+      const tokenizerJson = Buffer.from(readPlanTensor(plan, header, header.tokenizer.tensor)).toString('utf8');
+      const tokenizer = createTokenizer(tokenizerJson, { maxLength: header.config.maxSeq });
+      const info: EngineInfo = {
+        backend: nativeInfo.backend,
+        blas: addon.gemmImplementation(),
+        threads: nativeInfo.threads,
+        maxTokens: nativeInfo.maxTokens,
+        maxSequences: nativeInfo.maxSequences,
+        weightBytes: nativeInfo.weightBytes,
+        workspaceBytes: nativeInfo.workspaceBytes,
+        header,
+      };
+      return new Engine(native, info, tokenizer, positiveInteger(opts.batchWindowMs, 'batchWindowMs', true));
+    } catch (err) {
+      await native.dispose();
+      throw err;
+    }
+  }
+
+  get header(): PlanHeader {
+    return this.info.header;
+  }
+
+  /** Output names in the plan, e.g. ['logits', 'hidden']. */
+  get outputNames(): string[] {
+    return this.info.header.outputs.map((o) => o.name);
+  }
+
+  /** Requests queued or running. */
+  get pending(): number {
+    return this.batcher.pending;
+  }
+
+  get disposed(): boolean {
+    return this.disposing !== undefined;
+  }
+
+  /** Runs one packed batch; resolves with the requested outputs (all the batch can produce by default). */
+  run(batch: PackedBatch): Promise<RunResult> {
+    if (this.disposing) return Promise.reject(new FusedRTError('E_DISPOSED', 'this engine has been disposed'));
+    let outputs: string[];
+    try {
+      outputs = this.resolveOutputs(batch);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const resolved: ResolvedBatch = { ...batch, outputs };
+    return this.batcher.submit(resolved);
+  }
+
+  private resolveOutputs(batch: PackedBatch): string[] {
+    if (batch.outputs) {
+      for (const name of batch.outputs) {
+        if (!this.rowsOf.has(name)) {
+          throw new FusedRTError('E_INPUT', `output "${name}" is not in this plan (it has: ${this.outputNames.join(', ')})`);
+        }
+      }
+      return batch.outputs;
+    }
+    const hasSelected = (batch.selectedRows?.length ?? 0) > 0;
+    return this.outputNames.filter((name) => this.rowsOf.get(name) !== 'selected' || hasSelected);
+  }
+
+  /** Waits for queued and running requests, then frees the native engine. Safe to call twice. */
+  dispose(): Promise<void> {
+    this.disposing ??= this.batcher.idle().then(() => this.native.dispose());
+    return this.disposing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+export function nativeMemoryBytes(): number {
+  return loadAddon().nativeMemoryBytes();
+}
+
+export function availableBackends(): string[] {
+  return loadAddon().backends();
+}

@@ -1,0 +1,328 @@
+import * as assert from 'assert';
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { buildPlan } from '../src/build/builder';
+import { readPlanFile, type PlanContents } from '../src/build/plan-file';
+import type { GemmOp, PlanHeader } from '../src/build/plan-types';
+import { halfToFloat32 } from '../src/build/safetensors';
+import { makeTempDir, writeTinyBert, type TinyBertOptions, type TinyBertWeights } from './support/tiny-hf-bert';
+
+const LAYERS = 2;
+const OPS_PER_LAYER = 7;
+
+function floats(plan: PlanContents, name: string): Float32Array {
+  const entry = plan.header.tensors.find((t) => t.name === name);
+  assert.ok(entry, `plan has tensor ${name}`);
+  const bytes = plan.tensorBytes(name);
+  const copy = new Uint8Array(bytes);
+  return entry.dtype === 'f16' ? halfToFloat32(new Uint16Array(copy.buffer)) : new Float32Array(copy.buffer);
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string, ...fragments: string[]): Promise<void> {
+  await assert.rejects(promise, (err: Error & { code?: string }) => {
+    assert.strictEqual(err.code, code, err.message);
+    for (const f of fragments) assert.ok(err.message.includes(f), `"${err.message}" mentions "${f}"`);
+    return true;
+  });
+}
+
+describe('buildPlan', function () {
+  this.timeout(60000);
+  let root: string;
+  let counter = 0;
+
+  before(() => { root = makeTempDir('builder'); });
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  async function build(options: TinyBertOptions, buildOptions: Parameters<typeof buildPlan>[2] = {}):
+    Promise<{ header: PlanHeader; plan: PlanContents; weights: TinyBertWeights; dir: string }> {
+    const dir = path.join(root, `model-${counter++}`);
+    const weights = writeTinyBert(dir, options);
+    const out = path.join(dir, 'model.plan');
+    const header = await buildPlan(dir, out, buildOptions);
+    return { header, plan: readPlanFile(out), weights, dir };
+  }
+
+  describe('architectures', () => {
+    it('BertModel: embedding task, hidden and pooled outputs, encoder op graph', async () => {
+      const { header, plan } = await build({ architecture: 'BertModel' });
+      assert.deepStrictEqual(plan.header, header);
+      assert.strictEqual(header.family, 'bert');
+      assert.strictEqual(header.task, 'embedding');
+      assert.strictEqual(header.source.architecture, 'BertModel');
+      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }, { name: 'pooled', buffer: 'pooled' }]);
+      assert.deepStrictEqual(header.config, {
+        hiddenSize: 16, numLayers: 2, numHeads: 2, intermediateSize: 32, vocabSize: 30522, maxPositions: 64,
+        typeVocabSize: 2, layerNormEps: 1e-12, hiddenAct: 'gelu', maxSeq: 64,
+      });
+      assert.strictEqual(header.labels, null);
+      assert.deepStrictEqual(header.tokenizer, { tensor: 'tokenizer.json', maskToken: '[MASK]', doLowerCase: true });
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 2);
+      assert.deepStrictEqual(header.ops.slice(1, 1 + OPS_PER_LAYER), [
+        { type: 'gemm', in: 'hidden', weight: 'encoder.layer.0.attention.self.qkv.weight', bias: 'encoder.layer.0.attention.self.qkv.bias', activation: 'none', out: 'qkv' },
+        { type: 'attention', in: 'qkv', out: 'ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) },
+        { type: 'gemm', in: 'ctx', weight: 'encoder.layer.0.attention.output.dense.weight', activation: 'none', out: 'proj' },
+        { type: 'add_layernorm', in: 'proj', residual: 'hidden', bias: 'encoder.layer.0.attention.output.dense.bias', gamma: 'encoder.layer.0.attention.output.LayerNorm.weight', beta: 'encoder.layer.0.attention.output.LayerNorm.bias', eps: 1e-12, out: 'hidden' },
+        { type: 'gemm', in: 'hidden', weight: 'encoder.layer.0.intermediate.dense.weight', bias: 'encoder.layer.0.intermediate.dense.bias', activation: 'gelu', out: 'inter' },
+        { type: 'gemm', in: 'inter', weight: 'encoder.layer.0.output.dense.weight', activation: 'none', out: 'proj' },
+        { type: 'add_layernorm', in: 'proj', residual: 'hidden', bias: 'encoder.layer.0.output.dense.bias', gamma: 'encoder.layer.0.output.LayerNorm.weight', beta: 'encoder.layer.0.output.LayerNorm.bias', eps: 1e-12, out: 'hidden' },
+      ]);
+      assert.deepStrictEqual(header.ops.slice(-2), [
+        { type: 'gather_rows', in: 'hidden', out: 'first', select: 'first' },
+        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
+      ]);
+      const tokenizer = JSON.parse(Buffer.from(plan.tensorBytes('tokenizer.json')).toString('utf8'));
+      assert.strictEqual(tokenizer.model.type, 'WordPiece');
+    });
+
+    it('BertModel without pooler weights has only the hidden output', async () => {
+      const { header } = await build({ architecture: 'BertModel', pooler: false });
+      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }]);
+      assert.ok(!header.buffers.some((b) => b.name === 'pooled'));
+    });
+
+    it('BertForMaskedLM: MLM head on the selected rows, decoder tied to the word embeddings', async () => {
+      const { header, plan, weights } = await build({ architecture: 'BertForMaskedLM', config: { hidden_act: 'gelu_new' } });
+      assert.strictEqual(header.task, 'fill-mask');
+      assert.deepStrictEqual(header.outputs, [{ name: 'logits', buffer: 'mlm_logits' }, { name: 'hidden', buffer: 'hidden' }]);
+      assert.deepStrictEqual(header.buffers.find((b) => b.name === 'mlm_logits'), { name: 'mlm_logits', rows: 'selected', cols: 30522 });
+      assert.deepStrictEqual(header.ops.slice(-4), [
+        { type: 'gather_rows', in: 'hidden', out: 'sel', select: 'selected' },
+        { type: 'gemm', in: 'sel', weight: 'cls.predictions.transform.dense.weight', bias: 'cls.predictions.transform.dense.bias', activation: 'gelu_tanh', out: 'sel_t' },
+        { type: 'add_layernorm', in: 'sel_t', gamma: 'cls.predictions.transform.LayerNorm.weight', beta: 'cls.predictions.transform.LayerNorm.bias', eps: 1e-12, out: 'sel_t' },
+        { type: 'gemm', in: 'sel_t', weight: 'embeddings.word_embeddings.weight', bias: 'cls.predictions.bias', activation: 'none', out: 'mlm_logits' },
+      ]);
+      assert.strictEqual((header.ops[5] as GemmOp).activation, 'gelu_tanh', 'the FFN uses hidden_act too');
+      assert.ok(!header.tensors.some((t) => t.name.includes('decoder')), 'the tied decoder is not copied');
+      assert.deepStrictEqual(floats(plan, 'cls.predictions.bias'), weights.get('cls.predictions.bias')!.values);
+    });
+
+    it('BertForMaskedLM with tie_word_embeddings false uses the stored decoder and the legacy decoder bias name', async () => {
+      const { header, plan, weights } = await build({ architecture: 'BertForMaskedLM', storeDecoder: true, config: { tie_word_embeddings: false } });
+      assert.strictEqual((header.ops[header.ops.length - 1] as GemmOp).weight, 'cls.predictions.decoder.weight');
+      assert.deepStrictEqual(floats(plan, 'cls.predictions.decoder.weight'), weights.get('cls.predictions.decoder.weight')!.values);
+    });
+
+    it('BertForSequenceClassification: pooler + classifier, labels in id order', async () => {
+      const { header, plan, weights } = await build({
+        architecture: 'BertForSequenceClassification', labels: ['negative', 'neutral', 'positive'],
+        config: { problem_type: 'single_label_classification' },
+      });
+      assert.strictEqual(header.task, 'classification');
+      assert.deepStrictEqual(header.labels, ['negative', 'neutral', 'positive']);
+      assert.strictEqual(header.problemType, 'single_label_classification');
+      assert.deepStrictEqual(header.outputs[0], { name: 'logits', buffer: 'cls_logits' });
+      assert.deepStrictEqual(header.buffers.find((b) => b.name === 'cls_logits'), { name: 'cls_logits', rows: 'sequences', cols: 3 });
+      assert.deepStrictEqual(header.ops[header.ops.length - 1],
+        { type: 'gemm', in: 'pooled', weight: 'classifier.weight', bias: 'classifier.bias', activation: 'none', out: 'cls_logits' });
+      assert.deepStrictEqual(floats(plan, 'classifier.weight'), weights.get('classifier.weight')!.values);
+    });
+
+    it('BertForTokenClassification: classifier on every token', async () => {
+      const { header } = await build({ architecture: 'BertForTokenClassification', labels: ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC'] });
+      assert.strictEqual(header.task, 'token-classification');
+      assert.strictEqual(header.labels!.length, 5);
+      assert.deepStrictEqual(header.buffers.find((b) => b.name === 'token_logits'), { name: 'token_logits', rows: 'tokens', cols: 5 });
+      assert.deepStrictEqual(header.ops[header.ops.length - 1],
+        { type: 'gemm', in: 'hidden', weight: 'classifier.weight', bias: 'classifier.bias', activation: 'none', out: 'token_logits' });
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 1);
+    });
+
+    it('BertForQuestionAnswering: span logits [tokens, 2]', async () => {
+      const { header } = await build({ architecture: 'BertForQuestionAnswering' });
+      assert.strictEqual(header.task, 'question-answering');
+      assert.strictEqual(header.labels, null);
+      assert.deepStrictEqual(header.outputs[0], { name: 'span_logits', buffer: 'span_logits' });
+      assert.deepStrictEqual(header.buffers.find((b) => b.name === 'span_logits'), { name: 'span_logits', rows: 'tokens', cols: 2 });
+    });
+
+    it('classifiers without id2label get LABEL_<i> names sized by the checkpoint', async () => {
+      const { header } = await build({ architecture: 'BertForSequenceClassification' });
+      assert.deepStrictEqual(header.labels, ['LABEL_0', 'LABEL_1']);
+    });
+  });
+
+  describe('weights', () => {
+    it('fuses Q, K and V into one [3H, H] matrix and [3H] bias', async () => {
+      const { plan, weights } = await build({ architecture: 'BertForQuestionAnswering' });
+      const q = weights.get('bert.encoder.layer.1.attention.self.query.weight')!.values;
+      const k = weights.get('bert.encoder.layer.1.attention.self.key.weight')!.values;
+      const v = weights.get('bert.encoder.layer.1.attention.self.value.weight')!.values;
+      assert.deepStrictEqual(floats(plan, 'encoder.layer.1.attention.self.qkv.weight'), Float32Array.from([...q, ...k, ...v]));
+      assert.deepStrictEqual(plan.header.tensors.find((t) => t.name === 'encoder.layer.1.attention.self.qkv.bias')!.shape, [48]);
+      const vb = weights.get('bert.encoder.layer.1.attention.self.value.bias')!.values;
+      assert.deepStrictEqual(floats(plan, 'encoder.layer.1.attention.self.qkv.bias').subarray(32), vb);
+    });
+
+    it('fp16 halves the matrix bytes, keeps biases and LayerNorm in f32 and rounds to nearest', async () => {
+      const base = { architecture: 'BertForMaskedLM', seed: 7 };
+      const fp32 = await build(base);
+      const fp16 = await build(base, { precision: 'fp16' });
+      assert.strictEqual(fp16.header.precision, 'fp16');
+      assert.deepStrictEqual(fp16.header.tensors.map((t) => t.name), fp32.header.tensors.map((t) => t.name));
+      for (const t of fp16.header.tensors) {
+        const full = fp32.header.tensors.find((e) => e.name === t.name)!;
+        if (t.name === 'tokenizer.json') continue;
+        if (t.shape.length === 2) {
+          assert.strictEqual(t.dtype, 'f16', t.name);
+          assert.strictEqual(t.size * 2, full.size, t.name);
+        } else {
+          assert.strictEqual(t.dtype, 'f32', t.name);
+          assert.strictEqual(t.size, full.size, t.name);
+        }
+      }
+      const exact = floats(fp32.plan, 'encoder.layer.0.intermediate.dense.weight');
+      const half = floats(fp16.plan, 'encoder.layer.0.intermediate.dense.weight');
+      for (let i = 0; i < exact.length; i++) {
+        // Round-to-nearest is within half an ulp: 2^-11 relative for normal halves, 2^-25 absolute below 2^-14.
+        assert.ok(Math.abs(half[i] - exact[i]) <= Math.max(Math.abs(exact[i]) * 2 ** -11, 2 ** -25), `${exact[i]} → ${half[i]}`);
+      }
+      const weightBytes = (h: PlanHeader) => h.tensors.filter((t) => t.shape.length === 2).reduce((n, t) => n + t.size, 0);
+      assert.strictEqual(weightBytes(fp16.header) * 2, weightBytes(fp32.header));
+    });
+
+    it('a sharded checkpoint builds the same tensors as a single file', async () => {
+      const single = await build({ architecture: 'BertForSequenceClassification', seed: 3 });
+      const sharded = await build({ architecture: 'BertForSequenceClassification', seed: 3, shards: 3 });
+      assert.deepStrictEqual(sharded.header.source.files, ['config.json', 'model.safetensors.index.json',
+        'model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors']);
+      assert.deepStrictEqual(sharded.header.tensors, single.header.tensors);
+      assert.deepStrictEqual(sharded.header.ops, single.header.ops);
+      for (const t of single.header.tensors) {
+        assert.ok(Buffer.from(sharded.plan.tensorBytes(t.name)).equals(Buffer.from(single.plan.tensorBytes(t.name))), t.name);
+      }
+      assert.notStrictEqual(sharded.header.source.sha256, single.header.source.sha256);
+    });
+
+    it('reads BF16 and F16 checkpoints', async () => {
+      for (const dtype of ['BF16', 'F16'] as const) {
+        const { plan, weights } = await build({ architecture: 'BertModel', dtype });
+        assert.deepStrictEqual(floats(plan, 'encoder.layer.0.output.dense.weight'), weights.get('encoder.layer.0.output.dense.weight')!.values);
+        assert.deepStrictEqual(floats(plan, 'embeddings.LayerNorm.bias'), weights.get('embeddings.LayerNorm.bias')!.values);
+      }
+    });
+
+    it('accepts legacy gamma/beta names and encoders with or without the bert. prefix', async () => {
+      const legacy = await build({ architecture: 'BertForTokenClassification', legacyLayerNormNames: true });
+      assert.deepStrictEqual(floats(legacy.plan, 'encoder.layer.1.output.LayerNorm.weight'), legacy.weights.get('bert.encoder.layer.1.output.LayerNorm.gamma')!.values);
+      const prefixedBase = await build({ architecture: 'BertModel', prefixed: true });
+      assert.deepStrictEqual(floats(prefixedBase.plan, 'pooler.dense.weight'), prefixedBase.weights.get('bert.pooler.dense.weight')!.values);
+      const unprefixedHead = await build({ architecture: 'BertForQuestionAnswering', prefixed: false });
+      assert.deepStrictEqual(floats(unprefixedHead.plan, 'embeddings.word_embeddings.weight').subarray(0, 16),
+        unprefixedHead.weights.get('embeddings.word_embeddings.weight')!.values.subarray(0, 16));
+    });
+
+    it('hashes config.json and the weight files, each framed by name and size', async () => {
+      const { header, dir } = await build({ architecture: 'BertModel' });
+      assert.deepStrictEqual(header.source.files, ['config.json', 'model.safetensors']);
+      const hash = createHash('sha256');
+      for (const f of header.source.files) {
+        const bytes = fs.readFileSync(path.join(dir, f));
+        hash.update(`${f}\0${bytes.length}\0`);
+        hash.update(bytes);
+      }
+      assert.strictEqual(header.source.sha256, hash.digest('hex'));
+    });
+  });
+
+  describe('options and tokenizer', () => {
+    it('caps maxSeq at max_position_embeddings and rejects bad values', async () => {
+      assert.strictEqual((await build({ architecture: 'BertModel' }, { maxSeq: 32 })).header.config.maxSeq, 32);
+      assert.strictEqual((await build({ architecture: 'BertModel' }, { maxSeq: 4096 })).header.config.maxSeq, 64);
+      const dir = path.join(root, 'maxseq');
+      writeTinyBert(dir, { architecture: 'BertModel' });
+      for (const maxSeq of [1, 2.5, NaN]) await rejectsWith(buildPlan(dir, path.join(dir, 'x.plan'), { maxSeq }), 'E_INPUT', 'maxSeq');
+      await rejectsWith(buildPlan(dir, path.join(dir, 'x.plan'), { precision: 'int8' as never }), 'E_INPUT', 'precision');
+      assert.ok(!fs.existsSync(path.join(dir, 'x.plan')));
+    });
+
+    it('reports progress from 0 to 1, never going back', async () => {
+      const dir = path.join(root, 'progress');
+      writeTinyBert(dir, { architecture: 'BertForMaskedLM' });
+      const seen: Array<[string, number]> = [];
+      await buildPlan(dir, path.join(dir, 'model.plan'), { onProgress: (m, f) => seen.push([m, f]) });
+      assert.ok(seen.length > 3);
+      seen.forEach(([, f], i) => assert.ok(f >= 0 && f <= 1 && (i === 0 || f >= seen[i - 1][1]), `fraction ${f} at ${i}`));
+      assert.strictEqual(seen[seen.length - 1][1], 1);
+      for (const phase of ['hashing', 'reading', 'writing']) assert.ok(seen.some(([m]) => m.includes(phase)), phase);
+    });
+
+    it('falls back to vocab.txt, honouring do_lower_case from tokenizer_config.json', async () => {
+      const dir = path.join(root, 'vocab-only');
+      writeTinyBert(dir, { architecture: 'BertForMaskedLM', tokenizer: 'vocab' });
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ do_lower_case: false, mask_token: '[MASK]' }));
+      const header = await buildPlan(dir, path.join(dir, 'model.plan'));
+      assert.deepStrictEqual(header.tokenizer, { tensor: 'tokenizer.json', maskToken: '[MASK]', doLowerCase: false });
+      assert.deepStrictEqual(header.source.files, ['config.json', 'model.safetensors']);
+      const stored = JSON.parse(Buffer.from(readPlanFile(path.join(dir, 'model.plan')).tensorBytes('tokenizer.json')).toString('utf8'));
+      assert.strictEqual(Object.keys(stored.model.vocab).length, 30522);
+      assert.strictEqual(stored.model.vocab['[MASK]'], 103);
+    });
+
+    it('takes mask_token from tokenizer_config.json and requires it in the vocabulary for fill-mask', async () => {
+      const dir = path.join(root, 'mask-token');
+      writeTinyBert(dir, { architecture: 'BertForMaskedLM' });
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ mask_token: { content: '<mask>' } }));
+      await rejectsWith(buildPlan(dir, path.join(dir, 'model.plan')), 'E_MODEL', 'no mask token "<mask>"');
+      fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ mask_token: '[unused0]' }));
+      assert.strictEqual((await buildPlan(dir, path.join(dir, 'model.plan'))).tokenizer.maskToken, '[unused0]');
+    });
+
+    it('a tokenizer with ids beyond vocab_size is an E_MODEL', async () => {
+      const dir = path.join(root, 'small-vocab');
+      writeTinyBert(dir, { architecture: 'BertModel', vocabSize: 1000 });
+      await rejectsWith(buildPlan(dir, path.join(dir, 'model.plan')), 'E_MODEL', 'vocab_size 1000');
+    });
+  });
+
+  describe('errors', () => {
+    function modelDir(name: string, options: TinyBertOptions): string {
+      const dir = path.join(root, name);
+      writeTinyBert(dir, options);
+      return dir;
+    }
+    const out = () => path.join(root, 'never.plan');
+
+    it('lists every missing tensor', async () => {
+      const missing = ['bert.encoder.layer.0.attention.self.key.weight', 'bert.encoder.layer.1.output.LayerNorm.bias', 'classifier.bias'];
+      const dir = modelDir('missing', { architecture: 'BertForSequenceClassification', omit: missing });
+      await rejectsWith(buildPlan(dir, out()), 'E_MODEL', 'missing 3 tensor(s)', ...missing);
+      assert.ok(!fs.existsSync(out()));
+    });
+
+    it('names tensors whose shape disagrees with config.json', async () => {
+      const dir = modelDir('shape', { architecture: 'BertModel', config: { intermediate_size: 24 } });
+      await rejectsWith(buildPlan(dir, out()), 'E_MODEL', 'encoder.layer.0.intermediate.dense.weight has shape [32,16], config.json implies [24,16]');
+    });
+
+    it('rejects unknown architectures naming the supported ones', async () => {
+      const dir = modelDir('roberta', { architecture: 'BertModel', config: { architectures: ['RobertaForMaskedLM'] } });
+      await rejectsWith(buildPlan(dir, out()), 'E_MODEL', 'RobertaForMaskedLM is not supported', 'BertForMaskedLM', 'BertForQuestionAnswering');
+    });
+
+    it('rejects unsupported hidden_act and relative position embeddings', async () => {
+      await rejectsWith(buildPlan(modelDir('silu', { architecture: 'BertModel', config: { hidden_act: 'silu' } }), out()), 'E_MODEL', 'hidden_act "silu"');
+      await rejectsWith(buildPlan(modelDir('relative', { architecture: 'BertModel', config: { position_embedding_type: 'relative_key' } }), out()),
+        'E_MODEL', 'position_embedding_type "relative_key"');
+    });
+
+    it('rejects a directory without config.json, weights or tokenizer', async () => {
+      const empty = path.join(root, 'empty');
+      fs.mkdirSync(empty);
+      await rejectsWith(buildPlan(empty, out()), 'E_MODEL', 'no config.json');
+      await rejectsWith(buildPlan(path.join(root, 'does-not-exist'), out()), 'E_MODEL', 'not a directory');
+      const noWeights = modelDir('no-weights', { architecture: 'BertModel' });
+      fs.rmSync(path.join(noWeights, 'model.safetensors'));
+      fs.writeFileSync(path.join(noWeights, 'pytorch_model.bin'), 'x');
+      await rejectsWith(buildPlan(noWeights, out()), 'E_MODEL', 'only PyTorch .bin weights');
+      await rejectsWith(buildPlan(modelDir('no-tokenizer', { architecture: 'BertModel', tokenizer: 'none' }), out()), 'E_MODEL', 'no tokenizer');
+    });
+
+    it('rejects a config.json that is not JSON', async () => {
+      const dir = modelDir('bad-json', { architecture: 'BertModel' });
+      fs.writeFileSync(path.join(dir, 'config.json'), '{"architectures": [');
+      await rejectsWith(buildPlan(dir, out()), 'E_MODEL', 'config.json is not valid JSON');
+    });
+  });
+});

@@ -1,0 +1,500 @@
+/**
+ * The six nodes in the real Node-RED runtime (node-red-node-test-helper)
+ * with real plans built from random BERT models, and the `npm start` demo.
+ */
+import * as assert from 'assert';
+import { spawn, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { buildPlan } from '../src/build/builder';
+import { Engine, nativeMemoryBytes } from '../src/engine/engine';
+import { packEncodings } from '../src/engine/pack';
+import { classify, fillMask, poolEmbeddings } from '../src/post';
+import { demoVocabulary } from '../src/tools/make-demo-model';
+import { writeRandomBertModel, type BertArchitecture } from '../src/tools/random-model';
+
+/** The part of node-red-node-test-helper used here (it ships no types). */
+interface TestHelper {
+  init(runtimePath: string, settings?: object): void;
+  load(nodes: unknown[], flow: object[]): Promise<void>;
+  unload(): Promise<void>;
+  getNode(id: string): TestNode;
+}
+interface TestNode {
+  on(event: string, listener: (arg: never) => void): void;
+  receive(msg: object): void;
+  status(status: object): void;
+  send(msg: object): void;
+}
+interface Msg {
+  _msgid: string;
+  payload: unknown;
+  error?: { message: string; code?: string };
+  [key: string]: unknown;
+}
+
+/**
+ * Records calls of one of a node's methods. The helper's own spies are
+ * removed by unload() before the nodes close, so calls made while closing
+ * are watched on the instance instead.
+ */
+function watch(node: TestNode, method: 'status' | 'send'): object[] {
+  const calls: object[] = [];
+  const original = node[method].bind(node);
+  node[method] = (arg: object) => {
+    calls.push(arg);
+    original(arg);
+  };
+  return calls;
+}
+
+const helper: TestHelper = require('node-red-node-test-helper');
+helper.init(require.resolve('node-red'));
+
+const NODES = ['fusedrt-engine', 'fusedrt-tokenize', 'fusedrt-infer', 'fusedrt-fill-mask', 'fusedrt-classify', 'fusedrt-embed']
+    .map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
+
+const REPO = path.resolve(__dirname, '..', '..');
+const LABELS = ['negative', 'neutral', 'positive'];
+
+/** Collects what reaches a node (helper or catch) until `count` arrived. */
+function collect(node: TestNode, count: number, timeoutMs = 20000): Promise<Msg[]> {
+  const got: Msg[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`got ${got.length} of ${count} messages`)), timeoutMs);
+    node.on('input', ((msg: Msg) => {
+      got.push(msg);
+      if (got.length === count) {
+        clearTimeout(timer);
+        resolve(got);
+      }
+    }) as (arg: never) => void);
+  });
+}
+
+/** Fails if anything reaches `node` within `ms`. */
+function expectNothing(node: TestNode, ms = 300): Promise<void> {
+  return new Promise((resolve, reject) => {
+    node.on('input', ((msg: Msg) => reject(new Error(`unexpected message: ${JSON.stringify(msg.payload)}`))) as (arg: never) => void);
+    setTimeout(resolve, ms);
+  });
+}
+
+/**
+ * Deep equality where numbers may differ by float32 rounding: the engine
+ * batches concurrent requests together, and a GEMM over more rows may round
+ * differently.
+ */
+function assertClose(actual: unknown, expected: unknown, where = 'payload'): void {
+  if (typeof expected === 'number') {
+    assert.strictEqual(typeof actual, 'number', where);
+    assert.ok(Math.abs((actual as number) - expected) <= 1e-5 * Math.max(1, Math.abs(expected)), `${where}: ${actual} vs ${expected}`);
+  } else if (Array.isArray(expected)) {
+    assert.ok(Array.isArray(actual) && actual.length === expected.length, `${where}: length`);
+    expected.forEach((e, i) => assertClose((actual as unknown[])[i], e, `${where}[${i}]`));
+  } else if (typeof expected === 'object' && expected !== null) {
+    assert.deepStrictEqual(Object.keys(actual as object).sort(), Object.keys(expected).sort(), where);
+    for (const [k, e] of Object.entries(expected)) assertClose((actual as Record<string, unknown>)[k], e, `${where}.${k}`);
+  } else {
+    assert.strictEqual(actual, expected, where);
+  }
+}
+
+/** A status node on the same tab that reports the statuses of `scope` to a helper node `statuses`. */
+function statusWatch(scope: string[]): object[] {
+  return [
+    { id: 'watch', z: 'tab', type: 'status', scope, wires: [['statuses']] },
+    { id: 'statuses', z: 'tab', type: 'helper' },
+  ];
+}
+
+/** Every status that reaches the `statuses` helper node. */
+function recordStatuses(): Array<{ fill?: string; shape?: string; text?: string; source: { id: string } }> {
+  const seen: Array<{ fill?: string; shape?: string; text?: string; source: { id: string } }> = [];
+  helper.getNode('statuses').on('input', ((msg: { status: (typeof seen)[number] }) => seen.push(msg.status)) as (arg: never) => void);
+  return seen;
+}
+
+function engineNode(id: string, model: string, extra: object = {}): object {
+  return { id, type: 'fusedrt-engine', model, precision: 'fp32', device: 'cpu', threads: '2', maxTokens: '', maxSequences: '', batchWindowMs: '1', truncation: 'truncate', ...extra };
+}
+
+/** tokenize → infer → fill-mask → out, and a catch node on the same tab. */
+function fillMaskFlow(plan: string, extra: object = {}): object[] {
+  return [
+    { id: 'tab', type: 'tab' },
+    engineNode('engine', plan, extra),
+    { id: 'tokenize', z: 'tab', type: 'fusedrt-tokenize', engine: 'engine', property: 'payload', output: 'tokens', truncation: 'engine', addSpecialTokens: true, wires: [['infer']] },
+    { id: 'infer', z: 'tab', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['fill']] },
+    { id: 'fill', z: 'tab', type: 'fusedrt-fill-mask', engine: '', topK: 5, wires: [['out']] },
+    { id: 'out', z: 'tab', type: 'helper' },
+    { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
+    { id: 'caught', z: 'tab', type: 'helper' },
+  ];
+}
+
+describe('nodes (Node-RED runtime)', function () {
+  this.timeout(120000);
+  let dir: string;
+  const plans: Record<string, string> = {};
+
+  async function makePlan(name: string, architecture: BertArchitecture, maxPositions = 64): Promise<string> {
+    const modelDir = path.join(dir, name);
+    writeRandomBertModel(modelDir, {
+      architecture, hiddenSize: 32, numLayers: 2, numHeads: 2, intermediateSize: 64, maxPositions,
+      vocab: demoVocabulary(), seed: 7, labels: LABELS,
+    });
+    const plan = path.join(dir, `${name}.plan`);
+    await buildPlan(modelDir, plan);
+    return plan;
+  }
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-nodes-'));
+    plans.mlm = await makePlan('mlm', 'BertForMaskedLM');
+    plans.cls = await makePlan('cls', 'BertForSequenceClassification');
+    plans.base = await makePlan('base', 'BertModel');
+  });
+
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  afterEach(() => helper.unload());
+
+  /** What the nodes should compute, straight from the library. */
+  async function direct<T>(plan: string, texts: string[], post: (engine: Engine, out: Record<string, { data: Float32Array; rows: number; cols: number }>, cu: Int32Array) => T): Promise<T> {
+    const engine = await Engine.load(plan, { device: 'cpu', threads: 2 });
+    try {
+      const encodings = engine.tokenizer.encodeBatch(texts);
+      const { batch } = packEncodings(encodings, { selectTokenId: engine.tokenizer.maskTokenId });
+      return post(engine, await engine.run(batch), batch.cuSeqlens);
+    } finally {
+      await engine.dispose();
+    }
+  }
+
+  it('tokenize → infer → fill-mask gives the library\'s predictions, through a fan-out clone', async () => {
+    const flow = fillMaskFlow(plans.mlm);
+    // A second infer node on the same tokens: the runtime clones the msg for one of them.
+    (flow[2] as { wires: string[][] }).wires = [['infer', 'infer2']];
+    flow.push({ id: 'infer2', z: 'tab', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['fill']] });
+    await helper.load(NODES, flow);
+    const outputs = collect(helper.getNode('out'), 2);
+    const text = 'The capital of France, [MASK], is a big city.';
+    helper.getNode('tokenize').receive({ payload: text });
+    const [a, b] = await outputs;
+    const expected = await direct(plans.mlm, [text], (engine, out) =>
+      fillMask(out.logits as never, engine.tokenizer.encodeBatch([text]), engine.tokenizer, { topK: 5, texts: [text] }));
+    assertClose(a.payload, expected[0]);
+    assertClose(b.payload, expected[0]);
+    const payload = a.payload as { sequence: string; masks: Array<{ predictions: Array<{ score: number }> }> };
+    assert.strictEqual(payload.masks.length, 1);
+    assert.strictEqual(payload.masks[0].predictions.length, 5);
+    assert.ok(payload.sequence.startsWith('The capital of France, ') && !payload.sequence.includes('[MASK]'));
+    const tokens = a.tokens as { encodings: Array<{ ids: unknown }>; batch: boolean };
+    assert.ok(tokens.encodings[0].ids instanceof Int32Array);
+    assert.strictEqual(tokens.batch, false);
+  });
+
+  it('an array payload is one batch and gives an array, in order', async () => {
+    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    const texts = ['the [MASK] is red.', 'a dog and a [MASK] play in the [MASK].', 'we [MASK] home.'];
+    const outputs = collect(helper.getNode('out'), 1);
+    helper.getNode('tokenize').receive({ payload: texts });
+    const [msg] = await outputs;
+    const expected = await direct(plans.mlm, texts, (engine, out) =>
+      fillMask(out.logits as never, engine.tokenizer.encodeBatch(texts), engine.tokenizer, { topK: 5, texts }));
+    assert.ok(Array.isArray(msg.payload));
+    assertClose(msg.payload, expected);
+    assert.deepStrictEqual((msg.payload as Array<{ masks: unknown[] }>).map((r) => r.masks.length), [1, 2, 1]);
+  });
+
+  it('fill-mask with its own engine runs text directly', async () => {
+    await helper.load(NODES, [
+      engineNode('engine', plans.mlm),
+      { id: 'fill', type: 'fusedrt-fill-mask', engine: 'engine', topK: 3, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const outputs = collect(helper.getNode('out'), 1);
+    helper.getNode('fill').receive({ payload: 'hello [MASK] world' });
+    const [msg] = await outputs;
+    const payload = msg.payload as { masks: Array<{ predictions: unknown[] }> };
+    assert.strictEqual(payload.masks[0].predictions.length, 3);
+  });
+
+  it('20 messages in flight give 20 outputs, each with its own msg', async () => {
+    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    const outputs = collect(helper.getNode('out'), 20);
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const msg = { _msgid: `m${i}`, payload: `message ${i} has a [MASK] inside`, index: i };
+      ids.push(msg._msgid);
+      helper.getNode('tokenize').receive(msg);
+    }
+    const got = await outputs;
+    assert.deepStrictEqual(got.map((m) => m._msgid).sort(), ids.sort());
+    for (const m of got) {
+      assert.strictEqual(m._msgid, `m${m.index}`);
+      assert.match((m.payload as { sequence: string }).sequence, new RegExp(`^message ${m.index} has a \\S+ inside$`));
+    }
+  });
+
+  it('classify: labels from the plan, softmax scores', async () => {
+    await helper.load(NODES, [
+      engineNode('engine', plans.cls),
+      { id: 'infer', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['classify']] },
+      { id: 'classify', type: 'fusedrt-classify', engine: '', activation: 'auto', topK: 0, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const texts = ['i love this', 'this is terrible'];
+    const outputs = collect(helper.getNode('out'), 1);
+    helper.getNode('infer').receive({ payload: texts });
+    const [msg] = await outputs;
+    const expected = await direct(plans.cls, texts, (_e, out) => classify(out.logits, LABELS));
+    assertClose(msg.payload, expected);
+    for (const r of msg.payload as Array<{ scores: Array<{ label: string; score: number }> }>) {
+      assert.deepStrictEqual(r.scores.map((s) => s.label).sort(), [...LABELS].sort());
+      assert.ok(Math.abs(r.scores.reduce((n, s) => n + s.score, 0) - 1) < 1e-9);
+    }
+  });
+
+  it('embed: mean pooling, unit length, from a base model', async () => {
+    await helper.load(NODES, [
+      engineNode('engine', plans.base),
+      { id: 'infer', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['embed']] },
+      { id: 'embed', type: 'fusedrt-embed', engine: '', pooling: 'mean', normalize: true, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const outputs = collect(helper.getNode('out'), 2);
+    helper.getNode('infer').receive({ payload: 'a small red car' });
+    helper.getNode('infer').receive({ payload: ['a small red car', 'the blue sea'] });
+    const got = await outputs;
+    const single = got.find((m) => !Array.isArray((m.payload as unknown[])[0]))!;
+    const batch = got.find((m) => Array.isArray((m.payload as unknown[])[0]))!;
+    const expected = await direct(plans.base, ['a small red car', 'the blue sea'], (_e, out, cu) =>
+      poolEmbeddings(out.hidden, cu, { pooling: 'mean', normalize: true }).map((v) => Array.from(v)));
+    assertClose(single.payload, expected[0]);
+    assertClose(batch.payload, expected);
+    const v = single.payload as number[];
+    assert.strictEqual(v.length, 32);
+    assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
+  });
+
+  it('empty and non-string payloads fail to a Catch node with E_INPUT', async () => {
+    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    const caught = collect(helper.getNode('caught'), 5);
+    const nothing = expectNothing(helper.getNode('out'), 1500);
+    const bad = ['', '   ', 42, { nope: 1 }, []];
+    bad.forEach((payload, i) => helper.getNode('tokenize').receive({ _msgid: `bad${i}`, payload }));
+    const errors = await caught;
+    await nothing;
+    assert.deepStrictEqual(errors.map((m) => m._msgid).sort(), bad.map((_p, i) => `bad${i}`).sort());
+    for (const m of errors) {
+      assert.strictEqual(m.error?.code, 'E_INPUT');
+      assert.match(m.error!.message, /msg\.payload/);
+    }
+  });
+
+  it('a text without [MASK] fails at infer; a result of another task fails at fill-mask', async () => {
+    const flow = fillMaskFlow(plans.mlm);
+    flow.push(engineNode('engine2', plans.cls),
+      { id: 'infer2', z: 'tab', type: 'fusedrt-infer', engine: 'engine2', tokens: 'tokens', outputs: 'task', wires: [['fill']] });
+    await helper.load(NODES, flow);
+    const caught = collect(helper.getNode('caught'), 2);
+    helper.getNode('tokenize').receive({ payload: 'no mask here' });
+    helper.getNode('infer2').receive({ payload: 'classified, not filled' });
+    const errors = await caught;
+    const byNode = new Map(errors.map((m) => [(m.error as unknown as { source: { id: string } }).source.id, m.error!]));
+    assert.strictEqual(byNode.get('infer')?.code, 'E_INPUT');
+    assert.match(byNode.get('infer')!.message, /\[MASK\]/);
+    assert.strictEqual(byNode.get('fill')?.code, 'E_INPUT');
+    assert.match(byNode.get('fill')!.message, /classification/);
+  });
+
+  it('over-long texts are truncated or rejected, as configured', async () => {
+    const long = `${'word '.repeat(100)}[MASK]`;
+    const flow = fillMaskFlow(plans.mlm);
+    await helper.load(NODES, flow);
+    const outputs = collect(helper.getNode('out'), 1);
+    const caught = collect(helper.getNode('caught'), 1);
+    // The mask is cut off with the tail, so this fails in infer; truncation itself worked.
+    helper.getNode('tokenize').receive({ payload: long });
+    const [error] = await caught;
+    assert.strictEqual(error.error?.code, 'E_INPUT');
+    helper.getNode('tokenize').receive({ payload: `[MASK] ${'word '.repeat(100)}` });
+    const [msg] = await outputs;
+    assert.strictEqual((msg.tokens as { encodings: Array<{ truncated: boolean; ids: Int32Array }> }).encodings[0].truncated, true);
+    assert.strictEqual((msg.tokens as { encodings: Array<{ ids: Int32Array }> }).encodings[0].ids.length, 64);
+    await helper.unload();
+
+    await helper.load(NODES, fillMaskFlow(plans.mlm, { truncation: 'error' }));
+    const rejected = collect(helper.getNode('caught'), 1);
+    helper.getNode('tokenize').receive({ payload: `[MASK] ${'word '.repeat(100)}` });
+    const [refusal] = await rejected;
+    assert.strictEqual(refusal.error?.code, 'E_INPUT');
+    assert.strictEqual((refusal.error as unknown as { source: { id: string } }).source.id, 'tokenize');
+  });
+
+  it('a bad plan path shows an error status and sends the error to Catch', async () => {
+    await helper.load(NODES, [...statusWatch(['tokenize']), ...fillMaskFlow(path.join(dir, 'missing.plan'))]);
+    const statuses = recordStatuses();
+    const caught = collect(helper.getNode('caught'), 1);
+    helper.getNode('tokenize').receive({ payload: 'the [MASK]' });
+    const [error] = await caught;
+    assert.strictEqual(error.error?.code, 'E_PLAN_IO');
+    assert.match(error.error!.message, /missing\.plan/);
+    const last = statuses.at(-1)!;
+    assert.deepStrictEqual([last.fill, last.shape, last.text], ['red', 'ring', 'error: E_PLAN_IO']);
+  });
+
+  it('status: loading, ready, busy (n), and cleared on close', async () => {
+    await helper.load(NODES, [...statusWatch(['infer']), ...fillMaskFlow(plans.mlm)]);
+    const statuses = recordStatuses();
+    const cleared = watch(helper.getNode('infer'), 'status');
+    const outputs = collect(helper.getNode('out'), 3);
+    for (let i = 0; i < 3; i++) helper.getNode('tokenize').receive({ payload: `number ${i} [MASK]` });
+    await outputs;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const seen = statuses.map((st) => [st.fill, st.shape, st.text].join(' '));
+    assert.strictEqual(seen[0], 'yellow ring loading', seen.join(' | '));
+    assert.ok(seen.includes('green dot ready'), seen.join(' | '));
+    assert.ok(seen.some((t) => /^blue dot busy \([123]\)$/.test(t)), seen.join(' | '));
+    assert.strictEqual(seen.at(-1), 'green dot ready');
+    await helper.unload();
+    assert.deepStrictEqual(cleared.at(-1), {});
+  });
+
+  it('50 redeploys free every engine', async () => {
+    const baseline = nativeMemoryBytes();
+    let loaded = 0;
+    for (let i = 0; i < 50; i++) {
+      await helper.load(NODES, fillMaskFlow(plans.mlm));
+      const outputs = collect(helper.getNode('out'), 1);
+      helper.getNode('tokenize').receive({ payload: `deploy ${i} [MASK]` });
+      await outputs;
+      if (i === 0) loaded = nativeMemoryBytes();
+      assert.strictEqual(nativeMemoryBytes(), loaded, `deploy ${i}`);
+      await helper.unload();
+      assert.strictEqual(nativeMemoryBytes(), baseline, `after deploy ${i}`);
+    }
+    assert.ok(loaded > baseline);
+  });
+
+  it('a redeploy waits for messages in flight', async () => {
+    // One node, so nothing downstream is stopped before the results are sent.
+    await helper.load(NODES, [
+      engineNode('engine', plans.mlm, { batchWindowMs: '100' }),
+      { id: 'fill', type: 'fusedrt-fill-mask', engine: 'engine', topK: 1, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const fill = helper.getNode('fill');
+    const warm = collect(helper.getNode('out'), 1);
+    fill.receive({ payload: 'warm [MASK]' });
+    await warm;
+    const sent = watch(fill, 'send');
+    for (let i = 0; i < 5; i++) fill.receive({ payload: `late ${i} [MASK]` });
+    // Let the runtime deliver them; they now wait in the engine's 100 ms batch window.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await helper.unload();
+    assert.strictEqual(sent.length, 5);
+  });
+
+  it('builds a Hugging Face directory once and caches the plan', async () => {
+    const cacheHome = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-userdir-'));
+    const modelDir = path.join(dir, 'mlm');
+    const flow = fillMaskFlow(modelDir);
+    const runOnce = async () => {
+      await helper.load(NODES, flow);
+      const outputs = collect(helper.getNode('out'), 1);
+      helper.getNode('tokenize').receive({ payload: 'cached [MASK]' });
+      const [msg] = await outputs;
+      await helper.unload();
+      return msg.payload;
+    };
+    helper.init(require.resolve('node-red'), { userDir: cacheHome });
+    try {
+      const first = await runOnce();
+      const cached = fs.readdirSync(path.join(cacheHome, 'fusedrt-cache'));
+      assert.strictEqual(cached.length, 1);
+      assert.match(cached[0], /^mlm-fp32-[0-9a-f]{16}\.plan$/);
+      const mtime = fs.statSync(path.join(cacheHome, 'fusedrt-cache', cached[0])).mtimeMs;
+      assert.deepStrictEqual(await runOnce(), first);
+      assert.strictEqual(fs.statSync(path.join(cacheHome, 'fusedrt-cache', cached[0])).mtimeMs, mtime);
+    } finally {
+      helper.init(require.resolve('node-red'));
+      fs.rmSync(cacheHome, { recursive: true, force: true });
+    }
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+describe('npm start demo (flows/flows.json)', function () {
+  this.timeout(180000);
+  let child: ChildProcess | undefined;
+  let port = 0;
+  let log = '';
+
+  before(async () => {
+    port = await freePort();
+    child = spawn(process.execPath, [path.join(REPO, 'scripts', 'start-demo.js')], {
+      cwd: REPO, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+    const deadline = Date.now() + 150000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`start-demo exited with ${child.exitCode}:\n${log}`);
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/fill-mask?text=ping`);
+        if (res.status !== 404) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`the demo did not answer in time:\n${log}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((resolve) => child!.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('says the demo model has random weights', () => {
+    assert.match(log, /RANDOM weights/);
+  });
+
+  it('answers GET /fill-mask?text=... with JSON predictions', async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/fill-mask?text=${encodeURIComponent('The capital of France is [MASK].')}`);
+    assert.strictEqual(res.status, 200, log);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    const body = await res.json() as { sequence: string; masks: Array<{ predictions: Array<{ token: string; score: number }> }> };
+    assert.strictEqual(body.masks.length, 1);
+    assert.strictEqual(body.masks[0].predictions.length, 5);
+    assert.ok(body.sequence.startsWith('The capital of France is '));
+  });
+
+  it('answers a missing or bad text with 400 and a JSON error', async () => {
+    for (const query of ['', '?text=', '?text=no%20mask%20here']) {
+      const res = await fetch(`http://127.0.0.1:${port}/fill-mask${query}`);
+      assert.strictEqual(res.status, 400, `${query}: ${log}`);
+      const body = await res.json() as { error: { code: string; message: string } };
+      assert.strictEqual(body.error.code, 'E_INPUT');
+      assert.ok(body.error.message.length > 0);
+    }
+  });
+});

@@ -177,10 +177,8 @@ async function main(): Promise<void> {
   ensureHfModel();
   const onnxBytes = loadOnnxBytes();
   checkWeights();
-  if (!fs.existsSync(PLAN_PATH)) {
-    console.log(`building ${PLAN_PATH}`);
-    await buildPlan(HF_DIR, PLAN_PATH, { precision: 'fp32' });
-  }
+  // Rebuilt every run, so the plan always comes from the current builder.
+  await buildPlan(HF_DIR, PLAN_PATH, { precision: 'fp32' });
   const maxBatch = Math.max(...BATCH_SIZES);
   const engine = await Engine.load(PLAN_PATH, {
     device: 'cpu', threads, maxTokens: maxBatch * SEQ_LEN, maxSequences: maxBatch, batchWindowMs: 0,

@@ -12,6 +12,7 @@ namespace {
 
 constexpr int64_t kDefaultMaxTokens = 8192;
 constexpr int64_t kDefaultMaxSequences = 64;
+constexpr int64_t kDefaultMaxSelectedRows = 256;
 constexpr int kMaxThreads = 1024;
 
 // A whole number option, or its default when absent.
@@ -192,6 +193,8 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
     runtime_options.max_tokens = integer_option(options, "maxTokens", kDefaultMaxTokens, 1, INT32_MAX);
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
+    runtime_options.max_selected_rows = std::min(
+        integer_option(options, "maxSelectedRows", kDefaultMaxSelectedRows, 1, INT32_MAX), runtime_options.max_tokens);
     auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), threads, runtime_options);
     Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -210,6 +213,7 @@ Napi::Value EngineObject::Info(const Napi::CallbackInfo& info) {
     result.Set("threads", Napi::Number::New(env, runtime_->backend().threads()));
     result.Set("maxTokens", Napi::Number::New(env, static_cast<double>(runtime_->options().max_tokens)));
     result.Set("maxSequences", Napi::Number::New(env, static_cast<double>(runtime_->options().max_sequences)));
+    result.Set("maxSelectedRows", Napi::Number::New(env, static_cast<double>(runtime_->options().max_selected_rows)));
     result.Set("weightBytes", Napi::Number::New(env, static_cast<double>(runtime_->weight_bytes())));
     result.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(runtime_->workspace_bytes())));
     result.Set("headerJson", Napi::String::New(env, runtime_->plan().header_json));

@@ -71,6 +71,9 @@ std::unique_ptr<Runtime> Runtime::load(PlanSource& source, std::unique_ptr<Backe
   if (options.max_sequences < 1 || options.max_sequences > std::numeric_limits<int32_t>::max() - 1) {
     bad_input("maxSequences must be an integer in [1, 2^31 - 1)");
   }
+  if (options.max_selected_rows < 1 || options.max_selected_rows > options.max_tokens) {
+    bad_input("maxSelectedRows must be an integer in [1, maxTokens]");
+  }
   Plan plan = read_plan_header(source);
   for (const PlanOp& op : plan.ops) {
     if (!backend->supports(op.type)) {
@@ -125,19 +128,21 @@ void Runtime::plan_workspace() {
   const char* what = "the workspace";
   const size_t max_tokens = static_cast<size_t>(options_.max_tokens);
   const size_t max_sequences = static_cast<size_t>(options_.max_sequences);
+  const size_t max_selected = static_cast<size_t>(options_.max_selected_rows);
   size_t total = 0;
   buffer_offsets_.resize(plan_.buffers.size());
   for (size_t i = 0; i < plan_.buffers.size(); ++i) {
     const BufferInfo& b = plan_.buffers[i];
-    // `selected` rows are positions into the batch, so at most maxTokens.
-    size_t rows = b.rows == RowsKind::kSequences ? max_sequences : max_tokens;
+    size_t rows = b.rows == RowsKind::kSequences ? max_sequences
+                : b.rows == RowsKind::kSelected  ? max_selected
+                                                 : max_tokens;
     size_t bytes = checked_mul(checked_mul(rows, static_cast<size_t>(b.cols), what), sizeof(float), what);
     buffer_offsets_[i] = place(total, bytes, what);
   }
   input_ids_offset_ = place(total, max_tokens * sizeof(int32_t), what);
   token_types_offset_ = place(total, max_tokens * sizeof(int32_t), what);
   cu_seqlens_offset_ = place(total, (max_sequences + 1) * sizeof(int32_t), what);
-  selected_offset_ = place(total, max_tokens * sizeof(int32_t), what);
+  selected_offset_ = place(total, max_selected * sizeof(int32_t), what);
   workspace_ = DeviceAllocation(backend_.get(), total);
 }
 
@@ -199,8 +204,9 @@ void Runtime::validate(const RunRequest& r) const {
       }
     }
   }
-  if (static_cast<int64_t>(r.selected_rows.size()) > options_.max_tokens) {
-    bad_shape(std::to_string(r.selected_rows.size()) + " selected rows exceed maxTokens " + std::to_string(options_.max_tokens));
+  if (static_cast<int64_t>(r.selected_rows.size()) > options_.max_selected_rows) {
+    bad_shape(std::to_string(r.selected_rows.size()) + " selected rows exceed maxSelectedRows " +
+              std::to_string(options_.max_selected_rows));
   }
   for (size_t i = 0; i < r.selected_rows.size(); ++i) {
     if (r.selected_rows[i] < 0 || r.selected_rows[i] >= tokens) {

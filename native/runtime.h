@@ -24,6 +24,9 @@ namespace fusedrt {
 struct RuntimeOptions {
   int64_t max_tokens = 8192;
   int64_t max_sequences = 64;
+  // Rows of `selected` buffers (e.g. [MASK] positions). Kept apart from
+  // max_tokens because an MLM head's logits are selected x vocab wide.
+  int64_t max_selected_rows = 256;
 };
 
 struct RunRequest {

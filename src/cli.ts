@@ -5,12 +5,14 @@
  * code 1 and one line, `fusedrt: <code>: <message>`.
  */
 import { builderVersion } from './build/builder';
+import { benchCommand } from './cli/bench';
 import { buildCommand } from './cli/build';
 import type { CliCommand } from './cli/command';
 import { inspectCommand } from './cli/inspect';
+import { runCommand } from './cli/run';
 import { errorCode, FusedRTError } from './errors';
 
-const COMMANDS: CliCommand[] = [buildCommand, inspectCommand];
+const COMMANDS: CliCommand[] = [buildCommand, inspectCommand, runCommand, benchCommand];
 
 function toolHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -46,23 +46,32 @@ describe('batcher', () => {
 
   it('splits a request larger than the limits into whole sequences and reassembles it', async () => {
     const big = batchOf([5, 7, 3, 9, 2, 8], 2);
-    const pieces = splitBatch(big, { maxTokens: 12, maxSequences: 2 });
+    const pieces = splitBatch(big, { maxTokens: 12, maxSequences: 2, maxSelectedRows: 12 });
     assert.ok(pieces.length > 1);
     for (const p of pieces) {
       assert.ok(p.inputIds.length <= 12 && p.cuSeqlens.length - 1 <= 2);
     }
-    const batcher = new Batcher(async (b) => fakeRun(b), rowsKindOf, { maxTokens: 12, maxSequences: 2 }, 0);
+    const batcher = new Batcher(async (b) => fakeRun(b), rowsKindOf, { maxTokens: 12, maxSequences: 2, maxSelectedRows: 12 }, 0);
     assert.deepEqual(await batcher.submit(big), fakeRun(big));
   });
 
+  it('splits when the selected rows exceed maxSelectedRows', async () => {
+    const masked = batchOf([4, 4, 4, 4], 2);
+    const limits = { maxTokens: 100, maxSequences: 10, maxSelectedRows: 4 };
+    const pieces = splitBatch(masked, limits);
+    assert.deepEqual(pieces.map((p) => p.selectedRows!.length), [4, 4]);
+    const batcher = new Batcher(async (b) => fakeRun(b), rowsKindOf, limits, 0);
+    assert.deepEqual(await batcher.submit(masked), fakeRun(masked));
+  });
+
   it('rejects a single sequence longer than maxTokens with E_SHAPE', () => {
-    assert.throws(() => splitBatch(batchOf([20]), { maxTokens: 8, maxSequences: 4 }), { code: 'E_SHAPE' });
+    assert.throws(() => splitBatch(batchOf([20]), { maxTokens: 8, maxSequences: 4, maxSelectedRows: 8 }), { code: 'E_SHAPE' });
   });
 
   it('coalesces requests that arrive together into one run', async () => {
     const seen: number[] = [];
     const batcher = new Batcher(async (b) => { seen.push(b.cuSeqlens.length - 1); return fakeRun(b); },
-      rowsKindOf, { maxTokens: 1000, maxSequences: 64 }, 5);
+      rowsKindOf, { maxTokens: 1000, maxSequences: 64, maxSelectedRows: 1000 }, 5);
     const requests = Array.from({ length: 10 }, (_, i) => batchOf([i + 1], 1, i * 10000));
     const results = await Promise.all(requests.map((r) => batcher.submit(r)));
     results.forEach((r, i) => assert.deepEqual(r, fakeRun(requests[i])));
@@ -74,7 +83,7 @@ describe('batcher', () => {
     const batcher = new Batcher(async (b) => {
       if (Array.from(b.inputIds).includes(-1)) throw Object.assign(new Error('bad id'), { code: 'E_INPUT' });
       return fakeRun(b);
-    }, rowsKindOf, { maxTokens: 1000, maxSequences: 64 }, 5);
+    }, rowsKindOf, { maxTokens: 1000, maxSequences: 64, maxSelectedRows: 1000 }, 5);
     const good = batchOf([3], 1);
     const bad = { ...batchOf([2], 1), inputIds: Int32Array.from([-1, 4]) };
     const [a, b] = await Promise.allSettled([batcher.submit(good), batcher.submit(bad)]);

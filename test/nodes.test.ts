@@ -25,7 +25,6 @@ interface TestHelper {
 interface TestNode {
   on(event: string, listener: (arg: never) => void): void;
   receive(msg: object): void;
-  status(status: object): void;
   send(msg: object): void;
 }
 interface Msg {
@@ -36,16 +35,16 @@ interface Msg {
 }
 
 /**
- * Records calls of one of a node's methods. The helper's own spies are
- * removed by unload() before the nodes close, so calls made while closing
- * are watched on the instance instead.
+ * Records what a node sends. The helper's own spies are removed by unload()
+ * before the nodes close, so sends made while closing are watched on the
+ * instance instead.
  */
-function watch(node: TestNode, method: 'status' | 'send'): object[] {
+function watchSends(node: TestNode): object[] {
   const calls: object[] = [];
-  const original = node[method].bind(node);
-  node[method] = (arg: object) => {
-    calls.push(arg);
-    original(arg);
+  const original = node.send.bind(node);
+  node.send = (msg: object) => {
+    calls.push(msg);
+    original(msg);
   };
   return calls;
 }
@@ -58,6 +57,19 @@ const NODES = ['fusedrt-engine', 'fusedrt-tokenize', 'fusedrt-infer', 'fusedrt-f
 
 const REPO = path.resolve(__dirname, '..', '..');
 const LABELS = ['negative', 'neutral', 'positive'];
+
+/**
+ * Gives every flow node a position: the runtime takes a node without x/y
+ * for a config node.
+ */
+function placed(flow: object[]): object[] {
+  const nodes = flow.map((n) => ((n as { type: string }).type === 'fusedrt-engine' || (n as { type: string }).type === 'tab' ? n : { x: 0, y: 0, z: 'tab', ...n }));
+  return nodes.some((n) => (n as { id: string }).id === 'tab') ? nodes : [{ id: 'tab', type: 'tab' }, ...nodes];
+}
+
+function load(flow: object[]): Promise<void> {
+  return helper.load(NODES, placed(flow));
+}
 
 /** Collects what reaches a node (helper or catch) until `count` arrived. */
 function collect(node: TestNode, count: number, timeoutMs = 20000): Promise<Msg[]> {
@@ -102,19 +114,25 @@ function assertClose(actual: unknown, expected: unknown, where = 'payload'): voi
   }
 }
 
-/** A status node on the same tab that reports the statuses of `scope` to a helper node `statuses`. */
-function statusWatch(scope: string[]): object[] {
-  return [
-    { id: 'watch', z: 'tab', type: 'status', scope, wires: [['statuses']] },
-    { id: 'statuses', z: 'tab', type: 'helper' },
-  ];
+interface StatusEvent {
+  fill?: string;
+  shape?: string;
+  text?: string;
 }
 
-/** Every status that reaches the `statuses` helper node. */
-function recordStatuses(): Array<{ fill?: string; shape?: string; text?: string; source: { id: string } }> {
-  const seen: Array<{ fill?: string; shape?: string; text?: string; source: { id: string } }> = [];
-  helper.getNode('statuses').on('input', ((msg: { status: (typeof seen)[number] }) => seen.push(msg.status)) as (arg: never) => void);
-  return seen;
+const runtimeEvents: NodeJS.EventEmitter = require('@node-red/util').events;
+
+/**
+ * Records every status node `id` shows, as the editor gets them: Status
+ * nodes miss those set while the flow starts, the runtime event does not.
+ */
+function recordStatuses(id: string): { seen: StatusEvent[]; stop(): void } {
+  const seen: StatusEvent[] = [];
+  const listener = (event: { id: string; status: StatusEvent }) => {
+    if (event.id === id) seen.push(event.status);
+  };
+  runtimeEvents.on('node-status', listener);
+  return { seen, stop: () => runtimeEvents.off('node-status', listener) };
 }
 
 function engineNode(id: string, model: string, extra: object = {}): object {
@@ -179,7 +197,7 @@ describe('nodes (Node-RED runtime)', function () {
     // A second infer node on the same tokens: the runtime clones the msg for one of them.
     (flow[2] as { wires: string[][] }).wires = [['infer', 'infer2']];
     flow.push({ id: 'infer2', z: 'tab', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['fill']] });
-    await helper.load(NODES, flow);
+    await load(flow);
     const outputs = collect(helper.getNode('out'), 2);
     const text = 'The capital of France, [MASK], is a big city.';
     helper.getNode('tokenize').receive({ payload: text });
@@ -198,7 +216,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('an array payload is one batch and gives an array, in order', async () => {
-    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    await load(fillMaskFlow(plans.mlm));
     const texts = ['the [MASK] is red.', 'a dog and a [MASK] play in the [MASK].', 'we [MASK] home.'];
     const outputs = collect(helper.getNode('out'), 1);
     helper.getNode('tokenize').receive({ payload: texts });
@@ -211,7 +229,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('fill-mask with its own engine runs text directly', async () => {
-    await helper.load(NODES, [
+    await load([
       engineNode('engine', plans.mlm),
       { id: 'fill', type: 'fusedrt-fill-mask', engine: 'engine', topK: 3, wires: [['out']] },
       { id: 'out', type: 'helper' },
@@ -224,7 +242,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('20 messages in flight give 20 outputs, each with its own msg', async () => {
-    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    await load(fillMaskFlow(plans.mlm));
     const outputs = collect(helper.getNode('out'), 20);
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) {
@@ -241,7 +259,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('classify: labels from the plan, softmax scores', async () => {
-    await helper.load(NODES, [
+    await load([
       engineNode('engine', plans.cls),
       { id: 'infer', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['classify']] },
       { id: 'classify', type: 'fusedrt-classify', engine: '', activation: 'auto', topK: 0, wires: [['out']] },
@@ -260,7 +278,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('embed: mean pooling, unit length, from a base model', async () => {
-    await helper.load(NODES, [
+    await load([
       engineNode('engine', plans.base),
       { id: 'infer', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['embed']] },
       { id: 'embed', type: 'fusedrt-embed', engine: '', pooling: 'mean', normalize: true, wires: [['out']] },
@@ -282,7 +300,7 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('empty and non-string payloads fail to a Catch node with E_INPUT', async () => {
-    await helper.load(NODES, fillMaskFlow(plans.mlm));
+    await load(fillMaskFlow(plans.mlm));
     const caught = collect(helper.getNode('caught'), 5);
     const nothing = expectNothing(helper.getNode('out'), 1500);
     const bad = ['', '   ', 42, { nope: 1 }, []];
@@ -300,7 +318,7 @@ describe('nodes (Node-RED runtime)', function () {
     const flow = fillMaskFlow(plans.mlm);
     flow.push(engineNode('engine2', plans.cls),
       { id: 'infer2', z: 'tab', type: 'fusedrt-infer', engine: 'engine2', tokens: 'tokens', outputs: 'task', wires: [['fill']] });
-    await helper.load(NODES, flow);
+    await load(flow);
     const caught = collect(helper.getNode('caught'), 2);
     helper.getNode('tokenize').receive({ payload: 'no mask here' });
     helper.getNode('infer2').receive({ payload: 'classified, not filled' });
@@ -315,7 +333,7 @@ describe('nodes (Node-RED runtime)', function () {
   it('over-long texts are truncated or rejected, as configured', async () => {
     const long = `${'word '.repeat(100)}[MASK]`;
     const flow = fillMaskFlow(plans.mlm);
-    await helper.load(NODES, flow);
+    await load(flow);
     const outputs = collect(helper.getNode('out'), 1);
     const caught = collect(helper.getNode('caught'), 1);
     // The mask is cut off with the tail, so this fails in infer; truncation itself worked.
@@ -328,7 +346,7 @@ describe('nodes (Node-RED runtime)', function () {
     assert.strictEqual((msg.tokens as { encodings: Array<{ ids: Int32Array }> }).encodings[0].ids.length, 64);
     await helper.unload();
 
-    await helper.load(NODES, fillMaskFlow(plans.mlm, { truncation: 'error' }));
+    await load(fillMaskFlow(plans.mlm, { truncation: 'error' }));
     const rejected = collect(helper.getNode('caught'), 1);
     helper.getNode('tokenize').receive({ payload: `[MASK] ${'word '.repeat(100)}` });
     const [refusal] = await rejected;
@@ -337,39 +355,45 @@ describe('nodes (Node-RED runtime)', function () {
   });
 
   it('a bad plan path shows an error status and sends the error to Catch', async () => {
-    await helper.load(NODES, [...statusWatch(['tokenize']), ...fillMaskFlow(path.join(dir, 'missing.plan'))]);
-    const statuses = recordStatuses();
-    const caught = collect(helper.getNode('caught'), 1);
-    helper.getNode('tokenize').receive({ payload: 'the [MASK]' });
-    const [error] = await caught;
-    assert.strictEqual(error.error?.code, 'E_PLAN_IO');
-    assert.match(error.error!.message, /missing\.plan/);
-    const last = statuses.at(-1)!;
-    assert.deepStrictEqual([last.fill, last.shape, last.text], ['red', 'ring', 'error: E_PLAN_IO']);
+    const statuses = recordStatuses('tokenize');
+    try {
+      await load(fillMaskFlow(path.join(dir, 'missing.plan')));
+      const caught = collect(helper.getNode('caught'), 1);
+      helper.getNode('tokenize').receive({ payload: 'the [MASK]' });
+      const [error] = await caught;
+      assert.strictEqual(error.error?.code, 'E_PLAN_IO');
+      assert.match(error.error!.message, /missing\.plan/);
+      assert.deepStrictEqual(statuses.seen, [
+        { fill: 'yellow', shape: 'ring', text: 'loading' },
+        { fill: 'red', shape: 'ring', text: 'error: E_PLAN_IO' },
+      ]);
+    } finally {
+      statuses.stop();
+    }
   });
 
   it('status: loading, ready, busy (n), and cleared on close', async () => {
-    await helper.load(NODES, [...statusWatch(['infer']), ...fillMaskFlow(plans.mlm)]);
-    const statuses = recordStatuses();
-    const cleared = watch(helper.getNode('infer'), 'status');
-    const outputs = collect(helper.getNode('out'), 3);
-    for (let i = 0; i < 3; i++) helper.getNode('tokenize').receive({ payload: `number ${i} [MASK]` });
-    await outputs;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const seen = statuses.map((st) => [st.fill, st.shape, st.text].join(' '));
-    assert.strictEqual(seen[0], 'yellow ring loading', seen.join(' | '));
-    assert.ok(seen.includes('green dot ready'), seen.join(' | '));
-    assert.ok(seen.some((t) => /^blue dot busy \([123]\)$/.test(t)), seen.join(' | '));
-    assert.strictEqual(seen.at(-1), 'green dot ready');
-    await helper.unload();
-    assert.deepStrictEqual(cleared.at(-1), {});
+    const statuses = recordStatuses('infer');
+    try {
+      await load(fillMaskFlow(plans.mlm));
+      const outputs = collect(helper.getNode('out'), 3);
+      for (let i = 0; i < 3; i++) helper.getNode('tokenize').receive({ payload: `number ${i} [MASK]` });
+      await outputs;
+      await helper.unload();
+      const seen = statuses.seen.map((st) => [st.fill, st.shape, st.text].filter(Boolean).join(' '));
+      assert.deepStrictEqual(seen.slice(0, 2), ['yellow ring loading', 'green dot ready'], seen.join(' | '));
+      assert.ok(seen.some((t) => /^blue dot busy \([123]\)$/.test(t)), seen.join(' | '));
+      assert.deepStrictEqual(seen.slice(-2), ['green dot ready', ''], seen.join(' | '));
+    } finally {
+      statuses.stop();
+    }
   });
 
   it('50 redeploys free every engine', async () => {
     const baseline = nativeMemoryBytes();
     let loaded = 0;
     for (let i = 0; i < 50; i++) {
-      await helper.load(NODES, fillMaskFlow(plans.mlm));
+      await load(fillMaskFlow(plans.mlm));
       const outputs = collect(helper.getNode('out'), 1);
       helper.getNode('tokenize').receive({ payload: `deploy ${i} [MASK]` });
       await outputs;
@@ -383,7 +407,7 @@ describe('nodes (Node-RED runtime)', function () {
 
   it('a redeploy waits for messages in flight', async () => {
     // One node, so nothing downstream is stopped before the results are sent.
-    await helper.load(NODES, [
+    await load([
       engineNode('engine', plans.mlm, { batchWindowMs: '100' }),
       { id: 'fill', type: 'fusedrt-fill-mask', engine: 'engine', topK: 1, wires: [['out']] },
       { id: 'out', type: 'helper' },
@@ -392,7 +416,7 @@ describe('nodes (Node-RED runtime)', function () {
     const warm = collect(helper.getNode('out'), 1);
     fill.receive({ payload: 'warm [MASK]' });
     await warm;
-    const sent = watch(fill, 'send');
+    const sent = watchSends(fill);
     for (let i = 0; i < 5; i++) fill.receive({ payload: `late ${i} [MASK]` });
     // Let the runtime deliver them; they now wait in the engine's 100 ms batch window.
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -405,7 +429,7 @@ describe('nodes (Node-RED runtime)', function () {
     const modelDir = path.join(dir, 'mlm');
     const flow = fillMaskFlow(modelDir);
     const runOnce = async () => {
-      await helper.load(NODES, flow);
+      await load(flow);
       const outputs = collect(helper.getNode('out'), 1);
       helper.getNode('tokenize').receive({ payload: 'cached [MASK]' });
       const [msg] = await outputs;

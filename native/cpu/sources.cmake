@@ -20,6 +20,12 @@ set(FUSEDRT_CPU_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cpp
   ${CMAKE_CURRENT_LIST_DIR}/half.cpp)
 
+# The built-in GEMM kernel relies on a*b+c becoming one FMA instruction in its
+# AVX2 clone; ISO mode (CMAKE_CXX_EXTENSIONS OFF) turns that contraction off.
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/gemm.cpp PROPERTIES COMPILE_OPTIONS -ffp-contract=fast)
+endif()
+
 find_package(Threads REQUIRED)
 set(FUSEDRT_CPU_INCLUDE_DIRS ${CMAKE_CURRENT_LIST_DIR})
 set(FUSEDRT_CPU_DEFINITIONS "")

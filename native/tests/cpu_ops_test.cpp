@@ -104,12 +104,14 @@ const char* activation_name(Activation activation) {
   return "?";
 }
 
+constexpr double kPi = 3.14159265358979323846;
+
 double activate_reference(Activation activation, double x) {
   switch (activation) {
     case Activation::kNone: return x;
     case Activation::kGelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case Activation::kGeluTanh:
-      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / kPi) * (x + 0.044715 * x * x * x)));
     case Activation::kRelu: return x > 0 ? x : 0;
     case Activation::kTanh: return std::tanh(x);
   }

@@ -10,6 +10,7 @@ import type { OutputTensor, PackedBatch, RunResult } from './types';
 export interface BatchLimits {
   maxTokens: number;
   maxSequences: number;
+  maxSelectedRows: number;
 }
 
 /** A batch whose outputs are resolved (never undefined). */
@@ -80,7 +81,7 @@ export function splitResult(result: RunResult, batches: PackedBatch[], rowsKindO
  */
 export function splitBatch(batch: ResolvedBatch, limits: BatchLimits): ResolvedBatch[] {
   const counts = rowCounts(batch);
-  if (counts.tokens <= limits.maxTokens && counts.sequences <= limits.maxSequences && counts.selected <= limits.maxTokens) {
+  if (counts.tokens <= limits.maxTokens && counts.sequences <= limits.maxSequences && counts.selected <= limits.maxSelectedRows) {
     return [batch];
   }
   const selected = batch.selectedRows ?? new Int32Array(0);
@@ -95,15 +96,21 @@ export function splitBatch(batch: ResolvedBatch, limits: BatchLimits): ResolvedB
   while (first < counts.sequences) {
     const start = batch.cuSeqlens[first];
     let last = first;
+    let selectedEnd = selectedAt;
     while (last < counts.sequences && last - first < limits.maxSequences &&
-      batch.cuSeqlens[last + 1] - start <= limits.maxTokens) last++;
+      batch.cuSeqlens[last + 1] - start <= limits.maxTokens) {
+      let next = selectedEnd;
+      while (next < selected.length && selected[next] < batch.cuSeqlens[last + 1]) next++;
+      if (next - selectedAt > limits.maxSelectedRows) break;
+      selectedEnd = next;
+      last++;
+    }
     if (last === first) {
-      throw new FusedRTError('E_SHAPE',
-        `sequence ${first} has ${batch.cuSeqlens[first + 1] - start} tokens, more than this engine's maxTokens (${limits.maxTokens})`);
+      throw new FusedRTError('E_SHAPE', `sequence ${first} has ${batch.cuSeqlens[first + 1] - start} tokens and ` +
+        `${countBelow(selected, batch.cuSeqlens[first + 1]) - selectedAt} selected rows, more than this engine's ` +
+        `maxTokens (${limits.maxTokens}) or maxSelectedRows (${limits.maxSelectedRows})`);
     }
     const end = batch.cuSeqlens[last];
-    let selectedEnd = selectedAt;
-    while (selectedEnd < selected.length && selected[selectedEnd] < end) selectedEnd++;
     pieces.push({
       inputIds: batch.inputIds.subarray(start, end),
       tokenTypeIds: batch.tokenTypeIds?.subarray(start, end),
@@ -115,6 +122,12 @@ export function splitBatch(batch: ResolvedBatch, limits: BatchLimits): ResolvedB
     selectedAt = selectedEnd;
   }
   return pieces;
+}
+
+function countBelow(sorted: Int32Array, bound: number): number {
+  let n = 0;
+  while (n < sorted.length && sorted[n] < bound) n++;
+  return n;
 }
 
 /** Joins results of pieces made by splitBatch (all rows kinds are consecutive). */
@@ -198,7 +211,7 @@ export class Batcher {
       const c = rowCounts(w.batch);
       const fits = used.tokens + c.tokens <= this.limits.maxTokens &&
         used.sequences + c.sequences <= this.limits.maxSequences &&
-        used.selected + c.selected <= this.limits.maxTokens;
+        used.selected + c.selected <= this.limits.maxSelectedRows;
       if (w.key === key && fits) {
         group.push(w);
         used.tokens += c.tokens;

@@ -18,6 +18,7 @@ export const ENGINE_DEFAULTS = {
   threads: 0,
   maxTokens: 2048,
   maxSequences: 64,
+  maxSelectedRows: 256,
   batchWindowMs: 2,
 };
 
@@ -73,7 +74,7 @@ export class Engine {
     const buffers = new Map(info.header.buffers.map((b) => [b.name, b.rows]));
     this.rowsOf = new Map(info.header.outputs.map((o) => [o.name, buffers.get(o.buffer) ?? 'tokens']));
     this.batcher = new Batcher((batch) => this.native.run(batch), (name) => this.rowsOf.get(name) ?? 'tokens',
-      { maxTokens: info.maxTokens, maxSequences: info.maxSequences }, batchWindowMs);
+      { maxTokens: info.maxTokens, maxSequences: info.maxSequences, maxSelectedRows: info.maxSelectedRows }, batchWindowMs);
   }
 
   /** Loads a plan (a file path or the plan's bytes) onto a backend. */
@@ -87,6 +88,7 @@ export class Engine {
       threads,
       maxTokens: positiveInteger(opts.maxTokens, 'maxTokens'),
       maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
+      maxSelectedRows: positiveInteger(opts.maxSelectedRows, 'maxSelectedRows'),
     });
     try {
       const nativeInfo = native.info();
@@ -99,6 +101,7 @@ export class Engine {
         threads: nativeInfo.threads,
         maxTokens: nativeInfo.maxTokens,
         maxSequences: nativeInfo.maxSequences,
+        maxSelectedRows: nativeInfo.maxSelectedRows,
         weightBytes: nativeInfo.weightBytes,
         workspaceBytes: nativeInfo.workspaceBytes,
         header,

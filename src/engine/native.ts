@@ -2,6 +2,7 @@
  * Loads the compiled addon (build/Release/fusedrt.node) once and describes the
  * surface it exports; native/engine_object.cpp is the other side of this file.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { FusedRTError } from '../errors';
 import type { OutputTensor } from './types';
@@ -11,6 +12,7 @@ export interface NativeEngineInfo {
   threads: number;
   maxTokens: number;
   maxSequences: number;
+  maxSelectedRows: number;
   weightBytes: number;
   workspaceBytes: number;
   headerJson: string;
@@ -35,7 +37,7 @@ export interface NativeAddon {
   gemmImplementation(): string;
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: {
-    device: string; threads: number; maxTokens: number; maxSequences: number;
+    device: string; threads: number; maxTokens: number; maxSequences: number; maxSelectedRows: number;
   }): Promise<NativeEngine>;
 }
 
@@ -44,9 +46,32 @@ export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 
 let addon: NativeAddon | undefined;
 
+/**
+ * OpenBLAS 0.3.21 (Debian 12) does not recognise recent x86 CPUs and falls
+ * back to its oldest kernels, 3–5× slower (docs/decisions/0003). It reads
+ * OPENBLAS_CORETYPE when the library loads, so before loading the addon we
+ * name the kernel family the CPU's flags support, unless the user chose one.
+ */
+function chooseOpenBlasCore(): void {
+  if (process.platform !== 'linux' || process.arch !== 'x64' || process.env.OPENBLAS_CORETYPE) return;
+  let flags: Set<string>;
+  try {
+    const line = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    flags = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+  } catch {
+    return;
+  }
+  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every((f) => flags.has(f))) {
+    process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+  } else if (['avx2', 'fma'].every((f) => flags.has(f))) {
+    process.env.OPENBLAS_CORETYPE = 'Haswell';
+  }
+}
+
 export function loadAddon(): NativeAddon {
   if (addon) return addon;
   const file = path.join(PACKAGE_ROOT, 'build', 'Release', 'fusedrt.node');
+  chooseOpenBlasCore();
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     addon = require(file) as NativeAddon;

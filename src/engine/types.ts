@@ -9,10 +9,15 @@ export interface EngineOptions {
   device?: DeviceOption;
   /** CPU threads for this engine (0: one per core). Default: 0. */
   threads?: number;
-  /** Most tokens in one packed batch; sizes the workspace. Default: 8192. */
+  /** Most tokens in one packed batch; sizes the workspace. Default: 2048. */
   maxTokens?: number;
   /** Most sequences in one packed batch. Default: 64. */
   maxSequences?: number;
+  /**
+   * Most selected rows (e.g. [MASK] positions) in one packed batch; an MLM
+   * head's logits take this many rows times the vocabulary. Default: 256.
+   */
+  maxSelectedRows?: number;
   /**
    * How long the batcher waits for more requests before running a batch, in
    * milliseconds (0: run what is queued at once). Default: 2.
@@ -48,6 +53,7 @@ export interface EngineInfo {
   threads: number;
   maxTokens: number;
   maxSequences: number;
+  maxSelectedRows: number;
   /** Bytes of weights resident in the backend's memory. */
   weightBytes: number;
   /** Bytes of planned activation workspace. */

@@ -17,11 +17,18 @@ export function logSumExp(data: ArrayLike<number>, start: number, length: number
   return max + Math.log(sum);
 }
 
-/** Softmax probabilities of one row, in float64. */
+/**
+ * Softmax probabilities of one row, in float64. Divides by the sum rather
+ * than subtracting the log-sum-exp: adding log(sum) to a large maximum would
+ * round away its low bits.
+ */
 export function softmaxRow(data: ArrayLike<number>, start: number, length: number): Float64Array {
-  const lse = logSumExp(data, start, length);
+  let max = -Infinity;
+  for (let i = 0; i < length; i++) max = Math.max(max, data[start + i]);
   const out = new Float64Array(length);
-  for (let i = 0; i < length; i++) out[i] = Math.exp(data[start + i] - lse);
+  let sum = 0;
+  for (let i = 0; i < length; i++) sum += (out[i] = Math.exp(data[start + i] - max));
+  for (let i = 0; i < length; i++) out[i] /= sum;
   return out;
 }
 

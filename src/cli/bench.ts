@@ -1,0 +1,127 @@
+/** `fusedrt bench <model.plan>`: latency and throughput of one engine on random packed batches. */
+import { Engine } from '../engine/engine';
+import type { DeviceOption, PackedBatch } from '../engine/types';
+import { FusedRTError } from '../errors';
+import { randomUnit } from '../tools/prng';
+import { parseCommandArgs, type CliCommand } from './command';
+
+const HELP = `Usage: fusedrt bench <model.plan> [options]
+
+Times the engine on random token ids: for each batch size, warm-up runs, then
+timed runs; prints median and p90 latency and throughput. With --varlen each
+sequence's length is uniform in [seq/8, seq] (the same lengths every run).
+
+Options:
+      --batch <list>    batch sizes, comma-separated (default 1,8)
+      --seq <n>         tokens per sequence, [CLS]/[SEP] included (default 128)
+      --varlen          variable lengths instead of fixed
+      --runs <n>        timed runs per case (default 50)
+      --warmup <n>      untimed runs first (default 5)
+      --device <d>      auto | cpu | cuda | cuda:N (default auto)
+      --threads <n>     CPU threads, 0 for one per core (default 0)
+      --json            print the table as JSON
+  -h, --help            show this help`;
+
+/** A stream of uniform numbers in [0, 1) from the project's counter-based PRNG. */
+function uniformStream(seed: number): () => number {
+  let index = 0;
+  return () => randomUnit(seed, index++);
+}
+
+function positive(value: string | boolean | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new FusedRTError('E_INPUT', `bench: --${name} must be a non-negative integer, got "${value}"`);
+  return n;
+}
+
+/** Random ids in [1000, vocab) between [CLS]-like and [SEP]-like ids; one [MASK]-like row per sequence for MLM plans. */
+export function randomBatch(vocab: number, lengths: number[], seed: number, selectOne: boolean): PackedBatch {
+  const random = uniformStream(seed);
+  const total = lengths.reduce((a, b) => a + b, 0);
+  const inputIds = new Int32Array(total);
+  const cuSeqlens = new Int32Array(lengths.length + 1);
+  const selected: number[] = [];
+  let at = 0;
+  lengths.forEach((len, b) => {
+    for (let i = 0; i < len; i++) inputIds[at + i] = Math.min(vocab - 1, Math.floor(random() * vocab));
+    if (selectOne) selected.push(at + Math.floor(len / 2));
+    at += len;
+    cuSeqlens[b + 1] = at;
+  });
+  return { inputIds, cuSeqlens, selectedRows: selectOne ? Int32Array.from(selected) : undefined };
+}
+
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+export const benchCommand: CliCommand = {
+  name: 'bench',
+  summary: 'time a plan on random batches (latency, throughput)',
+  help: HELP,
+  async run(args) {
+    const { values, positionals } = parseCommandArgs('bench', args, {
+      batch: { type: 'string' }, seq: { type: 'string' }, varlen: { type: 'boolean' }, runs: { type: 'string' },
+      warmup: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' },
+    });
+    if (values.help) {
+      process.stdout.write(`${HELP}\n`);
+      return;
+    }
+    const [planPath] = positionals;
+    if (!planPath) throw new FusedRTError('E_INPUT', 'bench: give a plan (see fusedrt bench --help)');
+    const batches = String(values.batch ?? '1,8').split(',').map((b) => positive(b, 'batch', 1));
+    const seq = positive(values.seq, 'seq', 128);
+    const runs = Math.max(1, positive(values.runs, 'runs', 50));
+    const warmup = positive(values.warmup, 'warmup', 5);
+    const maxBatch = Math.max(...batches);
+    const engine = await Engine.load(planPath, {
+      device: (values.device as DeviceOption | undefined) ?? 'auto',
+      threads: positive(values.threads, 'threads', 0),
+      maxTokens: Math.max(maxBatch * seq, 1),
+      maxSequences: maxBatch,
+      maxSelectedRows: maxBatch,
+      batchWindowMs: 0,
+    });
+    try {
+      if (seq > engine.header.config.maxSeq) {
+        throw new FusedRTError('E_INPUT', `bench: --seq ${seq} exceeds the plan's maximum sequence length ${engine.header.config.maxSeq}`);
+      }
+      const { info } = engine;
+      process.stderr.write(`backend ${info.backend} (GEMM ${info.blas}), ${info.threads} threads, ${engine.header.task}, ` +
+        `${engine.header.config.numLayers} layers × hidden ${engine.header.config.hiddenSize}, ${engine.header.precision}\n`);
+      const rows = [];
+      for (const batchSize of batches) {
+        const lengthRandom = uniformStream(seq * 7919 + batchSize);
+        const lengths = Array.from({ length: batchSize }, () => values.varlen
+          ? Math.max(2, Math.ceil(seq / 8 + lengthRandom() * (seq - seq / 8))) : seq);
+        const batch = randomBatch(engine.header.config.vocabSize, lengths, batchSize, engine.header.task === 'fill-mask');
+        for (let i = 0; i < warmup; i++) await engine.run(batch);
+        const times: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          const start = process.hrtime.bigint();
+          await engine.run(batch);
+          times.push(Number(process.hrtime.bigint() - start) / 1e6);
+        }
+        times.sort((a, b) => a - b);
+        const median = quantile(times, 0.5);
+        const tokens = lengths.reduce((a, b) => a + b, 0);
+        rows.push({ batch: batchSize, seq, tokens, medianMs: median, p90Ms: quantile(times, 0.9),
+          sequencesPerS: (batchSize * 1000) / median, tokensPerS: (tokens * 1000) / median });
+      }
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write('batch  seq  tokens  median ms   p90 ms   seq/s    tokens/s\n');
+      for (const r of rows) {
+        process.stdout.write(`${String(r.batch).padStart(5)}  ${String(r.seq).padStart(3)}  ${String(r.tokens).padStart(6)}  ` +
+          `${r.medianMs.toFixed(2).padStart(9)}  ${r.p90Ms.toFixed(2).padStart(7)}  ${r.sequencesPerS.toFixed(1).padStart(7)}  ` +
+          `${r.tokensPerS.toFixed(0).padStart(9)}\n`);
+      }
+    } finally {
+      await engine.dispose();
+    }
+  },
+};

@@ -24,7 +24,7 @@ export = function register(RED: NodeAPI): void {
     const chosen = ['softmax', 'sigmoid', 'none'].includes(def.activation ?? '') ? def.activation as ClassifyActivation : undefined;
     const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
     client.handleInput(async (msg) => {
-      const result = await obtainResult(client, msg, ['logits']);
+      const { result } = await obtainResult(client, msg, ['logits']);
       if (result.task !== 'classification') throw nodeError('E_INPUT', 'wrongTask', { needed: 'classification', task: result.task });
       const logits = requireOutput(result, 'logits', 'set the infer node\'s outputs to "task" or include logits');
       const scores = classify(logits, result.labels, { activation: chosen ?? defaultActivation(result.problemType), topK });

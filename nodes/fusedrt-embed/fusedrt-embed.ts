@@ -22,7 +22,7 @@ export = function register(RED: NodeAPI): void {
     const normalize = def.normalize !== false;
     const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
     client.handleInput(async (msg) => {
-      const result = await obtainResult(client, msg, ['hidden']);
+      const { result } = await obtainResult(client, msg, ['hidden']);
       const hidden = requireOutput(result, 'hidden', 'set the infer node\'s outputs to "all" or include hidden');
       const vectors = poolEmbeddings(hidden, result.cuSeqlens, { pooling, normalize });
       msg.payload = shapeLike(result, vectors.map((v) => Array.from(v)));

@@ -22,10 +22,11 @@ export = function register(RED: NodeAPI): void {
     const topK = Math.max(1, countField(def.topK, 5));
     const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
     client.handleInput(async (msg) => {
-      const result = await obtainResult(client, msg, ['logits']);
+      const obtained = await obtainResult(client, msg, ['logits']);
+      const { result } = obtained;
       if (result.task !== 'fill-mask') throw nodeError('E_INPUT', 'wrongTask', { needed: 'fill-mask', task: result.task });
       const logits = requireOutput(result, 'logits', 'set the infer node\'s outputs to "task" or include logits');
-      const engine = await engineOfResult(RED, client, result);
+      const engine = await engineOfResult(RED, client, obtained);
       const filled = fillMask(logits, result.encodings, engine.tokenizer, { topK, texts: result.texts });
       msg.payload = shapeLike(result, filled);
       return msg;

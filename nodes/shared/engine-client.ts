@@ -47,6 +47,8 @@ export class EngineClient implements EngineUser {
   private inFlight = 0;
   private readonly idleWaiters: Array<() => void> = [];
   private state: EngineState | undefined;
+  /** The status last shown, so unchanged states are not sent to the editor again. */
+  private shown = '';
 
   /**
    * @param configNode the node's fusedrt-engine; undefined when none is
@@ -79,7 +81,12 @@ export class EngineClient implements EngineUser {
   }
 
   private showStatus(): void {
-    if (this.state) this.node.status(statusOf(this.state, this.inFlight));
+    if (!this.state) return;
+    const status = statusOf(this.state, this.inFlight);
+    const key = JSON.stringify(status);
+    if (key === this.shown) return;
+    this.shown = key;
+    this.node.status(status);
   }
 
   /** Wires the node's input: each message gets exactly one send (unless the handler returns null) and one done. */
@@ -107,6 +114,7 @@ export class EngineClient implements EngineUser {
       void idle.then(() => {
         this.configNode?.host.deregister(this);
         this.state = undefined;
+        this.shown = '';
         this.node.status({});
         done();
       });

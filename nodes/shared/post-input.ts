@@ -11,19 +11,31 @@ import { nodeError } from './messages';
 import type { NodeAPI, NodeMessage } from './red-types';
 import { readTexts } from './texts';
 
-export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[]): Promise<FusedResult> {
-  if (msg.fusedrt !== undefined || !client.configNode) return readResult(msg.fusedrt);
+export interface ObtainedResult {
+  result: FusedResult;
+  /** The engine that ran msg.payload here; undefined when the result came in msg.fusedrt. */
+  engine?: Engine;
+}
+
+export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[]): Promise<ObtainedResult> {
+  if (msg.fusedrt !== undefined || !client.configNode) return { result: readResult(msg.fusedrt) };
   const engine = await client.engine();
   const texts = readTexts(msg.payload, 'payload');
   const tokens = tokenize(engine, client.configNode.id, texts, client.configNode.host.truncation);
-  return infer(engine, client.configNode.id, tokens, outputs);
+  return { result: await infer(engine, client.configNode.id, tokens, outputs), engine };
 }
 
-/** The engine behind a result (for its tokenizer): the node's own, else the one named in msg.fusedrt. */
-export function engineOfResult(RED: NodeAPI, client: EngineClient, result: FusedResult): Promise<Engine> {
+/**
+ * The engine behind a result (for its tokenizer): the one that ran it here,
+ * the node's own, else the one named in msg.fusedrt. Reusing the engine that
+ * ran the text matters during a redeploy: a closing config node hands out no
+ * engine, but the one in hand still holds its tokenizer.
+ */
+export function engineOfResult(RED: NodeAPI, client: EngineClient, obtained: ObtainedResult): Promise<Engine> {
+  if (obtained.engine) return Promise.resolve(obtained.engine);
   if (client.configNode) return client.engine();
-  const configNode = findEngineNode(RED, result.engine);
-  if (!configNode) return Promise.reject(nodeError('E_INPUT', 'engineGone', { id: result.engine }));
+  const configNode = findEngineNode(RED, obtained.result.engine);
+  if (!configNode) return Promise.reject(nodeError('E_INPUT', 'engineGone', { id: obtained.result.engine }));
   return configNode.host.engine();
 }
 

@@ -1,9 +1,11 @@
 /**
- * Regenerates models/demo/: a small BertForMaskedLM with a vocabulary of real
- * English words and RANDOM weights, so the demo flows and tests have a model
- * without downloading one. Its predictions are random words.
+ * Regenerates models/demo/ (a small BertForMaskedLM) and
+ * models/demo-classifier/ (a BertForSequenceClassification with labels
+ * negative/positive), both with a vocabulary of real English words and RANDOM
+ * weights, so the demo flows, examples and tests have models without
+ * downloading one. Their predictions are arbitrary.
  *
- *   node dist/src/tools/make-demo-model.js [outDir]   (default: models/demo)
+ *   node dist/src/tools/make-demo-model.js [modelsDir]   (default: models)
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -44,11 +46,23 @@ export const DEMO_MODEL_OPTIONS: RandomBertOptions = {
   seed: 4,
 };
 
+export const DEMO_CLASSIFIER_OPTIONS: RandomBertOptions = {
+  ...DEMO_MODEL_OPTIONS,
+  architecture: 'BertForSequenceClassification',
+  hiddenSize: 64,
+  intermediateSize: 128,
+  labels: ['negative', 'positive'],
+  seed: 5,
+};
+
 function readme(options: RandomBertOptions): string {
+  const what = options.architecture === 'BertForMaskedLM'
+    ? 'its fill-mask predictions are random words from its vocabulary'
+    : `its ${options.labels!.join('/')} scores are arbitrary`;
   return `# Demo model: RANDOM weights
 
-This is a BertForMaskedLM whose weights are **random numbers**, not a trained
-model: its fill-mask predictions are random words from its vocabulary. It
+This is a ${options.architecture} whose weights are **random numbers**, not a trained
+model: ${what}. It
 exists so the demo flows, the examples and the tests run without downloading
 a model. It will be replaced by a small trained demo model (issue 4).
 
@@ -64,15 +78,17 @@ Regenerate (bit-identical) with:
 `;
 }
 
-/** Writes the demo model (HF files and README.md) into `outDir`. */
-export function makeDemoModel(outDir: string): void {
-  writeRandomBertModel(outDir, DEMO_MODEL_OPTIONS);
-  fs.writeFileSync(path.join(outDir, 'README.md'), readme(DEMO_MODEL_OPTIONS));
+/** Writes one demo model (HF files and README.md) into `outDir`. */
+export function makeDemoModel(outDir: string, options: RandomBertOptions = DEMO_MODEL_OPTIONS): void {
+  writeRandomBertModel(outDir, options);
+  fs.writeFileSync(path.join(outDir, 'README.md'), readme(options));
 }
 
 if (require.main === module) {
   const repoRoot = path.resolve(__dirname, '..', '..', '..');
-  const outDir = path.resolve(process.argv[2] ?? path.join(repoRoot, 'models', 'demo'));
-  makeDemoModel(outDir);
-  console.log(`wrote ${outDir} (${DEMO_MODEL_OPTIONS.vocab.length} tokens, random weights)`);
+  const modelsDir = path.resolve(process.argv[2] ?? path.join(repoRoot, 'models'));
+  for (const [name, options] of [['demo', DEMO_MODEL_OPTIONS], ['demo-classifier', DEMO_CLASSIFIER_OPTIONS]] as const) {
+    makeDemoModel(path.join(modelsDir, name), options);
+    console.log(`wrote ${path.join(modelsDir, name)} (${options.architecture}, ${options.vocab.length} tokens, random weights)`);
+  }
 }

@@ -13,7 +13,7 @@ export function propertyName(value: string | undefined, fallback: string): strin
   return value && value.trim() ? value.trim() : fallback;
 }
 
-/** A positive integer field, `fallback` when blank or invalid (the editor validates it too). */
+/** An integer field ≥ 0, `fallback` when blank or invalid (the editor validates it too). */
 export function countField(value: string | number | undefined, fallback: number): number {
   const n = Number(value);
   return value !== undefined && String(value).trim() !== '' && Number.isInteger(n) && n >= 0 ? n : fallback;

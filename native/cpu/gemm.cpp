@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "fast_math.h"
 #include "ops.h"
 
 #if FUSEDRT_HAVE_OPENBLAS
@@ -52,40 +53,36 @@ TileGrid plan_tiles(int64_t rows, int64_t n, int threads, int64_t max_tile_rows,
   return grid;
 }
 
-float gelu_erf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-
 float gelu_tanh(float x) {
   constexpr float kSqrt2OverPi = 0.79788456080286536f;
   return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
 }
 
-template <Activation kActivation>
-float activate(float x) {
-  if constexpr (kActivation == Activation::kGelu) return gelu_erf(x);
-  if constexpr (kActivation == Activation::kGeluTanh) return gelu_tanh(x);
-  if constexpr (kActivation == Activation::kRelu) return x > 0.0f ? x : 0.0f;
-  if constexpr (kActivation == Activation::kTanh) return std::tanh(x);
-  return x;
-}
-
-template <Activation kActivation>
-void epilogue_rows(float* out, int64_t ld, int64_t rows, int64_t cols, const float* bias) {
+// Bias and activation on a [rows, cols] tile with leading dimension ld. The
+// bias and GELU (erf) loops vectorise (gelu_erf_fast has no libm call); the
+// tanh activations stay scalar, they are rare (gelu_new, the pooler).
+FUSEDRT_SIMD_CLONES
+void epilogue(float* out, int64_t ld, int64_t rows, int64_t cols, const float* bias, Activation activation) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = out + r * ld;
-    for (int64_t c = 0; c < cols; ++c) row[c] = activate<kActivation>(bias ? row[c] + bias[c] : row[c]);
-  }
-}
-
-// Bias and activation on a [rows, cols] tile with leading dimension ld.
-void epilogue(float* out, int64_t ld, int64_t rows, int64_t cols, const float* bias, Activation activation) {
-  switch (activation) {
-    case Activation::kNone:
-      if (bias) epilogue_rows<Activation::kNone>(out, ld, rows, cols, bias);
-      return;
-    case Activation::kGelu: return epilogue_rows<Activation::kGelu>(out, ld, rows, cols, bias);
-    case Activation::kGeluTanh: return epilogue_rows<Activation::kGeluTanh>(out, ld, rows, cols, bias);
-    case Activation::kRelu: return epilogue_rows<Activation::kRelu>(out, ld, rows, cols, bias);
-    case Activation::kTanh: return epilogue_rows<Activation::kTanh>(out, ld, rows, cols, bias);
+    if (bias) {
+      for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+    }
+    switch (activation) {
+      case Activation::kNone: break;
+      case Activation::kGelu:
+        for (int64_t c = 0; c < cols; ++c) row[c] = gelu_erf_fast(row[c]);
+        break;
+      case Activation::kGeluTanh:
+        for (int64_t c = 0; c < cols; ++c) row[c] = gelu_tanh(row[c]);
+        break;
+      case Activation::kRelu:
+        for (int64_t c = 0; c < cols; ++c) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+        break;
+      case Activation::kTanh:
+        for (int64_t c = 0; c < cols; ++c) row[c] = std::tanh(row[c]);
+        break;
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 // size 1 runs everything inline.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -49,6 +50,9 @@ class ThreadPool {
   int64_t chunks_left_ = 0;  // chunks handed out or not, not yet finished
   std::exception_ptr error_;  // first exception a chunk threw; rethrown by parallel_for
   bool stopping_ = false;
+  // Bumped (under mutex_) whenever a job is posted or the pool stops; idle
+  // workers poll it for a short while before sleeping on work_ready_.
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace fusedrt::cpu

@@ -166,6 +166,23 @@ void test_gemm(ThreadPool& pool) {
   }
 }
 
+// GELU (erf) over its whole useful range, tails included: a 1×1 weight of 1
+// makes gemm apply the activation to each input as is. 5e-7 absolute is the
+// float rounding of the result near |x| = 5; std::erf in float does no better.
+void test_gelu_range(ThreadPool& pool) {
+  const int64_t rows = 8001;
+  std::vector<float> in(rows), out(rows, NAN);
+  for (int64_t r = 0; r < rows; ++r) in[r] = -12.0f + 24.0f * static_cast<float>(r) / static_cast<float>(rows - 1);
+  const float one = 1.0f;
+  gemm({in.data(), &one, nullptr, Activation::kGelu, rows, 1, 1, out.data()}, pool);
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double error = std::fabs(out[r] - activate_reference(Activation::kGelu, in[r]));
+    worst = std::isnan(error) ? INFINITY : std::max(worst, error);
+  }
+  report(worst <= 5e-7, "gemm", "gelu over [-12, 12] threads=" + std::to_string(pool.size()), worst, 5e-7);
+}
+
 // Two pools multiplying at the same time, as two engines would: the OpenBLAS
 // path must be safe for concurrent callers.
 void test_gemm_concurrent() {
@@ -249,6 +266,7 @@ void test_attention(ThreadPool& pool) {
   check_attention(pool, {5, 128, 1, 64}, 12, 64);
   check_attention(pool, {2, 0, 9}, 3, 128);
   check_attention(pool, {512}, 2, 64);
+  check_attention(pool, {17, 4, 33}, 3, 24);  // ragged key blocks, head_dim not a multiple of 16
 }
 
 // ---- layernorms ----------------------------------------------------------
@@ -431,6 +449,7 @@ int main() {
     ThreadPool pool(threads);
     test_thread_pool(pool);
     test_gemm(pool);
+    test_gelu_range(pool);
     test_attention(pool);
     test_embed_layernorm(pool);
     test_add_layernorm(pool);

@@ -4,16 +4,23 @@
 
 #include "backend.h"
 #include "cpu/ops.h"
+#ifdef FUSEDRT_WITH_CUDA
+#include "cuda_backend.h"
+#endif
 #include "engine_object.h"
 #include "napi_errors.h"
 
 namespace fusedrt {
 namespace {
 
-// Backends compiled into this build, in order of preference.
+// Backends usable now, in order of preference: "cuda" when this build has
+// the CUDA backend and the machine has a CUDA device, then "cpu".
 Napi::Value Backends(const Napi::CallbackInfo& info) {
-  Napi::Array names = Napi::Array::New(info.Env(), 1);
-  names.Set(uint32_t{0}, Napi::String::New(info.Env(), "cpu"));
+  Napi::Array names = Napi::Array::New(info.Env());
+#ifdef FUSEDRT_WITH_CUDA
+  if (cuda_device_count() > 0) names.Set(names.Length(), Napi::String::New(info.Env(), "cuda"));
+#endif
+  names.Set(names.Length(), Napi::String::New(info.Env(), "cpu"));
   return names;
 }
 

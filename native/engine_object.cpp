@@ -1,9 +1,14 @@
 #include "engine_object.h"
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "cpu_backend.h"
+#ifdef FUSEDRT_WITH_CUDA
+#include "cuda_backend.h"
+#endif
 #include "napi_errors.h"
 
 namespace fusedrt {
@@ -55,23 +60,48 @@ std::vector<std::string> string_list(const Napi::Object& request, const char* ke
   return names;
 }
 
+// "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N; anything else is rejected.
+int device_ordinal(const std::string& name) {
+  if (name == "cpu") return -1;
+  if (name == "cuda") return 0;
+  const std::string prefix = "cuda:";
+  const std::string digits = name.substr(std::min(name.size(), prefix.size()));
+  if (name.compare(0, prefix.size(), prefix) == 0 && !digits.empty() && digits.size() <= 4 &&
+      digits.find_first_not_of("0123456789") == std::string::npos) {
+    return std::stoi(digits);
+  }
+  fail(ErrorCode::kInput, "unknown device \"" + name + "\" (use cpu, cuda or cuda:N)");
+}
+
+std::unique_ptr<Backend> make_backend(int cuda_device, int threads) {
+  if (cuda_device < 0) return std::make_unique<CpuBackend>(threads);
+#ifdef FUSEDRT_WITH_CUDA
+  return std::make_unique<CudaBackend>(cuda_device);
+#else
+  fail(ErrorCode::kBackend, "device cuda:" + std::to_string(cuda_device) +
+                                " is not available: this build has only the CPU backend");
+#endif
+}
+
 Napi::FunctionReference* engine_constructor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>(); }
 
 }  // namespace
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int threads, RuntimeOptions options)
+  LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int cuda_device, int threads,
+             RuntimeOptions options)
       : PromiseWorker(env, "fusedrt:loadEngine"),
         path_(std::move(path)),
         bytes_(std::move(bytes)),
+        cuda_device_(cuda_device),
         threads_(threads),
         options_(options) {}
 
  protected:
   void execute() override {
     std::unique_ptr<PlanSource> source = path_.empty() ? plan_from_bytes(std::move(bytes_)) : open_plan_file(path_);
-    runtime_ = Runtime::load(*source, std::make_unique<CpuBackend>(threads_), options_);
+    runtime_ = Runtime::load(*source, make_backend(cuda_device_, threads_), options_);
   }
 
   Napi::Value result(Napi::Env env) override { return EngineObject::NewInstance(env, std::move(runtime_)); }
@@ -79,6 +109,7 @@ class LoadWorker : public PromiseWorker {
  private:
   std::string path_;
   std::vector<uint8_t> bytes_;
+  int cuda_device_;  // -1: the CPU backend
   int threads_;
   RuntimeOptions options_;
   std::shared_ptr<Runtime> runtime_;
@@ -182,12 +213,10 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
       options = info[1].As<Napi::Object>();
     }
     Napi::Value device = options.Get("device");
+    int cuda_device = -1;
     if (!device.IsUndefined()) {
       if (!device.IsString()) fail(ErrorCode::kInput, "option device must be a string");
-      std::string name = device.As<Napi::String>().Utf8Value();
-      if (name != "cpu") {
-        fail(ErrorCode::kBackend, "device \"" + name + "\" is not available: this build has only the CPU backend");
-      }
+      cuda_device = device_ordinal(device.As<Napi::String>().Utf8Value());
     }
     RuntimeOptions runtime_options;
     int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
@@ -195,7 +224,7 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
     runtime_options.max_selected_rows = std::min(
         integer_option(options, "maxSelectedRows", kDefaultMaxSelectedRows, 1, INT32_MAX), runtime_options.max_tokens);
-    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), threads, runtime_options);
+    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, runtime_options);
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

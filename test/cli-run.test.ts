@@ -74,7 +74,7 @@ describe('fusedrt run and bench', function () {
       assert.ok(r.tokens >= 2 * r.batch && r.tokens <= 16 * r.batch);
       assert.ok(r.medianMs > 0 && r.tokensPerS > 0);
     }
-    assert.match(result.stderr, /backend cpu/);
+    assert.match(result.stderr, /backend (cpu \(GEMM (openblas|builtin)\), \d+ threads|cuda)/);
     const tooLong = fusedrt('bench', mlmPlan, '--seq', '4096');
     assert.strictEqual(tooLong.status, 1);
     assert.match(tooLong.stderr, /E_INPUT: bench: --seq 4096 exceeds the plan's maximum sequence length 128/);

@@ -82,7 +82,9 @@ describe('native engine', function () {
   });
 
   it('reports its backends and GEMM implementation', () => {
-    assert.deepStrictEqual(addon.backends(), ['cpu']);
+    // CUDA is listed first when the addon was built with it and a GPU is present.
+    const backends = addon.backends();
+    assert.deepStrictEqual(backends, backends.includes('cuda') ? ['cuda', 'cpu'] : ['cpu']);
     assert.ok(['openblas', 'builtin'].includes(addon.gemmImplementation()));
   });
 
@@ -233,7 +235,9 @@ describe('native engine', function () {
   });
 
   it('rejects bad load arguments with stable codes', async () => {
-    assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, device: 'cuda' })), 'E_BACKEND');
+    const missingDevice = addon.backends().includes('cuda') ? 'cuda:99' : 'cuda';
+    assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, device: missingDevice })), 'E_BACKEND');
+    assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, device: 'gpu' })), 'E_INPUT');
     assert.strictEqual(await rejectionCode(addon.loadEngine(path.join(dir, 'missing.plan'), LOAD_OPTIONS)), 'E_PLAN_IO');
     assert.strictEqual(await rejectionCode(addon.loadEngine(dir, LOAD_OPTIONS)), 'E_PLAN_IO');
     assert.strictEqual(await rejectionCode(addon.loadEngine(42 as unknown as string, LOAD_OPTIONS)), 'E_INPUT');

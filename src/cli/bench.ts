@@ -89,7 +89,8 @@ export const benchCommand: CliCommand = {
         throw new FusedRTError('E_INPUT', `bench: --seq ${seq} exceeds the plan's maximum sequence length ${engine.header.config.maxSeq}`);
       }
       const { info } = engine;
-      process.stderr.write(`backend ${info.backend} (GEMM ${info.blas}), ${info.threads} threads, ${engine.header.task}, ` +
+      const where = info.backend === 'cpu' ? `cpu (GEMM ${info.blas}), ${info.threads} threads` : info.backend;
+      process.stderr.write(`backend ${where}, ${engine.header.task}, ` +
         `${engine.header.config.numLayers} layers × hidden ${engine.header.config.hiddenSize}, ${engine.header.precision}\n`);
       const rows = [];
       for (const batchSize of batches) {

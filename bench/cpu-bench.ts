@@ -14,7 +14,7 @@ import { buildPlan } from '../src/build/builder';
 import { SafetensorsCheckpoint } from '../src/build/safetensors';
 import { Engine } from '../src/engine/engine';
 import type { PackedBatch } from '../src/engine/types';
-import { demoVocabulary } from '../src/tools/make-demo-model';
+import { randomModelVocabulary } from '../src/tools/demo-words';
 import { randomUint32, streamSeed } from '../src/tools/prng';
 import { RandomBertOptions, weightChecksum, writeRandomBertModel } from '../src/tools/random-model';
 
@@ -48,7 +48,7 @@ const DEVICE_COMMAND = 'python3 bench/make_bench_onnx.py --out "$OUT"';
 
 /** The demo vocabulary padded with [unusedN] tokens: the ids are random anyway, only the size matters. */
 function benchVocabulary(): string[] {
-  const vocab = demoVocabulary();
+  const vocab = randomModelVocabulary();
   for (let i = 0; vocab.length < VOCAB_SIZE; i++) vocab.push(`[unused${i}]`);
   return vocab;
 }

@@ -71,14 +71,18 @@ async function ensurePlan() {
 
 async function main() {
   await ensurePlan();
+  console.log('');
   if (hasRandomWeights()) {
-    console.log('');
-    console.log('start-demo: NOTE: the demo model has RANDOM weights. It runs the real engine end to end,');
+    console.log('start-demo: NOTE: this model has RANDOM weights. It runs the real engine end to end,');
     console.log('start-demo: but its predictions are random words, not language understanding.');
-    console.log('');
+  } else if (!process.env.FUSEDRT_DEMO_MODEL) {
+    console.log('start-demo: the demo model is a small BERT that the project trained on the Brown corpus');
+    console.log('start-demo: (1960s American prose): it fills in plausible words, it does not know facts.');
+    console.log('start-demo: Held-out accuracy and examples: models/demo/MODEL_CARD.md');
   }
+  console.log('');
   const url = `http://${process.env.HOST || '127.0.0.1'}:${port}`;
-  console.log(`start-demo: editor at ${url}/ ; try: curl '${url}/fill-mask?text=The%20capital%20of%20France%20is%20%5BMASK%5D.'`);
+  console.log(`start-demo: editor at ${url}/ ; try: curl '${url}/fill-mask?text=He%20walked%20into%20the%20%5BMASK%5D%20and%20sat%20down.'`);
   const nodeRed = spawn(process.execPath, [require.resolve('node-red/red.js'), '--userDir', userDir, '--port', port], {
     cwd: root,
     stdio: 'inherit',

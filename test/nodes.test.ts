@@ -12,7 +12,7 @@ import { buildPlan } from '../src/build/builder';
 import { Engine, nativeMemoryBytes } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
 import { classify, fillMask, poolEmbeddings } from '../src/post';
-import { demoVocabulary } from '../src/tools/make-demo-model';
+import { randomModelVocabulary } from '../src/tools/demo-words';
 import { writeRandomBertModel, type BertArchitecture } from '../src/tools/random-model';
 
 /** The part of node-red-node-test-helper used here (it ships no types). */
@@ -162,7 +162,7 @@ describe('nodes (Node-RED runtime)', function () {
     const modelDir = path.join(dir, name);
     writeRandomBertModel(modelDir, {
       architecture, hiddenSize: 32, numLayers: 2, numHeads: 2, intermediateSize: 64, maxPositions,
-      vocab: demoVocabulary(), seed: 7, labels: LABELS,
+      vocab: randomModelVocabulary(), seed: 7, labels: LABELS,
     });
     const plan = path.join(dir, `${name}.plan`);
     await buildPlan(modelDir, plan);
@@ -498,8 +498,8 @@ describe('npm start demo (flows/flows.json)', function () {
     }
   });
 
-  it('says the demo model has random weights', () => {
-    assert.match(log, /RANDOM weights/);
+  it('says what the demo model is', () => {
+    assert.match(log, /trained on the Brown corpus/);
   });
 
   it('answers GET /fill-mask?text=... with JSON predictions', async () => {

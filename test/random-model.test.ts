@@ -7,15 +7,12 @@ import { buildPlan } from '../src/build/builder';
 import { SafetensorsCheckpoint } from '../src/build/safetensors';
 import { Engine } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
-import { DEMO_MODEL_OPTIONS, demoVocabulary, makeDemoModel } from '../src/tools/make-demo-model';
+import { randomModelVocabulary } from '../src/tools/demo-words';
 import { fnv1a32, randomUint32, streamSeed, uniformFloat32 } from '../src/tools/prng';
 import {
   BERT_ARCHITECTURES, BertArchitecture, bertConfigJson, randomBertTensors, RandomBertOptions, weightChecksum,
   writeRandomBertModel,
 } from '../src/tools/random-model';
-
-const REPO_ROOT = path.resolve(__dirname, '..', '..');
-const DEMO_DIR = path.join(REPO_ROOT, 'models', 'demo');
 
 function hex(values: Float32Array): string {
   return Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('hex');
@@ -24,7 +21,7 @@ function hex(values: Float32Array): string {
 function tinyOptions(architecture: BertArchitecture, seed = 11): RandomBertOptions {
   return {
     architecture, hiddenSize: 32, numLayers: 2, numHeads: 4, intermediateSize: 64, maxPositions: 64,
-    vocab: demoVocabulary().slice(0, 300), seed, labels: ['NEG', 'NEU', 'POS'],
+    vocab: randomModelVocabulary().slice(0, 300), seed, labels: ['NEG', 'NEU', 'POS'],
   };
 }
 
@@ -156,26 +153,9 @@ describe('random BERT models', () => {
     });
   });
 
-  describe('the demo model (models/demo/)', () => {
-    it('is what make-demo-model writes, byte for byte', () => {
-      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-demo-'));
-      try {
-        makeDemoModel(tmp);
-        for (const file of fs.readdirSync(tmp)) {
-          assert.ok(fs.readFileSync(path.join(DEMO_DIR, file)).equals(fs.readFileSync(path.join(tmp, file))),
-            `models/demo/${file} differs from a fresh make-demo-model run`);
-        }
-      } finally {
-        fs.rmSync(tmp, { recursive: true, force: true });
-      }
-    });
-
-    it('is small, says it is random, and has a real English vocabulary', () => {
-      // demo.plan is built from these files by `npm start` and is not part of the model.
-      const bytes = fs.readdirSync(DEMO_DIR).filter((f) => !f.endsWith('.plan')).reduce((n, f) => n + fs.statSync(path.join(DEMO_DIR, f)).size, 0);
-      assert.ok(bytes < 4.5 * 1024 * 1024, `${bytes} bytes`);
-      assert.match(fs.readFileSync(path.join(DEMO_DIR, 'README.md'), 'utf8'), /RANDOM weights/);
-      const vocab = DEMO_MODEL_OPTIONS.vocab;
+  describe('the word vocabulary of random models', () => {
+    it('holds the specials first, no duplicates, and real English words', () => {
+      const vocab = randomModelVocabulary();
       assert.deepStrictEqual(vocab.slice(0, 5), ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']);
       assert.strictEqual(new Set(vocab).size, vocab.length);
       assert.ok(vocab.length > 2000);
@@ -217,9 +197,15 @@ describe('random BERT models', () => {
       });
     }
 
-    it('runs the demo model: fill-mask logits over its vocabulary (random predictions)', async () => {
-      const planPath = path.join(tmp, 'demo.plan');
-      await buildPlan(DEMO_DIR, planPath);
+    it('a random masked LM over the word vocabulary tokenises English without [UNK] and fills masks', async () => {
+      const options: RandomBertOptions = {
+        architecture: 'BertForMaskedLM', hiddenSize: 64, numLayers: 2, numHeads: 4, intermediateSize: 128,
+        maxPositions: 128, vocab: randomModelVocabulary(), seed: 4,
+      };
+      const dir = path.join(tmp, 'words-mlm');
+      writeRandomBertModel(dir, options);
+      const planPath = path.join(tmp, 'words-mlm.plan');
+      await buildPlan(dir, planPath);
       const engine = await Engine.load(planPath, { device: 'cpu', threads: 2, batchWindowMs: 0 });
       try {
         const encoding = engine.tokenizer.encode('The capital of France, [MASK], contains the Eiffel Tower.');
@@ -227,7 +213,7 @@ describe('random BERT models', () => {
         const { batch } = packEncodings([encoding], { selectTokenId: engine.tokenizer.maskTokenId });
         const { logits } = await engine.run({ ...batch, outputs: ['logits'] });
         assert.strictEqual(logits.rows, 1);
-        assert.strictEqual(logits.cols, DEMO_MODEL_OPTIONS.vocab.length);
+        assert.strictEqual(logits.cols, options.vocab.length);
         assert.ok(logits.data.every(Number.isFinite));
       } finally {
         await engine.dispose();

@@ -1,5 +1,10 @@
 /** `fusedrt run <model.plan> <text...>`: one request through tokenizer, engine and post-processing. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { planFor } from '../build/plan-cache';
 import { Engine } from '../engine/engine';
+import { PACKAGE_ROOT } from '../engine/native';
 import { packEncodings } from '../engine/pack';
 import type { DeviceOption } from '../engine/types';
 import { FusedRTError } from '../errors';
@@ -8,13 +13,18 @@ import { labelNames } from '../post/classify';
 import type { TextPair } from '../tokenize/types';
 import { parseCommandArgs, type CliCommand } from './command';
 
-const HELP = `Usage: fusedrt run <model.plan> <text> [<text> ...] [options]
+const HELP = `Usage: fusedrt run [<model>] <text> [<text> ...] [options]
 
-Runs the plan on the texts (one batch) and prints what its task produces:
+Runs a model on the texts (one batch) and prints what its task produces:
 fill-mask predictions for each [MASK], class scores, token labels, answer
 spans (question-answering: give --question), or embedding sizes and norms.
 
+<model> is a .plan file or a Hugging Face directory (built once and cached in
+${os.tmpdir()}/fusedrt-cache). Without one, the bundled demo model
+(models/demo, a small BERT trained on the Brown corpus) answers.
+
 Options:
+      --model <path>      the model, when the first text could be mistaken for a path
       --top-k <k>         predictions or labels to print (default 5)
       --question <text>   the question, for question-answering plans (texts are the contexts)
       --device <d>        auto | cpu | cuda | cuda:N (default auto)
@@ -107,15 +117,19 @@ export const runCommand: CliCommand = {
   help: HELP,
   async run(args) {
     const { values, positionals } = parseCommandArgs('run', args, {
-      'top-k': { type: 'string' }, question: { type: 'string' }, device: { type: 'string' },
+      model: { type: 'string' }, 'top-k': { type: 'string' }, question: { type: 'string' }, device: { type: 'string' },
       threads: { type: 'string' }, json: { type: 'boolean' },
     });
     if (values.help) {
       process.stdout.write(`${HELP}\n`);
       return;
     }
-    const [planPath, ...rawTexts] = positionals;
-    if (!planPath || rawTexts.length === 0) throw new FusedRTError('E_INPUT', 'run: give a plan and at least one text (see fusedrt run --help)');
+    const firstIsModel = values.model === undefined && positionals.length > 1 && fs.existsSync(positionals[0]);
+    const model = (values.model as string | undefined) ?? (firstIsModel ? positionals[0] : path.join(PACKAGE_ROOT, 'models', 'demo'));
+    const rawTexts = firstIsModel ? positionals.slice(1) : positionals;
+    if (rawTexts.length === 0) throw new FusedRTError('E_INPUT', 'run: give at least one text (see fusedrt run --help)');
+    if (!fs.existsSync(model)) throw new FusedRTError('E_PLAN_IO', `run: model ${model} does not exist`);
+    const planPath = await planFor(model, { precision: 'fp32' }, path.join(os.tmpdir(), 'fusedrt-cache'));
     const question = values.question as string | undefined;
     const texts: Array<string | TextPair> = question ? rawTexts.map((pair) => ({ text: question, pair })) : rawTexts;
     const engine = await Engine.load(planPath, {

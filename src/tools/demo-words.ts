@@ -1,10 +1,36 @@
 /**
- * About 2,200 common English words (lower case, no duplicates) for the
- * vocabulary of the demo model in models/demo/. Written for this project,
- * not taken from any corpus: the demo needs real words so its tokenizer
- * splits sentences like a real BERT's, even while its weights are random.
+ * The vocabulary of the random BERT models that the tests and the benchmark
+ * generate (src/tools/random-model.ts): about 2,200 common English words
+ * (lower case, no duplicates) plus what makes any lower-case text tokenise
+ * without [UNK]. Written for this project, not taken from any corpus: real
+ * words make such a model's tokenizer split sentences like a real BERT's,
+ * even though its weights are random. (The bundled demo models are trained:
+ * tools/train/.)
  */
-export const DEMO_WORDS: readonly string[] = `
+
+const SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
+/** Every ASCII punctuation character: BERT's pre-tokenizer splits each into its own token. */
+const PUNCTUATION = [...'!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'];
+const DIGITS = [...'0123456789'];
+const LETTERS = [...'abcdefghijklmnopqrstuvwxyz'];
+/** Frequent endings, so inflected words outside the list split into word + suffix. */
+const SUFFIXES = ['##s', '##es', '##ed', '##ing', '##ly', '##er', '##est', '##ness', '##ment', '##tion',
+  '##al', '##ful', '##less', '##able', '##ity', '##ous', '##ive'];
+
+/**
+ * The vocabulary in id order: specials ([PAD] is 0), punctuation, digits,
+ * single letters, ##-continuations of letters and digits (so any lower-case
+ * word or number is tokenised without [UNK]), suffixes, then COMMON_WORDS.
+ */
+export function randomModelVocabulary(): string[] {
+  const tokens = [
+    ...SPECIAL_TOKENS, ...PUNCTUATION, ...DIGITS, ...LETTERS,
+    ...LETTERS.map((c) => `##${c}`), ...DIGITS.map((c) => `##${c}`), ...SUFFIXES, ...COMMON_WORDS,
+  ];
+  return [...new Set(tokens)];
+}
+
+const COMMON_WORDS: readonly string[] = `
 the of and to a in is it you that he was for on are with as i his they be at one have this from or
 had by not word but what some we can out other were all there when up use your how said an each she
 which do their time if will way about many then them write would like so these her long make thing

@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
-import { demoVocabulary } from '../../src/tools/make-demo-model';
+import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
 import { addon, NativeEngine, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
 
@@ -134,7 +134,7 @@ describe('CUDA backend (GPU machine)', function () {
       const dir = path.join(work, `random-${hidden}-${heads}-${act}`);
       writeRandomBertModel(dir, {
         architecture: 'BertForMaskedLM', hiddenSize: hidden, numLayers: 2, numHeads: heads, intermediateSize: 2 * hidden,
-        maxPositions: 640, vocab: demoVocabulary().slice(0, 500), seed: hidden + heads,
+        maxPositions: 640, vocab: randomModelVocabulary().slice(0, 500), seed: hidden + heads,
       });
       const configPath = path.join(dir, 'config.json');
       const config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;

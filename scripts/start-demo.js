@@ -23,10 +23,10 @@ function fail(message) {
   process.exit(1);
 }
 
-/** The newest modification time of the files a build reads. */
+/** The newest modification time of the files a build reads (the list the plan cache keys on). */
 function newestSourceMtime() {
-  const sources = fs.readdirSync(modelDir)
-    .filter((f) => f === 'config.json' || f.endsWith('.safetensors') || f === 'tokenizer.json' || f === 'vocab.txt');
+  const { planSourceFiles } = require(path.join(root, 'dist', 'src', 'build', 'plan-cache.js'));
+  const sources = planSourceFiles(modelDir);
   if (!sources.includes('config.json')) fail(`${modelDir} has no config.json: it is not a Hugging Face model directory`);
   return Math.max(...sources.map((f) => fs.statSync(path.join(modelDir, f)).mtimeMs));
 }

@@ -49,13 +49,11 @@ export class EngineHost {
    *   starts, so a bad field becomes the engine's error state
    * @param truncation what happens to texts longer than the plan's max
    *   sequence length, for users that do not choose themselves
+   * @param onLoadError reports a failed load (the config node logs it once;
+   *   its users show it as their status)
    */
   constructor(private readonly readSettings: () => EngineSettings, readonly truncation: Truncation,
     private readonly onLoadError: (err: Error) => void) {}
-
-  get state(): EngineState {
-    return this.current;
-  }
 
   /** Adds a user (loading the engine if nobody asked before) and tells it the current state. */
   register(user: EngineUser): void {
@@ -66,10 +64,6 @@ export class EngineHost {
 
   deregister(user: EngineUser): void {
     this.users.delete(user.id);
-  }
-
-  get userCount(): number {
-    return this.users.size;
   }
 
   /** The loaded engine; loading starts on the first call. Rejects with the load error, or E_DISPOSED once closed. */

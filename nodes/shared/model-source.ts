@@ -4,16 +4,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { PACKAGE_ROOT } from '../../src/engine/native';
 import { nodeError } from './messages';
 
 export { planFor, type BuildSettings } from '../../src/build/plan-cache';
 
-/** The package root (dist/nodes/shared/ → three levels up), where the bundled demo model lives. */
-export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
-
 /**
  * Resolves the model field of the config node. A relative path is looked up
- * in the Node-RED user directory first and then in this package, so the
+ * in the Node-RED user directory first and then in this package's root, so the
  * example flows' `models/demo` finds the bundled demo model wherever the
  * package is installed.
  */

@@ -6,17 +6,19 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { FusedRTError } from '../errors';
 import { buildPlan, builderVersion } from './builder';
 import type { Precision } from './plan-types';
 
 export interface BuildSettings {
+  /** Storage precision of the plan's matrices. */
   precision: Precision;
-  /** Longest sequence of the built plan; undefined keeps the model's maximum. */
+  /** Longest sequence of the built plan. Default: the model's max_position_embeddings. */
   maxSeq?: number;
 }
 
-/** The files a build reads; their sizes and mtimes key the cache. */
-function sourceFiles(dir: string): string[] {
+/** The files a build reads; their sizes and mtimes key the cache (and `npm start` rebuilds when one is newer). */
+export function planSourceFiles(dir: string): string[] {
   return fs.readdirSync(dir)
     .filter((f) => f === 'config.json' || f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json') ||
       f === 'tokenizer.json' || f === 'vocab.txt' || f === 'tokenizer_config.json' || f === 'special_tokens_map.json')
@@ -28,10 +30,10 @@ function sourceFiles(dir: string): string[] {
  * file's size and mtime, the build settings and the builder's version, so
  * any change to one of them builds a fresh plan.
  */
-export function cachedPlanName(dir: string, build: BuildSettings): string {
+function cachedPlanName(dir: string, build: BuildSettings): string {
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ dir: path.resolve(dir), builder: builderVersion(), precision: build.precision, maxSeq: build.maxSeq ?? null }));
-  for (const name of sourceFiles(dir)) {
+  for (const name of planSourceFiles(dir)) {
     const stat = fs.statSync(path.join(dir, name));
     hash.update(`\0${name}\0${stat.size}\0${stat.mtimeMs}`);
   }
@@ -48,7 +50,9 @@ const building = new Map<string, Promise<string>>();
  */
 export async function planFor(source: string, build: BuildSettings, cacheDir: string,
   onProgress: (fraction: number) => void = () => undefined): Promise<string> {
-  if (!fs.statSync(source).isDirectory()) return source;
+  const stat = fs.statSync(source, { throwIfNoEntry: false });
+  if (!stat) throw new FusedRTError('E_PLAN_IO', `model ${source} does not exist`);
+  if (!stat.isDirectory()) return source;
   const target = path.join(cacheDir, cachedPlanName(source, build));
   if (fs.existsSync(target)) return target;
   let pending = building.get(target);

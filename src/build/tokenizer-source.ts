@@ -26,11 +26,15 @@ export interface TokenizerSource {
 const DEFAULT_MASK_TOKEN = '[MASK]';
 
 function parseJson(text: string, name: string): Record<string, unknown> {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (e) {
     throw new FusedRTError('E_TOKENIZER', `${name} is not valid JSON (${(e as Error).message})`);
   }
+  // Callers read fields straight away; `null` or a list would fail there with a TypeError and no code.
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new FusedRTError('E_TOKENIZER', `${name} must be a JSON object`);
+  return value as Record<string, unknown>;
 }
 
 function readJsonIfPresent(file: string): Record<string, unknown> | undefined {
@@ -54,37 +58,11 @@ function maskTokenOf(tokenizer: Record<string, unknown>, tokenizerConfig?: Recor
   return (mask?.content as string | undefined) ?? DEFAULT_MASK_TOKEN;
 }
 
-/** Whether the tokenizer.json normalizer lowercases (BertNormalizer.lowercase, or a Lowercase step in a Sequence). */
+/** Whether BertNormalizer lowercases (its default); createTokenizer rejects every other normalizer. */
 function lowercases(normalizer: unknown): boolean {
   if (typeof normalizer !== 'object' || normalizer === null) return false;
-  const n = normalizer as { type?: unknown; lowercase?: unknown; normalizers?: unknown };
-  if (n.type === 'BertNormalizer') return n.lowercase !== false;
-  if (n.type === 'Lowercase') return true;
-  if (n.type === 'Sequence' && Array.isArray(n.normalizers)) return n.normalizers.some(lowercases);
-  return false;
-}
-
-/** One past the largest id in the model vocabulary (object token → id, or Unigram's [token, score] list) and added tokens. */
-function idCountOf(tokenizer: Record<string, unknown>): number {
-  let count = 0;
-  const vocab = (tokenizer.model as { vocab?: unknown } | undefined)?.vocab;
-  if (Array.isArray(vocab)) count = vocab.length;
-  else if (typeof vocab === 'object' && vocab !== null) {
-    for (const id of Object.values(vocab)) if (typeof id === 'number' && id + 1 > count) count = id + 1;
-  }
-  for (const t of Array.isArray(tokenizer.added_tokens) ? tokenizer.added_tokens as Array<{ id?: unknown }> : []) {
-    if (typeof t.id === 'number' && t.id + 1 > count) count = t.id + 1;
-  }
-  return count;
-}
-
-function hasToken(tokenizer: Record<string, unknown>, token: string): boolean {
-  const vocab = (tokenizer.model as { vocab?: unknown } | undefined)?.vocab;
-  const inVocab = Array.isArray(vocab)
-    ? vocab.some((entry) => Array.isArray(entry) && entry[0] === token)
-    : typeof vocab === 'object' && vocab !== null && Object.prototype.hasOwnProperty.call(vocab, token);
-  const added = Array.isArray(tokenizer.added_tokens) ? tokenizer.added_tokens as Array<{ content?: unknown }> : [];
-  return inVocab || added.some((t) => t.content === token);
+  const n = normalizer as { type?: unknown; lowercase?: unknown };
+  return n.type === 'BertNormalizer' && n.lowercase !== false;
 }
 
 export function loadTokenizerSource(dir: string): TokenizerSource {
@@ -110,14 +88,14 @@ export function loadTokenizerSource(dir: string): TokenizerSource {
     throw new FusedRTError('E_MODEL', `${dir} has no tokenizer (tokenizer.json or vocab.txt)`);
   }
   // Fail at build time, not when the plan is deployed, if the runtime's tokenizer cannot load it.
-  createTokenizer(tokenizer);
+  const runtimeTokenizer = createTokenizer(tokenizer);
   const maskToken = maskTokenOf(tokenizer, tokenizerConfig, specialTokens);
   return {
     bytes: Buffer.from(text, 'utf8'),
     file,
     maskToken,
     doLowerCase,
-    idCount: idCountOf(tokenizer),
-    hasMaskToken: hasToken(tokenizer, maskToken),
+    idCount: runtimeTokenizer.vocabSize,
+    hasMaskToken: runtimeTokenizer.tokenToId(maskToken) !== undefined,
   };
 }

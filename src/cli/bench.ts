@@ -3,7 +3,7 @@ import { Engine } from '../engine/engine';
 import type { DeviceOption, PackedBatch } from '../engine/types';
 import { FusedRTError } from '../errors';
 import { randomUnit } from '../tools/prng';
-import { parseCommandArgs, type CliCommand } from './command';
+import { nonNegativeIntegerOption, parseCommandArgs, type CliCommand } from './command';
 
 const HELP = `Usage: fusedrt bench <model.plan> [options]
 
@@ -28,14 +28,15 @@ function uniformStream(seed: number): () => number {
   return () => randomUnit(seed, index++);
 }
 
-function positive(value: string | boolean | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new FusedRTError('E_INPUT', `bench: --${name} must be a non-negative integer, got "${value}"`);
-  return n;
+function integerOption(value: string | boolean | undefined, name: string, fallback: number): number {
+  return nonNegativeIntegerOption('bench', value, name, fallback);
 }
 
-/** Random ids in [1000, vocab) between [CLS]-like and [SEP]-like ids; one [MASK]-like row per sequence for MLM plans. */
+/**
+ * Uniform random ids in [0, vocab), no special tokens: the engine's cost does
+ * not depend on which ids it embeds. With `selectOne`, each sequence's middle
+ * token is the selected row, as one [MASK] per text would be for MLM plans.
+ */
 export function randomBatch(vocab: number, lengths: number[], seed: number, selectOne: boolean): PackedBatch {
   const random = uniformStream(seed);
   const total = lengths.reduce((a, b) => a + b, 0);
@@ -71,14 +72,14 @@ export const benchCommand: CliCommand = {
     }
     const [planPath] = positionals;
     if (!planPath) throw new FusedRTError('E_INPUT', 'bench: give a plan (see fusedrt bench --help)');
-    const batches = String(values.batch ?? '1,8').split(',').map((b) => positive(b, 'batch', 1));
-    const seq = positive(values.seq, 'seq', 128);
-    const runs = Math.max(1, positive(values.runs, 'runs', 50));
-    const warmup = positive(values.warmup, 'warmup', 5);
+    const batches = String(values.batch ?? '1,8').split(',').map((b) => integerOption(b, 'batch', 1));
+    const seq = integerOption(values.seq, 'seq', 128);
+    const runs = Math.max(1, integerOption(values.runs, 'runs', 50));
+    const warmup = integerOption(values.warmup, 'warmup', 5);
     const maxBatch = Math.max(...batches);
     const engine = await Engine.load(planPath, {
       device: (values.device as DeviceOption | undefined) ?? 'auto',
-      threads: positive(values.threads, 'threads', 0),
+      threads: integerOption(values.threads, 'threads', 0),
       maxTokens: Math.max(maxBatch * seq, 1),
       maxSequences: maxBatch,
       maxSelectedRows: maxBatch,

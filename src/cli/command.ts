@@ -28,6 +28,14 @@ export function parseCommandArgs(command: string, args: string[], options: Optio
   }
 }
 
+/** An integer option ≥ 0 given as text; `fallback` when the option is absent. */
+export function nonNegativeIntegerOption(command: string, value: string | boolean | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new FusedRTError('E_INPUT', `${command}: --${name} must be a non-negative integer, got "${value}"`);
+  return n;
+}
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'kB', 'MB', 'GB'];
   let value = bytes;

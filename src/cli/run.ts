@@ -8,10 +8,9 @@ import { PACKAGE_ROOT } from '../engine/native';
 import { packEncodings } from '../engine/pack';
 import type { DeviceOption } from '../engine/types';
 import { FusedRTError } from '../errors';
-import { classify, defaultActivation, fillMask, poolEmbeddings } from '../post';
-import { labelNames } from '../post/classify';
+import { classify, defaultActivation, fillMask, labelNames, poolEmbeddings } from '../post';
 import type { TextPair } from '../tokenize/types';
-import { parseCommandArgs, type CliCommand } from './command';
+import { nonNegativeIntegerOption, parseCommandArgs, type CliCommand } from './command';
 
 const HELP = `Usage: fusedrt run [<model>] <text> [<text> ...] [options]
 
@@ -33,10 +32,7 @@ Options:
   -h, --help              show this help`;
 
 function integerOption(value: string | boolean | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new FusedRTError('E_INPUT', `run: --${name} must be a non-negative integer, got "${value}"`);
-  return n;
+  return nonNegativeIntegerOption('run', value, name, fallback);
 }
 
 async function predict(engine: Engine, texts: Array<string | TextPair>, topK: number): Promise<unknown[]> {

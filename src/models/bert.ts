@@ -15,7 +15,7 @@ export const BERT_ARCHITECTURES = [
   'BertForTokenClassification',
   'BertForQuestionAnswering',
 ] as const;
-type BertArchitecture = (typeof BERT_ARCHITECTURES)[number];
+export type BertArchitecture = (typeof BERT_ARCHITECTURES)[number];
 
 const TASKS: Record<BertArchitecture, Task> = {
   BertModel: 'embedding',
@@ -181,6 +181,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
   const config = parseBertConfig(rawConfig);
   const { hiddenSize: H, intermediateSize: I, numHeads, layerNormEps: eps } = config;
   const headDim = H / numHeads;
+  // ModelConfig keeps hiddenAct a string (the header's JSON); parseBertConfig only yields plan activations.
   const act = config.hiddenAct as Activation;
   const p = encoderPrefix(architecture, weights);
   const w = new WeightBinder(weights);

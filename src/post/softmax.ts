@@ -11,7 +11,8 @@ export function logSumExp(data: ArrayLike<number>, start: number, length: number
     const v = data[start + i];
     if (v > max) max = v;
   }
-  if (max === -Infinity || !Number.isFinite(max)) return max;
+  // An infinite maximum is the answer itself (exp(∞ - ∞) would make it NaN).
+  if (!Number.isFinite(max)) return max;
   let sum = 0;
   for (let i = 0; i < length; i++) sum += Math.exp(data[start + i] - max);
   return max + Math.log(sum);

@@ -1,27 +1,19 @@
 /**
  * Hugging Face BERT directories with seeded random weights: test models for
- * every head, the demo model (models/demo/) and the benchmark model. Weights
- * come from src/tools/prng.ts, so bench/make_bench_onnx.py rebuilds the same
- * model bit for bit in numpy.
+ * every head and the benchmark model (the bundled demo models are trained
+ * instead: tools/train/). Weights come from src/tools/prng.ts, so
+ * bench/make_bench_onnx.py rebuilds the same model bit for bit in numpy.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { float32ToHalf, writeSafetensors } from '../build/safetensors';
+import type { BertArchitecture } from '../models/bert';
 import { tokenizerJsonFromVocab } from '../tokenize/vocab';
 import { uniformFloat32 } from './prng';
 
-export type BertArchitecture =
-  | 'BertModel'
-  | 'BertForMaskedLM'
-  | 'BertForSequenceClassification'
-  | 'BertForTokenClassification'
-  | 'BertForQuestionAnswering';
-
-export const BERT_ARCHITECTURES: readonly BertArchitecture[] = [
-  'BertModel', 'BertForMaskedLM', 'BertForSequenceClassification',
-  'BertForTokenClassification', 'BertForQuestionAnswering',
-];
+// The architectures the builder supports are the ones worth generating.
+export { BERT_ARCHITECTURES, type BertArchitecture } from '../models/bert';
 
 export interface RandomBertOptions {
   /** Which HF class the directory loads as (config.architectures[0]). */

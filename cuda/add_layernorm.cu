@@ -1,5 +1,7 @@
-// One warp per row (4 rows per block of 128 threads); float4 loads when every
-// pointer is 16-byte aligned and cols is a multiple of 4.
+// One warp per row (4 rows per block of 128 threads); 16-byte loads when
+// every pointer is 16-byte aligned and cols is a multiple of the vector width.
+// Rows are independent, so padding rows of a bucket (docs/cuda.md) cost time
+// but never touch real rows.
 #include "add_layernorm.cuh"
 #include "row_math.cuh"
 
@@ -9,12 +11,12 @@ namespace {
 
 constexpr int kRowsPerBlock = 4;
 
-template <int kVec>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarpSize) add_layernorm_kernel(const cpu::AddLayerNormParams p) {
+template <class T, int kVec>
+__global__ void __launch_bounds__(kRowsPerBlock * kWarpSize) add_layernorm_kernel(const AddLayerNormArgs<T> p) {
   const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= p.rows) return;
-  const float* in = p.in + row * p.cols;
-  const float* residual = p.residual != nullptr ? p.residual + row * p.cols : nullptr;
+  const T* in = p.in + row * p.cols;
+  const T* residual = p.residual != nullptr ? p.residual + row * p.cols : nullptr;
   const float* bias = p.bias;
   auto row_value = [=](int64_t c, float (&x)[kVec]) {
     load_floats<kVec>(in + c, x);
@@ -36,19 +38,24 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarpSize) add_layernorm_kerne
 
 }  // namespace
 
-cudaError_t add_layernorm(const cpu::AddLayerNormParams& p, cudaStream_t stream) {
+template <class T>
+cudaError_t add_layernorm(const AddLayerNormArgs<T>& p, cudaStream_t stream) {
   if (p.rows <= 0) return cudaSuccess;
-  const bool vec4 = p.cols % 4 == 0 && aligned16(p.in) && aligned16(p.out) && aligned16(p.gamma) &&
-                    aligned16(p.beta) && (p.residual == nullptr || aligned16(p.residual)) &&
-                    (p.bias == nullptr || aligned16(p.bias));
+  constexpr int kVec = kVector16<T>;
+  const bool vectorised = p.cols % kVec == 0 && aligned16(p.in) && aligned16(p.out) && aligned16(p.gamma) &&
+                          aligned16(p.beta) && (p.residual == nullptr || aligned16(p.residual)) &&
+                          (p.bias == nullptr || aligned16(p.bias));
   const dim3 grid(static_cast<unsigned>((p.rows + kRowsPerBlock - 1) / kRowsPerBlock));
   const dim3 block(kRowsPerBlock * kWarpSize);
-  if (vec4) {
-    add_layernorm_kernel<4><<<grid, block, 0, stream>>>(p);
+  if (vectorised) {
+    add_layernorm_kernel<T, kVec><<<grid, block, 0, stream>>>(p);
   } else {
-    add_layernorm_kernel<1><<<grid, block, 0, stream>>>(p);
+    add_layernorm_kernel<T, 1><<<grid, block, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
+
+template cudaError_t add_layernorm<float>(const AddLayerNormArgs<float>&, cudaStream_t);
+template cudaError_t add_layernorm<__half>(const AddLayerNormArgs<__half>&, cudaStream_t);
 
 }  // namespace fusedrt::gpu

@@ -16,9 +16,14 @@
 // fit in sequences + floor(tokens / kQueryTile) + 1 slots; a block finds its
 // sequence by binary search and exits when its slot is past the sequence's
 // last tile (at most one idle block per sequence).
+//
+// The fp16 kernel (launch_attention_fp16, second half of this file) is the
+// FlashAttention-2 forward on mma.sync tensor cores; see its own comment.
+#include <climits>
 #include <cmath>
 
 #include "attention.cuh"
+#include "attention_traits.cuh"
 #include "row_math.cuh"
 
 namespace fusedrt::gpu {
@@ -192,6 +197,237 @@ cudaError_t attention(const cpu::AttentionParams& p, int64_t tokens, cudaStream_
   if (p.head_dim <= 64) return launch<0, 2>(p, grid_x, stream);
   if (p.head_dim <= 128) return launch<0, 4>(p, grid_x, stream);
   return launch<0, 8>(p, grid_x, stream);
+}
+
+// ---------------------------------------------------------------------------
+// FP16 tensor-core attention (FlashAttention-2 forward, no causal mask).
+//
+// One block per (64-query tile, head, sequence); its 4 warps own 16 query
+// rows each. Q stays in registers (ldmatrix once); K and V stream through
+// shared memory in 64-key tiles, the next tile's cp.async in flight while
+// this one is computed (double buffering). Per tile and warp:
+//   S = Q K^T          mma m16n8k16, fp32 accumulators (16 x 64 per warp)
+//   online softmax     in fp32, base 2 (scale * log2 e folded in), running
+//                      max per row reduced over the 4 lanes sharing the row;
+//                      the running sum stays per lane until the end
+//   O += P V           P rounded to fp16 and reused straight from the S
+//                      accumulators as A fragments (their layouts coincide)
+// Keys past the sequence's end are zero-filled by cp.async (no NaN from
+// stale memory reaches P V) and masked to -inf before the softmax; query rows
+// past the end are computed on zeros and not stored.
+// Grid: x = sequence * tiles_per_sequence + query tile, y = head; tiles per
+// sequence come from max_seqlen, so the host never reads cu_seqlens.
+// Nothing here has been tuned by measurement yet.
+
+namespace {
+
+template <class Traits>
+__device__ __forceinline__ void load_tile_async(__half* dst, const __half* src, int64_t row_stride, int first_row,
+                                                int rows, int head_dim) {
+  constexpr int kTileRows = Traits::kBlockM;
+  static_assert(Traits::kBlockM == Traits::kBlockN, "Q and K/V tiles share the loader");
+  for (int i = threadIdx.x; i < kTileRows * Traits::kChunksPerRow; i += Traits::kThreads) {
+    const int r = i / Traits::kChunksPerRow;
+    const int c = i % Traits::kChunksPerRow;
+    const bool valid = r < rows && (!Traits::kPadded || c * 8 < head_dim);
+    const __half* from = valid ? src + static_cast<int64_t>(first_row + r) * row_stride + c * 8 : src;
+    cp_async_16(dst + r * Traits::kRowStride + c * 8, from, valid);
+  }
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads) attention_fp16_kernel(const AttentionHalfParams p,
+                                                                          int tiles_per_sequence) {
+  constexpr int kD = Traits::kHeadDim;
+  constexpr int kM = Traits::kBlockM;
+  constexpr int kN = Traits::kBlockN;
+  constexpr int kLd = Traits::kRowStride;
+  const int sequence = blockIdx.x / tiles_per_sequence;
+  const int q0 = (blockIdx.x % tiles_per_sequence) * kM;
+  const int64_t start = p.cu_seqlens[sequence];
+  const int length = p.cu_seqlens[sequence + 1] - static_cast<int>(start);
+  if (q0 >= length) return;  // whole block, before any barrier
+
+  const int head_dim = Traits::kPadded ? static_cast<int>(p.head_dim) : kD;
+  const int64_t width = p.heads * head_dim;
+  const int64_t row_stride = 3 * width;
+  const __half* q_src = p.qkv + start * row_stride + blockIdx.y * head_dim;
+  const __half* k_src = q_src + width;
+  const __half* v_src = k_src + width;
+
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  __half* q_tile = reinterpret_cast<__half*>(shared_bytes);  // [kM][kLd]
+  __half* k_tiles = q_tile + kM * kLd;                         // [2][kN][kLd]
+  __half* v_tiles = k_tiles + 2 * kN * kLd;                    // [2][kN][kLd]
+
+  const int key_tiles = (length + kN - 1) / kN;
+  load_tile_async<Traits>(q_tile, q_src, row_stride, q0, min(kM, length - q0), head_dim);
+  load_tile_async<Traits>(k_tiles, k_src, row_stride, 0, min(kN, length), head_dim);
+  load_tile_async<Traits>(v_tiles, v_src, row_stride, 0, min(kN, length), head_dim);
+  cp_async_commit();
+
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const float scale_log2 = p.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
+
+  uint32_t q_frag[kD / 16][4];
+  float acc[kD / 8][4];
+#pragma unroll
+  for (int d = 0; d < kD / 8; ++d) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
+  // Rows g and g + 8 of this warp's 16 (g = lane / 4).
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.f, 0.f};
+
+  for (int j = 0; j < key_tiles; ++j) {
+    const int buffer = j & 1;
+    if (j + 1 < key_tiles) {
+      const int next_rows = min(kN, length - (j + 1) * kN);
+      load_tile_async<Traits>(k_tiles + (buffer ^ 1) * kN * kLd, k_src, row_stride, (j + 1) * kN, next_rows, head_dim);
+      load_tile_async<Traits>(v_tiles + (buffer ^ 1) * kN * kLd, v_src, row_stride, (j + 1) * kN, next_rows, head_dim);
+      cp_async_commit();
+      cp_async_wait<1>();  // tile j (and Q) landed; tile j + 1 may still be in flight
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        const int row = warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4(q_frag[kk], q_tile + row * kLd + kk * 16 + (lane / 16) * 8);
+      }
+    }
+
+    // S = Q K^T over this tile's kN keys: kN / 8 accumulator tiles of 16 x 8.
+    const __half* k_tile = k_tiles + buffer * kN * kLd;
+    float s[kN / 8][4];
+#pragma unroll
+    for (int n = 0; n < kN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int nn = 0; nn < kN / 16; ++nn) {
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        uint32_t b[4];  // keys nn*16 + 0..7 then + 8..15, each for dims kk*16 + 0..7 and + 8..15
+        const int key = nn * 16 + (lane % 8) + (lane / 16) * 8;
+        ldmatrix_x4(b, k_tile + key * kLd + kk * 16 + ((lane / 8) % 2) * 8);
+        mma_16816(s[2 * nn], q_frag[kk], b[0], b[1]);
+        mma_16816(s[2 * nn + 1], q_frag[kk], b[2], b[3]);
+      }
+    }
+
+    const int k0 = j * kN;
+    const bool partial = k0 + kN > length;
+#pragma unroll
+    for (int n = 0; n < kN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + n * 8 + (lane % 4) * 2 + (e & 1);
+        s[n][e] = partial && key >= length ? -INFINITY : s[n][e] * scale_log2;
+      }
+    }
+
+    // Online softmax. Every tile holds at least one real key, so the new
+    // maximum is finite and exp2(-inf - max) = 0 rescales the first tile.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < kN / 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+      const float new_max = fmaxf(row_max[r], tile_max);
+      const float rescale = exp2f(row_max[r] - new_max);
+      row_max[r] = new_max;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < kN / 8; ++n) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - new_max);
+        s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - new_max);
+        sum += s[n][2 * r] + s[n][2 * r + 1];
+      }
+      row_sum[r] = row_sum[r] * rescale + sum;
+#pragma unroll
+      for (int d = 0; d < kD / 8; ++d) {
+        acc[d][2 * r] *= rescale;
+        acc[d][2 * r + 1] *= rescale;
+      }
+    }
+
+    // O += P V: the accumulators of key tiles 2kk and 2kk + 1 are the A
+    // fragment of keys kk*16 .. kk*16 + 15.
+    const __half* v_tile = v_tiles + buffer * kN * kLd;
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+      const uint32_t a[4] = {pack_half2(s[2 * kk][0], s[2 * kk][1]), pack_half2(s[2 * kk][2], s[2 * kk][3]),
+                             pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dd = 0; dd < kD / 16; ++dd) {
+        uint32_t b[4];  // transposed: keys kk*16 + 0..7 / 8..15 for dims dd*16 + 0..7, then + 8..15
+        const int key = kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4_trans(b, v_tile + key * kLd + dd * 16 + (lane / 16) * 8);
+        mma_16816(acc[2 * dd], a, b[0], b[1]);
+        mma_16816(acc[2 * dd + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's cp.async
+  }
+
+  __half* out = p.out + start * width + blockIdx.y * head_dim;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(kFullMask, sum, 1);
+    sum += __shfl_xor_sync(kFullMask, sum, 2);
+    const float inv_sum = 1.f / sum;
+    const int row = q0 + warp * 16 + lane / 4 + r * 8;
+    if (row >= length) continue;
+#pragma unroll
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + (lane % 4) * 2;
+      if (Traits::kPadded && col >= head_dim) continue;  // head_dim is a multiple of 8: col + 1 is in too
+      *reinterpret_cast<__half2*>(out + static_cast<int64_t>(row) * width + col) =
+          __floats2half2_rn(acc[d][2 * r] * inv_sum, acc[d][2 * r + 1] * inv_sum);
+    }
+  }
+}
+
+template <int kHeadDim, bool kPadded>
+cudaError_t launch_fp16(const AttentionHalfParams& p, int tiles_per_sequence, cudaStream_t stream) {
+  using Traits = AttentionHalfTraits<kHeadDim, kPadded>;
+  auto kernel = attention_fp16_kernel<Traits>;
+  if (Traits::kSharedBytes > 48 * 1024) {
+    cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(Traits::kSharedBytes));
+    if (error != cudaSuccess) return error;
+  }
+  const dim3 grid(static_cast<unsigned>(p.sequences * tiles_per_sequence), static_cast<unsigned>(p.heads));
+  kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(p, tiles_per_sequence);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool attention_fp16_supports(int64_t head_dim) { return head_dim > 0 && head_dim <= 128 && head_dim % 8 == 0; }
+
+cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
+  if (p.sequences <= 0 || p.heads <= 0 || p.max_seqlen <= 0) return cudaSuccess;
+  if (!attention_fp16_supports(p.head_dim) || p.heads > 65535) return cudaErrorInvalidValue;
+  if (!aligned16(p.qkv) || (reinterpret_cast<uintptr_t>(p.out) & 3u) != 0) return cudaErrorInvalidValue;
+  constexpr int kBlockM = AttentionHalfTraits<64, false>::kBlockM;
+  const int64_t tiles = (p.max_seqlen + kBlockM - 1) / kBlockM;
+  if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
+  const int t = static_cast<int>(tiles);
+  switch (p.head_dim) {
+    case 32: return launch_fp16<32, false>(p, t, stream);
+    case 64: return launch_fp16<64, false>(p, t, stream);
+    case 128: return launch_fp16<128, false>(p, t, stream);
+    default: break;
+  }
+  if (p.head_dim < 32) return launch_fp16<32, true>(p, t, stream);
+  if (p.head_dim < 64) return launch_fp16<64, true>(p, t, stream);
+  return launch_fp16<128, true>(p, t, stream);
 }
 
 }  // namespace fusedrt::gpu

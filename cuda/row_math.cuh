@@ -1,8 +1,10 @@
-// Device helpers shared by the row kernels (LayerNorms, epilogues): warp
-// reductions, vector loads and the one-warp-per-row LayerNorm. Internal to
-// cuda/*.cu; declares no launcher.
+// Device helpers shared by the row kernels (LayerNorms, epilogues, copies):
+// warp reductions, vector loads that convert to fp32 (float or __half
+// storage) and the one-warp-per-row LayerNorm. Internal to cuda/*.cu;
+// declares no launcher.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -22,25 +24,72 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// kVec consecutive floats; kVec = 4 needs a 16-byte aligned pointer.
-template <int kVec>
-__device__ __forceinline__ void load_floats(const float* src, float (&x)[kVec]) {
-  if constexpr (kVec == 4) {
-    const float4 v = *reinterpret_cast<const float4*>(src);
-    x[0] = v.x; x[1] = v.y; x[2] = v.z; x[3] = v.w;
+// Elements of T in one 16-byte vector: the widest load a thread issues.
+template <class T>
+constexpr int kVector16 = static_cast<int>(16 / sizeof(T));
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+
+// kVec consecutive elements as floats. When kVec fills whole 16-byte vectors
+// the loads are 16 bytes wide and src must be 16-byte aligned; otherwise
+// they are scalar.
+template <int kVec, class T>
+__device__ __forceinline__ void load_floats(const T* src, float (&x)[kVec]) {
+  constexpr int kPer16 = kVector16<T>;
+  if constexpr (kVec % kPer16 == 0) {
+#pragma unroll
+    for (int v = 0; v < kVec / kPer16; ++v) {
+      const uint4 bits = reinterpret_cast<const uint4*>(src)[v];
+      if constexpr (sizeof(T) == 4) {
+        const float* f = reinterpret_cast<const float*>(&bits);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x[v * 4 + i] = f[i];
+      } else {
+        const __half2* h = reinterpret_cast<const __half2*>(&bits);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 f = __half22float2(h[i]);
+          x[v * 8 + 2 * i] = f.x;
+          x[v * 8 + 2 * i + 1] = f.y;
+        }
+      }
+    }
   } else {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) x[i] = src[i];
+    for (int i = 0; i < kVec; ++i) x[i] = to_float(src[i]);
   }
 }
 
-template <int kVec>
-__device__ __forceinline__ void store_floats(float* dst, const float (&x)[kVec]) {
-  if constexpr (kVec == 4) {
-    *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
+// The store matching load_floats (rounding to nearest for __half).
+template <int kVec, class T>
+__device__ __forceinline__ void store_floats(T* dst, const float (&x)[kVec]) {
+  constexpr int kPer16 = kVector16<T>;
+  if constexpr (kVec % kPer16 == 0) {
+#pragma unroll
+    for (int v = 0; v < kVec / kPer16; ++v) {
+      uint4 bits;
+      if constexpr (sizeof(T) == 4) {
+        float* f = reinterpret_cast<float*>(&bits);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) f[i] = x[v * 4 + i];
+      } else {
+        __half2* h = reinterpret_cast<__half2*>(&bits);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(x[v * 8 + 2 * i], x[v * 8 + 2 * i + 1]);
+      }
+      reinterpret_cast<uint4*>(dst)[v] = bits;
+    }
   } else {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) dst[i] = x[i];
+    for (int i = 0; i < kVec; ++i) dst[i] = from_float<T>(x[i]);
   }
 }
 
@@ -49,13 +98,13 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 // LayerNorm of one row by one warp: out = (x - mean) / sqrt(var + eps) * gamma
 // + beta, biased variance, fp32 statistics over two passes (mean, then the
 // squared deviations), so no cancellation of E[x^2] - mean^2.
-// row_value(c, x) yields the pre-norm values of columns c .. c + kVec - 1. It
-// is called three times per column, always by the same lane, and that lane
-// alone writes out's columns, so out may alias what row_value reads.
-// cols must be a multiple of kVec.
-template <int kVec, class RowValue>
+// row_value(c, x) yields the pre-norm values (fp32) of columns c .. c + kVec
+// - 1. It is called three times per column, always by the same lane, and
+// that lane alone writes out's columns, so out may alias what row_value
+// reads. cols must be a multiple of kVec.
+template <int kVec, class T, class RowValue>
 __device__ __forceinline__ void layernorm_row_warp(RowValue row_value, const float* gamma, const float* beta, float eps,
-                                                   int64_t cols, float* out) {
+                                                   int64_t cols, T* out) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t step = int64_t{kWarpSize} * kVec;
   float sum = 0.f;

@@ -1,50 +1,77 @@
 // The backend contract: everything the runtime needs from a device, and
-// nothing more (after ggml-backend). A backend owns device memory and runs one
-// plan op at a time on pointers the runtime resolved. The CPU backend
-// implements it now; the CUDA backend will implement the same interface.
+// nothing more (after ggml-backend). A backend owns device memory, decides
+// how a plan's tensors and activations are stored on it, and runs one plan op
+// at a time on pointers the runtime resolved (docs/runtime.md).
 //
-// Memory returned by allocate() counts towards native_memory_bytes(), the
-// process-wide figure behind addon.nativeMemoryBytes().
+// Memory returned by allocate() and allocate_host() counts towards
+// native_memory_bytes(), the process-wide figure behind
+// addon.nativeMemoryBytes().
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "plan_reader.h"
 
 namespace fusedrt {
 
-// Device pointers of the packed batch inputs (docs/plan-format.md, "Inputs").
-struct BatchView {
+// Sizes of a packed batch. For a run, the runtime hands the backend the real
+// sizes and gets back the launch sizes (launch_shape()).
+struct BatchShape {
   int64_t tokens = 0;
   int64_t sequences = 0;
   int64_t selected = 0;
-  const int32_t* input_ids = nullptr;       // [tokens]
-  const int32_t* token_type_ids = nullptr;  // [tokens], or nullptr for all zeros
-  const int32_t* cu_seqlens = nullptr;      // [sequences + 1]
-  const int32_t* selected_rows = nullptr;   // [selected]
+  int64_t max_sequence_length = 0;  // of the longest sequence (an upper bound in launch sizes)
+};
+
+// Device pointers of the packed batch inputs (docs/plan-format.md, "Inputs")
+// and the launch sizes. Launch sizes may exceed the real ones (bucketed
+// backends); the runtime then pads the inputs so that every kernel reading
+// them stays correct: input and type ids are 0 past the real tokens,
+// cu_seqlens repeats the real token count for every padding sequence (so
+// they are empty and cu_seqlens[sequences] is always the real token count),
+// selected_rows is 0 past the real selected rows.
+struct BatchView {
+  BatchShape shape;
+  const int32_t* input_ids = nullptr;       // [shape.tokens]
+  const int32_t* token_type_ids = nullptr;  // [shape.tokens]
+  const int32_t* cu_seqlens = nullptr;      // [shape.sequences + 1]
+  const int32_t* selected_rows = nullptr;   // [shape.selected]
 };
 
 // One op of the plan bound to device memory for one batch. Scalars (eps,
 // heads, activation...) come from op; unused pointers are nullptr.
+// Activations (in, residual, out) have the dtype DeviceStorage::activations;
+// each weight has the dtype DeviceStorage::tensors gave its tensor.
 struct OpCall {
   const PlanOp* op = nullptr;
   const BatchView* batch = nullptr;
-  int64_t rows = 0;  // rows of `in` (gather: rows of `out`) for this batch
+  int64_t rows = 0;     // rows of `out` for this batch (launch sizes)
+  int64_t in_rows = 0;  // rows of `in` (launch sizes); 0 without `in`
   int64_t in_cols = 0;
   int64_t out_cols = 0;
-  const float* in = nullptr;
-  const float* residual = nullptr;
-  float* out = nullptr;
-  const float* word = nullptr;
-  const float* position = nullptr;
-  const float* token_type = nullptr;
-  const float* weight = nullptr;
-  const float* bias = nullptr;
-  const float* gamma = nullptr;
-  const float* beta = nullptr;
+  const void* in = nullptr;
+  const void* residual = nullptr;
+  void* out = nullptr;
+  const void* word = nullptr;
+  const void* position = nullptr;
+  const void* token_type = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;
+  const void* gamma = nullptr;
+  const void* beta = nullptr;
+};
+
+// How a backend stores one plan: the dtype of every activation buffer, and
+// of every tensor (indexed like Plan::tensors; the runtime converts the
+// file's f32/f16 bytes to it at load). Only kF32 and kF16 are used.
+struct DeviceStorage {
+  DType activations = DType::kF32;
+  std::vector<DType> tensors;
 };
 
 class Backend {
@@ -55,17 +82,39 @@ class Backend {
   // Threads (CPU) the backend computes with; informational.
   virtual int threads() const = 0;
   virtual bool supports(OpType type) const = 0;
+  // Called once at load, before anything is allocated: chooses the storage
+  // and keeps what the backend needs of the plan (e.g. its precision).
+  virtual DeviceStorage configure(const Plan& plan) = 0;
+  // The sizes a batch of `real` sizes is launched with: `real` itself, or
+  // larger (never above `limits`) so that batches share launch shapes.
+  virtual BatchShape launch_shape(const BatchShape& real, const BatchShape& limits) const = 0;
 
   // Device memory, 64-byte aligned; throws FusedError E_OOM when it cannot.
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* ptr, size_t bytes) = 0;
+  // Host memory the queued copies below may use (page-locked on a GPU),
+  // 64-byte aligned; throws E_OOM when it cannot.
+  virtual void* allocate_host(size_t bytes) = 0;
+  virtual void release_host(void* ptr, size_t bytes) = 0;
+  // Synchronous copy into device memory (loading); src may be any memory.
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
-  virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
-  // Waits until every op and copy issued so far has finished.
-  virtual void synchronize() = 0;
 
+  // Queued work of a run. The host side of a copy is allocate_host() memory
+  // and must stay untouched until synchronize().
+  virtual void copy_to_device(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
+  // dst[i] = float(src[i]) on the device; src holds `count` activations of
+  // dtype DeviceStorage::activations when that is not kF32.
+  virtual void to_float(float* device_dst, const void* device_src, int64_t count) = 0;
   // Runs one op; the runtime has validated shapes and indices beforehand.
   virtual void run(const OpCall& call) = 0;
+  // Issues a run's queued work by calling enqueue, which makes only the
+  // calls above, with pointers and sizes that depend on nothing but `key`.
+  // So a backend may record the calls once per key and replay them (CUDA
+  // graphs) instead of calling enqueue again.
+  virtual void execute(const std::string& key, const std::function<void()>& enqueue) = 0;
+  // Waits until everything queued so far has finished.
+  virtual void synchronize() = 0;
 };
 
 // Bytes currently allocated by all backends of the process.

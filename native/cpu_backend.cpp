@@ -25,72 +25,76 @@ cpu::Activation to_cpu(Activation activation) {
   return cpu::Activation::kNone;
 }
 
+// Every pointer of an OpCall is fp32 on the CPU (configure()).
+const float* f32(const void* p) { return static_cast<const float*>(p); }
+float* f32(void* p) { return static_cast<float*>(p); }
+
 void run_embed_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::EmbedLayerNormParams p{};
   p.input_ids = c.batch->input_ids;
   p.token_type_ids = c.batch->token_type_ids;
   p.cu_seqlens = c.batch->cu_seqlens;
-  p.tokens = c.batch->tokens;
-  p.sequences = c.batch->sequences;
+  p.tokens = c.batch->shape.tokens;
+  p.sequences = c.batch->shape.sequences;
   p.hidden = c.out_cols;
-  p.word = c.word;
-  p.position = c.position;
-  p.token_type = c.token_type;
-  p.gamma = c.gamma;
-  p.beta = c.beta;
+  p.word = f32(c.word);
+  p.position = f32(c.position);
+  p.token_type = f32(c.token_type);
+  p.gamma = f32(c.gamma);
+  p.beta = f32(c.beta);
   p.eps = c.op->eps;
-  p.out = c.out;
+  p.out = f32(c.out);
   cpu::embed_layernorm(p, pool);
 }
 
 void run_gemm(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::GemmParams p{};
-  p.in = c.in;
-  p.weight = c.weight;
-  p.bias = c.bias;
+  p.in = f32(c.in);
+  p.weight = f32(c.weight);
+  p.bias = f32(c.bias);
   p.activation = to_cpu(c.op->activation);
   p.rows = c.rows;
   p.n = c.out_cols;
   p.k = c.in_cols;
-  p.out = c.out;
+  p.out = f32(c.out);
   cpu::gemm(p, pool);
 }
 
 void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::AttentionParams p{};
-  p.qkv = c.in;
+  p.qkv = f32(c.in);
   p.cu_seqlens = c.batch->cu_seqlens;
-  p.sequences = c.batch->sequences;
+  p.sequences = c.batch->shape.sequences;
   p.heads = c.op->heads;
   p.head_dim = c.op->head_dim;
   p.scale = c.op->scale;
-  p.out = c.out;
+  p.out = f32(c.out);
   cpu::attention(p, pool);
 }
 
 void run_add_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::AddLayerNormParams p{};
-  p.in = c.in;
-  p.residual = c.residual;
-  p.bias = c.bias;
-  p.gamma = c.gamma;
-  p.beta = c.beta;
+  p.in = f32(c.in);
+  p.residual = f32(c.residual);
+  p.bias = f32(c.bias);
+  p.gamma = f32(c.gamma);
+  p.beta = f32(c.beta);
   p.eps = c.op->eps;
   p.rows = c.rows;
   p.cols = c.out_cols;
-  p.out = c.out;
+  p.out = f32(c.out);
   cpu::add_layernorm(p, pool);
 }
 
 void run_gather_rows(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::GatherRowsParams p{};
-  p.in = c.in;
+  p.in = f32(c.in);
   // The first token of sequence b is row cu_seqlens[b], so the boundaries
   // themselves are the row index for "first".
   p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
   p.rows_out = c.rows;
   p.cols = c.out_cols;
-  p.out = c.out;
+  p.out = f32(c.out);
   cpu::gather_rows(p, pool);
 }
 
@@ -128,6 +132,13 @@ CpuBackend::CpuBackend(int threads) : pool_(threads) {}
 
 bool CpuBackend::supports(OpType type) const { return find_op(type) != nullptr; }
 
+DeviceStorage CpuBackend::configure(const Plan& plan) {
+  DeviceStorage storage;
+  storage.activations = DType::kF32;
+  storage.tensors.assign(plan.tensors.size(), DType::kF32);
+  return storage;
+}
+
 void* CpuBackend::allocate(size_t bytes) {
   // Overcommitting kernels hand out more than exists and kill the process on
   // first touch; a plan asking for more than the machine has fails here.
@@ -151,8 +162,18 @@ void CpuBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
   std::memcpy(device_dst, host_src, bytes);
 }
 
-void CpuBackend::download(void* host_dst, const void* device_src, size_t bytes) {
+void CpuBackend::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
+  std::memcpy(device_dst, host_src, bytes);
+}
+
+void CpuBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
   std::memcpy(host_dst, device_src, bytes);
+}
+
+void CpuBackend::to_float(float*, const void*, int64_t) {
+  // Activations are fp32 here, so the runtime has nothing to convert; a
+  // request means a runtime bug, not a user error.
+  fail(ErrorCode::kNative, "the CPU backend has fp32 activations: nothing to convert");
 }
 
 void CpuBackend::run(const OpCall& call) {

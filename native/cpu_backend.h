@@ -18,12 +18,24 @@ class CpuBackend : public Backend {
   const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }
   bool supports(OpType type) const override;
+  // fp32 activations and weights for every plan (fp16 weights are widened,
+  // tf32 plans compute in plain fp32).
+  DeviceStorage configure(const Plan& plan) override;
+  // Exact sizes: padding would only cost CPU time.
+  BatchShape launch_shape(const BatchShape& real, const BatchShape&) const override { return real; }
   void* allocate(size_t bytes) override;
   void release(void* ptr, size_t bytes) override;
+  // Host memory is all the CPU has: the same allocator.
+  void* allocate_host(size_t bytes) override { return allocate(bytes); }
+  void release_host(void* ptr, size_t bytes) override { release(ptr, bytes); }
   void upload(void* device_dst, const void* host_src, size_t bytes) override;
-  void download(void* host_dst, const void* device_src, size_t bytes) override;
-  void synchronize() override {}
+  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
+  void to_float(float* device_dst, const void* device_src, int64_t count) override;
   void run(const OpCall& call) override;
+  // The kernels run as they are called: nothing to record or wait for.
+  void execute(const std::string&, const std::function<void()>& enqueue) override { enqueue(); }
+  void synchronize() override {}
 
  private:
   cpu::ThreadPool pool_;

@@ -11,13 +11,19 @@
 #include "cuda_backend.h"
 
 #include <cublasLt.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <map>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 
 #include "../cuda/add_layernorm.cuh"
 #include "../cuda/attention.cuh"
+#include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
 #include "../cuda/gemm_epilogue.cuh"
@@ -30,6 +36,12 @@ namespace {
 // cuBLASLt workspace per engine: enough for the split-K and stream-K
 // algorithms the heuristic picks for BERT-sized GEMMs.
 constexpr size_t kGemmWorkspaceBytes = 32u << 20;
+// Cached GEMM setups per engine: a handful per launch shape; the cache is
+// emptied when it reaches this size.
+constexpr size_t kMaxGemmSetups = 512;
+// Instantiated graphs per engine (one per launch shape and output set); the
+// least recently used goes when a new one would exceed this.
+constexpr size_t kMaxGraphs = 64;
 
 void check(cudaError_t status, const std::string& what) {
   if (status == cudaSuccess) return;
@@ -55,26 +67,45 @@ cpu::Activation to_kernel(Activation activation) {
   return cpu::Activation::kNone;
 }
 
+// Bucket sizes (docs/cuda.md): tokens in steps of 64 up to 1024, then of
+// 256; sequences and selected rows in powers of two; never above the limit.
+int64_t round_up(int64_t n, int64_t step) { return (n + step - 1) / step * step; }
+int64_t next_power_of_two(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+template <class T>
+const T* as(const void* p) { return static_cast<const T*>(p); }
+template <class T>
+T* as(void* p) { return static_cast<T*>(p); }
+
 // ---- GEMM ------------------------------------------------------------------
 //
 // out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), all row-major. In
 // cuBLASLt's column-major terms the same bytes are C (n x rows, ld n) =
 // op(A) . B with A = weight seen as k x n (ld k) and transposed, B = in seen as
 // k x rows (ld k); a bias of length n is then cuBLASLt's per-row bias of C.
-// Compute is CUBLAS_COMPUTE_32F (true fp32, no TF32), to meet the fp32
-// tolerance of 1e-4 against transformers.
+//
+// Types by plan precision: fp32: fp32 data, CUBLAS_COMPUTE_32F (true fp32,
+// for the 1e-4 tolerance); tf32: fp32 data, CUBLAS_COMPUTE_32F_FAST_TF32;
+// fp16: fp16 A, B, C, D and bias, CUBLAS_COMPUTE_32F with fp32 scalars.
 //
 // Epilogues: none, bias, relu (+bias) and tanh-GELU (+bias) run inside
 // cuBLASLt (its GELU epilogue is the tanh approximation, which is what
 // gelu_tanh asks for). Exact erf GELU and tanh have no cuBLASLt epilogue:
 // cuBLASLt adds the bias, then cuda/gemm_epilogue.cu applies the activation.
+//
+// Setup (descriptor, layouts, the heuristic's algorithm) is cached per
+// GemmKey; a cached call only sets the bias pointer and launches.
 
-struct GemmPlan {
+struct GemmEpilogue {
   cublasLtEpilogue_t epilogue;
   bool separate_activation;
 };
 
-GemmPlan gemm_plan(cpu::Activation activation, bool has_bias) {
+GemmEpilogue gemm_epilogue(cpu::Activation activation, bool has_bias) {
   switch (activation) {
     case cpu::Activation::kNone:
       return {has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, false};
@@ -97,94 +128,289 @@ uint32_t alignment_of(const void* ptr) {
   return lowest_bit == 0 || lowest_bit > 256 ? 256u : static_cast<uint32_t>(lowest_bit);
 }
 
-// Descriptors are made and freed per call (RAII below); caching them per
-// shape is left for when GEMM launch overhead is measured.
-struct MatmulDesc {
+struct GemmKey {
+  int64_t rows, n, k;
+  cudaDataType_t data_type;
+  cublasComputeType_t compute;
+  cublasLtEpilogue_t epilogue;
+  uint32_t align_weight, align_in, align_out, align_bias;
+
+  bool operator<(const GemmKey& o) const {
+    return std::tie(rows, n, k, data_type, compute, epilogue, align_weight, align_in, align_out, align_bias) <
+           std::tie(o.rows, o.n, o.k, o.data_type, o.compute, o.epilogue, o.align_weight, o.align_in, o.align_out,
+                    o.align_bias);
+  }
+};
+
+// Everything cuBLASLt needs for one GemmKey, owned.
+struct GemmSetup {
   cublasLtMatmulDesc_t desc = nullptr;
-  ~MatmulDesc() { if (desc) cublasLtMatmulDescDestroy(desc); }
+  cublasLtMatrixLayout_t weight = nullptr;
+  cublasLtMatrixLayout_t in = nullptr;
+  cublasLtMatrixLayout_t out = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  // The heuristic found nothing with the fused epilogue, so this setup runs
+  // a plain product and the epilogue kernel adds bias and activation.
+  bool epilogue_in_kernel = false;
+
+  GemmSetup() = default;
+  GemmSetup(const GemmSetup&) = delete;
+  GemmSetup& operator=(const GemmSetup&) = delete;
+  ~GemmSetup() {
+    if (out) cublasLtMatrixLayoutDestroy(out);
+    if (in) cublasLtMatrixLayoutDestroy(in);
+    if (weight) cublasLtMatrixLayoutDestroy(weight);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
 };
-struct MatrixLayout {
-  cublasLtMatrixLayout_t layout = nullptr;
-  ~MatrixLayout() { if (layout) cublasLtMatrixLayoutDestroy(layout); }
-};
+
 struct MatmulPreference {
   cublasLtMatmulPreference_t preference = nullptr;
   ~MatmulPreference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
 };
 
+// Setup with the key's epilogue; nullptr when the heuristic finds no
+// algorithm for it.
+std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, cublasLtEpilogue_t epilogue) {
+  auto setup = std::make_unique<GemmSetup>();
+  check(cublasLtMatmulDescCreate(&setup->desc, key.compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  const cublasOperation_t keep = CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)), "TRANSA");
+  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)), "TRANSB");
+  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+        "EPILOGUE");
+  const auto k = static_cast<uint64_t>(key.k);
+  const auto n = static_cast<uint64_t>(key.n);
+  const auto rows = static_cast<uint64_t>(key.rows);
+  check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
+  check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
+  check(cublasLtMatrixLayoutCreate(&setup->out, key.data_type, n, rows, key.n), "layout of out");
+
+  MatmulPreference preference;
+  check(cublasLtMatmulPreferenceCreate(&preference.preference), "cublasLtMatmulPreferenceCreate");
+  const size_t workspace_bytes = kGemmWorkspaceBytes;
+  check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &workspace_bytes, sizeof(workspace_bytes)),
+        "MAX_WORKSPACE_BYTES");
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_weight},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_in},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_out},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_out},
+  };
+  for (const auto& [attribute, alignment] : alignments) {
+    check(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &alignment, sizeof(alignment)),
+          "MIN_ALIGNMENT");
+  }
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
+                                       preference.preference, 1, &heuristic, &found),
+        "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0) return nullptr;
+  setup->algo = heuristic.algo;
+  return setup;
+}
+
+std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key) {
+  if (auto setup = try_gemm_setup(lt, key, key.epilogue)) return setup;
+  if (key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    if (auto setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT)) {
+      setup->epilogue_in_kernel = true;
+      return setup;
+    }
+  }
+  fail(ErrorCode::kBackend, "cuBLASLt has no algorithm for a " + std::to_string(key.rows) + "x" + std::to_string(key.k) +
+                                " by " + std::to_string(key.k) + "x" + std::to_string(key.n) + " GEMM of this precision");
+}
+
 }  // namespace
 
 struct CudaBackend::State {
   int device = 0;
+  bool graphs_enabled = true;
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* gemm_workspace = nullptr;
+  Precision precision = Precision::kFp32;
+  DType activations = DType::kF32;
+
+  std::map<GemmKey, std::unique_ptr<GemmSetup>> gemm_setups;
+
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t last_use = 0;
+  };
+  std::unordered_map<std::string, Graph> graphs;
+  uint64_t graph_clock = 0;
 
   void select_device() const { check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")"); }
 
+  template <class T>
   void gemm(const OpCall& c) {
     const cpu::Activation activation = to_kernel(c.op->activation);
     const int64_t rows = c.rows;
     const int64_t n = c.out_cols;
     const int64_t k = c.in_cols;
-    gpu::BiasActivationParams epilogue{c.out, c.bias, activation, rows, n};
+    gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), activation, rows, n};
     if (k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
-      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(float), stream), "gemm (k = 0)");
+      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(T), stream), "gemm (k = 0)");
       check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
       return;
     }
-    const GemmPlan plan = gemm_plan(activation, c.bias != nullptr);
-    MatmulDesc op;
-    check(cublasLtMatmulDescCreate(&op.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    const cublasOperation_t transpose = CUBLAS_OP_T;
-    const cublasOperation_t keep = CUBLAS_OP_N;
-    check(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)), "TRANSA");
-    check(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)), "TRANSB");
-    check(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &plan.epilogue, sizeof(plan.epilogue)),
-          "EPILOGUE");
-    if (c.bias != nullptr) {
+    const GemmEpilogue plan = gemm_epilogue(activation, c.bias != nullptr);
+    GemmKey key{};
+    key.rows = rows;
+    key.n = n;
+    key.k = k;
+    key.data_type = sizeof(T) == 2 ? CUDA_R_16F : CUDA_R_32F;
+    key.compute = precision == Precision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    key.epilogue = plan.epilogue;
+    key.align_weight = alignment_of(c.weight);
+    key.align_in = alignment_of(c.in);
+    key.align_out = alignment_of(c.out);
+    key.align_bias = c.bias != nullptr ? alignment_of(c.bias) : 0;
+    auto found = gemm_setups.find(key);
+    if (found == gemm_setups.end()) {
+      if (gemm_setups.size() >= kMaxGemmSetups) gemm_setups.clear();
+      found = gemm_setups.emplace(key, make_gemm_setup(lt, key)).first;
+    }
+    GemmSetup& setup = *found->second;
+    if (c.bias != nullptr && !setup.epilogue_in_kernel) {
+      // The one per-call attribute: the descriptor is shared by every GEMM of
+      // this shape, and calls on one engine never overlap.
       const void* bias = c.bias;
-      check(cublasLtMatmulDescSetAttribute(op.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)), "BIAS_POINTER");
-    }
-    MatrixLayout a, b, out;
-    check(cublasLtMatrixLayoutCreate(&a.layout, CUDA_R_32F, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k), "layout of weight");
-    check(cublasLtMatrixLayoutCreate(&b.layout, CUDA_R_32F, static_cast<uint64_t>(k), static_cast<uint64_t>(rows), k), "layout of in");
-    check(cublasLtMatrixLayoutCreate(&out.layout, CUDA_R_32F, static_cast<uint64_t>(n), static_cast<uint64_t>(rows), n), "layout of out");
-    MatmulPreference preference;
-    check(cublasLtMatmulPreferenceCreate(&preference.preference), "cublasLtMatmulPreferenceCreate");
-    const size_t workspace_bytes = kGemmWorkspaceBytes;
-    check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                               &workspace_bytes, sizeof(workspace_bytes)),
-          "MAX_WORKSPACE_BYTES");
-    const std::pair<cublasLtMatmulPreferenceAttributes_t, const void*> alignments[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, c.weight},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, c.in},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, c.out},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, c.out},
-    };
-    for (const auto& [attribute, ptr] : alignments) {
-      const uint32_t alignment = alignment_of(ptr);
-      check(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &alignment, sizeof(alignment)),
-            "MIN_ALIGNMENT");
-    }
-    cublasLtMatmulHeuristicResult_t heuristic{};
-    int found = 0;
-    check(cublasLtMatmulAlgoGetHeuristic(lt, op.desc, a.layout, b.layout, out.layout, out.layout, preference.preference, 1,
-                                         &heuristic, &found),
-          "cublasLtMatmulAlgoGetHeuristic");
-    if (found == 0) {
-      fail(ErrorCode::kBackend, "cuBLASLt has no fp32 algorithm for a " + std::to_string(rows) + "x" + std::to_string(k) +
-                                    " by " + std::to_string(k) + "x" + std::to_string(n) + " GEMM");
+      check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+            "BIAS_POINTER");
     }
     const float one = 1.f;
     const float zero = 0.f;
-    check(cublasLtMatmul(lt, op.desc, &one, c.weight, a.layout, c.in, b.layout, &zero, c.out, out.layout, c.out,
-                         out.layout, &heuristic.algo, gemm_workspace, kGemmWorkspaceBytes, stream),
+    check(cublasLtMatmul(lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out, c.out,
+                         setup.out, &setup.algo, gemm_workspace, kGemmWorkspaceBytes, stream),
           "cublasLtMatmul");
-    if (plan.separate_activation) {
+    if (setup.epilogue_in_kernel) {
+      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
+    } else if (plan.separate_activation) {
       epilogue.bias = nullptr;  // cuBLASLt added it
       check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
     }
+  }
+
+  void attention(const OpCall& c) {
+    if (activations == DType::kF16) {
+      gpu::AttentionHalfParams p{};
+      p.qkv = as<__half>(c.in);
+      p.cu_seqlens = c.batch->cu_seqlens;
+      p.sequences = c.batch->shape.sequences;
+      p.max_seqlen = c.batch->shape.max_sequence_length;
+      p.heads = c.op->heads;
+      p.head_dim = c.op->head_dim;
+      p.scale = c.op->scale;
+      p.out = as<__half>(c.out);
+      check(gpu::launch_attention_fp16(p, stream), "the fp16 attention kernel");
+      return;
+    }
+    if (c.op->head_dim > gpu::kAttentionMaxHeadDim) {
+      fail(ErrorCode::kShape, "the CUDA attention kernel supports head_dim up to " +
+                                  std::to_string(gpu::kAttentionMaxHeadDim) + ", the plan has " +
+                                  std::to_string(c.op->head_dim));
+    }
+    cpu::AttentionParams p{};
+    p.qkv = as<float>(c.in);
+    p.cu_seqlens = c.batch->cu_seqlens;
+    p.sequences = c.batch->shape.sequences;
+    p.heads = c.op->heads;
+    p.head_dim = c.op->head_dim;
+    p.scale = c.op->scale;
+    p.out = as<float>(c.out);
+    check(gpu::attention(p, c.rows, stream), "the attention kernel");
+  }
+
+  template <class T>
+  void run(const OpCall& c) {
+    switch (c.op->type) {
+      case OpType::kEmbedLayerNorm: {
+        gpu::EmbedLayerNormArgs<T> p{};
+        p.input_ids = c.batch->input_ids;
+        p.token_type_ids = c.batch->token_type_ids;
+        p.cu_seqlens = c.batch->cu_seqlens;
+        p.tokens = c.rows;
+        p.sequences = c.batch->shape.sequences;
+        p.hidden = c.out_cols;
+        p.word = as<T>(c.word);
+        p.position = as<T>(c.position);
+        p.token_type = as<T>(c.token_type);
+        p.gamma = as<float>(c.gamma);
+        p.beta = as<float>(c.beta);
+        p.eps = c.op->eps;
+        p.out = as<T>(c.out);
+        check(gpu::embed_layernorm(p, stream), "the embed_layernorm kernel");
+        return;
+      }
+      case OpType::kGemm:
+        gemm<T>(c);
+        return;
+      case OpType::kAttention:
+        attention(c);
+        return;
+      case OpType::kAddLayerNorm: {
+        gpu::AddLayerNormArgs<T> p{};
+        p.in = as<T>(c.in);
+        p.residual = as<T>(c.residual);
+        p.bias = as<float>(c.bias);
+        p.gamma = as<float>(c.gamma);
+        p.beta = as<float>(c.beta);
+        p.eps = c.op->eps;
+        p.rows = c.rows;
+        p.cols = c.out_cols;
+        p.out = as<T>(c.out);
+        check(gpu::add_layernorm(p, stream), "the add_layernorm kernel");
+        return;
+      }
+      case OpType::kGatherRows: {
+        gpu::GatherRowsArgs<T> p{};
+        p.in = as<T>(c.in);
+        p.in_rows = c.in_rows;
+        // As on the CPU: the first token of sequence b is row cu_seqlens[b].
+        p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
+        p.rows_out = c.rows;
+        p.cols = c.out_cols;
+        p.out = as<T>(c.out);
+        check(gpu::gather_rows(p, stream), "the gather_rows kernel");
+        return;
+      }
+    }
+    fail(ErrorCode::kBackend, std::string("the CUDA backend does not implement op ") + op_type_name(c.op->type));
+  }
+
+  // Records enqueue's work on the stream as a graph for `key`, without
+  // running it (the caller has just run it eagerly, which also loaded every
+  // kernel module and filled the GEMM cache, so nothing unsafe happens while
+  // capturing).
+  void capture(const std::string& key, const std::function<void()>& enqueue) {
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+      enqueue();
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph);
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(instantiated, "cudaGraphInstantiate");
+    if (graphs.size() >= kMaxGraphs) {
+      auto oldest = std::min_element(graphs.begin(), graphs.end(),
+                                     [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
+      cudaGraphExecDestroy(oldest->second.exec);
+      graphs.erase(oldest);
+    }
+    graphs.emplace(key, Graph{exec, ++graph_clock});
   }
 };
 
@@ -197,13 +423,14 @@ int cuda_device_count() {
   return count;
 }
 
-CudaBackend::CudaBackend(int device) : state_(std::make_unique<State>()) {
+CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique<State>()) {
   const int count = cuda_device_count();
   if (device < 0 || device >= count) {
     fail(ErrorCode::kBackend, "CUDA device " + std::to_string(device) + " does not exist: this machine has " +
                                   std::to_string(count) + " CUDA device(s)");
   }
   state_->device = device;
+  state_->graphs_enabled = cuda_graphs;
   state_->select_device();
   // Members are released by ~CudaBackend in reverse, also when a later step
   // of this constructor throws (the destructor does not run then: clean up
@@ -224,6 +451,8 @@ CudaBackend::~CudaBackend() {
   // Errors cannot be reported from here; the runtime has synchronised.
   cudaSetDevice(state_->device);
   cudaStreamSynchronize(state_->stream);
+  for (auto& [key, graph] : state_->graphs) cudaGraphExecDestroy(graph.exec);
+  state_->gemm_setups.clear();
   cudaFree(state_->gemm_workspace);
   g_native_memory_bytes -= static_cast<int64_t>(kGemmWorkspaceBytes);
   cublasLtDestroy(state_->lt);
@@ -240,6 +469,53 @@ bool CudaBackend::supports(OpType type) const {
       return true;
   }
   return false;
+}
+
+DeviceStorage CudaBackend::configure(const Plan& plan) {
+  state_->precision = plan.precision;
+  DeviceStorage storage;
+  storage.tensors.assign(plan.tensors.size(), DType::kF32);
+  if (plan.precision != Precision::kFp16) return storage;
+
+  storage.activations = DType::kF16;
+  auto half = [&](int tensor) {
+    if (tensor >= 0) storage.tensors[tensor] = DType::kF16;
+  };
+  for (const PlanOp& op : plan.ops) {
+    if (op.type == OpType::kGemm) {
+      half(op.weight);
+      half(op.bias);
+    } else if (op.type == OpType::kEmbedLayerNorm) {
+      half(op.word);
+      half(op.position);
+      half(op.token_type);
+    } else if (op.type == OpType::kAttention && !gpu::attention_fp16_supports(op.head_dim)) {
+      fail(ErrorCode::kShape, "the CUDA fp16 attention kernel does not support head_dim " +
+                                  std::to_string(op.head_dim) + " (multiples of 8 up to 128); build the plan with --precision fp32");
+    }
+  }
+  // LayerNorm parameters (and add_layernorm's bias) stay fp32; a tensor that
+  // is also a GEMM operand or embedding table cannot be both.
+  for (const PlanOp& op : plan.ops) {
+    for (int tensor : {op.gamma, op.beta, op.type == OpType::kAddLayerNorm ? op.bias : -1}) {
+      if (tensor >= 0 && storage.tensors[tensor] == DType::kF16) {
+        fail(ErrorCode::kBackend, "tensor \"" + plan.tensors[tensor].name +
+                                      "\" is used both as a LayerNorm parameter and as a GEMM or embedding operand");
+      }
+    }
+  }
+  state_->activations = storage.activations;
+  return storage;
+}
+
+BatchShape CudaBackend::launch_shape(const BatchShape& real, const BatchShape& limits) const {
+  BatchShape launch;
+  launch.tokens = std::min(limits.tokens, round_up(real.tokens, real.tokens <= 1024 ? 64 : 256));
+  launch.sequences = std::min(limits.sequences, next_power_of_two(real.sequences));
+  launch.selected = real.selected == 0 ? 0 : std::min(limits.selected, next_power_of_two(real.selected));
+  launch.max_sequence_length =
+      std::min({limits.max_sequence_length, launch.tokens, round_up(real.max_sequence_length, 64)});
+  return launch;
 }
 
 void* CudaBackend::allocate(size_t bytes) {
@@ -259,6 +535,24 @@ void CudaBackend::release(void* ptr, size_t bytes) {
   g_native_memory_bytes -= static_cast<int64_t>(bytes);
 }
 
+void* CudaBackend::allocate_host(size_t bytes) {
+  state_->select_device();
+  void* ptr = nullptr;
+  // Page-locked, so copies are truly asynchronous and can be graph nodes;
+  // page aligned.
+  check(cudaHostAlloc(&ptr, bytes == 0 ? 1 : bytes, cudaHostAllocDefault),
+        "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
+  g_native_memory_bytes += static_cast<int64_t>(bytes);
+  return ptr;
+}
+
+void CudaBackend::release_host(void* ptr, size_t bytes) {
+  if (ptr == nullptr) return;
+  cudaSetDevice(state_->device);
+  cudaFreeHost(ptr);
+  g_native_memory_bytes -= static_cast<int64_t>(bytes);
+}
+
 void CudaBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
   state_->select_device();
   // The host buffer may be reused as soon as we return, so wait for the copy.
@@ -266,86 +560,52 @@ void CudaBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
   check(cudaStreamSynchronize(state_->stream), "upload");
 }
 
-void CudaBackend::download(void* host_dst, const void* device_src, size_t bytes) {
+// copy_to_device, copy_to_host, to_float and run are only called from
+// execute()'s enqueue, which has selected the device (and may be capturing).
+
+void CudaBackend::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
+  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, state_->stream), "copy of the inputs");
+}
+
+void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
+  check(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, state_->stream), "copy of an output");
+}
+
+void CudaBackend::to_float(float* device_dst, const void* device_src, int64_t count) {
+  // Only fp16 activations need converting (DeviceStorage::activations).
+  check(gpu::half_to_float(as<__half>(device_src), device_dst, count, state_->stream), "the fp16 -> fp32 output kernel");
+}
+
+void CudaBackend::run(const OpCall& c) {
+  if (state_->activations == DType::kF16) {
+    state_->run<__half>(c);
+  } else {
+    state_->run<float>(c);
+  }
+}
+
+void CudaBackend::execute(const std::string& key, const std::function<void()>& enqueue) {
   state_->select_device();
-  check(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, state_->stream), "download");
-  check(cudaStreamSynchronize(state_->stream), "download");
+  if (!state_->graphs_enabled) {
+    enqueue();
+    return;
+  }
+  auto found = state_->graphs.find(key);
+  if (found != state_->graphs.end()) {
+    found->second.last_use = ++state_->graph_clock;
+    check(cudaGraphLaunch(found->second.exec, state_->stream), "cudaGraphLaunch");
+    return;
+  }
+  // First batch of this launch shape: run it as it comes, wait for it (so an
+  // error shows before capturing; once per key), then record it.
+  enqueue();
+  check(cudaStreamSynchronize(state_->stream), "the batch's kernels");
+  state_->capture(key, enqueue);
 }
 
 void CudaBackend::synchronize() {
   state_->select_device();
   check(cudaStreamSynchronize(state_->stream), "the batch's kernels");
-}
-
-void CudaBackend::run(const OpCall& c) {
-  state_->select_device();
-  cudaStream_t stream = state_->stream;
-  switch (c.op->type) {
-    case OpType::kEmbedLayerNorm: {
-      cpu::EmbedLayerNormParams p{};
-      p.input_ids = c.batch->input_ids;
-      p.token_type_ids = c.batch->token_type_ids;
-      p.cu_seqlens = c.batch->cu_seqlens;
-      p.tokens = c.batch->tokens;
-      p.sequences = c.batch->sequences;
-      p.hidden = c.out_cols;
-      p.word = c.word;
-      p.position = c.position;
-      p.token_type = c.token_type;
-      p.gamma = c.gamma;
-      p.beta = c.beta;
-      p.eps = c.op->eps;
-      p.out = c.out;
-      check(gpu::embed_layernorm(p, stream), "the embed_layernorm kernel");
-      return;
-    }
-    case OpType::kGemm:
-      state_->gemm(c);
-      return;
-    case OpType::kAttention: {
-      if (c.op->head_dim > gpu::kAttentionMaxHeadDim) {
-        fail(ErrorCode::kShape, "the CUDA attention kernel supports head_dim up to " +
-                                    std::to_string(gpu::kAttentionMaxHeadDim) + ", the plan has " +
-                                    std::to_string(c.op->head_dim));
-      }
-      cpu::AttentionParams p{};
-      p.qkv = c.in;
-      p.cu_seqlens = c.batch->cu_seqlens;
-      p.sequences = c.batch->sequences;
-      p.heads = c.op->heads;
-      p.head_dim = c.op->head_dim;
-      p.scale = c.op->scale;
-      p.out = c.out;
-      check(gpu::attention(p, c.rows, stream), "the attention kernel");
-      return;
-    }
-    case OpType::kAddLayerNorm: {
-      cpu::AddLayerNormParams p{};
-      p.in = c.in;
-      p.residual = c.residual;
-      p.bias = c.bias;
-      p.gamma = c.gamma;
-      p.beta = c.beta;
-      p.eps = c.op->eps;
-      p.rows = c.rows;
-      p.cols = c.out_cols;
-      p.out = c.out;
-      check(gpu::add_layernorm(p, stream), "the add_layernorm kernel");
-      return;
-    }
-    case OpType::kGatherRows: {
-      cpu::GatherRowsParams p{};
-      p.in = c.in;
-      // As on the CPU: the first token of sequence b is row cu_seqlens[b].
-      p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
-      p.rows_out = c.rows;
-      p.cols = c.out_cols;
-      p.out = c.out;
-      check(gpu::gather_rows(p, stream), "the gather_rows kernel");
-      return;
-    }
-  }
-  fail(ErrorCode::kBackend, std::string("the CUDA backend does not implement op ") + op_type_name(c.op->type));
 }
 
 }  // namespace fusedrt

@@ -15,20 +15,31 @@ int cuda_device_count();
 
 class CudaBackend : public Backend {
  public:
-  // device: CUDA ordinal. Throws FusedError E_BACKEND when it does not exist
-  // or cannot be initialised.
-  explicit CudaBackend(int device);
+  // device: CUDA ordinal. cuda_graphs: record each launch shape's work once
+  // as a CUDA graph and replay it (docs/cuda.md). Throws FusedError
+  // E_BACKEND when the device does not exist or cannot be initialised.
+  CudaBackend(int device, bool cuda_graphs);
   ~CudaBackend() override;
 
   const char* name() const override { return "cuda"; }
   int threads() const override { return 1; }  // host threads driving the device
   bool supports(OpType type) const override;
+  // fp16 plans: fp16 activations, GEMM weights and biases, embedding tables;
+  // fp32 LayerNorm parameters. fp32 and tf32 plans: fp32 everywhere.
+  DeviceStorage configure(const Plan& plan) override;
+  // Buckets (docs/cuda.md, "Launch shapes and CUDA graphs").
+  BatchShape launch_shape(const BatchShape& real, const BatchShape& limits) const override;
   void* allocate(size_t bytes) override;
   void release(void* ptr, size_t bytes) override;
+  void* allocate_host(size_t bytes) override;  // page-locked
+  void release_host(void* ptr, size_t bytes) override;
   void upload(void* device_dst, const void* host_src, size_t bytes) override;
-  void download(void* host_dst, const void* device_src, size_t bytes) override;
-  void synchronize() override;
+  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
+  void to_float(float* device_dst, const void* device_src, int64_t count) override;
   void run(const OpCall& call) override;
+  void execute(const std::string& key, const std::function<void()>& enqueue) override;
+  void synchronize() override;
 
  private:
   struct State;

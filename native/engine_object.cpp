@@ -73,11 +73,20 @@ int device_ordinal(const std::string& name) {
   fail(ErrorCode::kInput, "unknown device \"" + name + "\" (use cpu, cuda or cuda:N)");
 }
 
-std::unique_ptr<Backend> make_backend(int cuda_device, int threads) {
+// A boolean option, or its default when absent.
+bool boolean_option(const Napi::Object& options, const char* key, bool fallback) {
+  Napi::Value value = options.Get(key);
+  if (value.IsUndefined()) return fallback;
+  if (!value.IsBoolean()) fail(ErrorCode::kInput, std::string("option ") + key + " must be a boolean");
+  return value.As<Napi::Boolean>().Value();
+}
+
+std::unique_ptr<Backend> make_backend(int cuda_device, int threads, bool cuda_graphs) {
   if (cuda_device < 0) return std::make_unique<CpuBackend>(threads);
 #ifdef FUSEDRT_WITH_CUDA
-  return std::make_unique<CudaBackend>(cuda_device);
+  return std::make_unique<CudaBackend>(cuda_device, cuda_graphs);
 #else
+  (void)cuda_graphs;
   fail(ErrorCode::kBackend, "device cuda:" + std::to_string(cuda_device) +
                                 " is not available: this build has only the CPU backend");
 #endif
@@ -90,18 +99,19 @@ Napi::FunctionReference* engine_constructor(Napi::Env env) { return env.GetInsta
 class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int cuda_device, int threads,
-             RuntimeOptions options)
+             bool cuda_graphs, RuntimeOptions options)
       : PromiseWorker(env, "fusedrt:loadEngine"),
         path_(std::move(path)),
         bytes_(std::move(bytes)),
         cuda_device_(cuda_device),
         threads_(threads),
+        cuda_graphs_(cuda_graphs),
         options_(options) {}
 
  protected:
   void execute() override {
     std::unique_ptr<PlanSource> source = path_.empty() ? plan_from_bytes(std::move(bytes_)) : open_plan_file(path_);
-    runtime_ = Runtime::load(*source, make_backend(cuda_device_, threads_), options_);
+    runtime_ = Runtime::load(*source, make_backend(cuda_device_, threads_, cuda_graphs_), options_);
   }
 
   Napi::Value result(Napi::Env env) override { return EngineObject::NewInstance(env, std::move(runtime_)); }
@@ -111,6 +121,7 @@ class LoadWorker : public PromiseWorker {
   std::vector<uint8_t> bytes_;
   int cuda_device_;  // -1: the CPU backend
   int threads_;
+  bool cuda_graphs_;
   RuntimeOptions options_;
   std::shared_ptr<Runtime> runtime_;
 };
@@ -220,11 +231,13 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     }
     RuntimeOptions runtime_options;
     int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
+    const bool cuda_graphs = boolean_option(options, "cudaGraphs", true);
     runtime_options.max_tokens = integer_option(options, "maxTokens", kDefaultMaxTokens, 1, INT32_MAX);
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
     runtime_options.max_selected_rows = std::min(
         integer_option(options, "maxSelectedRows", kDefaultMaxSelectedRows, 1, INT32_MAX), runtime_options.max_tokens);
-    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, runtime_options);
+    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, cuda_graphs,
+                                  runtime_options);
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

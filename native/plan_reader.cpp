@@ -170,7 +170,9 @@ class HeaderValidator {
     F::string(root_, "family", "header");
     expect_one_of(F::string(root_, "task", "header"), "header.task",
                   {"fill-mask", "classification", "token-classification", "question-answering", "embedding"});
-    expect_one_of(F::string(root_, "precision", "header"), "header.precision", {"fp32", "fp16"});
+    const std::string& precision = F::string(root_, "precision", "header");
+    expect_one_of(precision, "header.precision", {"fp32", "fp16", "tf32"});
+    plan_.precision = precision == "fp16" ? Precision::kFp16 : precision == "tf32" ? Precision::kTf32 : Precision::kFp32;
     if (const json::Value* labels = F::optional(root_, "labels")) {
       F::expect_type(*labels, json::Type::kArray, "header.labels");
       for (size_t i = 0; i < labels->items().size(); ++i) {

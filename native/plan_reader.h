@@ -20,6 +20,9 @@ enum class RowsKind { kTokens, kSequences, kSelected };
 enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows };
 enum class Activation { kNone, kGelu, kGeluTanh, kRelu, kTanh };
 enum class GatherSelect { kFirst, kSelected };
+// header.precision: how the weights are stored and, on CUDA, how GEMMs compute
+// (docs/plan-format.md). tf32 plans store fp32 weights.
+enum class Precision { kFp32, kFp16, kTf32 };
 
 const char* op_type_name(OpType type);
 const char* rows_kind_name(RowsKind kind);
@@ -81,6 +84,7 @@ struct PlanOutput {
 
 struct Plan {
   std::string header_json;
+  Precision precision = Precision::kFp32;
   PlanConfig config;
   std::vector<TensorInfo> tensors;
   std::vector<BufferInfo> buffers;

@@ -5,6 +5,7 @@
 
 #include "cpu/ops.h"
 #include "errors.h"
+#include "half.h"
 
 namespace fusedrt {
 
@@ -40,10 +41,11 @@ size_t place(size_t& total, size_t bytes, const char* what) {
 
 }  // namespace
 
-DeviceAllocation& DeviceAllocation::operator=(DeviceAllocation&& other) noexcept {
+BackendAllocation& BackendAllocation::operator=(BackendAllocation&& other) noexcept {
   if (this != &other) {
     reset();
     backend_ = other.backend_;
+    kind_ = other.kind_;
     bytes_ = other.bytes_;
     ptr_ = other.ptr_;
     other.ptr_ = nullptr;
@@ -52,8 +54,14 @@ DeviceAllocation& DeviceAllocation::operator=(DeviceAllocation&& other) noexcept
   return *this;
 }
 
-void DeviceAllocation::reset() {
-  if (ptr_ != nullptr) backend_->release(ptr_, bytes_);
+void BackendAllocation::reset() {
+  if (ptr_ != nullptr) {
+    if (kind_ == Kind::kDevice) {
+      backend_->release(ptr_, bytes_);
+    } else {
+      backend_->release_host(ptr_, bytes_);
+    }
+  }
   ptr_ = nullptr;
   bytes_ = 0;
 }
@@ -81,85 +89,112 @@ std::unique_ptr<Runtime> Runtime::load(PlanSource& source, std::unique_ptr<Backe
     }
   }
   std::unique_ptr<Runtime> runtime(new Runtime(std::move(plan), std::move(backend), options));
+  runtime->storage_ = runtime->backend_->configure(runtime->plan_);
   runtime->load_weights(source);
   runtime->plan_workspace();
   return runtime;
 }
 
+namespace {
+
+size_t dtype_bytes(DType dtype) { return dtype == DType::kF16 ? 2 : dtype == DType::kF32 ? 4 : 1; }
+
+}  // namespace
+
 void Runtime::load_weights(PlanSource& source) {
-  // Every tensor an op uses becomes fp32 in one backend allocation.
+  // Every tensor an op uses goes, in the dtype the backend chose for it, into
+  // one backend allocation.
   std::vector<size_t> offsets(plan_.tensors.size(), 0);
   size_t total = 0;
   for (size_t i = 0; i < plan_.tensors.size(); ++i) {
     const TensorInfo& t = plan_.tensors[i];
     if (!t.used_by_ops) continue;
-    offsets[i] = place(total, checked_mul(static_cast<size_t>(t.elements), sizeof(float), "the weights"), "the weights");
+    const size_t bytes = checked_mul(static_cast<size_t>(t.elements), dtype_bytes(storage_.tensors[i]), "the weights");
+    offsets[i] = place(total, bytes, "the weights");
   }
-  weights_ = DeviceAllocation(backend_.get(), total);
+  weights_ = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
 
   std::vector<float> widened;
+  std::vector<uint16_t> narrowed;
   read_plan_data(source, plan_, [&](int index, uint64_t offset, const uint8_t* bytes, size_t n) {
     const TensorInfo& t = plan_.tensors[index];
+    const DType stored = storage_.tensors[index];
     uint8_t* dst = weights_.data() + offsets[index];
-    if (t.dtype == DType::kF32) {
+    // Pieces start at multiples of 64 bytes, so they never split an element.
+    if (t.dtype == stored) {
       backend_->upload(dst + offset, bytes, n);
-    } else {
-      // Pieces start at multiples of 64 bytes, so they never split a half.
+    } else if (t.dtype == DType::kF16) {
       widened.resize(n / 2);
       cpu::half_to_float(reinterpret_cast<const uint16_t*>(bytes), widened.data(), static_cast<int64_t>(n / 2));
       backend_->upload(dst + offset * 2, widened.data(), widened.size() * sizeof(float));
+    } else {
+      narrowed.resize(n / 4);
+      const auto* values = reinterpret_cast<const float*>(bytes);
+      for (size_t i = 0; i < narrowed.size(); ++i) narrowed[i] = float_to_half(values[i]);
+      backend_->upload(dst + offset / 2, narrowed.data(), narrowed.size() * sizeof(uint16_t));
     }
   });
 
   tensor_data_.assign(plan_.tensors.size(), nullptr);
   for (size_t i = 0; i < plan_.tensors.size(); ++i) {
-    if (plan_.tensors[i].used_by_ops) tensor_data_[i] = reinterpret_cast<const float*>(weights_.data() + offsets[i]);
+    if (plan_.tensors[i].used_by_ops) tensor_data_[i] = weights_.data() + offsets[i];
   }
 
-  max_sequence_length_ = plan_.config.max_seq;
+  int64_t max_sequence_length = plan_.config.max_seq;
   for (const PlanOp& op : plan_.ops) {
     if (op.type == OpType::kEmbedLayerNorm) {
-      max_sequence_length_ = std::min(max_sequence_length_, plan_.tensors[op.position].shape[0]);
+      max_sequence_length = std::min(max_sequence_length, plan_.tensors[op.position].shape[0]);
     }
   }
+  limits_.tokens = options_.max_tokens;
+  limits_.sequences = options_.max_sequences;
+  limits_.selected = options_.max_selected_rows;
+  limits_.max_sequence_length = max_sequence_length;
 }
 
 void Runtime::plan_workspace() {
   const char* what = "the workspace";
-  const size_t max_tokens = static_cast<size_t>(options_.max_tokens);
-  const size_t max_sequences = static_cast<size_t>(options_.max_sequences);
-  const size_t max_selected = static_cast<size_t>(options_.max_selected_rows);
+  const size_t activation_bytes = dtype_bytes(storage_.activations);
+  const auto max_rows = [&](RowsKind kind) { return static_cast<size_t>(rows_of(kind, limits_)); };
   size_t total = 0;
   buffer_offsets_.resize(plan_.buffers.size());
   for (size_t i = 0; i < plan_.buffers.size(); ++i) {
     const BufferInfo& b = plan_.buffers[i];
-    size_t rows = b.rows == RowsKind::kSequences ? max_sequences
-                : b.rows == RowsKind::kSelected  ? max_selected
-                                                 : max_tokens;
-    size_t bytes = checked_mul(checked_mul(rows, static_cast<size_t>(b.cols), what), sizeof(float), what);
+    const size_t bytes = checked_mul(checked_mul(max_rows(b.rows), static_cast<size_t>(b.cols), what), activation_bytes, what);
     buffer_offsets_[i] = place(total, bytes, what);
   }
-  input_ids_offset_ = place(total, max_tokens * sizeof(int32_t), what);
-  token_types_offset_ = place(total, max_tokens * sizeof(int32_t), what);
-  cu_seqlens_offset_ = place(total, (max_sequences + 1) * sizeof(int32_t), what);
-  selected_offset_ = place(total, max_selected * sizeof(int32_t), what);
-  workspace_ = DeviceAllocation(backend_.get(), total);
+  size_t inputs = 0;
+  input_ids_offset_ = place(inputs, max_rows(RowsKind::kTokens) * sizeof(int32_t), what);
+  token_types_offset_ = place(inputs, max_rows(RowsKind::kTokens) * sizeof(int32_t), what);
+  cu_seqlens_offset_ = place(inputs, (max_rows(RowsKind::kSequences) + 1) * sizeof(int32_t), what);
+  selected_offset_ = place(inputs, max_rows(RowsKind::kSelected) * sizeof(int32_t), what);
+  inputs_offset_ = place(total, inputs, what);
+
+  size_t staging = inputs;
+  output_f32_offsets_.assign(plan_.outputs.size(), 0);
+  output_staging_offsets_.assign(plan_.outputs.size(), 0);
+  for (size_t i = 0; i < plan_.outputs.size(); ++i) {
+    const BufferInfo& b = plan_.buffers[plan_.outputs[i].buffer];
+    const size_t bytes = checked_mul(checked_mul(max_rows(b.rows), static_cast<size_t>(b.cols), what), sizeof(float), what);
+    if (storage_.activations != DType::kF32) output_f32_offsets_[i] = place(total, bytes, what);
+    output_staging_offsets_[i] = place(staging, bytes, what);
+  }
+  workspace_ = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
+  staging_ = BackendAllocation(backend_.get(), staging, BackendAllocation::Kind::kHost);
 }
 
-float* Runtime::buffer_data(int buffer) const {
-  return reinterpret_cast<float*>(workspace_.data() + buffer_offsets_[buffer]);
-}
+void* Runtime::buffer_data(int buffer) const { return workspace_.data() + buffer_offsets_[buffer]; }
 
-int64_t Runtime::rows_of(RowsKind kind, const BatchView& batch) const {
+int64_t Runtime::rows_of(RowsKind kind, const BatchShape& shape) {
   switch (kind) {
-    case RowsKind::kTokens: return batch.tokens;
-    case RowsKind::kSequences: return batch.sequences;
-    case RowsKind::kSelected: return batch.selected;
+    case RowsKind::kTokens: return shape.tokens;
+    case RowsKind::kSequences: return shape.sequences;
+    case RowsKind::kSelected: return shape.selected;
   }
   return 0;
 }
 
-void Runtime::validate(const RunRequest& r) const {
+BatchShape Runtime::validate(const RunRequest& r) const {
   const int64_t tokens = static_cast<int64_t>(r.input_ids.size());
   if (tokens == 0) bad_input("inputIds is empty");
   if (tokens > options_.max_tokens) {
@@ -172,15 +207,17 @@ void Runtime::validate(const RunRequest& r) const {
               std::to_string(options_.max_sequences));
   }
   if (r.cu_seqlens[0] != 0) bad_input("cuSeqlens[0] must be 0, not " + std::to_string(r.cu_seqlens[0]));
+  int64_t longest = 0;
   for (int64_t b = 0; b < sequences; ++b) {
     const int64_t begin = r.cu_seqlens[b];
     const int64_t end = r.cu_seqlens[b + 1];
     if (end <= begin) bad_input("cuSeqlens must increase strictly (entry " + std::to_string(b + 1) + ")");
     if (end > tokens) bad_input("cuSeqlens[" + std::to_string(b + 1) + "] = " + std::to_string(end) + " exceeds the token count " + std::to_string(tokens));
-    if (end - begin > max_sequence_length_) {
+    if (end - begin > limits_.max_sequence_length) {
       bad_shape("sequence " + std::to_string(b) + " has " + std::to_string(end - begin) +
-                " tokens, more than the plan's maximum sequence length " + std::to_string(max_sequence_length_));
+                " tokens, more than the plan's maximum sequence length " + std::to_string(limits_.max_sequence_length));
     }
+    longest = std::max(longest, end - begin);
   }
   if (r.cu_seqlens[sequences] != tokens) {
     bad_input("cuSeqlens must end at the token count " + std::to_string(tokens) + ", not " +
@@ -214,14 +251,22 @@ void Runtime::validate(const RunRequest& r) const {
     }
   }
   if (r.outputs.empty()) bad_input("outputs must name at least one plan output");
+  BatchShape real;
+  real.tokens = tokens;
+  real.sequences = sequences;
+  real.selected = static_cast<int64_t>(r.selected_rows.size());
+  real.max_sequence_length = longest;
+  return real;
 }
 
-std::vector<bool> Runtime::ops_needed_for(const std::vector<int>& output_buffers) const {
+std::vector<bool> Runtime::ops_needed_for(const std::vector<bool>& requested_outputs) const {
   // Backward liveness: an op is needed when it writes a buffer that a needed
   // op (or the caller) reads afterwards. Ops overwrite all rows of `out`, so
   // a write ends the buffer's liveness unless the op also reads it.
   std::vector<bool> live(plan_.buffers.size(), false);
-  for (int b : output_buffers) live[b] = true;
+  for (size_t i = 0; i < plan_.outputs.size(); ++i) {
+    if (requested_outputs[i]) live[plan_.outputs[i].buffer] = true;
+  }
   std::vector<bool> needed(plan_.ops.size(), false);
   for (size_t i = plan_.ops.size(); i-- > 0;) {
     const PlanOp& op = plan_.ops[i];
@@ -234,48 +279,54 @@ std::vector<bool> Runtime::ops_needed_for(const std::vector<int>& output_buffers
   return needed;
 }
 
-std::vector<RunOutput> Runtime::run(const RunRequest& request) {
-  validate(request);
-  std::vector<int> output_buffers;
-  for (const std::string& name : request.outputs) {
-    auto found = std::find_if(plan_.outputs.begin(), plan_.outputs.end(),
-                              [&](const PlanOutput& o) { return o.name == name; });
-    if (found == plan_.outputs.end()) bad_input("the plan has no output named \"" + name + "\"");
-    for (size_t i = 0; i < output_buffers.size(); ++i) {
-      if (request.outputs[i] == name) bad_input("output \"" + name + "\" is requested twice");
-    }
-    output_buffers.push_back(found->buffer);
+void Runtime::stage_inputs(const RunRequest& r, const BatchShape& launch) {
+  // Padding up to the launch sizes as BatchView describes: ids and type ids
+  // 0, empty sequences ending at the real token count, selected row 0.
+  uint8_t* inputs = staging_.data();
+  const auto tokens = static_cast<int64_t>(r.input_ids.size());
+  auto* ids = reinterpret_cast<int32_t*>(inputs + input_ids_offset_);
+  std::copy(r.input_ids.begin(), r.input_ids.end(), ids);
+  std::fill(ids + tokens, ids + launch.tokens, 0);
+  auto* types = reinterpret_cast<int32_t*>(inputs + token_types_offset_);
+  if (r.token_type_ids) {
+    std::copy(r.token_type_ids->begin(), r.token_type_ids->end(), types);
+    std::fill(types + tokens, types + launch.tokens, 0);
+  } else {
+    std::fill(types, types + launch.tokens, 0);
   }
-  const std::vector<bool> needed = ops_needed_for(output_buffers);
+  auto* cu_seqlens = reinterpret_cast<int32_t*>(inputs + cu_seqlens_offset_);
+  std::copy(r.cu_seqlens.begin(), r.cu_seqlens.end(), cu_seqlens);
+  std::fill(cu_seqlens + r.cu_seqlens.size(), cu_seqlens + launch.sequences + 1, static_cast<int32_t>(tokens));
+  auto* selected = reinterpret_cast<int32_t*>(inputs + selected_offset_);
+  std::copy(r.selected_rows.begin(), r.selected_rows.end(), selected);
+  std::fill(selected + r.selected_rows.size(), selected + launch.selected, 0);
+}
 
-  std::lock_guard<std::mutex> lock(run_mutex_);
-  uint8_t* ws = workspace_.data();
-  BatchView batch;
-  batch.tokens = static_cast<int64_t>(request.input_ids.size());
-  batch.sequences = static_cast<int64_t>(request.cu_seqlens.size()) - 1;
-  batch.selected = static_cast<int64_t>(request.selected_rows.size());
-  backend_->upload(ws + input_ids_offset_, request.input_ids.data(), request.input_ids.size() * sizeof(int32_t));
-  batch.input_ids = reinterpret_cast<const int32_t*>(ws + input_ids_offset_);
-  if (request.token_type_ids) {
-    backend_->upload(ws + token_types_offset_, request.token_type_ids->data(), request.token_type_ids->size() * sizeof(int32_t));
-    batch.token_type_ids = reinterpret_cast<const int32_t*>(ws + token_types_offset_);
-  }
-  backend_->upload(ws + cu_seqlens_offset_, request.cu_seqlens.data(), request.cu_seqlens.size() * sizeof(int32_t));
-  batch.cu_seqlens = reinterpret_cast<const int32_t*>(ws + cu_seqlens_offset_);
-  if (batch.selected > 0) {
-    backend_->upload(ws + selected_offset_, request.selected_rows.data(), request.selected_rows.size() * sizeof(int32_t));
-  }
-  batch.selected_rows = reinterpret_cast<const int32_t*>(ws + selected_offset_);
+void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
+                          const std::vector<bool>& needed_ops) {
+  // Everything here depends only on the launch shape and the requested
+  // outputs (the key of Backend::execute), never on the batch's contents.
+  const BatchShape& shape = batch.shape;
+  uint8_t* device_inputs = workspace_.data() + inputs_offset_;
+  const uint8_t* host_inputs = staging_.data();
+  const auto copy_inputs = [&](size_t offset, int64_t count) {
+    if (count > 0) backend_->copy_to_device(device_inputs + offset, host_inputs + offset, static_cast<size_t>(count) * sizeof(int32_t));
+  };
+  copy_inputs(input_ids_offset_, shape.tokens);
+  copy_inputs(token_types_offset_, shape.tokens);
+  copy_inputs(cu_seqlens_offset_, shape.sequences + 1);
+  copy_inputs(selected_offset_, shape.selected);
 
   auto weight = [&](int tensor) { return tensor >= 0 ? tensor_data_[tensor] : nullptr; };
   for (size_t i = 0; i < plan_.ops.size(); ++i) {
-    if (!needed[i]) continue;
+    if (!needed_ops[i]) continue;
     const PlanOp& op = plan_.ops[i];
     OpCall call;
     call.op = &op;
     call.batch = &batch;
-    call.rows = rows_of(plan_.buffers[op.out].rows, batch);
+    call.rows = rows_of(plan_.buffers[op.out].rows, shape);
     if (call.rows == 0) continue;  // selected rows asked for, none given
+    call.in_rows = op.in >= 0 ? rows_of(plan_.buffers[op.in].rows, shape) : 0;
     call.in_cols = op.in >= 0 ? plan_.buffers[op.in].cols : 0;
     call.out_cols = plan_.buffers[op.out].cols;
     call.in = op.in >= 0 ? buffer_data(op.in) : nullptr;
@@ -290,17 +341,63 @@ std::vector<RunOutput> Runtime::run(const RunRequest& request) {
     call.beta = weight(op.beta);
     backend_->run(call);
   }
+
+  for (size_t i = 0; i < plan_.outputs.size(); ++i) {
+    if (!requested_outputs[i]) continue;
+    const BufferInfo& b = plan_.buffers[plan_.outputs[i].buffer];
+    const int64_t count = rows_of(b.rows, shape) * b.cols;
+    if (count == 0) continue;
+    const void* source = buffer_data(plan_.outputs[i].buffer);
+    if (storage_.activations != DType::kF32) {
+      auto* widened = reinterpret_cast<float*>(workspace_.data() + output_f32_offsets_[i]);
+      backend_->to_float(widened, source, count);
+      source = widened;
+    }
+    backend_->copy_to_host(staging_.data() + output_staging_offsets_[i], source, static_cast<size_t>(count) * sizeof(float));
+  }
+}
+
+std::vector<RunOutput> Runtime::run(const RunRequest& request) {
+  const BatchShape real = validate(request);
+  std::vector<bool> requested(plan_.outputs.size(), false);
+  std::vector<size_t> output_index;  // per requested name
+  for (const std::string& name : request.outputs) {
+    auto found = std::find_if(plan_.outputs.begin(), plan_.outputs.end(),
+                              [&](const PlanOutput& o) { return o.name == name; });
+    if (found == plan_.outputs.end()) bad_input("the plan has no output named \"" + name + "\"");
+    const auto index = static_cast<size_t>(found - plan_.outputs.begin());
+    if (requested[index]) bad_input("output \"" + name + "\" is requested twice");
+    requested[index] = true;
+    output_index.push_back(index);
+  }
+  const std::vector<bool> needed = ops_needed_for(requested);
+
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  BatchView batch;
+  batch.shape = backend_->launch_shape(real, limits_);
+  stage_inputs(request, batch.shape);
+  const uint8_t* device_inputs = workspace_.data() + inputs_offset_;
+  batch.input_ids = reinterpret_cast<const int32_t*>(device_inputs + input_ids_offset_);
+  batch.token_type_ids = reinterpret_cast<const int32_t*>(device_inputs + token_types_offset_);
+  batch.cu_seqlens = reinterpret_cast<const int32_t*>(device_inputs + cu_seqlens_offset_);
+  batch.selected_rows = reinterpret_cast<const int32_t*>(device_inputs + selected_offset_);
+
+  std::string key = std::to_string(batch.shape.tokens) + "," + std::to_string(batch.shape.sequences) + "," +
+                    std::to_string(batch.shape.selected) + "," + std::to_string(batch.shape.max_sequence_length) + ":";
+  for (bool r : requested) key += r ? '1' : '0';
+  backend_->execute(key, [&] { enqueue_run(batch, requested, needed); });
   backend_->synchronize();
 
   std::vector<RunOutput> results;
   for (size_t i = 0; i < request.outputs.size(); ++i) {
-    const BufferInfo& b = plan_.buffers[output_buffers[i]];
+    const size_t index = output_index[i];
+    const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
     RunOutput out;
     out.name = request.outputs[i];
-    out.rows = rows_of(b.rows, batch);
+    out.rows = rows_of(b.rows, real);
     out.cols = b.cols;
-    out.data.resize(static_cast<size_t>(out.rows * out.cols));
-    backend_->download(out.data.data(), buffer_data(output_buffers[i]), out.data.size() * sizeof(float));
+    const auto* staged = reinterpret_cast<const float*>(staging_.data() + output_staging_offsets_[index]);
+    out.data.assign(staged, staged + out.rows * out.cols);
     results.push_back(std::move(out));
   }
   return results;

@@ -1,12 +1,17 @@
 // Executes a validated plan on a backend over packed tokens.
 //
-// At load the runtime widens fp16 weights to fp32, uploads them, and plans
+// At load the backend chooses how the plan is stored (Backend::configure:
+// fp32 everywhere on the CPU, fp16 weights and activations for fp16 plans on
+// CUDA); the runtime converts and uploads the weights accordingly, and plans
 // one workspace for (maxTokens, maxSequences): every plan buffer gets a fixed
-// region sized for its rows kind, plus staging for the int32 inputs. A run
-// validates its inputs, works out which ops the requested outputs depend on,
-// and executes only those. Runs are serialised on one execution context by a
-// mutex: the CPU kernels already use every thread of the backend's pool, so
-// a second context would only compete for the same cores.
+// region sized for its rows kind, plus the int32 inputs and, when
+// activations are not fp32, an fp32 copy of each output. Host staging
+// (page-locked on a GPU) mirrors the inputs and outputs, so a run copies
+// asynchronously and waits once. A run validates its inputs, works out which
+// ops the requested outputs depend on, and issues only those, at the
+// backend's launch sizes. Runs are serialised on one execution context by a
+// mutex: the CPU kernels already use every thread of the backend's pool, and
+// a CUDA engine has one stream.
 #pragma once
 
 #include <cstdint>
@@ -44,15 +49,21 @@ struct RunOutput {
   int64_t cols = 0;
 };
 
-// Backend memory released when the owner goes; the backend must outlive it.
-class DeviceAllocation {
+// Backend memory (device, or host staging) released when the owner goes;
+// the backend must outlive it.
+class BackendAllocation {
  public:
-  DeviceAllocation() = default;
-  DeviceAllocation(Backend* backend, size_t bytes) : backend_(backend), bytes_(bytes), ptr_(backend->allocate(bytes)) {}
-  ~DeviceAllocation() { reset(); }
-  DeviceAllocation(const DeviceAllocation&) = delete;
-  DeviceAllocation& operator=(const DeviceAllocation&) = delete;
-  DeviceAllocation& operator=(DeviceAllocation&& other) noexcept;
+  enum class Kind { kDevice, kHost };
+  BackendAllocation() = default;
+  BackendAllocation(Backend* backend, size_t bytes, Kind kind)
+      : backend_(backend),
+        kind_(kind),
+        bytes_(bytes),
+        ptr_(kind == Kind::kDevice ? backend->allocate(bytes) : backend->allocate_host(bytes)) {}
+  ~BackendAllocation() { reset(); }
+  BackendAllocation(const BackendAllocation&) = delete;
+  BackendAllocation& operator=(const BackendAllocation&) = delete;
+  BackendAllocation& operator=(BackendAllocation&& other) noexcept;
 
   uint8_t* data() const { return static_cast<uint8_t*>(ptr_); }
   size_t bytes() const { return bytes_; }
@@ -60,6 +71,7 @@ class DeviceAllocation {
 
  private:
   Backend* backend_ = nullptr;
+  Kind kind_ = Kind::kDevice;
   size_t bytes_ = 0;
   void* ptr_ = nullptr;
 };
@@ -78,32 +90,44 @@ class Runtime {
   const Backend& backend() const { return *backend_; }
   const RuntimeOptions& options() const { return options_; }
   int64_t weight_bytes() const { return static_cast<int64_t>(weights_.bytes()); }
-  int64_t workspace_bytes() const { return static_cast<int64_t>(workspace_.bytes()); }
+  // The device workspace and the host staging of inputs and outputs.
+  int64_t workspace_bytes() const { return static_cast<int64_t>(workspace_.bytes() + staging_.bytes()); }
 
  private:
   Runtime(Plan plan, std::unique_ptr<Backend> backend, const RuntimeOptions& options);
   void load_weights(PlanSource& source);
   void plan_workspace();
-  void validate(const RunRequest& request) const;
-  std::vector<bool> ops_needed_for(const std::vector<int>& output_buffers) const;
-  int64_t rows_of(RowsKind kind, const BatchView& batch) const;
-  float* buffer_data(int buffer) const;
+  BatchShape validate(const RunRequest& request) const;
+  std::vector<bool> ops_needed_for(const std::vector<bool>& requested_outputs) const;
+  void stage_inputs(const RunRequest& request, const BatchShape& launch);
+  void enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
+                   const std::vector<bool>& needed_ops);
+  static int64_t rows_of(RowsKind kind, const BatchShape& shape);
+  void* buffer_data(int buffer) const;
 
   Plan plan_;
   // Declared before the allocations so that it is destroyed after them.
   std::unique_ptr<Backend> backend_;
   RuntimeOptions options_;
-  int64_t max_sequence_length_ = 0;
+  DeviceStorage storage_;
+  BatchShape limits_;  // maxTokens, maxSequences, maxSelectedRows, the longest sequence the plan takes
 
-  DeviceAllocation weights_;
-  std::vector<const float*> tensor_data_;  // per plan tensor; nullptr when no op uses it
+  BackendAllocation weights_;
+  std::vector<const void*> tensor_data_;  // per plan tensor; nullptr when no op uses it
 
-  DeviceAllocation workspace_;
+  // Device workspace: plan buffers, int32 inputs, fp32 outputs (only when
+  // activations are not fp32). Host staging: the int32 inputs at the same
+  // offsets as in the workspace's input region, then one region per output.
+  BackendAllocation workspace_;
   std::vector<size_t> buffer_offsets_;
-  size_t input_ids_offset_ = 0;
+  size_t inputs_offset_ = 0;  // in the workspace
+  size_t input_ids_offset_ = 0;  // this and the next three: from the start of the input region
   size_t token_types_offset_ = 0;
   size_t cu_seqlens_offset_ = 0;
   size_t selected_offset_ = 0;
+  std::vector<size_t> output_f32_offsets_;  // per plan output, in the workspace
+  BackendAllocation staging_;
+  std::vector<size_t> output_staging_offsets_;  // per plan output, in staging_
 
   std::mutex run_mutex_;
 };

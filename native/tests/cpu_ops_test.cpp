@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "../half.h"
 #include "ops.h"
 
 using namespace fusedrt::cpu;
@@ -441,6 +442,45 @@ void test_half_to_float() {
   report(wrong == 0, "half_to_float", "all 65536 values", wrong, 0);
 }
 
+// ---- float_to_half (native/half.h) ----------------------------------------
+
+// Every finite half round-trips; midpoints between neighbouring halves round
+// to the even one and values just off a midpoint to the nearer one;
+// overflow, infinities and NaN map as IEEE says.
+void test_float_to_half() {
+  std::vector<uint16_t> halves(65536);
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<uint16_t>(i);
+  std::vector<float> floats(halves.size());
+  half_to_float(halves.data(), floats.data(), static_cast<int64_t>(halves.size()));
+  int wrong = 0;
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const bool nan = ((i >> 10) & 0x1f) == 0x1f && (i & 0x3ff) != 0;
+    const uint16_t back = fusedrt::float_to_half(floats[i]);
+    if (nan ? !(((back >> 10) & 0x1f) == 0x1f && (back & 0x3ff) != 0) : back != i) ++wrong;
+    // Between i and i + 1 (same sign, both finite): the midpoint is exact in float.
+    if ((i & 0x7fff) < 0x7bff) {
+      const float mid = static_cast<float>((static_cast<double>(floats[i]) + floats[i + 1]) / 2);
+      const uint16_t even = (i & 1) == 0 ? static_cast<uint16_t>(i) : static_cast<uint16_t>(i + 1);
+      if (fusedrt::float_to_half(mid) != even) ++wrong;
+      const float outward = std::nextafter(mid, floats[i + 1]);
+      const float inward = std::nextafter(mid, floats[i]);
+      if (fusedrt::float_to_half(outward) != i + 1 || fusedrt::float_to_half(inward) != i) ++wrong;
+    }
+  }
+  const auto expect = [&](float value, uint16_t half) {
+    if (fusedrt::float_to_half(value) != half) ++wrong;
+  };
+  expect(65520.f, 0x7c00);                            // halfway past the largest half: to inf
+  expect(std::nextafter(65520.f, 0.f), 0x7bff);       // just below: the largest half
+  expect(-1e30f, 0xfc00);
+  expect(INFINITY, 0x7c00);
+  expect(-INFINITY, 0xfc00);
+  expect(std::ldexp(1.f, -25), 0x0000);               // half the smallest subnormal: to even (zero)
+  expect(std::nextafter(std::ldexp(1.f, -25), 1.f), 0x0001);
+  expect(-0.f, 0x8000);
+  report(wrong == 0, "float_to_half", "round trips, ties, overflow", wrong, 0);
+}
+
 }  // namespace
 
 int main() {
@@ -457,6 +497,7 @@ int main() {
   }
   test_gemm_concurrent();
   test_half_to_float();
+  test_float_to_half();
   std::printf("%s: %d cases, %d failed\n", g_failures == 0 ? "OK" : "FAILED", g_cases, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -15,7 +15,10 @@ import { hashSourceFiles } from './source-hash';
 import { loadTokenizerSource } from './tokenizer-source';
 
 export interface BuildOptions {
-  /** Weight precision: fp16 stores matrices and embedding tables as half floats (biases and LayerNorm stay f32). Default: 'fp32'. */
+  /**
+   * Weight precision: fp16 stores matrices and embedding tables as half floats (biases and LayerNorm stay f32);
+   * tf32 stores fp32 weights and marks the plan for TF32 GEMMs on CUDA. Default: 'fp32'.
+   */
   precision?: Precision;
   /** Longest sequence (tokens) the plan accepts; capped at the model's max_position_embeddings. Default: max_position_embeddings. */
   maxSeq?: number;
@@ -54,7 +57,9 @@ function readConfig(dir: string): Record<string, unknown> {
 
 function resolveOptions(options: BuildOptions): { precision: Precision; maxSeq?: number } {
   const precision = options.precision ?? 'fp32';
-  if (precision !== 'fp32' && precision !== 'fp16') throw new FusedRTError('E_INPUT', `precision must be fp32 or fp16, got ${JSON.stringify(precision)}`);
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'tf32') {
+    throw new FusedRTError('E_INPUT', `precision must be fp32, fp16 or tf32, got ${JSON.stringify(precision)}`);
+  }
   const maxSeq = options.maxSeq;
   if (maxSeq !== undefined && (!Number.isInteger(maxSeq) || maxSeq < 2)) {
     throw new FusedRTError('E_INPUT', `maxSeq must be an integer of at least 2 ([CLS] and [SEP]), got ${maxSeq}`);

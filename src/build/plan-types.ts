@@ -1,7 +1,12 @@
 /** Types of the plan header; docs/plan-format.md is the normative description. */
 
 export type DType = 'f32' | 'f16' | 'u8';
-export type Precision = 'fp32' | 'fp16';
+/**
+ * fp32: fp32 weights and compute. fp16: half-float matrices and embedding
+ * tables (fp16 activations on CUDA). tf32: fp32 weights, GEMMs with TF32
+ * tensor cores on CUDA (plain fp32 on the CPU).
+ */
+export type Precision = 'fp32' | 'fp16' | 'tf32';
 export type Task = 'fill-mask' | 'classification' | 'token-classification' | 'question-answering' | 'embedding';
 export type RowsKind = 'tokens' | 'sequences' | 'selected';
 export type Activation = 'none' | 'gelu' | 'gelu_tanh' | 'relu' | 'tanh';

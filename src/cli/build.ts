@@ -1,4 +1,4 @@
-/** `fusedrt build <hf-dir> -o model.plan [--precision fp32|fp16] [--max-seq N]` */
+/** `fusedrt build <hf-dir> -o model.plan [--precision fp32|fp16|tf32] [--max-seq N]` */
 import * as fs from 'fs';
 import { buildPlan } from '../build/builder';
 import type { Precision } from '../build/plan-types';
@@ -12,7 +12,9 @@ or a sharded model.safetensors.index.json, tokenizer.json or vocab.txt).
 
 Options:
   -o, --output <file>         plan file to write (required)
-      --precision fp32|fp16   weight precision (default: fp32)
+      --precision fp32|fp16|tf32
+                              weight precision (default: fp32); tf32 keeps
+                              fp32 weights and runs GEMMs in TF32 on CUDA
       --max-seq <n>           longest sequence in tokens, at most the model's
                               max_position_embeddings (default: that maximum)
   -h, --help                  show this help`;
@@ -39,8 +41,8 @@ function progressPrinter(stream: NodeJS.WriteStream): { update(message: string, 
 }
 
 function parsePrecision(value: string | undefined): Precision | undefined {
-  if (value === undefined || value === 'fp32' || value === 'fp16') return value;
-  throw new FusedRTError('E_INPUT', `build: --precision must be fp32 or fp16, got "${value}"`);
+  if (value === undefined || value === 'fp32' || value === 'fp16' || value === 'tf32') return value;
+  throw new FusedRTError('E_INPUT', `build: --precision must be fp32 or fp16 or tf32, got "${value}"`);
 }
 
 function parseMaxSeq(value: string | undefined): number | undefined {

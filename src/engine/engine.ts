@@ -20,12 +20,18 @@ export const ENGINE_DEFAULTS = {
   maxSequences: 64,
   maxSelectedRows: 256,
   batchWindowMs: 2,
+  cudaGraphs: true,
 };
 
 function positiveInteger(value: number, name: string, allowZero = false): number {
   if (!Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 1 << 24) {
     throw new FusedRTError('E_INPUT', `${name} must be ${allowZero ? 'a non-negative' : 'a positive'} integer, got ${value}`);
   }
+  return value;
+}
+
+function booleanOption(value: boolean, name: string): boolean {
+  if (typeof value !== 'boolean') throw new FusedRTError('E_INPUT', `${name} must be true or false, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -89,6 +95,7 @@ export class Engine {
       maxTokens: positiveInteger(opts.maxTokens, 'maxTokens'),
       maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
       maxSelectedRows: positiveInteger(opts.maxSelectedRows, 'maxSelectedRows'),
+      cudaGraphs: booleanOption(opts.cudaGraphs ?? ENGINE_DEFAULTS.cudaGraphs, 'cudaGraphs'),
     });
     try {
       const nativeInfo = native.info();

@@ -38,6 +38,8 @@ export interface NativeAddon {
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: {
     device: string; threads: number; maxTokens: number; maxSequences: number; maxSelectedRows: number;
+    /** CUDA graphs on (the default) or off; the CPU backend ignores it. */
+    cudaGraphs?: boolean;
   }): Promise<NativeEngine>;
 }
 

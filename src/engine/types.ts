@@ -19,6 +19,13 @@ export interface EngineOptions {
    */
   maxSelectedRows?: number;
   /**
+   * CUDA only: record the work of each launch shape (bucket of batch sizes)
+   * once as a CUDA graph and replay it, which removes most per-kernel launch
+   * cost; false launches every kernel on each run. Results are identical
+   * either way. Default: true.
+   */
+  cudaGraphs?: boolean;
+  /**
    * How long the batcher waits for more requests before running a batch, in
    * milliseconds (0: run what is queued at once). Default: 2.
    */
@@ -56,7 +63,7 @@ export interface EngineInfo {
   maxSelectedRows: number;
   /** Bytes of weights resident in the backend's memory. */
   weightBytes: number;
-  /** Bytes of planned activation workspace. */
+  /** Bytes of planned activation workspace, including the host staging of inputs and outputs. */
   workspaceBytes: number;
   header: PlanHeader;
 }

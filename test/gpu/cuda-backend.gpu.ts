@@ -2,9 +2,12 @@
  * The CUDA backend on a machine with a GPU (run by tools/device/gpu-check.sh;
  * named *.gpu.ts so the default suite, dist/test/**\/*.test.js, skips it):
  * every fixture of test/fixtures/bert on CUDA and on the CPU against
- * transformers, CUDA against the CPU on random batches (long sequences, head
- * dims 32/64/128 and an odd one, every activation), and an allocation failure
- * that must become E_OOM with the process still usable. Prints a table last.
+ * transformers in fp32, fp16 (fp16 activations on CUDA) and tf32; CUDA
+ * against the CPU on random batches (long sequences, head dims 32/64/128 and
+ * an odd one, every activation); CUDA graphs against eager launches, bit for
+ * bit, over batches of different sizes in one bucket; and an allocation
+ * failure that must become E_OOM with the process still usable. Prints a
+ * table last.
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
@@ -14,55 +17,102 @@ import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
-import { addon, NativeEngine, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
+import { addon, NativeEngine, NativeLoadOptions, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'bert');
-const TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2 };
-/** CUDA against the CPU on the same plan: both fp32, different summation orders. */
+/** Max |error| against transformers (fp32) per element, per plan precision, on CUDA. */
+const TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
+/** The CPU computes every precision in fp32 (fp16 weights widened). */
+const CPU_TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-4 };
+/** Least cosine similarity per output row (rows of at least COSINE_MIN_COLS columns) for fp16 activations. */
+const MIN_COSINE = 0.9999;
+const COSINE_MIN_COLS = 16;
+/** CUDA against the CPU on the same fp32 plan: different summation orders. */
 const AGREEMENT = 1e-4;
+/**
+ * CUDA fp16 activations against the CPU on the same fp16 plan (random
+ * weights, unnormalised logits of a random MLM head): fp16 rounding of every
+ * activation, so a looser bound than the fixtures', plus the cosine check.
+ */
+const HALF_AGREEMENT = 5e-2;
+const HALF_RANDOM_MIN_COSINE = 0.999;
 
 interface Expected {
   inputs: { inputIds: number[]; tokenTypeIds: number[]; cuSeqlens: number[]; selectedRows: number[] };
   outputs: Record<string, { rows: number; cols: number; data: number[] }>;
 }
 
-const table: string[][] = [['check', 'backend', 'max |error|', 'limit', 'result']];
-function record(check: string, backend: string, error: number, limit: number): void {
-  table.push([check, backend, error.toExponential(2), limit.toExponential(0), error <= limit ? 'ok' : 'FAIL']);
+type LoadOptions = NativeLoadOptions & { cudaGraphs?: boolean; maxSelectedRows?: number };
+
+const table: string[][] = [['check', 'backend', 'max |error|', 'limit', 'min cosine', 'result']];
+function record(check: string, backend: string, error: number, limit: number, cosine = NaN, minCosine = 0): void {
+  const ok = error <= limit && !(cosine < minCosine);
+  table.push([check, backend, error.toExponential(2), limit.toExponential(0), Number.isNaN(cosine) ? '-' : cosine.toFixed(6), ok ? 'ok' : 'FAIL']);
 }
 
-function maxAbsDifference(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  assert.equal(got.length, want.length, 'output sizes differ');
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    worst = Number.isNaN(d) ? Infinity : Math.max(worst, d);
+interface Difference { maxAbs: number; minCosine: number }
+
+/** Max |got - want| over all elements, and the least cosine similarity of a row (rows of >= COSINE_MIN_COLS columns). */
+function difference(got: NativeOutput, want: { rows: number; cols: number; data: ArrayLike<number> }): Difference {
+  assert.deepEqual([got.rows, got.cols], [want.rows, want.cols], 'output shapes differ');
+  assert.equal(got.data.length, want.data.length, 'output sizes differ');
+  let maxAbs = 0;
+  let minCosine = 1;
+  for (let r = 0; r < want.rows; r++) {
+    let dot = 0;
+    let gotNorm = 0;
+    let wantNorm = 0;
+    for (let c = 0; c < want.cols; c++) {
+      const i = r * want.cols + c;
+      const d = Math.abs(got.data[i] - want.data[i]);
+      maxAbs = Number.isNaN(d) ? Infinity : Math.max(maxAbs, d);
+      dot += got.data[i] * want.data[i];
+      gotNorm += got.data[i] * got.data[i];
+      wantNorm += want.data[i] * want.data[i];
+    }
+    if (want.cols >= COSINE_MIN_COLS && wantNorm > 0) {
+      const cosine = gotNorm > 0 ? dot / Math.sqrt(gotNorm * wantNorm) : 0;
+      minCosine = Number.isNaN(cosine) ? -1 : Math.min(minCosine, cosine);
+    }
   }
-  return worst;
+  return { maxAbs, minCosine };
 }
 
-async function withEngine<T>(plan: string, device: string, use: (e: NativeEngine) => Promise<T>, maxTokens = 4096): Promise<T> {
-  const engine = await addon.loadEngine(plan, { device, threads: os.availableParallelism(), maxTokens, maxSequences: 64 });
+function worstOf(results: Difference[]): Difference {
+  return {
+    maxAbs: Math.max(0, ...results.map((r) => r.maxAbs)),
+    minCosine: Math.min(1, ...results.map((r) => r.minCosine)),
+  };
+}
+
+function loadOptions(device: string, extra: Partial<LoadOptions> = {}): LoadOptions {
+  return { device, threads: os.availableParallelism(), maxTokens: 4096, maxSequences: 64, ...extra };
+}
+
+async function withEngine<T>(plan: string, options: LoadOptions, use: (e: NativeEngine) => Promise<T>): Promise<T> {
+  const engine = await addon.loadEngine(plan, options);
   try {
-    assert.equal(engine.info().backend, device.startsWith('cuda') ? 'cuda' : 'cpu');
+    assert.equal(engine.info().backend, options.device?.startsWith('cuda') ? 'cuda' : 'cpu');
     return await use(engine);
   } finally {
     await engine.dispose();
   }
 }
 
-/** Random packed batch: lengths in [1, maxLength], ids in [0, vocab), type ids 0/1, a few selected rows. */
-function randomBatch(lengths: number[], vocab: number, outputs: string[], seed: number): NativeRunRequest {
+/** Random packed batch: ids in [0, vocab), type ids 0/1, `selected` distinct selected rows (default 3). */
+function randomBatch(lengths: number[], vocab: number, outputs: string[], seed: number, selected = 3): NativeRunRequest {
   let state = seed >>> 0;
   const next = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
   const tokens = lengths.reduce((a, b) => a + b, 0);
   const cuSeqlens = Int32Array.from([0, ...lengths.map((_, i) => lengths.slice(0, i + 1).reduce((a, b) => a + b, 0))]);
+  const rows = new Set<number>([0, tokens - 1]);
+  while (rows.size < Math.min(selected, tokens)) rows.add(Math.floor(next() * tokens));
   return {
     inputIds: Int32Array.from({ length: tokens }, () => Math.floor(next() * vocab)),
     tokenTypeIds: Int32Array.from({ length: tokens }, () => (next() < 0.3 ? 1 : 0)),
     cuSeqlens,
-    selectedRows: Int32Array.from([0, Math.floor(tokens / 2), tokens - 1]),
+    selectedRows: Int32Array.from([...rows].slice(0, selected)),
     outputs,
   };
 }
@@ -71,17 +121,42 @@ function outputNames(engine: NativeEngine): string[] {
   return (JSON.parse(engine.info().headerJson) as { outputs: Array<{ name: string }> }).outputs.map((o) => o.name);
 }
 
-async function compareCudaWithCpu(label: string, plan: string, batch: NativeRunRequest): Promise<void> {
-  const run = (device: string) => withEngine(plan, device, async (e) => e.run({ ...batch, outputs: outputNames(e) }));
-  const [gpu, cpu]: Array<Record<string, NativeOutput>> = [await run('cuda'), await run('cpu')];
-  let worst = 0;
-  for (const name of Object.keys(cpu)) {
-    assert.ok(gpu[name], `${label}: CUDA returned no "${name}"`);
-    assert.deepEqual([gpu[name].rows, gpu[name].cols], [cpu[name].rows, cpu[name].cols], `${label}: shape of "${name}"`);
-    worst = Math.max(worst, maxAbsDifference(gpu[name].data, cpu[name].data));
+function compareOutputs(label: string, got: Record<string, NativeOutput>, want: Record<string, NativeOutput>): Difference {
+  const results: Difference[] = [];
+  for (const name of Object.keys(want)) {
+    assert.ok(got[name], `${label}: no "${name}"`);
+    results.push(difference(got[name], want[name]));
   }
-  record(label, 'cuda vs cpu', worst, AGREEMENT);
-  assert.ok(worst <= AGREEMENT, `${label}: CUDA and CPU differ by ${worst}`);
+  return worstOf(results);
+}
+
+async function compareCudaWithCpu(label: string, plan: string, batch: NativeRunRequest, half: boolean): Promise<void> {
+  const run = (device: string) => withEngine(plan, loadOptions(device), async (e) => e.run({ ...batch, outputs: outputNames(e) }));
+  const [gpu, cpu] = [await run('cuda'), await run('cpu')];
+  const worst = compareOutputs(label, gpu, cpu);
+  const limit = half ? HALF_AGREEMENT : AGREEMENT;
+  const minCosine = half ? HALF_RANDOM_MIN_COSINE : 0;
+  record(label, 'cuda vs cpu', worst.maxAbs, limit, half ? worst.minCosine : NaN, minCosine);
+  assert.ok(worst.maxAbs <= limit, `${label}: CUDA and CPU differ by ${worst.maxAbs}`);
+  assert.ok(worst.minCosine >= minCosine, `${label}: a row's cosine is ${worst.minCosine}`);
+}
+
+/** A random BERT (MLM head, so selected rows are exercised) with the given shape, built into a plan. */
+async function randomPlan(work: string, name: string, shape: { hidden: number; heads: number; act: string; layers?: number }, precision: Precision): Promise<string> {
+  const dir = path.join(work, name);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    writeRandomBertModel(dir, {
+      architecture: 'BertForMaskedLM', hiddenSize: shape.hidden, numLayers: shape.layers ?? 2, numHeads: shape.heads,
+      intermediateSize: 2 * shape.hidden, maxPositions: 640, vocab: randomModelVocabulary().slice(0, 500),
+      seed: shape.hidden + shape.heads,
+    });
+    const configPath = path.join(dir, 'config.json');
+    const config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(configPath, JSON.stringify({ ...config, hidden_act: shape.act }));
+  }
+  const plan = path.join(dir, `model-${precision}.plan`);
+  await buildPlan(dir, plan, { precision });
+  return plan;
 }
 
 describe('CUDA backend (GPU machine)', function () {
@@ -100,7 +175,7 @@ describe('CUDA backend (GPU machine)', function () {
 
   const index = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'index.json'), 'utf8')) as { fixtures: Array<{ name: string }> };
   for (const { name } of index.fixtures) {
-    for (const precision of ['fp32', 'fp16'] as const) {
+    for (const precision of ['fp32', 'fp16', 'tf32'] as const) {
       it(`${name} ${precision}: CUDA and CPU match transformers`, async () => {
         const plan = path.join(work, `${name}-${precision}.plan`);
         await buildPlan(path.join(FIXTURES, name), plan, { precision });
@@ -113,13 +188,17 @@ describe('CUDA backend (GPU machine)', function () {
           selectedRows: Int32Array.from(expected.inputs.selectedRows),
           outputs: names,
         };
+        const failures: string[] = [];
         for (const device of ['cuda', 'cpu']) {
-          const result = await withEngine(plan, device, (e) => e.run(batch));
-          let worst = 0;
-          for (const out of names) worst = Math.max(worst, maxAbsDifference(result[out].data, expected.outputs[out].data));
-          record(`${name} ${precision} vs transformers`, device, worst, TOLERANCE[precision]);
-          assert.ok(worst <= TOLERANCE[precision], `${name} ${precision} on ${device}: max |error| ${worst}`);
+          const result = await withEngine(plan, loadOptions(device), (e) => e.run(batch));
+          const worst = worstOf(names.map((out) => difference(result[out], expected.outputs[out])));
+          const limit = device === 'cuda' ? TOLERANCE[precision] : CPU_TOLERANCE[precision];
+          const minCosine = precision === 'fp16' ? MIN_COSINE : 0;
+          record(`${name} ${precision} vs transformers`, device, worst.maxAbs, limit, worst.minCosine, minCosine);
+          if (worst.maxAbs > limit) failures.push(`${device}: max |error| ${worst.maxAbs}`);
+          if (worst.minCosine < minCosine) failures.push(`${device}: least row cosine ${worst.minCosine}`);
         }
+        assert.deepEqual(failures, [], `${name} ${precision}`);
       });
     }
   }
@@ -129,21 +208,65 @@ describe('CUDA backend (GPU machine)', function () {
     { hidden: 64, heads: 2, act: 'gelu' }, { hidden: 128, heads: 2, act: 'gelu_new' },
     { hidden: 256, heads: 2, act: 'relu' }, { hidden: 96, heads: 2, act: 'gelu' },
   ];
-  for (const { hidden, heads, act } of shapes) {
-    it(`random batches up to 600 tokens a sequence: head_dim ${hidden / heads}, ${act}`, async () => {
-      const dir = path.join(work, `random-${hidden}-${heads}-${act}`);
-      writeRandomBertModel(dir, {
-        architecture: 'BertForMaskedLM', hiddenSize: hidden, numLayers: 2, numHeads: heads, intermediateSize: 2 * hidden,
-        maxPositions: 640, vocab: randomModelVocabulary().slice(0, 500), seed: hidden + heads,
+  for (const shape of shapes) {
+    for (const precision of ['fp32', 'fp16'] as const) {
+      it(`random batches up to 600 tokens a sequence: head_dim ${shape.hidden / shape.heads}, ${shape.act}, ${precision}`, async () => {
+        const plan = await randomPlan(work, `random-${shape.hidden}-${shape.heads}-${shape.act}`, shape, precision);
+        const label = `random d=${shape.hidden / shape.heads} ${shape.act} ${precision}`;
+        const half = precision === 'fp16';
+        await compareCudaWithCpu(`${label} short`, plan, randomBatch([1, 2, 17, 33, 5], 500, [], 1), half);
+        await compareCudaWithCpu(`${label} long`, plan, randomBatch([600, 513, 1, 64, 127], 500, [], 2), half);
       });
-      const configPath = path.join(dir, 'config.json');
-      const config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
-      fs.writeFileSync(configPath, JSON.stringify({ ...config, hidden_act: act }));
-      const plan = path.join(dir, 'model.plan');
-      await buildPlan(dir, plan, { precision: 'fp32' });
-      const label = `random d=${hidden / heads} ${act}`;
-      await compareCudaWithCpu(`${label} short`, plan, randomBatch([1, 2, 17, 33, 5], 500, [], 1));
-      await compareCudaWithCpu(`${label} long`, plan, randomBatch([600, 513, 1, 64, 127], 500, [], 2));
+    }
+  }
+
+  for (const precision of ['fp32', 'fp16'] as const) {
+    it(`CUDA graphs (${precision}): replays equal eager launches bit for bit, for every size in a bucket`, async () => {
+      const plan = await randomPlan(work, 'graphs-128-2-gelu', { hidden: 128, heads: 2, act: 'gelu' }, precision);
+      const on = await addon.loadEngine(plan, loadOptions('cuda', { maxTokens: 1024, maxSequences: 16, maxSelectedRows: 64 }));
+      const off = await addon.loadEngine(plan, loadOptions('cuda', { maxTokens: 1024, maxSequences: 16, maxSelectedRows: 64, cudaGraphs: false }));
+      const cpu = await addon.loadEngine(plan, loadOptions('cpu', { maxTokens: 1024, maxSequences: 16, maxSelectedRows: 64 }));
+      try {
+        const all = outputNames(on);
+        // Buckets: tokens 65..128 share one, sequences 3..4 and selected 3..4 too;
+        // others in between, then the first bucket again (replayed after others).
+        const batches: Array<[string, NativeRunRequest]> = [
+          ['T=70 B=2 S=3', randomBatch([30, 40], 500, all, 11, 3)],
+          ['T=65 B=3 S=4', randomBatch([50, 10, 5], 500, all, 12, 4)],
+          ['T=128 B=4 S=3', randomBatch([32, 32, 32, 32], 500, all, 13, 3)],
+          ['T=128 B=1 S=1', randomBatch([128], 500, all, 14, 1)],
+          ['T=300 B=2 S=0', randomBatch([200, 100], 500, all.filter((n) => n !== 'logits'), 15, 0)],
+          ['T=1000 B=16 S=64', randomBatch(Array.from({ length: 16 }, (_, i) => 25 + 5 * i), 500, all, 16, 64)],
+          ['T=100 B=3 S=4', randomBatch([1, 98, 1], 500, all, 17, 4)],
+          ['T=70 B=2 S=3, hidden only', randomBatch([35, 35], 500, ['hidden'], 18, 3)],
+          ['T=127 B=4 no type ids', { ...randomBatch([60, 60, 6, 1], 500, all, 19, 2), tokenTypeIds: undefined }],
+          ['T=70 B=2 S=3 again', randomBatch([30, 40], 500, all, 11, 3)],
+        ];
+        let worstVsCpu = 0;
+        let worstCosine = 1;
+        for (const [label, batch] of batches) {
+          const first = await on.run(batch);
+          const replay = await on.run(batch);
+          const eager = await off.run(batch);
+          const reference = await cpu.run(batch);
+          for (const [what, other] of [['replay', replay], ['graphs off', eager]] as const) {
+            const d = compareOutputs(`${label} ${what}`, other, first);
+            assert.equal(d.maxAbs, 0, `${precision} ${label}: ${what} differs from the first run by ${d.maxAbs}`);
+          }
+          assert.deepEqual(Object.keys(first).sort(), [...batch.outputs].sort(), `${label}: outputs`);
+          const d = compareOutputs(`${label} vs cpu`, first, reference);
+          worstVsCpu = Math.max(worstVsCpu, d.maxAbs);
+          worstCosine = Math.min(worstCosine, d.minCosine);
+        }
+        const half = precision === 'fp16';
+        record(`graphs ${precision}: on = off = replay`, 'cuda', 0, 0);
+        record(`graphs ${precision}: bucketed runs vs cpu`, 'cuda vs cpu', worstVsCpu, half ? HALF_AGREEMENT : AGREEMENT,
+          half ? worstCosine : NaN, half ? HALF_RANDOM_MIN_COSINE : 0);
+        assert.ok(worstVsCpu <= (half ? HALF_AGREEMENT : AGREEMENT), `${precision}: bucketed runs differ from the CPU by ${worstVsCpu}`);
+        if (half) assert.ok(worstCosine >= HALF_RANDOM_MIN_COSINE, `${precision}: least row cosine ${worstCosine}`);
+      } finally {
+        await Promise.all([on.dispose(), off.dispose(), cpu.dispose()]);
+      }
     });
   }
 
@@ -156,7 +279,7 @@ describe('CUDA backend (GPU machine)', function () {
     assert.equal(code, 'E_OOM');
     assert.equal(addon.nativeMemoryBytes(), before, 'memory of the failed load was not returned');
     assert.equal(await rejectionCode(addon.loadEngine(plan, { device: 'cuda:99' })), 'E_BACKEND');
-    const result = await withEngine(plan, 'cuda', (e) => e.run({ inputIds: Int32Array.from([1, 2, 3]), cuSeqlens: Int32Array.from([0, 3]), outputs: ['hidden'] }));
+    const result = await withEngine(plan, loadOptions('cuda'), (e) => e.run({ inputIds: Int32Array.from([1, 2, 3]), cuSeqlens: Int32Array.from([0, 3]), outputs: ['hidden'] }));
     assert.ok(result.hidden.data.every(Number.isFinite));
   });
 });

@@ -3,7 +3,8 @@
 #   source .device/env.sh && bash tools/device/gpu-check.sh
 # with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
 # tsconfig.json) carried. Builds the addon with CUDA, runs
-# dist/test/gpu/*.gpu.js, and writes everything to $OUT/gpu-check.log (or
+# dist/test/gpu/*.gpu.js, times a BERT-base-shaped plan
+# (dist/test/gpu/cuda-timing.js), and writes everything to $OUT/gpu-check.log (or
 # ./gpu-check.log without $OUT). Keeps going after a failed step so one call
 # reports as much as it can; the exit status is the first failure's.
 set -uo pipefail
@@ -23,11 +24,15 @@ step() {
 }
 : > "$log.summary"
 step environment sh -c 'node --version; nvcc --version | tail -1; nvidia-smi; cmake --version | head -1'
+step attention-test sh -c 'nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/attention_test cuda/tests/attention_test.cu cuda/attention.cu && /tmp/attention_test'
 # A fresh build tree: the carried checkout must not reuse a CPU-only cache.
 rm -rf build
 if step build node scripts/build-native.js; then
-  step kernels bash scripts/check-cuda-compile.sh /tmp/cuda-objects
+  # Most informative first: the device call has a time limit, and what the
+  # log holds when it is cut off still comes back.
   step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
+  step timing node dist/test/gpu/cuda-timing.js
+  step kernels bash scripts/check-cuda-compile.sh /tmp/cuda-objects
   # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
   # (The Node-RED tests need dev packages the device pack leaves out.)
   step cpu-suite node_modules/.bin/mocha --no-config --timeout 600000 dist/test/numerics.test.js \
@@ -35,7 +40,9 @@ if step build node scripts/build-native.js; then
 fi
 echo
 echo "--- last lines of the GPU tests (full log: $log) ---"
-awk '/=== gpu-tests: node_modules/{on=1} on' "$log" | tail -60
+awk '/=== gpu-tests: node_modules/{on=1} on; /=== gpu-tests: exit/{on=0}' "$log" | tail -130
+echo "--- timing (engine.run wall time from JS; BERT-base shape, random weights) ---"
+awk '/=== timing: node/{on=1} /=== timing: exit/{on=0} on' "$log" | tail -16
 echo "--- build report ---"
 grep -E '^(FusedRT native|CUDA backend):' "$log"
 echo "--- steps ---"

@@ -1,0 +1,261 @@
+/**
+ * FusedRT side of the GPU benchmark (bench/gpu/README.md): builds fp16 and
+ * fp32 plans from the model bench/gpu/pytorch_bench.py saved, runs the exact
+ * inputs it wrote (packed, no padding, one [MASK] row per sequence, output
+ * 'logits') on the CUDA backend, and times `await engine.run()` in Node with
+ * process.hrtime: host overhead included (packing, the upload, the logits'
+ * download into a Float32Array), which is what a user of the API waits for.
+ * Also measures the event loop's delay while batches run back to back.
+ *
+ *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--plan-dir DIR] [--budget-s 2] [--device cuda]
+ *
+ * Writes OUT/fusedrt.json (after every case, so a crash keeps what was measured).
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { buildPlan } from '../../src/build/builder';
+import type { Precision } from '../../src/build/plan-types';
+import { Engine } from '../../src/engine/engine';
+import type { DeviceOption, PackedBatch } from '../../src/engine/types';
+
+const WARMUP_RUNS = 10;
+/** Fewer warm-up runs (at least 3) for the slowest cases. */
+const WARMUP_BUDGET_S = 1;
+const MAX_RUNS = 100;
+const MIN_RUNS = 20;
+/** The event-loop probe: this case back to back for this long, with a 1 ms ticker. */
+const LOOP_CASE = 's128-b32-fixed';
+const LOOP_PROBE_MS = 3000;
+
+export interface BenchCase {
+  name: string;
+  seq: number;
+  batch: number;
+  kind: 'fixed' | 'varlen';
+  lengths: number[];
+  ids: number[];
+  maskPositions: number[];
+}
+
+export interface BenchInputs {
+  seed: number;
+  model: { vocab_size: number; hidden_size: number; num_hidden_layers: number; intermediate_size: number };
+  cases: BenchCase[];
+}
+
+export interface Timing {
+  median_ms: number;
+  p90_ms: number;
+  runs: number;
+}
+
+export interface FusedTiming extends Partial<Timing> {
+  precision: Precision;
+  case: string;
+  error?: string;
+}
+
+export interface LoopProbe {
+  precision: Precision;
+  label: string;
+  requests: number;
+  ticks: number;
+  max_delay_ms: number;
+  p99_delay_ms: number;
+}
+
+export interface FusedResults {
+  node: string;
+  host: string;
+  timings: FusedTiming[];
+  references: Array<{ precision: Precision; case: string; max_abs: number; max_ref: number; error?: string }>;
+  loop: LoopProbe[];
+  notes: string[];
+}
+
+function parseArgs(argv: string[]): { modelDir: string; inputs: string; out: string; planDir: string; budgetS: number; device: DeviceOption } {
+  const args = new Map<string, string>();
+  for (let i = 0; i < argv.length; i += 2) args.set(argv[i], argv[i + 1]);
+  const need = (name: string) => {
+    const value = args.get(name);
+    if (!value) throw new Error(`${name} is required (see the top of bench/gpu/fusedrt-bench.ts)`);
+    return value;
+  };
+  return {
+    modelDir: need('--model-dir'),
+    inputs: need('--inputs'),
+    out: need('--out'),
+    planDir: args.get('--plan-dir') ?? os.tmpdir(),
+    budgetS: Number(args.get('--budget-s') ?? 2),
+    // Another device only to smoke-test this script where there is no GPU.
+    device: (args.get('--device') ?? 'cuda') as DeviceOption,
+  };
+}
+
+/** The packed batch of a case: sequences back to back, the [MASK] row of each selected. */
+export function packedBatch(c: BenchCase): PackedBatch {
+  const cuSeqlens = new Int32Array(c.lengths.length + 1);
+  c.lengths.forEach((length, b) => { cuSeqlens[b + 1] = cuSeqlens[b] + length; });
+  const selectedRows = Int32Array.from(c.maskPositions, (m, b) => cuSeqlens[b] + m);
+  return { inputIds: Int32Array.from(c.ids), cuSeqlens, selectedRows, outputs: ['logits'] };
+}
+
+function median(sorted: number[]): number {
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Median wall ms of `once`; 100 runs unless that passes budgetS (then fewer, at least MIN_RUNS). */
+async function timeRuns(once: () => Promise<unknown>, budgetS: number): Promise<Timing> {
+  const warmupStart = process.hrtime.bigint();
+  for (let i = 0; i < WARMUP_RUNS; i++) {
+    await once();
+    if (i >= 2 && Number(process.hrtime.bigint() - warmupStart) / 1e9 > WARMUP_BUDGET_S) break;
+  }
+  const probeStart = process.hrtime.bigint();
+  for (let i = 0; i < 3; i++) await once();
+  const perRunS = Number(process.hrtime.bigint() - probeStart) / 3e9;
+  const runs = Math.max(MIN_RUNS, Math.min(MAX_RUNS, Math.floor(budgetS / Math.max(perRunS, 1e-6))));
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = process.hrtime.bigint();
+    await once();
+    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return { median_ms: median(times), p90_ms: times[Math.floor(0.9 * (runs - 1))], runs };
+}
+
+/** Max and 99th-percentile lateness of a 1 ms setInterval while `work` runs (or while idle). */
+async function probeLoop(work: (() => Promise<unknown>) | undefined, durationMs: number): Promise<{ requests: number; ticks: number; max: number; p99: number }> {
+  const delays: number[] = [];
+  let last = process.hrtime.bigint();
+  const ticker = setInterval(() => {
+    const now = process.hrtime.bigint();
+    delays.push(Number(now - last) / 1e6 - 1);
+    last = now;
+  }, 1);
+  const end = Date.now() + durationMs;
+  let requests = 0;
+  try {
+    while (Date.now() < end) {
+      if (work) {
+        await work();
+        requests++;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  } finally {
+    clearInterval(ticker);
+  }
+  delays.sort((a, b) => a - b);
+  return { requests, ticks: delays.length, max: delays[delays.length - 1] ?? NaN, p99: delays[Math.floor(0.99 * (delays.length - 1))] ?? NaN };
+}
+
+/** Compares the logits of the cases pytorch_bench.py saved a reference for (fp32 eager transformers). */
+async function checkReferences(engine: Engine, precision: Precision, inputs: BenchInputs, dir: string, results: FusedResults): Promise<void> {
+  for (const c of inputs.cases) {
+    const file = path.join(dir, `reference-${c.name}.f32`);
+    if (!fs.existsSync(file)) continue;
+    try {
+      const bytes = fs.readFileSync(file);
+      const want = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      const got = (await engine.run(packedBatch(c))).logits.data;
+      if (got.length !== want.length) throw new Error(`${got.length} logits, the reference has ${want.length}`);
+      let maxAbs = 0;
+      let maxRef = 0;
+      for (let i = 0; i < want.length; i++) {
+        const d = Math.abs(got[i] - want[i]);
+        maxAbs = Number.isNaN(d) ? Infinity : Math.max(maxAbs, d);
+        maxRef = Math.max(maxRef, Math.abs(want[i]));
+      }
+      results.references.push({ precision, case: c.name, max_abs: maxAbs, max_ref: maxRef });
+      console.log(`${precision} ${c.name}: max |FusedRT - transformers fp32| = ${maxAbs.toExponential(2)} (max |logit| ${maxRef.toFixed(2)})`);
+    } catch (e) {
+      results.references.push({ precision, case: c.name, max_abs: NaN, max_ref: NaN, error: (e as Error).message });
+      console.log(`${precision} ${c.name}: reference check failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+async function benchPrecision(precision: Precision, inputs: BenchInputs, args: ReturnType<typeof parseArgs>, results: FusedResults, save: () => void): Promise<void> {
+  const plan = path.join(args.planDir, `bench-bert-base-${precision}.plan`);
+  const buildStart = Date.now();
+  await buildPlan(args.modelDir, plan, { precision });
+  console.log(`built ${plan} in ${((Date.now() - buildStart) / 1000).toFixed(1)} s`);
+  const maxTokens = Math.max(...inputs.cases.map((c) => c.lengths.reduce((a, b) => a + b, 0)));
+  const maxSequences = Math.max(...inputs.cases.map((c) => c.batch));
+  const engine = await Engine.load(plan, {
+    device: args.device, maxTokens, maxSequences, maxSelectedRows: maxSequences, batchWindowMs: 0,
+  });
+  try {
+    console.log(`${precision}: backend ${engine.info.backend}, weights ${(engine.info.weightBytes / 2 ** 20).toFixed(0)} MiB, `
+      + `workspace ${(engine.info.workspaceBytes / 2 ** 20).toFixed(0)} MiB`);
+    await checkReferences(engine, precision, inputs, path.dirname(args.inputs), results);
+    save();
+    for (const c of inputs.cases) {
+      const batch = packedBatch(c);
+      const entry: FusedTiming = { precision, case: c.name };
+      try {
+        Object.assign(entry, await timeRuns(() => engine.run(batch), args.budgetS));
+        console.log(`${precision} ${c.name.padEnd(18)} ${entry.median_ms!.toFixed(3)} ms (${entry.runs} runs)`);
+      } catch (e) {
+        entry.error = (e as Error).message;
+        console.log(`${precision} ${c.name.padEnd(18)} FAILED: ${entry.error}`);
+      }
+      results.timings.push(entry);
+      save();
+    }
+    const loopCase = inputs.cases.find((c) => c.name === LOOP_CASE);
+    if (loopCase) {
+      const batch = packedBatch(loopCase);
+      for (const [label, work] of [['idle', undefined], [`${LOOP_CASE} back to back`, () => engine.run(batch)]] as const) {
+        const p = await probeLoop(work, LOOP_PROBE_MS);
+        results.loop.push({ precision, label, requests: p.requests, ticks: p.ticks, max_delay_ms: p.max, p99_delay_ms: p.p99 });
+        console.log(`${precision} event loop, ${label}: ${p.requests} requests, ${p.ticks} ticks, `
+          + `max delay ${p.max.toFixed(3)} ms, p99 ${p.p99.toFixed(3)} ms`);
+      }
+      save();
+    }
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const inputs = JSON.parse(fs.readFileSync(args.inputs, 'utf8')) as BenchInputs;
+  fs.mkdirSync(args.out, { recursive: true });
+  const results: FusedResults = {
+    node: process.version,
+    host: os.cpus()[0]?.model ?? 'unknown',
+    timings: [],
+    references: [],
+    loop: [],
+    notes: [
+      'times are process.hrtime around await engine.run(): host packing, upload, GPU work, logits download included',
+      'no per-run GPU time is exposed by the addon, so host overhead is not separated from GPU time',
+      `event-loop delay: lateness of a 1 ms setInterval tick, measured idle and while ${LOOP_CASE} runs back to back`,
+    ],
+  };
+  const save = () => fs.writeFileSync(path.join(args.out, 'fusedrt.json'), JSON.stringify(results, null, 1));
+  for (const precision of ['fp16', 'fp32'] as const) {
+    try {
+      await benchPrecision(precision, inputs, args, results, save);
+    } catch (e) {
+      results.notes.push(`${precision}: ${(e as Error).message}`);
+      console.log(`${precision} FAILED: ${(e as Error).stack ?? e}`);
+      save();
+    }
+  }
+  save();
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,113 @@
+/**
+ * The combined table of the GPU benchmark: FusedRT (fusedrt.json) against
+ * PyTorch (torch.json) on the cases of inputs.json, with the FLOP floor at
+ * the measured dense FP16 GEMM rate. Either side may be missing or partial
+ * (a failed step); its columns then say so.
+ *
+ *   node dist/bench/gpu/report.js --dir OUT   (reads OUT/{inputs,torch,fusedrt}.json, writes OUT/report.md)
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { bertMlmFlops, effectiveTflops, floorMs } from './flops';
+import type { BenchInputs, FusedResults } from './fusedrt-bench';
+
+interface TorchResults {
+  device: string;
+  torch: string;
+  transformers: string;
+  gemm: { tflops: number; n: number };
+  timings: Array<{ mode: string; case: string; median_ms?: number; runs?: number; error?: string; graph_mask?: string }>;
+  notes: string[];
+}
+
+const TORCH_MODES = ['fp16-eager', 'fp16-sdpa', 'fp16-sdpa-graph', 'fp32-eager', 'fp32-sdpa'];
+
+function readJson<T>(file: string): T | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+function cell(ms: number | undefined, runs: number | undefined): string {
+  if (ms === undefined) return '—';
+  return `${ms.toFixed(2)}${runs !== undefined && runs < 100 ? ` (${runs})` : ''}`;
+}
+
+export function report(dir: string): string {
+  const inputs = readJson<BenchInputs>(path.join(dir, 'inputs.json'));
+  const torch = readJson<TorchResults>(path.join(dir, 'torch.json'));
+  const ours = readJson<FusedResults>(path.join(dir, 'fusedrt.json'));
+  if (!inputs) return `no ${path.join(dir, 'inputs.json')}: the PyTorch step did not get far enough to write the inputs\n`;
+  const gemm = torch?.gemm.tflops;
+  const lines: string[] = [];
+  const m = inputs.model;
+  lines.push(`## BERT MLM (${m.num_hidden_layers} layers × ${m.hidden_size}, intermediate ${m.intermediate_size}, vocab ${m.vocab_size}), one [MASK] row per sequence`);
+  lines.push('');
+  lines.push(`${torch ? `${torch.device}; torch ${torch.torch}, transformers ${torch.transformers}` : 'no PyTorch results'}; `
+    + `${ours ? `FusedRT on Node ${ours.node}` : 'no FusedRT results'}. `
+    + `Dense FP16 GEMM (torch.matmul 8192³): ${gemm ? `${gemm.toFixed(0)} TFLOP/s` : 'not measured'}.`);
+  lines.push('Milliseconds, median (run count in brackets when under 100). FusedRT: wall time of `await engine.run()` in Node, '
+    + 'host work and logits download included. PyTorch: CUDA events around the forward (GPU stream time, no download); '
+    + 'variable lengths padded to S with an attention mask, fixed lengths without a mask.');
+  lines.push('');
+  const ourMs = (precision: string, name: string) => ours?.timings.find((t) => t.precision === precision && t.case === name);
+  const torchMs = (mode: string, name: string) => torch?.timings.find((t) => t.mode === mode && t.case === name);
+  lines.push('| case | tokens | GFLOP | floor ms | ours fp16 | ours fp32 | ' + TORCH_MODES.join(' | ')
+    + ' | fp16 speed-up vs best torch fp16 | ours fp16 TFLOP/s |');
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ' + TORCH_MODES.map(() => '---:').join(' | ') + ' | ---: | ---: |');
+  for (const c of inputs.cases) {
+    const tokens = c.lengths.reduce((a, b) => a + b, 0);
+    const flops = bertMlmFlops(inputs.model, c.lengths, c.batch);
+    const fp16 = ourMs('fp16', c.name);
+    const fp32 = ourMs('fp32', c.name);
+    const torchCells = TORCH_MODES.map((m) => torchMs(m, c.name));
+    const bestTorch16 = Math.min(...torchCells.slice(0, 3).map((t) => t?.median_ms ?? Infinity));
+    const speedup = fp16?.median_ms && Number.isFinite(bestTorch16) ? `${(bestTorch16 / fp16.median_ms).toFixed(2)}×` : '—';
+    lines.push(`| ${c.name} | ${tokens} | ${(flops / 1e9).toFixed(1)} | ${gemm ? floorMs(flops, gemm).toFixed(3) : '—'} | `
+      + `${cell(fp16?.median_ms, fp16?.runs)} | ${cell(fp32?.median_ms, fp32?.runs)} | `
+      + torchCells.map((t) => (t?.error ? 'failed' : cell(t?.median_ms, t?.runs))).join(' | ')
+      + ` | ${speedup} | ${fp16?.median_ms ? effectiveTflops(flops, fp16.median_ms).toFixed(1) : '—'} |`);
+  }
+  if (ours) {
+    lines.push('');
+    lines.push('FusedRT, variable lengths against every sequence at S (FusedRT has no padding: "padded" = all at length S):');
+    lines.push('');
+    lines.push('| precision | S | batch | varlen ms | all-S ms | time ratio | token ratio |');
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const precision of ['fp16', 'fp32']) {
+      for (const c of inputs.cases.filter((x) => x.kind === 'varlen')) {
+        const fixedName = c.name.replace('varlen', 'fixed');
+        const v = ourMs(precision, c.name)?.median_ms;
+        const f = ourMs(precision, fixedName)?.median_ms;
+        const fixedCase = inputs.cases.find((x) => x.name === fixedName);
+        const tokenRatio = fixedCase ? c.lengths.reduce((a, b) => a + b, 0) / fixedCase.lengths.reduce((a, b) => a + b, 0) : NaN;
+        if (v === undefined || f === undefined) continue;
+        lines.push(`| ${precision} | ${c.seq} | ${c.batch} | ${v.toFixed(2)} | ${f.toFixed(2)} | ${(v / f).toFixed(2)} | ${tokenRatio.toFixed(2)} |`);
+      }
+    }
+    lines.push('');
+    lines.push('| check | result |');
+    lines.push('| --- | --- |');
+    for (const r of ours.references) {
+      lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})`} |`);
+    }
+    for (const l of ours.loop) {
+      lines.push(`| ${l.precision} event loop, ${l.label} | ${l.requests} requests, 1 ms ticker: max delay ${l.max_delay_ms.toFixed(3)} ms, p99 ${l.p99_delay_ms.toFixed(3)} ms |`);
+    }
+    for (const note of ours.notes) lines.push(`| note | ${note} |`);
+  }
+  for (const note of torch?.notes ?? []) lines.push(`| torch note | ${note} |`);
+  const failed = torch?.timings.filter((t) => t.error) ?? [];
+  for (const t of failed.slice(0, 6)) lines.push(`| torch ${t.mode} ${t.case} failed | ${t.error} |`);
+  return lines.join('\n') + '\n';
+}
+
+if (require.main === module) {
+  const at = process.argv.indexOf('--dir');
+  const dir = at >= 0 ? process.argv[at + 1] : '.';
+  const text = report(dir);
+  fs.writeFileSync(path.join(dir, 'report.md'), text);
+  process.stdout.write(text);
+}

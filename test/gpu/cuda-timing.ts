@@ -1,0 +1,100 @@
+/**
+ * Quick timing of the CUDA backend on a BERT-base-shaped model with random
+ * weights (12 layers, hidden 768, 12 heads, vocab 30522), run by
+ * tools/device/gpu-check.sh as `node dist/test/gpu/cuda-timing.js`: mean and
+ * percentiles of engine.run() wall time (hrtime, 200 runs after 20 warm-up
+ * runs, one run in flight) for batch 1 x 128 and 32 x 128, fp16 / tf32 /
+ * fp32 plans, CUDA graphs on and off. This is end-to-end time seen from JS:
+ * input copy on the JS thread, a libuv worker hop, the GPU work, the output
+ * copy back and the promise; issue 3's targets are for the GPU part.
+ * Not a test: it prints a table and fails only when a run fails.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { buildPlan } from '../../src/build/builder';
+import type { Precision } from '../../src/build/plan-types';
+import { randomModelVocabulary } from '../../src/tools/demo-words';
+import { writeRandomBertModel } from '../../src/tools/random-model';
+import { addon, NativeLoadOptions, NativeRunRequest } from '../support/native-addon';
+
+const VOCAB_SIZE = 30522;
+const WARMUP = 20;
+const RUNS = 200;
+
+function bertBaseVocabulary(): string[] {
+  const words = randomModelVocabulary();
+  const padding = Array.from({ length: VOCAB_SIZE - words.length }, (_, i) => `[unused${i}]`);
+  return [...words, ...padding];
+}
+
+function batchOf(sequences: number, length: number, outputs: string[]): NativeRunRequest {
+  let state = 12345;
+  const next = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
+  const tokens = sequences * length;
+  return {
+    inputIds: Int32Array.from({ length: tokens }, () => 1000 + Math.floor(next() * (VOCAB_SIZE - 1000))),
+    cuSeqlens: Int32Array.from({ length: sequences + 1 }, (_, b) => b * length),
+    outputs,
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+async function time(plan: string, graphs: boolean, batch: NativeRunRequest): Promise<number[]> {
+  const options: NativeLoadOptions & { cudaGraphs: boolean } = { device: 'cuda', maxTokens: 4096, maxSequences: 64, cudaGraphs: graphs };
+  const engine = await addon.loadEngine(plan, options);
+  try {
+    for (let i = 0; i < WARMUP; i++) await engine.run(batch);
+    const ms: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const start = process.hrtime.bigint();
+      await engine.run(batch);
+      ms.push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
+    return ms.sort((a, b) => a - b);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function main(): Promise<void> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-timing-'));
+  try {
+    const model = path.join(work, 'bert-base-random');
+    let started = Date.now();
+    writeRandomBertModel(model, {
+      architecture: 'BertModel', hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072,
+      maxPositions: 512, vocab: bertBaseVocabulary(), seed: 3, dtype: 'F16',
+    });
+    console.log(`random BERT-base written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const rows: string[][] = [['precision', 'batch', 'output', 'graphs', 'mean ms', 'p50 ms', 'p90 ms', 'min ms']];
+    for (const precision of ['fp16', 'tf32', 'fp32'] as Precision[]) {
+      const plan = path.join(work, `bert-base-${precision}.plan`);
+      started = Date.now();
+      await buildPlan(model, plan, { precision });
+      console.log(`${precision} plan built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const cases: Array<[number, string, boolean]> = precision === 'fp16'
+        ? [[1, 'pooled', true], [1, 'pooled', false], [32, 'pooled', true], [32, 'pooled', false], [32, 'hidden', true]]
+        : [[1, 'pooled', true], [32, 'pooled', true]];
+      for (const [sequences, output, graphs] of cases) {
+        const ms = await time(plan, graphs, batchOf(sequences, 128, [output]));
+        const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
+        rows.push([precision, `${sequences}x128`, output, graphs ? 'on' : 'off', mean.toFixed(3),
+          percentile(ms, 0.5).toFixed(3), percentile(ms, 0.9).toFixed(3), ms[0].toFixed(3)]);
+        console.log(rows[rows.length - 1].join('  '));
+      }
+    }
+    const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+    console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

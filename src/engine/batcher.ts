@@ -158,7 +158,7 @@ interface Waiting {
 export class Batcher {
   private readonly queue: Waiting[] = [];
   private running = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -188,13 +188,19 @@ export class Batcher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * With no window (or a full batch) the queue runs on the next turn of the
+   * event loop: a lone request waits for no timer (setTimeout(0) costs ~1 ms),
+   * and requests arriving while a run is in flight still merge into the next.
+   */
   private schedule(): void {
     if (this.running > 0 || this.timer) return;
-    const full = this.queuedTokens() >= this.limits.maxTokens;
-    this.timer = setTimeout(() => {
+    const flush = () => {
       this.timer = undefined;
       void this.flush();
-    }, full ? 0 : this.windowMs);
+    };
+    const full = this.queuedTokens() >= this.limits.maxTokens;
+    this.timer = full || this.windowMs === 0 ? setImmediate(flush) : setTimeout(flush, this.windowMs);
   }
 
   private queuedTokens(): number {

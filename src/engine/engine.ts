@@ -19,7 +19,7 @@ export const ENGINE_DEFAULTS = {
   maxTokens: 2048,
   maxSequences: 64,
   maxSelectedRows: 256,
-  batchWindowMs: 2,
+  batchWindowMs: 0,
   cudaGraphs: true,
 };
 

@@ -27,7 +27,8 @@ export interface EngineOptions {
   cudaGraphs?: boolean;
   /**
    * How long the batcher waits for more requests before running a batch, in
-   * milliseconds (0: run what is queued at once). Default: 2.
+   * milliseconds. With 0 a request runs on the next turn of the event loop;
+   * requests that arrive while a batch is running are merged either way. Default: 0.
    */
   batchWindowMs?: number;
 }

@@ -14,7 +14,8 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/attention.cu
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemm_epilogue.cu
-  ${CMAKE_CURRENT_LIST_DIR}/convert.cu)
+  ${CMAKE_CURRENT_LIST_DIR}/convert.cu
+  ${CMAKE_CURRENT_LIST_DIR}/topk.cu)
 
 set(FUSEDRT_WITH_CUDA OFF)
 find_package(CUDAToolkit QUIET)

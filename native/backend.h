@@ -108,6 +108,11 @@ class Backend {
   virtual void to_float(float* device_dst, const void* device_src, int64_t count) = 0;
   // Runs one op; the runtime has validated shapes and indices beforehand.
   virtual void run(const OpCall& call) = 0;
+  // Softmax top-k of `rows` rows of `cols` logits (activations of dtype
+  // DeviceStorage::activations) into device memory: top_ids and top_scores
+  // [rows, k], semantics of native/cpu/topk.h. 1 <= k <= 64, k <= cols.
+  virtual void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                            float* top_scores) = 0;
   // Issues a run's queued work by calling enqueue, which makes only the
   // calls above, with pointers and sizes that depend on nothing but `key`.
   // So a backend may record the calls once per key and replay them (CUDA
@@ -115,6 +120,10 @@ class Backend {
   virtual void execute(const std::string& key, const std::function<void()>& enqueue) = 0;
   // Waits until everything queued so far has finished.
   virtual void synchronize() = 0;
+  // Device time of the work the last execute() issued, in milliseconds,
+  // valid after synchronize(); negative when the backend does not measure it
+  // (the CPU, whose work is the run's wall time anyway).
+  virtual double last_execute_ms() const { return -1; }
 };
 
 // Bytes currently allocated by all backends of the process.

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/ops.h"
+#include "cpu/topk.h"
 #include "errors.h"
 
 namespace fusedrt {
@@ -47,7 +48,7 @@ void run_embed_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::embed_layernorm(p, pool);
 }
 
-void run_gemm(const OpCall& c, cpu::ThreadPool& pool) {
+cpu::GemmParams gemm_params(const OpCall& c) {
   cpu::GemmParams p{};
   p.in = f32(c.in);
   p.weight = f32(c.weight);
@@ -57,8 +58,13 @@ void run_gemm(const OpCall& c, cpu::ThreadPool& pool) {
   p.n = c.out_cols;
   p.k = c.in_cols;
   p.out = f32(c.out);
-  cpu::gemm(p, pool);
+  return p;
 }
+
+// A gemm whose weight is also read otherwise (a tied MLM decoder is the
+// word embedding table) keeps the plain layout; CpuBackend::run sends the
+// others to gemm_packed.
+void run_gemm(const OpCall& c, cpu::ThreadPool& pool) { cpu::gemm(gemm_params(c), pool); }
 
 void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::AttentionParams p{};
@@ -136,6 +142,22 @@ DeviceStorage CpuBackend::configure(const Plan& plan) {
   DeviceStorage storage;
   storage.activations = DType::kF32;
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
+  // Gemm weights are packed for gemm_packed, in place (the packed layout has
+  // the same size), so the weight memory stays what the runtime allocated.
+  // A tensor any op reads otherwise stays plain.
+  gemm_weights_.assign(plan.tensors.size(), GemmWeight::kNone);
+  for (const PlanOp& op : plan.ops) {
+    if (op.type == OpType::kGemm && op.weight >= 0 && gemm_weights_[op.weight] == GemmWeight::kNone) {
+      gemm_weights_[op.weight] = GemmWeight::kPackOnFirstUse;
+    }
+  }
+  for (const PlanOp& op : plan.ops) {
+    const int plain_uses[] = {op.word, op.position, op.token_type, op.bias, op.gamma, op.beta,
+                              op.type == OpType::kGemm ? -1 : op.weight};
+    for (int tensor : plain_uses) {
+      if (tensor >= 0) gemm_weights_[tensor] = GemmWeight::kNone;
+    }
+  }
   return storage;
 }
 
@@ -181,7 +203,30 @@ void CpuBackend::run(const OpCall& call) {
   if (entry == nullptr) {
     fail(ErrorCode::kBackend, std::string("the CPU backend does not implement op ") + op_type_name(call.op->type));
   }
+  if (call.op->type == OpType::kGemm && gemm_weights_[call.op->weight] != GemmWeight::kNone) {
+    run_packed_gemm(call);
+    return;
+  }
   entry->run(call, pool_);
+}
+
+// The packing happens on the weight's first run rather than at load: the
+// runtime uploads tensors in pieces and tells the backend nothing of their
+// boundaries. Runs on one backend are serialised, so nothing races with it.
+void CpuBackend::run_packed_gemm(const OpCall& call) {
+  const cpu::GemmParams p = gemm_params(call);
+  float* weight = const_cast<float*>(p.weight);  // this backend's own memory (allocate())
+  if (gemm_weights_[call.op->weight] == GemmWeight::kPackOnFirstUse) {
+    const std::vector<float> plain(weight, weight + p.n * p.k);
+    cpu::pack_gemm_weight(plain.data(), p.n, p.k, weight);
+    gemm_weights_[call.op->weight] = GemmWeight::kPacked;
+  }
+  cpu::gemm_packed(p, cpu::PackedWeight{weight, p.n, p.k}, pool_);
+}
+
+void CpuBackend::softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                              float* top_scores) {
+  cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, pool_);
 }
 
 }  // namespace fusedrt

@@ -33,12 +33,19 @@ class CpuBackend : public Backend {
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
   void to_float(float* device_dst, const void* device_src, int64_t count) override;
   void run(const OpCall& call) override;
+  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                    float* top_scores) override;
   // The kernels run as they are called: nothing to record or wait for.
   void execute(const std::string&, const std::function<void()>& enqueue) override { enqueue(); }
   void synchronize() override {}
 
  private:
+  // Per plan tensor: kNone unless every op reading it is a gemm (its weight).
+  enum class GemmWeight : uint8_t { kNone, kPackOnFirstUse, kPacked };
+  void run_packed_gemm(const OpCall& call);
+
   cpu::ThreadPool pool_;
+  std::vector<GemmWeight> gemm_weights_;
 };
 
 }  // namespace fusedrt

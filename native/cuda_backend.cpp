@@ -27,6 +27,7 @@
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
 #include "../cuda/gemm_epilogue.cuh"
+#include "../cuda/topk.cuh"
 #include "errors.h"
 
 namespace fusedrt {
@@ -245,6 +246,10 @@ struct CudaBackend::State {
   std::unordered_map<std::string, Graph> graphs;
   uint64_t graph_clock = 0;
 
+  // Around the device work of each execute(): the run's GPU time.
+  cudaEvent_t work_start = nullptr;
+  cudaEvent_t work_end = nullptr;
+
   void select_device() const { check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")"); }
 
   template <class T>
@@ -438,9 +443,13 @@ CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique
   try {
     check(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cublasLtCreate(&state_->lt), "cublasLtCreate");
+    check(cudaEventCreate(&state_->work_start), "cudaEventCreate");
+    check(cudaEventCreate(&state_->work_end), "cudaEventCreate");
     check(cudaMalloc(&state_->gemm_workspace, kGemmWorkspaceBytes), "cudaMalloc of the GEMM workspace");
     g_native_memory_bytes += static_cast<int64_t>(kGemmWorkspaceBytes);
   } catch (...) {
+    if (state_->work_end) cudaEventDestroy(state_->work_end);
+    if (state_->work_start) cudaEventDestroy(state_->work_start);
     if (state_->lt) cublasLtDestroy(state_->lt);
     if (state_->stream) cudaStreamDestroy(state_->stream);
     throw;
@@ -455,6 +464,8 @@ CudaBackend::~CudaBackend() {
   state_->gemm_setups.clear();
   cudaFree(state_->gemm_workspace);
   g_native_memory_bytes -= static_cast<int64_t>(kGemmWorkspaceBytes);
+  cudaEventDestroy(state_->work_end);
+  cudaEventDestroy(state_->work_start);
   cublasLtDestroy(state_->lt);
   cudaStreamDestroy(state_->stream);
 }
@@ -584,23 +595,51 @@ void CudaBackend::run(const OpCall& c) {
   }
 }
 
+void CudaBackend::softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                               float* top_scores) {
+  if (state_->activations == DType::kF16) {
+    check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<__half>{as<__half>(logits), rows, cols, k, top_ids, top_scores},
+                            state_->stream),
+          "the softmax top-k kernel");
+  } else {
+    check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<float>{as<float>(logits), rows, cols, k, top_ids, top_scores},
+                            state_->stream),
+          "the softmax top-k kernel");
+  }
+}
+
 void CudaBackend::execute(const std::string& key, const std::function<void()>& enqueue) {
   state_->select_device();
+  // The events are recorded outside any capture, so a replay is timed too.
+  const auto start = [&] { check(cudaEventRecord(state_->work_start, state_->stream), "cudaEventRecord"); };
+  const auto end = [&] { check(cudaEventRecord(state_->work_end, state_->stream), "cudaEventRecord"); };
   if (!state_->graphs_enabled) {
+    start();
     enqueue();
+    end();
     return;
   }
   auto found = state_->graphs.find(key);
   if (found != state_->graphs.end()) {
     found->second.last_use = ++state_->graph_clock;
+    start();
     check(cudaGraphLaunch(found->second.exec, state_->stream), "cudaGraphLaunch");
+    end();
     return;
   }
   // First batch of this launch shape: run it as it comes, wait for it (so an
   // error shows before capturing; once per key), then record it.
+  start();
   enqueue();
+  end();
   check(cudaStreamSynchronize(state_->stream), "the batch's kernels");
   state_->capture(key, enqueue);
+}
+
+double CudaBackend::last_execute_ms() const {
+  float ms = 0.f;
+  check(cudaEventElapsedTime(&ms, state_->work_start, state_->work_end), "cudaEventElapsedTime");
+  return ms;
 }
 
 void CudaBackend::synchronize() {

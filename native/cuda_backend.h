@@ -38,8 +38,13 @@ class CudaBackend : public Backend {
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override;
   void to_float(float* device_dst, const void* device_src, int64_t count) override;
   void run(const OpCall& call) override;
+  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                    float* top_scores) override;
+  // Records CUDA events around the work it issues (outside any capture).
   void execute(const std::string& key, const std::function<void()>& enqueue) override;
   void synchronize() override;
+  // Elapsed time between the events of the last execute().
+  double last_execute_ms() const override;
 
  private:
   struct State;

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cpu/ops.h"
+#include "cpu/topk.h"
 #include "errors.h"
 #include "half.h"
 
@@ -179,6 +180,15 @@ void Runtime::plan_workspace() {
     if (storage_.activations != DType::kF32) output_f32_offsets_[i] = place(total, bytes, what);
     output_staging_offsets_[i] = place(staging, bytes, what);
   }
+  // Top-k results: ids and scores (4 bytes each) for kMaxTopK per selected row.
+  const size_t topk_bytes = checked_mul(max_rows(RowsKind::kSelected), 2 * cpu::kMaxTopK * sizeof(float), what);
+  topk_offsets_.assign(plan_.outputs.size(), 0);
+  topk_staging_offsets_.assign(plan_.outputs.size(), 0);
+  for (size_t i = 0; i < plan_.outputs.size(); ++i) {
+    if (plan_.buffers[plan_.outputs[i].buffer].rows != RowsKind::kSelected) continue;
+    topk_offsets_[i] = place(total, topk_bytes, what);
+    topk_staging_offsets_[i] = place(staging, topk_bytes, what);
+  }
   workspace_ = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
   staging_ = BackendAllocation(backend_.get(), staging, BackendAllocation::Kind::kHost);
 }
@@ -251,6 +261,9 @@ BatchShape Runtime::validate(const RunRequest& r) const {
     }
   }
   if (r.outputs.empty()) bad_input("outputs must name at least one plan output");
+  if (r.top_k < 0 || r.top_k > cpu::kMaxTopK) {
+    bad_input("topK must be an integer in [1, " + std::to_string(cpu::kMaxTopK) + "], not " + std::to_string(r.top_k));
+  }
   BatchShape real;
   real.tokens = tokens;
   real.sequences = sequences;
@@ -302,8 +315,12 @@ void Runtime::stage_inputs(const RunRequest& r, const BatchShape& launch) {
   std::fill(selected + r.selected_rows.size(), selected + launch.selected, 0);
 }
 
+bool Runtime::top_k_applies(size_t output, int top_k) const {
+  return top_k > 0 && plan_.buffers[plan_.outputs[output].buffer].rows == RowsKind::kSelected;
+}
+
 void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
-                          const std::vector<bool>& needed_ops) {
+                          const std::vector<bool>& needed_ops, int top_k) {
   // Everything here depends only on the launch shape and the requested
   // outputs (the key of Backend::execute), never on the batch's contents.
   const BatchShape& shape = batch.shape;
@@ -348,6 +365,17 @@ void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& reque
     const int64_t count = rows_of(b.rows, shape) * b.cols;
     if (count == 0) continue;
     const void* source = buffer_data(plan_.outputs[i].buffer);
+    if (top_k_applies(i, top_k)) {
+      // Only ids and scores cross to the host; the kernel reads the
+      // activations as they are (fp16 on an fp16 plan) and computes in fp32.
+      const int64_t rows = rows_of(b.rows, shape);
+      const size_t bytes = static_cast<size_t>(rows * top_k) * sizeof(float);
+      auto* ids = reinterpret_cast<int32_t*>(workspace_.data() + topk_offsets_[i]);
+      auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
+      backend_->softmax_topk(source, rows, b.cols, top_k, ids, scores);
+      backend_->copy_to_host(staging_.data() + topk_staging_offsets_[i], ids, 2 * bytes);
+      continue;
+    }
     if (storage_.activations != DType::kF32) {
       auto* widened = reinterpret_cast<float*>(workspace_.data() + output_f32_offsets_[i]);
       backend_->to_float(widened, source, count);
@@ -357,7 +385,7 @@ void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& reque
   }
 }
 
-std::vector<RunOutput> Runtime::run(const RunRequest& request) {
+RunResult Runtime::run(const RunRequest& request) {
   const BatchShape real = validate(request);
   std::vector<bool> requested(plan_.outputs.size(), false);
   std::vector<size_t> output_index;  // per requested name
@@ -369,6 +397,14 @@ std::vector<RunOutput> Runtime::run(const RunRequest& request) {
     if (requested[index]) bad_input("output \"" + name + "\" is requested twice");
     requested[index] = true;
     output_index.push_back(index);
+    if (top_k_applies(index, request.top_k) && request.top_k > plan_.buffers[plan_.outputs[index].buffer].cols) {
+      bad_input("topK " + std::to_string(request.top_k) + " exceeds the " +
+                std::to_string(plan_.buffers[plan_.outputs[index].buffer].cols) + " columns of output \"" + name + "\"");
+    }
+  }
+  if (request.top_k > 0 && std::none_of(output_index.begin(), output_index.end(),
+                                        [&](size_t index) { return top_k_applies(index, request.top_k); })) {
+    bad_input("topK applies to outputs with selected rows (e.g. an MLM's logits), and none was requested");
   }
   const std::vector<bool> needed = ops_needed_for(requested);
 
@@ -385,10 +421,13 @@ std::vector<RunOutput> Runtime::run(const RunRequest& request) {
   std::string key = std::to_string(batch.shape.tokens) + "," + std::to_string(batch.shape.sequences) + "," +
                     std::to_string(batch.shape.selected) + "," + std::to_string(batch.shape.max_sequence_length) + ":";
   for (bool r : requested) key += r ? '1' : '0';
-  backend_->execute(key, [&] { enqueue_run(batch, requested, needed); });
+  key += ":k" + std::to_string(request.top_k);
+  backend_->execute(key, [&] { enqueue_run(batch, requested, needed, request.top_k); });
   backend_->synchronize();
 
-  std::vector<RunOutput> results;
+  RunResult result;
+  result.gpu_ms = backend_->last_execute_ms();
+  std::vector<RunOutput>& results = result.outputs;
   for (size_t i = 0; i < request.outputs.size(); ++i) {
     const size_t index = output_index[i];
     const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
@@ -396,11 +435,21 @@ std::vector<RunOutput> Runtime::run(const RunRequest& request) {
     out.name = request.outputs[i];
     out.rows = rows_of(b.rows, real);
     out.cols = b.cols;
-    const auto* staged = reinterpret_cast<const float*>(staging_.data() + output_staging_offsets_[index]);
-    out.data.assign(staged, staged + out.rows * out.cols);
+    if (top_k_applies(index, request.top_k)) {
+      // Staged as ids then scores for the launch's rows; the first real rows are the result.
+      const int64_t launch_rows = rows_of(b.rows, batch.shape);
+      const auto* ids = reinterpret_cast<const int32_t*>(staging_.data() + topk_staging_offsets_[index]);
+      const auto* scores = reinterpret_cast<const float*>(ids + launch_rows * request.top_k);
+      out.k = request.top_k;
+      out.top_ids.assign(ids, ids + out.rows * out.k);
+      out.top_scores.assign(scores, scores + out.rows * out.k);
+    } else {
+      const auto* staged = reinterpret_cast<const float*>(staging_.data() + output_staging_offsets_[index]);
+      out.data.assign(staged, staged + out.rows * out.cols);
+    }
     results.push_back(std::move(out));
   }
-  return results;
+  return result;
 }
 
 }  // namespace fusedrt

@@ -40,13 +40,24 @@ struct RunRequest {
   std::vector<int32_t> cu_seqlens;
   std::vector<int32_t> selected_rows;
   std::vector<std::string> outputs;
+  // 1..64: requested outputs with selected rows come back as their softmax
+  // top-k (Backend::softmax_topk) instead of full rows; 0: off.
+  int top_k = 0;
 };
 
 struct RunOutput {
   std::string name;
-  std::vector<float> data;  // row-major [rows, cols]
+  std::vector<float> data;  // row-major [rows, cols]; empty for a top-k output
   int64_t rows = 0;
   int64_t cols = 0;
+  int k = 0;                       // > 0: a top-k output, the two vectors below hold it
+  std::vector<int32_t> top_ids;    // [rows, k]
+  std::vector<float> top_scores;   // [rows, k]
+};
+
+struct RunResult {
+  std::vector<RunOutput> outputs;  // in the order requested
+  double gpu_ms = -1;              // Backend::last_execute_ms(); negative when not measured
 };
 
 // Backend memory (device, or host staging) released when the owner goes;
@@ -84,7 +95,7 @@ class Runtime {
   ~Runtime();
 
   // Thread-safe; concurrent callers run one after another.
-  std::vector<RunOutput> run(const RunRequest& request);
+  RunResult run(const RunRequest& request);
 
   const Plan& plan() const { return plan_; }
   const Backend& backend() const { return *backend_; }
@@ -101,7 +112,8 @@ class Runtime {
   std::vector<bool> ops_needed_for(const std::vector<bool>& requested_outputs) const;
   void stage_inputs(const RunRequest& request, const BatchShape& launch);
   void enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
-                   const std::vector<bool>& needed_ops);
+                   const std::vector<bool>& needed_ops, int top_k);
+  bool top_k_applies(size_t output, int top_k) const;
   static int64_t rows_of(RowsKind kind, const BatchShape& shape);
   void* buffer_data(int buffer) const;
 
@@ -128,6 +140,10 @@ class Runtime {
   std::vector<size_t> output_f32_offsets_;  // per plan output, in the workspace
   BackendAllocation staging_;
   std::vector<size_t> output_staging_offsets_;  // per plan output, in staging_
+  // Per plan output with selected rows: its top-k ids then scores, room for
+  // kMaxTopK per row, in the workspace and in staging (0 for other outputs).
+  std::vector<size_t> topk_offsets_;
+  std::vector<size_t> topk_staging_offsets_;
 
   std::mutex run_mutex_;
 };

@@ -17,6 +17,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
+import { runGpuMs } from '../../src/engine/run-result';
 import type { DeviceOption, PackedBatch } from '../../src/engine/types';
 
 const WARMUP_RUNS = 10;
@@ -48,11 +49,17 @@ export interface Timing {
   median_ms: number;
   p90_ms: number;
   runs: number;
+  /** Median device time of the same runs (result gpuMs; CUDA only). */
+  gpu_median_ms?: number;
+  /** Median of wall - GPU time per run, in microseconds: the host overhead. */
+  overhead_median_us?: number;
 }
 
 export interface FusedTiming extends Partial<Timing> {
   precision: Precision;
   case: string;
+  /** The same case with topK 5 computed on the device (only ids and scores downloaded). */
+  topk5?: Timing;
   error?: string;
 }
 
@@ -107,7 +114,7 @@ function median(sorted: number[]): number {
 }
 
 /** Median wall ms of `once`; 100 runs unless that passes budgetS (then fewer, at least MIN_RUNS). */
-async function timeRuns(once: () => Promise<unknown>, budgetS: number): Promise<Timing> {
+async function timeRuns(once: () => Promise<object>, budgetS: number): Promise<Timing> {
   const warmupStart = process.hrtime.bigint();
   for (let i = 0; i < WARMUP_RUNS; i++) {
     await once();
@@ -118,13 +125,27 @@ async function timeRuns(once: () => Promise<unknown>, budgetS: number): Promise<
   const perRunS = Number(process.hrtime.bigint() - probeStart) / 3e9;
   const runs = Math.max(MIN_RUNS, Math.min(MAX_RUNS, Math.floor(budgetS / Math.max(perRunS, 1e-6))));
   const times: number[] = [];
+  const gpu: number[] = [];
+  const overhead: number[] = [];
   for (let i = 0; i < runs; i++) {
     const start = process.hrtime.bigint();
-    await once();
-    times.push(Number(process.hrtime.bigint() - start) / 1e6);
+    const result = await once();
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    times.push(ms);
+    const g = runGpuMs(result);
+    if (g !== undefined) {
+      gpu.push(g);
+      overhead.push((ms - g) * 1000);
+    }
   }
-  times.sort((a, b) => a - b);
-  return { median_ms: median(times), p90_ms: times[Math.floor(0.9 * (runs - 1))], runs };
+  const sort = (v: number[]) => v.sort((a, b) => a - b);
+  sort(times);
+  const timing: Timing = { median_ms: median(times), p90_ms: times[Math.floor(0.9 * (runs - 1))], runs };
+  if (gpu.length === runs) {
+    timing.gpu_median_ms = median(sort(gpu));
+    timing.overhead_median_us = median(sort(overhead));
+  }
+  return timing;
 }
 
 /** Max and 99th-percentile lateness of a 1 ms setInterval while `work` runs (or while idle). */
@@ -200,7 +221,11 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
       const entry: FusedTiming = { precision, case: c.name };
       try {
         Object.assign(entry, await timeRuns(() => engine.run(batch), args.budgetS));
-        console.log(`${precision} ${c.name.padEnd(18)} ${entry.median_ms!.toFixed(3)} ms (${entry.runs} runs)`);
+        entry.topk5 = await timeRuns(() => engine.run({ ...batch, topK: 5 }), args.budgetS);
+        const gpuNote = (t: Timing) => (t.gpu_median_ms === undefined ? ''
+          : `, GPU ${t.gpu_median_ms.toFixed(3)} ms, wall - GPU ${t.overhead_median_us!.toFixed(0)} us`);
+        console.log(`${precision} ${c.name.padEnd(18)} ${entry.median_ms!.toFixed(3)} ms (${entry.runs} runs${gpuNote(entry as Timing)}); `
+          + `topK 5: ${entry.topk5.median_ms.toFixed(3)} ms${gpuNote(entry.topk5)}`);
       } catch (e) {
         entry.error = (e as Error).message;
         console.log(`${precision} ${c.name.padEnd(18)} FAILED: ${entry.error}`);

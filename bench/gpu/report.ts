@@ -71,6 +71,18 @@ export function report(dir: string): string {
       + ` | ${speedup} | ${fp16?.median_ms ? effectiveTflops(flops, fp16.median_ms).toFixed(1) : '—'} |`);
   }
   if (ours) {
+    const ms = (v: number | undefined) => (v === undefined ? '—' : v.toFixed(3));
+    const us = (v: number | undefined) => (v === undefined ? '—' : v.toFixed(0));
+    lines.push('');
+    lines.push('FusedRT fp16, wall time of engine.run against its GPU time (CUDA events), full logits and topK 5 on the device (medians):');
+    lines.push('| case | wall ms | GPU ms | wall - GPU µs | topK 5 wall ms | topK 5 GPU ms | topK 5 wall - GPU µs |');
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const c of inputs.cases) {
+      const t = ourMs('fp16', c.name);
+      if (!t || t.error) continue;
+      lines.push(`| ${c.name} | ${ms(t.median_ms)} | ${ms(t.gpu_median_ms)} | ${us(t.overhead_median_us)} | `
+        + `${ms(t.topk5?.median_ms)} | ${ms(t.topk5?.gpu_median_ms)} | ${us(t.topk5?.overhead_median_us)} |`);
+    }
     lines.push('');
     lines.push('FusedRT, variable lengths against every sequence at S (FusedRT has no padding: "padded" = all at length S):');
     lines.push('');

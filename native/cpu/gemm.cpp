@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "fast_math.h"
+#include "gemm_internal.h"
 #include "ops.h"
 
 #if FUSEDRT_HAVE_OPENBLAS
@@ -28,20 +29,8 @@
 
 namespace fusedrt::cpu {
 
-namespace {
+namespace gemm_detail {
 
-struct TileGrid {
-  int64_t tile_rows;
-  int64_t tile_cols;
-  int64_t row_tiles;
-  int64_t col_tiles;
-};
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Even row blocks of at most max_tile_rows (in multiples of row_granule);
-// the columns are split into even blocks (multiples of col_granule) until
-// there are about tiles_per_thread tiles per thread.
 TileGrid plan_tiles(int64_t rows, int64_t n, int threads, int64_t max_tile_rows, int64_t row_granule,
                     int64_t col_granule, int64_t tiles_per_thread) {
   TileGrid grid{};
@@ -53,14 +42,17 @@ TileGrid plan_tiles(int64_t rows, int64_t n, int threads, int64_t max_tile_rows,
   return grid;
 }
 
+namespace {
+
 float gelu_tanh(float x) {
   constexpr float kSqrt2OverPi = 0.79788456080286536f;
   return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
 }
 
-// Bias and activation on a [rows, cols] tile with leading dimension ld. The
-// bias and GELU (erf) loops vectorise (gelu_erf_fast has no libm call); the
-// tanh activations stay scalar, they are rare (gelu_new, the pooler).
+}  // namespace
+
+// The bias and GELU (erf) loops vectorise (gelu_erf_fast has no libm call);
+// the tanh activations stay scalar, they are rare (gelu_new, the pooler).
 FUSEDRT_SIMD_CLONES
 void epilogue(float* out, int64_t ld, int64_t rows, int64_t cols, const float* bias, Activation activation) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -85,6 +77,14 @@ void epilogue(float* out, int64_t ld, int64_t rows, int64_t cols, const float* b
     }
   }
 }
+
+}  // namespace gemm_detail
+
+namespace {
+
+using gemm_detail::epilogue;
+using gemm_detail::plan_tiles;
+using gemm_detail::TileGrid;
 
 #if FUSEDRT_HAVE_OPENBLAS
 

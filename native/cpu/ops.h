@@ -47,6 +47,32 @@ void gemm(const GemmParams& p, ThreadPool& pool);
 // "openblas" or "builtin": which implementation gemm() uses in this build.
 const char* gemm_implementation();
 
+// A gemm weight rearranged once at load for gemm_packed(): the n output
+// columns in panels of kGemmPanelWidth; panel p holds, for k = 0..K-1, the
+// weights of its columns side by side ([K][width], width = min(32, n - 32p)).
+// Exactly n·k floats, so the packed copy can take the original's memory.
+constexpr int64_t kGemmPanelWidth = 32;
+struct PackedWeight {
+  const float* data;  // n * k floats in the layout above
+  int64_t n;
+  int64_t k;
+};
+// Writes weight [n, k] (PyTorch Linear layout) packed into `packed` (n * k
+// floats, must not overlap weight) and returns the view of it.
+PackedWeight pack_gemm_weight(const float* weight, int64_t n, int64_t k, float* packed);
+
+// The micro-kernels of gemm_packed, slowest first; picked from what the CPU
+// supports at run time (kBest), or named to test one.
+enum class GemmKernel { kBaseline, kAvx2, kAvx512, kBest };
+// The fastest kernel this CPU (and build) can run.
+GemmKernel gemm_best_kernel();
+const char* gemm_kernel_name(GemmKernel kernel);
+// gemm() with the weight already packed: p.weight is ignored, p.n and p.k
+// must equal weight.n and weight.k. Same result as gemm() up to float
+// summation order (sequential in k, fused multiply-adds on AVX2/AVX-512).
+void gemm_packed(const GemmParams& p, const PackedWeight& weight, ThreadPool& pool,
+                 GemmKernel kernel = GemmKernel::kBest);
+
 struct AttentionParams {
   const float* qkv;  // [tokens, 3 * heads * head_dim]: Q | K | V
   const int32_t* cu_seqlens;

@@ -15,6 +15,8 @@ set(FUSEDRT_CPU_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/thread_pool.cpp
   ${CMAKE_CURRENT_LIST_DIR}/embed_layernorm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gemm.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gemm_packed.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/topk.cpp
   ${CMAKE_CURRENT_LIST_DIR}/attention.cpp
   ${CMAKE_CURRENT_LIST_DIR}/add_layernorm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cpp

@@ -119,16 +119,40 @@ double activate_reference(Activation activation, double x) {
   return x;
 }
 
+struct GemmError {
+  double worst_ratio = 0;  // err/tol, must stay <= 1
+  double worst_abs = 0;
+};
+
+// Which gemm a check runs: gemm() on the plain weight, or gemm_packed()
+// with one micro-kernel on the weight packed by pack_gemm_weight().
+struct GemmVariant {
+  bool packed;
+  GemmKernel kernel;
+};
+
+std::string variant_name(const GemmVariant& v) {
+  return v.packed ? std::string("packed/") + gemm_kernel_name(v.kernel) : gemm_implementation();
+}
+
 // The tolerance scales with the rounding a float sum can carry: 1e-6 of
-// sum |in·weight| + |bias|, at least 1e-6; "err/tol" must stay <= 1.
-void check_gemm(ThreadPool& pool, int64_t rows, int64_t n, int64_t k, Activation activation, bool with_bias) {
+// sum |in·weight| + |bias|, at least 1e-6.
+GemmError gemm_error(ThreadPool& pool, const GemmVariant& variant, int64_t rows, int64_t n, int64_t k,
+                     Activation activation, bool with_bias) {
   const auto in = random_floats(static_cast<size_t>(rows * k), -1, 1);
   const auto weight = random_floats(static_cast<size_t>(n * k), -1, 1);
   const auto bias = random_floats(static_cast<size_t>(n), -1, 1);
   std::vector<float> out(static_cast<size_t>(rows * n), NAN);
-  gemm({in.data(), weight.data(), with_bias ? bias.data() : nullptr, activation, rows, n, k, out.data()}, pool);
+  const GemmParams params{in.data(), weight.data(), with_bias ? bias.data() : nullptr, activation, rows, n, k, out.data()};
+  if (variant.packed) {
+    // NaN-filled: a packed-layout slot the packing forgot to write shows up.
+    std::vector<float> packed(static_cast<size_t>(n * k), NAN);
+    gemm_packed(params, pack_gemm_weight(weight.data(), n, k, packed.data()), pool, variant.kernel);
+  } else {
+    gemm(params, pool);
+  }
 
-  double worst_ratio = 0, worst_abs = 0;
+  GemmError result;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < n; ++c) {
       double sum = with_bias ? bias[c] : 0.0;
@@ -139,31 +163,72 @@ void check_gemm(ThreadPool& pool, int64_t rows, int64_t n, int64_t k, Activation
       }
       const double error = std::fabs(out[r * n + c] - activate_reference(activation, sum));
       const double ratio = error / (1e-6 * magnitude + 1e-6);
-      worst_abs = std::max(worst_abs, error);
-      worst_ratio = std::isnan(error) ? INFINITY : std::max(worst_ratio, ratio);
+      result.worst_abs = std::max(result.worst_abs, error);
+      result.worst_ratio = std::isnan(error) ? INFINITY : std::max(result.worst_ratio, ratio);
     }
   }
-  const bool ok = worst_ratio <= 1.0;
-  char detail[160];
+  return result;
+}
+
+void check_gemm(ThreadPool& pool, const GemmVariant& variant, int64_t rows, int64_t n, int64_t k,
+                Activation activation, bool with_bias) {
+  const GemmError e = gemm_error(pool, variant, rows, n, k, activation, with_bias);
+  char detail[192];
   std::snprintf(detail, sizeof detail, "%s rows=%lld n=%lld k=%lld act=%s bias=%s threads=%d max_abs_err=%.3g (max_err is err/tol)",
-                gemm_implementation(), static_cast<long long>(rows), static_cast<long long>(n),
+                variant_name(variant).c_str(), static_cast<long long>(rows), static_cast<long long>(n),
                 static_cast<long long>(k), activation_name(activation), with_bias ? "yes" : "no", pool.size(),
-                worst_abs);
-  report(ok, "gemm", detail, worst_ratio, 1.0);
+                e.worst_abs);
+  report(e.worst_ratio <= 1.0, "gemm", detail, e.worst_ratio, 1.0);
+}
+
+// The plain gemm, then the packed one with every micro-kernel this CPU runs.
+std::vector<GemmVariant> gemm_variants() {
+  std::vector<GemmVariant> variants{{false, GemmKernel::kBest}, {true, GemmKernel::kBaseline}};
+  if (gemm_best_kernel() == GemmKernel::kAvx2 || gemm_best_kernel() == GemmKernel::kAvx512) {
+    variants.push_back({true, GemmKernel::kAvx2});
+  }
+  if (gemm_best_kernel() == GemmKernel::kAvx512) variants.push_back({true, GemmKernel::kAvx512});
+  return variants;
 }
 
 void test_gemm(ThreadPool& pool) {
   struct Shape {
     int64_t rows, n, k;
   };
-  const Shape shapes[] = {{1, 1, 1},    {1, 7, 1},      {3, 5, 17},    {5, 1, 9},     {2, 3, 8},
-                          {17, 33, 65}, {4, 3, 257},    {64, 96, 128}, {130, 50, 300}, {128, 384, 384},
-                          {37, 1536, 384}, {9, 100, 1536}};
+  // Ragged against the packed panel width (32), the micro-kernel rows (4, 6,
+  // 12), the k block (256) and the tile grid; n = 1 and k = 1 included.
+  const Shape shapes[] = {{1, 1, 1},      {1, 7, 1},       {3, 5, 17},     {5, 1, 9},       {2, 3, 8},
+                          {17, 33, 65},   {4, 3, 257},     {64, 96, 128},  {130, 50, 300},  {128, 384, 384},
+                          {37, 1536, 384}, {9, 100, 1536}, {300, 1, 1},    {13, 64, 513},   {25, 95, 31}};
   const Activation activations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
                                     Activation::kRelu, Activation::kTanh};
-  int index = 0;
-  for (const Shape& s : shapes) {
-    for (Activation activation : activations) check_gemm(pool, s.rows, s.n, s.k, activation, index++ % 2 == 0);
+  for (const GemmVariant& variant : gemm_variants()) {
+    int index = 0;
+    for (const Shape& s : shapes) {
+      for (Activation activation : activations) {
+        check_gemm(pool, variant, s.rows, s.n, s.k, activation, index++ % 2 == 0);
+      }
+    }
+  }
+}
+
+// Every row count from 1 to 300 (each micro-kernel row remainder, one and
+// several tiles) with a ragged last panel; one line per variant.
+void test_gemm_packed_rows(ThreadPool& pool) {
+  for (const GemmVariant& variant : gemm_variants()) {
+    if (!variant.packed) continue;
+    GemmError worst;
+    int64_t worst_rows = 0;
+    for (int64_t rows = 1; rows <= 300; ++rows) {
+      const GemmError e = gemm_error(pool, variant, rows, 45, 19, Activation::kGelu, rows % 2 == 0);
+      if (!(e.worst_ratio <= worst.worst_ratio)) worst_rows = rows;
+      worst.worst_ratio = std::isnan(e.worst_ratio) ? INFINITY : std::max(worst.worst_ratio, e.worst_ratio);
+      worst.worst_abs = std::max(worst.worst_abs, e.worst_abs);
+    }
+    report(worst.worst_ratio <= 1.0, "gemm",
+           variant_name(variant) + " rows=1..300 n=45 k=19 act=gelu threads=" + std::to_string(pool.size()) +
+               " worst at rows=" + std::to_string(worst_rows),
+           worst.worst_ratio, 1.0);
   }
 }
 
@@ -484,11 +549,13 @@ void test_float_to_half() {
 }  // namespace
 
 int main() {
-  std::printf("gemm implementation: %s\n", gemm_implementation());
+  std::printf("gemm implementation: %s, packed kernel: %s\n", gemm_implementation(),
+              gemm_kernel_name(GemmKernel::kBest));
   for (int threads : {1, 4}) {
     ThreadPool pool(threads);
     test_thread_pool(pool);
     test_gemm(pool);
+    test_gemm_packed_rows(pool);
     test_gelu_range(pool);
     test_attention(pool);
     test_embed_layernorm(pool);

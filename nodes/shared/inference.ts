@@ -6,7 +6,8 @@
 import type { RowsKind, Task } from '../../src/build/plan-types';
 import type { Engine } from '../../src/engine/engine';
 import { packEncodings } from '../../src/engine/pack';
-import type { OutputTensor } from '../../src/engine/types';
+import { isTopK } from '../../src/engine/run-result';
+import type { OutputTensor, TopKTensor } from '../../src/engine/types';
 import type { Encoding } from '../../src/tokenize/types';
 import type { Truncation } from './engine-host';
 import { nodeError } from './messages';
@@ -26,6 +27,21 @@ export interface OutputData extends OutputTensor {
   rowsKind: RowsKind;
 }
 
+/** A selected-rows output of a run with topK (InferOptions.topK). */
+export interface TopKData extends TopKTensor {
+  rowsKind: 'selected';
+}
+
+export interface InferOptions {
+  /**
+   * For fill-mask plans: compute the softmax top-k of the selected rows on
+   * the engine (1..64), so the result holds k ids and scores per [MASK]
+   * instead of a row of vocabulary logits. Ignored for other tasks.
+   * Default: undefined (full logits).
+   */
+  topK?: number;
+}
+
 /** msg.fusedrt, written by fusedrt-infer. */
 export interface FusedResult {
   /** Id of the fusedrt-engine that ran the batch. */
@@ -38,7 +54,7 @@ export interface FusedResult {
   cuSeqlens: Int32Array;
   /** Per sequence: its rows in `selected` outputs. */
   selectedBySequence: number[][];
-  outputs: Record<string, OutputData>;
+  outputs: Record<string, OutputData | TopKData>;
   labels: string[] | null;
   problemType: string | null;
   /** Time from the engine call to its result, in milliseconds. */
@@ -117,7 +133,8 @@ function preview(text: TextInput): string {
 }
 
 /** Packs the encodings into one batch, runs it, and returns what msg.fusedrt holds. */
-export async function infer(engine: Engine, engineId: string, tokens: TokensMessage, selection: OutputSelection): Promise<FusedResult> {
+export async function infer(engine: Engine, engineId: string, tokens: TokensMessage, selection: OutputSelection,
+  options: InferOptions = {}): Promise<FusedResult> {
   const header = engine.info.header;
   const kinds = rowsKinds(engine);
   const outputs = resolveOutputs(engine, selection);
@@ -131,11 +148,14 @@ export async function infer(engine: Engine, engineId: string, tokens: TokensMess
     }
   }
   packed.batch.outputs = outputs;
+  if (header.task === 'fill-mask' && needsSelected) packed.batch.topK = options.topK;
   const started = process.hrtime.bigint();
   const result = await engine.run(packed.batch);
   const runMs = Number(process.hrtime.bigint() - started) / 1e6;
-  const data: Record<string, OutputData> = {};
-  for (const [name, tensor] of Object.entries(result)) data[name] = { ...tensor, rowsKind: kinds.get(name) ?? 'tokens' };
+  const data: Record<string, OutputData | TopKData> = {};
+  for (const [name, tensor] of Object.entries(result)) {
+    data[name] = isTopK(tensor) ? { ...tensor, rowsKind: 'selected' } : { ...tensor, rowsKind: kinds.get(name) ?? 'tokens' };
+  }
   return {
     engine: engineId,
     task: header.task,
@@ -162,11 +182,18 @@ export function readResult(value: unknown): FusedResult {
   return v as FusedResult;
 }
 
-/** The named output of a result, with a hint on how to get it when it is missing. */
+/** The named output of a result (full rows), with a hint on how to get it when it is missing. */
 export function requireOutput(result: FusedResult, name: string, hint: string): OutputData {
   const output = result.outputs[name];
-  if (!output || !(output.data instanceof Float32Array)) {
+  if (!output || isTopK(output) || !(output.data instanceof Float32Array)) {
     throw nodeError('E_INPUT', 'missingOutput', { output: name, available: Object.keys(result.outputs).join(', ') || 'none', hint });
   }
   return output;
+}
+
+/** Like requireOutput, but a top-k output (InferOptions.topK) is accepted too: what fillMask reads. */
+export function requireMaskScores(result: FusedResult, name: string, hint: string): OutputData | TopKData {
+  const output = result.outputs[name];
+  if (output && isTopK(output) && output.topIds instanceof Int32Array && output.topScores instanceof Float32Array) return output;
+  return requireOutput(result, name, hint);
 }

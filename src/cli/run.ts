@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { planFor } from '../build/plan-cache';
-import { Engine } from '../engine/engine';
+import { Engine, MAX_TOP_K } from '../engine/engine';
 import { PACKAGE_ROOT } from '../engine/native';
 import { packEncodings } from '../engine/pack';
 import type { DeviceOption } from '../engine/types';
@@ -46,7 +46,11 @@ async function predict(engine: Engine, texts: Array<string | TextPair>, topK: nu
       if (batch.selectedRows!.length === 0) {
         throw new FusedRTError('E_INPUT', `no ${tokenizer.maskToken} in the text: a fill-mask model predicts the tokens at ${tokenizer.maskToken}`);
       }
-      const { logits } = await engine.run({ ...batch, outputs: ['logits'] });
+      // The top-k on the device when it can: only rows x k scores come back, not rows x vocab logits.
+      const onDevice = topK <= MAX_TOP_K && topK <= header.config.vocabSize;
+      const { logits } = onDevice
+        ? await engine.run({ ...batch, outputs: ['logits'], topK })
+        : await engine.run({ ...batch, outputs: ['logits'] });
       return fillMask(logits, encodings, tokenizer, { topK, texts });
     }
     case 'classification': {

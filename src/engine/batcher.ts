@@ -5,7 +5,8 @@
  */
 import { FusedRTError } from '../errors';
 import type { RowsKind } from '../build/plan-types';
-import type { OutputTensor, PackedBatch, RunResult } from './types';
+import { isTopK, runGpuMs, withGpuMs } from './run-result';
+import type { OutputTensor, PackedBatch, TopKRunResult, TopKTensor } from './types';
 
 export interface BatchLimits {
   maxTokens: number;
@@ -48,20 +49,25 @@ export function mergeBatches(batches: ResolvedBatch[]): ResolvedBatch {
     sequences += b.cuSeqlens.length - 1;
     selected += b.selectedRows?.length ?? 0;
   }
-  return { inputIds, tokenTypeIds, cuSeqlens, selectedRows, outputs: batches[0].outputs };
+  return { inputIds, tokenTypeIds, cuSeqlens, selectedRows, outputs: batches[0].outputs, topK: batches[0].topK };
 }
 
-function sliceRows(t: OutputTensor, start: number, rows: number): OutputTensor {
+function sliceRows(t: OutputTensor | TopKTensor, start: number, rows: number): OutputTensor | TopKTensor {
+  if (isTopK(t)) {
+    const [from, to] = [start * t.k, (start + rows) * t.k];
+    return { topIds: t.topIds.slice(from, to), topScores: t.topScores.slice(from, to), rows, k: t.k };
+  }
   return { data: t.data.slice(start * t.cols, (start + rows) * t.cols), rows, cols: t.cols };
 }
 
 /** Cuts a merged result back into one result per batch, in order. */
-export function splitResult(result: RunResult, batches: PackedBatch[], rowsKindOf: (output: string) => RowsKind): RunResult[] {
+export function splitResult(result: TopKRunResult, batches: PackedBatch[], rowsKindOf: (output: string) => RowsKind): TopKRunResult[] {
   if (batches.length === 1) return [result];
   const at: RowCounts = { tokens: 0, sequences: 0, selected: 0 };
+  const gpuMs = runGpuMs(result);
   return batches.map((b) => {
     const counts = rowCounts(b);
-    const part: RunResult = {};
+    const part: TopKRunResult = withGpuMs({}, gpuMs);
     for (const [name, tensor] of Object.entries(result)) {
       const kind = rowsKindOf(name);
       part[name] = sliceRows(tensor, at[kind], counts[kind]);
@@ -117,6 +123,7 @@ export function splitBatch(batch: ResolvedBatch, limits: BatchLimits): ResolvedB
       cuSeqlens: batch.cuSeqlens.slice(first, last + 1).map((v) => v - start),
       selectedRows: batch.selectedRows ? selected.slice(selectedAt, selectedEnd).map((v) => v - start) : undefined,
       outputs: batch.outputs,
+      topK: batch.topK,
     });
     first = last;
     selectedAt = selectedEnd;
@@ -131,27 +138,43 @@ function countBelow(sorted: Int32Array, bound: number): number {
 }
 
 /** Joins results of pieces made by splitBatch (all rows kinds are consecutive). */
-export function concatResults(parts: RunResult[]): RunResult {
+export function concatResults(parts: TopKRunResult[]): TopKRunResult {
   if (parts.length === 1) return parts[0];
-  const joined: RunResult = {};
+  const times = parts.map(runGpuMs);
+  const gpuMs = times.every((ms) => ms !== undefined) ? times.reduce((a, ms) => a + ms!, 0) : undefined;
+  const joined: TopKRunResult = withGpuMs({}, gpuMs);
   for (const name of Object.keys(parts[0])) {
     const tensors = parts.map((p) => p[name]);
     const rows = tensors.reduce((n, t) => n + t.rows, 0);
-    const data = new Float32Array(rows * tensors[0].cols);
-    let at = 0;
-    for (const t of tensors) {
-      data.set(t.data, at);
-      at += t.data.length;
+    const first = tensors[0];
+    if (isTopK(first)) {
+      const pieces = tensors as TopKTensor[];
+      joined[name] = {
+        topIds: concat(Int32Array, pieces.map((t) => t.topIds)),
+        topScores: concat(Float32Array, pieces.map((t) => t.topScores)),
+        rows, k: first.k,
+      };
+    } else {
+      joined[name] = { data: concat(Float32Array, (tensors as OutputTensor[]).map((t) => t.data)), rows, cols: first.cols };
     }
-    joined[name] = { data, rows, cols: tensors[0].cols };
   }
   return joined;
+}
+
+function concat<A extends Int32Array | Float32Array>(make: new (length: number) => A, arrays: A[]): A {
+  const out = new make(arrays.reduce((n, a) => n + a.length, 0));
+  let at = 0;
+  for (const a of arrays) {
+    out.set(a, at);
+    at += a.length;
+  }
+  return out;
 }
 
 interface Waiting {
   batch: ResolvedBatch;
   key: string;
-  resolve(result: RunResult): void;
+  resolve(result: TopKRunResult): void;
   reject(err: unknown): void;
 }
 
@@ -162,7 +185,7 @@ export class Batcher {
   private idleWaiters: Array<() => void> = [];
 
   constructor(
-    private readonly runNative: (batch: ResolvedBatch) => Promise<RunResult>,
+    private readonly runNative: (batch: ResolvedBatch) => Promise<TopKRunResult>,
     private readonly rowsKindOf: (output: string) => RowsKind,
     private readonly limits: BatchLimits,
     private readonly windowMs: number,
@@ -173,10 +196,11 @@ export class Batcher {
     return this.queue.length + this.running;
   }
 
-  async submit(batch: ResolvedBatch): Promise<RunResult> {
+  async submit(batch: ResolvedBatch): Promise<TopKRunResult> {
     const pieces = splitBatch(batch, this.limits);
-    const results = await Promise.all(pieces.map((piece) => new Promise<RunResult>((resolve, reject) => {
-      this.queue.push({ batch: piece, key: piece.outputs.join('\0'), resolve, reject });
+    const results = await Promise.all(pieces.map((piece) => new Promise<TopKRunResult>((resolve, reject) => {
+      // Only requests for the same outputs and the same top-k share a run.
+      this.queue.push({ batch: piece, key: `${piece.outputs.join('\0')}\0k${piece.topK ?? 0}`, resolve, reject });
       this.schedule();
     })));
     return concatResults(results);

@@ -11,7 +11,10 @@ import { createTokenizer } from '../tokenize/tokenizer';
 import type { FusedTokenizer } from '../tokenize/types';
 import { Batcher, ResolvedBatch } from './batcher';
 import { loadAddon, NativeEngine } from './native';
-import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult } from './types';
+import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult } from './types';
+
+/** The largest `topK` a run may ask for (native/cpu/topk.h, kMaxTopK). */
+export const MAX_TOP_K = 64;
 
 export const ENGINE_DEFAULTS = {
   device: 'auto' as DeviceOption,
@@ -138,12 +141,22 @@ export class Engine {
     return this.disposing !== undefined;
   }
 
-  /** Runs one packed batch; resolves with the requested outputs (all the batch can produce by default). */
-  run(batch: PackedBatch): Promise<RunResult> {
+  /**
+   * Runs one packed batch; resolves with the requested outputs (all the batch
+   * can produce by default). With `topK`, outputs with selected rows come back
+   * as TopKTensors; the result is typed so only when topK is typed a number
+   * (a batch whose topK may be undefined is typed RunResult: check with isTopK).
+   */
+  run(batch: PackedBatch & { topK: number }): Promise<TopKRunResult>;
+  run(batch: PackedBatch): Promise<RunResult>;
+  run(batch: PackedBatch): Promise<TopKRunResult> {
     if (this.disposing) return Promise.reject(new FusedRTError('E_DISPOSED', 'this engine has been disposed'));
     let outputs: string[];
     try {
       outputs = this.resolveOutputs(batch);
+      if (batch.topK !== undefined && (!Number.isInteger(batch.topK) || batch.topK < 1 || batch.topK > MAX_TOP_K)) {
+        throw new FusedRTError('E_INPUT', `topK must be an integer in [1, ${MAX_TOP_K}], got ${batch.topK}`);
+      }
     } catch (err) {
       return Promise.reject(err);
     }

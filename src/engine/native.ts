@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FusedRTError } from '../errors';
-import type { OutputTensor } from './types';
+import type { TopKRunResult } from './types';
 
 export interface NativeEngineInfo {
   backend: 'cpu' | 'cuda';
@@ -24,11 +24,14 @@ export interface NativeRunInputs {
   cuSeqlens: Int32Array;
   selectedRows?: Int32Array;
   outputs: string[];
+  /** 1..64: softmax top-k of outputs with selected rows. */
+  topK?: number;
 }
 
 export interface NativeEngine {
   info(): NativeEngineInfo;
-  run(inputs: NativeRunInputs): Promise<Record<string, OutputTensor>>;
+  /** The result has a non-enumerable gpuMs on CUDA (run-result.ts). */
+  run(inputs: NativeRunInputs): Promise<TopKRunResult>;
   dispose(): Promise<void>;
 }
 

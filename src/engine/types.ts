@@ -43,6 +43,13 @@ export interface PackedBatch {
   selectedRows?: Int32Array;
   /** Names of the plan outputs wanted. Default: all outputs the batch can produce. */
   outputs?: string[];
+  /**
+   * 1..64: outputs with selected rows (an MLM's logits) come back as the
+   * softmax top-k of each row ({@link TopKTensor}), computed by the backend,
+   * instead of full rows: only rows × k ids and scores leave the device.
+   * Other outputs are unaffected. Default: undefined (full rows).
+   */
+  topK?: number;
 }
 
 export interface OutputTensor {
@@ -52,7 +59,29 @@ export interface OutputTensor {
   cols: number;
 }
 
+/**
+ * A selected-rows output of a run with `topK`: per row, the k most probable
+ * token ids and their softmax probabilities (fp32, over the whole row), best
+ * first; equal logits keep the lower id first.
+ */
+export interface TopKTensor {
+  /** Row-major [rows, k]. */
+  topIds: Int32Array;
+  /** Row-major [rows, k], softmax probabilities matching topIds. */
+  topScores: Float32Array;
+  rows: number;
+  k: number;
+}
+
+/**
+ * The outputs of a run, by name. On CUDA the object also has a
+ * non-enumerable `gpuMs` (read it with `runGpuMs()` of run-result.ts): the device time of the
+ * run it came from.
+ */
 export type RunResult = Record<string, OutputTensor>;
+
+/** The outputs of a run that may have asked for `topK`. */
+export type TopKRunResult = Record<string, OutputTensor | TopKTensor>;
 
 export interface EngineInfo {
   backend: 'cpu' | 'cuda';

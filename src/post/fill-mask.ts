@@ -1,6 +1,7 @@
 /** Fill-mask post-processing: top-k tokens per [MASK] row and the filled texts. */
 import { FusedRTError } from '../errors';
-import type { OutputTensor } from '../engine/types';
+import { isTopK } from '../engine/run-result';
+import type { OutputTensor, TopKTensor } from '../engine/types';
 import type { Encoding, FusedTokenizer, TextPair } from '../tokenize/types';
 import { logSumExp, topKIndices } from './softmax';
 
@@ -45,9 +46,11 @@ export function maskPositions(encoding: Encoding, maskTokenId: number): number[]
 
 /**
  * Turns the logits of the selected [MASK] rows (`[R, vocab]`, rows in the
- * order of the masks across the encodings) into predictions per mask.
+ * order of the masks across the encodings) into predictions per mask. The
+ * logits may also be the engine's top-k of them (a run with `topK` at least
+ * options.topK): the same predictions, ranked and scored on the device.
  */
-export function fillMask(logits: OutputTensor, encodings: Encoding[], tokenizer: FusedTokenizer,
+export function fillMask(logits: OutputTensor | TopKTensor, encodings: Encoding[], tokenizer: FusedTokenizer,
   options: FillMaskOptions = {}): FillMaskResult[] {
   const topK = options.topK ?? 5;
   if (!Number.isInteger(topK) || topK < 1) throw new FusedRTError('E_INPUT', `topK must be a positive integer, got ${topK}`);
@@ -60,6 +63,9 @@ export function fillMask(logits: OutputTensor, encodings: Encoding[], tokenizer:
   const totalMasks = positionsBySequence.reduce((n, p) => n + p.length, 0);
   if (logits.rows !== totalMasks) {
     throw new FusedRTError('E_SHAPE', `fill-mask logits have ${logits.rows} rows but the encodings hold ${totalMasks} [MASK] tokens`);
+  }
+  if (isTopK(logits) && logits.k < topK) {
+    throw new FusedRTError('E_INPUT', `fill-mask wants the top ${topK} tokens, but the run computed only the top ${logits.k}`);
   }
   let row = 0;
   return encodings.map((encoding, s) => {
@@ -80,7 +86,15 @@ export function fillMask(logits: OutputTensor, encodings: Encoding[], tokenizer:
   });
 }
 
-function rankRow(logits: OutputTensor, row: number, topK: number): Array<{ tokenId: number; score: number }> {
+function rankRow(logits: OutputTensor | TopKTensor, row: number, topK: number): Array<{ tokenId: number; score: number }> {
+  if (isTopK(logits)) {
+    const ranked: Array<{ tokenId: number; score: number }> = [];
+    // Id -1 marks a slot the device could not fill (NaN logits).
+    for (let i = row * logits.k; i < row * logits.k + topK && logits.topIds[i] >= 0; i++) {
+      ranked.push({ tokenId: logits.topIds[i], score: logits.topScores[i] });
+    }
+    return ranked;
+  }
   const start = row * logits.cols;
   const lse = logSumExp(logits.data, start, logits.cols);
   return topKIndices(logits.data, start, logits.cols, topK)

@@ -7,12 +7,18 @@
  * fp32 plans, CUDA graphs on and off. This is end-to-end time seen from JS:
  * input copy on the JS thread, a libuv worker hop, the GPU work, the output
  * copy back and the promise; issue 3's targets are for the GPU part.
+ * Then the fill-mask path through the Engine API (batcher included): a
+ * BertForMaskedLM fp16 plan, one [MASK] per sequence, topK 5, wall time next
+ * to the run's GPU time (CUDA events, result gpuMs) and their difference per
+ * run: the host overhead issue 3 bounds at 50 us for batch 1.
  * Not a test: it prints a table and fails only when a run fails.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
+import { Engine } from '../../src/engine/engine';
+import { runGpuMs } from '../../src/engine/run-result';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
@@ -89,9 +95,53 @@ async function main(): Promise<void> {
     }
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
     console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
+    await timeFillMask(work);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Engine.run wall time vs gpuMs for fp16 MLM logits with topK 5 (one mask per sequence). */
+async function timeFillMask(work: string): Promise<void> {
+  const model = path.join(work, 'bert-base-mlm');
+  writeRandomBertModel(model, {
+    architecture: 'BertForMaskedLM', hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072,
+    maxPositions: 512, vocab: bertBaseVocabulary(), seed: 4, dtype: 'F16',
+  });
+  const plan = path.join(work, 'bert-base-mlm-fp16.plan');
+  await buildPlan(model, plan, { precision: 'fp16' });
+  const engine = await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64 });
+  const rows: string[][] = [['fp16 MLM', 'batch', 'topK', 'wall p50 ms', 'gpu p50 ms', 'wall-gpu p50 us', 'wall-gpu p90 us', 'wall mean ms', 'gpu mean ms']];
+  try {
+    for (const [sequences, topK] of [[1, 5], [32, 5], [32, 0]]) {
+      const base = batchOf(sequences, 128, ['logits']);
+      const batch = { ...base, selectedRows: Int32Array.from({ length: sequences }, (_, b) => b * 128 + 5) };
+      const request = topK > 0 ? { ...batch, topK } : batch;
+      for (let i = 0; i < WARMUP; i++) await engine.run(request);
+      const wall: number[] = [];
+      const gpu: number[] = [];
+      const overhead: number[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        const start = process.hrtime.bigint();
+        const result = await engine.run(request);
+        const ms = Number(process.hrtime.bigint() - start) / 1e6;
+        const g = runGpuMs(result) ?? NaN;
+        wall.push(ms);
+        gpu.push(g);
+        overhead.push((ms - g) * 1000);
+      }
+      const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+      const sorted = (v: number[]) => [...v].sort((a, b) => a - b);
+      rows.push(['', `${sequences}x128`, topK > 0 ? String(topK) : 'full', percentile(sorted(wall), 0.5).toFixed(3),
+        percentile(sorted(gpu), 0.5).toFixed(3), percentile(sorted(overhead), 0.5).toFixed(0),
+        percentile(sorted(overhead), 0.9).toFixed(0), mean(wall).toFixed(3), mean(gpu).toFixed(3)]);
+      console.log(rows[rows.length - 1].join('  '));
+    }
+  } finally {
+    await engine.dispose();
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
 }
 
 main().catch((e: unknown) => {

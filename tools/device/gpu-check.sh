@@ -41,8 +41,8 @@ fi
 echo
 echo "--- last lines of the GPU tests (full log: $log) ---"
 awk '/=== gpu-tests: node_modules/{on=1} on; /=== gpu-tests: exit/{on=0}' "$log" | tail -130
-echo "--- timing (engine.run wall time from JS; BERT-base shape, random weights) ---"
-awk '/=== timing: node/{on=1} /=== timing: exit/{on=0} on' "$log" | tail -16
+echo "--- timing (engine.run wall time from JS; BERT-base shape, random weights; then wall vs GPU ms, fill-mask top-k) ---"
+awk '/=== timing: node/{on=1} /=== timing: exit/{on=0} on' "$log" | tail -22
 echo "--- build report ---"
 grep -E '^(FusedRT native|CUDA backend):' "$log"
 echo "--- steps ---"

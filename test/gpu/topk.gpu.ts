@@ -1,0 +1,122 @@
+/**
+ * The CUDA softmax top-k (cuda/topk.cu) on the GPU machine: against the TS
+ * reference over the same engine's full logits (exact ids, scores 1e-6), in
+ * fp32 and fp16, graphs on and off, k = 1, 5, 64, on a 30522-token
+ * vocabulary; against the CPU backend's top-k on the same plan; and gpuMs.
+ */
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { buildPlan } from '../../src/build/builder';
+import type { Precision } from '../../src/build/plan-types';
+import { Engine } from '../../src/engine/engine';
+import { isTopK, runGpuMs } from '../../src/engine/run-result';
+import type { OutputTensor, PackedBatch, TopKTensor } from '../../src/engine/types';
+import { softmaxRow } from '../../src/post/softmax';
+import { randomModelVocabulary } from '../../src/tools/demo-words';
+import { writeRandomBertModel } from '../../src/tools/random-model';
+
+const VOCAB_SIZE = 30522;
+
+function vocabulary(): string[] {
+  const words = randomModelVocabulary();
+  return [...words, ...Array.from({ length: VOCAB_SIZE - words.length }, (_, i) => `[unused${i}]`)];
+}
+
+/** sequences x length random tokens, every third token selected. */
+function batchOf(sequences: number, length: number, seed: number): PackedBatch {
+  let state = seed;
+  const next = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
+  const tokens = sequences * length;
+  return {
+    inputIds: Int32Array.from({ length: tokens }, () => 1000 + Math.floor(next() * (VOCAB_SIZE - 1000))),
+    cuSeqlens: Int32Array.from({ length: sequences + 1 }, (_, b) => b * length),
+    selectedRows: Int32Array.from({ length: Math.ceil(tokens / 3) }, (_, i) => i * 3),
+    outputs: ['logits'],
+  };
+}
+
+function checkAgainstLogits(top: TopKTensor, logits: OutputTensor, k: number, label: string): void {
+  assert.equal(top.rows, logits.rows, label);
+  for (let r = 0; r < logits.rows; r++) {
+    const start = r * logits.cols;
+    const p = softmaxRow(logits.data, start, logits.cols);
+    const order = Array.from({ length: logits.cols }, (_, c) => c)
+      .sort((a, b) => logits.data[start + b] - logits.data[start + a] || a - b).slice(0, k);
+    assert.deepEqual(Array.from(top.topIds.subarray(r * k, (r + 1) * k)), order, `${label} row ${r}: ids`);
+    order.forEach((c, i) => {
+      const got = top.topScores[r * k + i];
+      assert.ok(Math.abs(got - p[c]) <= 1e-6 * Math.max(1, p[c]) + 1e-9, `${label} row ${r} #${i}: ${got} vs ${p[c]}`);
+    });
+  }
+}
+
+describe('CUDA softmax top-k', function () {
+  this.timeout(600000);
+  let dir: string;
+  const plans = new Map<Precision, string>();
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-topk-gpu-'));
+    const model = path.join(dir, 'mlm');
+    writeRandomBertModel(model, {
+      architecture: 'BertForMaskedLM', hiddenSize: 128, numLayers: 2, numHeads: 2, intermediateSize: 256,
+      maxPositions: 256, vocab: vocabulary(), seed: 5,
+    });
+    for (const precision of ['fp32', 'fp16'] as Precision[]) {
+      const plan = path.join(dir, `mlm-${precision}.plan`);
+      await buildPlan(model, plan, { precision });
+      plans.set(precision, plan);
+    }
+  });
+
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  for (const precision of ['fp32', 'fp16'] as Precision[]) {
+    for (const cudaGraphs of [true, false]) {
+      it(`${precision}, graphs ${cudaGraphs ? 'on' : 'off'}: the reference over the same run's logits`, async () => {
+        const engine = await Engine.load(plans.get(precision)!, { device: 'cuda', cudaGraphs });
+        try {
+          for (const [sequences, length] of [[1, 7], [3, 40], [8, 128]]) {
+            const batch = batchOf(sequences, length, 17 * sequences + length);
+            const full = await engine.run(batch);
+            const ms = runGpuMs(full);
+            assert.ok(ms !== undefined && ms > 0, `gpuMs ${ms}`);
+            for (const k of [1, 5, 64]) {
+              // Twice: the second replays the graph recorded by the first.
+              for (let replay = 0; replay < 2; replay++) {
+                const result = await engine.run({ ...batch, topK: k });
+                assert.ok(isTopK(result.logits));
+                checkAgainstLogits(result.logits, full.logits, k, `${precision} ${sequences}x${length} k=${k}`);
+              }
+            }
+          }
+        } finally {
+          await engine.dispose();
+        }
+      });
+    }
+  }
+
+  it('fp32: CUDA and the CPU agree (ids where the logits are not near ties, scores 1e-4)', async () => {
+    const [gpu, cpu] = await Promise.all([
+      Engine.load(plans.get('fp32')!, { device: 'cuda' }), Engine.load(plans.get('fp32')!, { device: 'cpu' })]);
+    try {
+      const batch = batchOf(4, 64, 99);
+      const k = 5;
+      const [a, b, logits] = await Promise.all([
+        gpu.run({ ...batch, topK: k }), cpu.run({ ...batch, topK: k }), cpu.run(batch)]);
+      const [ga, cb] = [a.logits as TopKTensor, b.logits as TopKTensor];
+      for (let i = 0; i < ga.topIds.length; i++) {
+        assert.ok(Math.abs(ga.topScores[i] - cb.topScores[i]) <= 1e-4, `score ${i}`);
+        const row = Math.floor(i / k);
+        const next = cb.topIds[i + 1 < (row + 1) * k ? i + 1 : i];
+        const gap = logits.logits.data[row * logits.logits.cols + cb.topIds[i]] - logits.logits.data[row * logits.logits.cols + next];
+        if (gap > 1e-3) assert.equal(ga.topIds[i], cb.topIds[i], `id ${i}`);
+      }
+    } finally {
+      await Promise.all([gpu.dispose(), cpu.dispose()]);
+    }
+  });
+});

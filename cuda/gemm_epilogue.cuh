@@ -1,8 +1,9 @@
 // The GEMM epilogue that cuBLASLt cannot do exactly: out = act(out + bias)
 // in place over a row-major [rows, n] product, for T = float or __half
-// (computed in fp32). Used after a cuBLASLt GEMM for erf GELU (cuBLASLt's GELU
-// epilogue is the tanh approximation), tanh (no cuBLASLt epilogue) and K = 0
-// (act(bias)); see docs/cuda.md.
+// (computed in fp32). Used after a cuBLASLt GEMM for erf GELU in fp32 and tf32
+// plans (cuBLASLt's GELU epilogue is the tanh approximation, which only fp16
+// plans accept), tanh (no cuBLASLt epilogue), a GEMM whose fused epilogue has
+// no algorithm, and K = 0 (act(bias)); see docs/cuda.md.
 #pragma once
 
 #include <cuda_fp16.h>

@@ -95,8 +95,12 @@ T* as(void* p) { return static_cast<T*>(p); }
 //
 // Epilogues: none, bias, relu (+bias) and tanh-GELU (+bias) run inside
 // cuBLASLt (its GELU epilogue is the tanh approximation, which is what
-// gelu_tanh asks for). Exact erf GELU and tanh have no cuBLASLt epilogue:
-// cuBLASLt adds the bias, then cuda/gemm_epilogue.cu applies the activation.
+// gelu_tanh asks for). Exact erf GELU: fp16 plans take cuBLASLt's tanh GELU
+// too, a deliberate approximation that saves one kernel per layer (its error,
+// at most 4.7e-4 per activation, is within fp16's own rounding of them;
+// docs/decisions/0005-fp16-gelu-epilogue.md); fp32 and tf32 plans keep exact
+// erf. erf GELU there, and tanh, have no cuBLASLt epilogue: cuBLASLt adds the
+// bias, then cuda/gemm_epilogue.cu applies the activation.
 //
 // Setup (descriptor, layouts, the heuristic's algorithm) is cached per
 // GemmKey; a cached call only sets the bias pointer and launches.
@@ -106,15 +110,18 @@ struct GemmEpilogue {
   bool separate_activation;
 };
 
-GemmEpilogue gemm_epilogue(cpu::Activation activation, bool has_bias) {
+// half_activations: an fp16 plan, whose erf GELU runs as cuBLASLt's tanh GELU.
+GemmEpilogue gemm_epilogue(cpu::Activation activation, bool has_bias, bool half_activations) {
   switch (activation) {
     case cpu::Activation::kNone:
       return {has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, false};
     case cpu::Activation::kRelu:
       return {has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU, false};
+    case cpu::Activation::kGelu:
+      if (!half_activations) break;
+      [[fallthrough]];
     case cpu::Activation::kGeluTanh:
       return {has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU, false};
-    case cpu::Activation::kGelu:
     case cpu::Activation::kTanh:
       break;
   }
@@ -264,7 +271,7 @@ struct CudaBackend::State {
       check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
       return;
     }
-    const GemmEpilogue plan = gemm_epilogue(activation, c.bias != nullptr);
+    const GemmEpilogue plan = gemm_epilogue(activation, c.bias != nullptr, sizeof(T) == 2);
     GemmKey key{};
     key.rows = rows;
     key.n = n;

@@ -280,7 +280,7 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
 Napi::Value EngineObject::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    if (!runtime_) fail(ErrorCode::kDisposed, "the engine was disposed");
+    if (disposed_ || !runtime_) fail(ErrorCode::kDisposed, "the engine was disposed");
     Napi::Object result = Napi::Object::New(env);
     result.Set("backend", Napi::String::New(env, runtime_->backend().name()));
     result.Set("threads", Napi::Number::New(env, runtime_->backend().threads()));
@@ -312,6 +312,8 @@ Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
     request.selected_rows = int32_array(batch, "selectedRows", false, &present);
     request.outputs = string_list(batch, "outputs");
     request.top_k = static_cast<int>(integer_option(batch, "topK", 0, 1, cpu::kMaxTopK));
+    // Reading the batch ran JS (getters, proxies) that may have disposed us.
+    if (disposed_) fail(ErrorCode::kDisposed, "the engine was disposed");
     auto* worker = new RunWorker(this, std::move(request));
     Napi::Promise promise = worker->promise();
     worker->Queue();

@@ -197,6 +197,19 @@ describe('native engine', function () {
     assert.throws(() => local.info(), (e: Error & { code?: string }) => e.code === 'E_DISPOSED');
   });
 
+  it('rejects with E_DISPOSED, without crashing, a run whose batch getters dispose the engine', async () => {
+    const local = await addon.loadEngine(planPath, LOAD_OPTIONS);
+    const request = toRequest(UNEVEN);
+    const disposing = {
+      ...request,
+      get outputs() {
+        void local.dispose();
+        return request.outputs;
+      },
+    };
+    assert.strictEqual(await rejectionCode(local.run(disposing)), 'E_DISPOSED');
+  });
+
   it('widens fp16 weights to fp32 correctly', async () => {
     const halfModel = makeTinyBert({ seed: 11, precision: 'fp16' });
     const halfPath = path.join(dir, 'tiny-fp16.plan');

@@ -3,9 +3,10 @@
  * result (or of msg.payload, when the node has an engine of its own), and the
  * sentence filled with the best tokens.
  */
+import { MAX_TOP_K } from '../../src/engine/engine';
 import { fillMask } from '../../src/post/fill-mask';
 import { EngineClient, findEngineNode } from '../shared/engine-client';
-import { requireOutput } from '../shared/inference';
+import { requireMaskScores } from '../shared/inference';
 import { nodeError } from '../shared/messages';
 import { countField } from '../shared/options';
 import { engineOfResult, obtainResult, shapeLike } from '../shared/post-input';
@@ -22,10 +23,11 @@ export = function register(RED: NodeAPI): void {
     const topK = Math.max(1, countField(def.topK, 5));
     const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
     client.handleInput(async (msg) => {
-      const obtained = await obtainResult(client, msg, ['logits']);
+      // Running the text itself, the node lets the engine reduce each [MASK] row to its top k.
+      const obtained = await obtainResult(client, msg, ['logits'], topK <= MAX_TOP_K ? { topK } : {});
       const { result } = obtained;
       if (result.task !== 'fill-mask') throw nodeError('E_INPUT', 'wrongTask', { needed: 'fill-mask', task: result.task });
-      const logits = requireOutput(result, 'logits', 'set the infer node\'s outputs to "task" or include logits');
+      const logits = requireMaskScores(result, 'logits', 'set the infer node\'s outputs to "task" or include logits');
       const engine = await engineOfResult(RED, client, obtained);
       const filled = fillMask(logits, result.encodings, engine.tokenizer, { topK, texts: result.texts });
       msg.payload = shapeLike(result, filled);

@@ -6,7 +6,7 @@
 import type { Engine } from '../../src/engine/engine';
 import type { EngineClient } from './engine-client';
 import { findEngineNode } from './engine-client';
-import { infer, readResult, tokenize, type FusedResult } from './inference';
+import { infer, readResult, tokenize, type FusedResult, type InferOptions } from './inference';
 import { nodeError } from './messages';
 import type { NodeAPI, NodeMessage } from './red-types';
 import { readTexts } from './texts';
@@ -17,12 +17,13 @@ export interface ObtainedResult {
   engine?: Engine;
 }
 
-export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[]): Promise<ObtainedResult> {
+export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[],
+  options: InferOptions = {}): Promise<ObtainedResult> {
   if (msg.fusedrt !== undefined || !client.configNode) return { result: readResult(msg.fusedrt) };
   const engine = await client.engine();
   const texts = readTexts(msg.payload, 'payload');
   const tokens = tokenize(engine, client.configNode.id, texts, client.configNode.host.truncation);
-  return { result: await infer(engine, client.configNode.id, tokens, outputs), engine };
+  return { result: await infer(engine, client.configNode.id, tokens, outputs, options), engine };
 }
 
 /**

@@ -422,7 +422,12 @@ struct CudaBackend::State {
       cudaGraphExecDestroy(oldest->second.exec);
       graphs.erase(oldest);
     }
-    graphs.emplace(key, Graph{exec, ++graph_clock});
+    try {
+      graphs.emplace(key, Graph{exec, ++graph_clock});
+    } catch (...) {
+      cudaGraphExecDestroy(exec);  // a failed insert must not leak the instantiated graph
+      throw;
+    }
   }
 };
 

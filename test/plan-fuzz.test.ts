@@ -9,22 +9,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { addon, type NativeEngine } from './support/native-addon';
 import { assemblePlan, makeTinyBert, splitPlan, withRecomputedCrc, writeTinyBertPlan } from './support/tiny-bert-plan';
+import { mulberry32 } from './support/mulberry32';
 
 const PLAN_ERRORS = ['E_PLAN_CORRUPT', 'E_PLAN_VERSION', 'E_PLAN_IO', 'E_OOM'];
 const LOAD_OPTIONS = { device: 'cpu', threads: 1, maxTokens: 32, maxSequences: 4 };
 
 type Outcome = { loaded: true } | { loaded: false; code: string; message: string };
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function smokeRun(engine: NativeEngine) {
   const result = await engine.run({

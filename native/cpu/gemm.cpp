@@ -84,6 +84,7 @@ namespace {
 
 using gemm_detail::epilogue;
 using gemm_detail::plan_tiles;
+using gemm_detail::run_tiles;
 using gemm_detail::TileGrid;
 
 #if FUSEDRT_HAVE_OPENBLAS
@@ -212,16 +213,8 @@ void gemm(const GemmParams& p, ThreadPool& pool) {
   }
   prepare_implementation();
   const TileGrid grid = plan_tiles(p.rows, p.n, pool.size(), kTileRows, kRowGranule, kColGranule, kTilesPerThread);
-  pool.parallel_for(grid.row_tiles * grid.col_tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t row0 = (tile / grid.col_tiles) * grid.tile_rows;
-      const int64_t col0 = (tile % grid.col_tiles) * grid.tile_cols;
-      const int64_t rows = std::min(grid.tile_rows, p.rows - row0);
-      const int64_t cols = std::min(grid.tile_cols, p.n - col0);
-      multiply_tile(p, row0, rows, col0, cols);
-      const float* bias = p.bias ? p.bias + col0 : nullptr;
-      epilogue(p.out + row0 * p.n + col0, p.n, rows, cols, bias, p.activation);
-    }
+  run_tiles(p, grid, pool, [&](int64_t row0, int64_t rows, int64_t col0, int64_t cols) {
+    multiply_tile(p, row0, rows, col0, cols);
   });
 }
 

@@ -232,16 +232,8 @@ void gemm_packed(const GemmParams& p, const PackedWeight& w, ThreadPool& pool, G
   const int64_t block_rows = kernel_rows(kernel);
   const gemm_detail::TileGrid grid = gemm_detail::plan_tiles(
       p.rows, p.n, pool.size(), block_rows * kRowBlocksPerTile, block_rows, kPanel, kTilesPerThread);
-  pool.parallel_for(grid.row_tiles * grid.col_tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t row0 = (tile / grid.col_tiles) * grid.tile_rows;
-      const int64_t col0 = (tile % grid.col_tiles) * grid.tile_cols;
-      const int64_t rows = std::min(grid.tile_rows, p.rows - row0);
-      const int64_t cols = std::min(grid.tile_cols, p.n - col0);
-      multiply_tile(p, w, kernel, row0, rows, col0, cols);
-      const float* bias = p.bias ? p.bias + col0 : nullptr;
-      gemm_detail::epilogue(p.out + row0 * p.n + col0, p.n, rows, cols, bias, p.activation);
-    }
+  gemm_detail::run_tiles(p, grid, pool, [&](int64_t row0, int64_t rows, int64_t col0, int64_t cols) {
+    multiply_tile(p, w, kernel, row0, rows, col0, cols);
   });
 }
 

@@ -101,21 +101,11 @@ export class Engine {
       cudaGraphs: booleanOption(opts.cudaGraphs ?? ENGINE_DEFAULTS.cudaGraphs, 'cudaGraphs'),
     });
     try {
-      const nativeInfo = native.info();
-      const header = JSON.parse(nativeInfo.headerJson) as PlanHeader;
+      const { headerJson, ...nativeInfo } = native.info();
+      const header = JSON.parse(headerJson) as PlanHeader;
       const tokenizerJson = Buffer.from(readPlanTensor(plan, header, header.tokenizer.tensor)).toString('utf8');
       const tokenizer = createTokenizer(tokenizerJson, { maxLength: header.config.maxSeq });
-      const info: EngineInfo = {
-        backend: nativeInfo.backend,
-        blas: addon.gemmImplementation(),
-        threads: nativeInfo.threads,
-        maxTokens: nativeInfo.maxTokens,
-        maxSequences: nativeInfo.maxSequences,
-        maxSelectedRows: nativeInfo.maxSelectedRows,
-        weightBytes: nativeInfo.weightBytes,
-        workspaceBytes: nativeInfo.workspaceBytes,
-        header,
-      };
+      const info: EngineInfo = { ...nativeInfo, blas: addon.gemmImplementation(), header };
       return new Engine(native, info, tokenizer, positiveInteger(opts.batchWindowMs, 'batchWindowMs', true));
     } catch (err) {
       await native.dispose();

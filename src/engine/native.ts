@@ -5,16 +5,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { FusedRTError } from '../errors';
-import type { TopKRunResult } from './types';
+import type { EngineInfo, TopKRunResult } from './types';
 
-export interface NativeEngineInfo {
-  backend: 'cpu' | 'cuda';
-  threads: number;
-  maxTokens: number;
-  maxSequences: number;
-  maxSelectedRows: number;
-  weightBytes: number;
-  workspaceBytes: number;
+/** EngineInfo as the addon reports it: the header still as JSON text, no GEMM implementation. */
+export interface NativeEngineInfo extends Omit<EngineInfo, 'blas' | 'header'> {
   headerJson: string;
 }
 

@@ -6,6 +6,7 @@
 import * as zlib from 'zlib';
 import { writePlan, type HeaderWithoutLayout, type TensorData } from '../../src/build/plan-file';
 import type { Activation, BufferDecl, PlanHeader, PlanOp } from '../../src/build/plan-types';
+import { mulberry32 } from './mulberry32';
 
 export interface TinyBertOptions {
   /** Weight precision in the plan. Default: 'fp32'. */
@@ -26,17 +27,6 @@ export interface TinyBertModel {
   tensors: TensorData[];
   /** Each weight as the runtime sees it (fp16 plans: after rounding to half). */
   weights: Map<string, Float64Array>;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** IEEE half from a float, round to nearest even (values here stay in the normal range or round to zero). */

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { float32ToHalf, writeSafetensors, type SafetensorsTensor } from '../../src/build/safetensors';
+import { mulberry32 } from './mulberry32';
 
 export const SHARED_TOKENIZER_DIR = path.resolve(__dirname, '../../../../shared/data/bert-base-uncased');
 /** bert-base-uncased's vocabulary size: the shared tokenizer's ids must fit the embedding table. */
@@ -42,18 +43,6 @@ export interface TinyBertOptions {
 
 /** The values the checkpoint holds after storage rounding, by checkpoint name. */
 export type TinyBertWeights = Map<string, { shape: number[]; values: Float32Array }>;
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    // mulberry32: small, seedable, good enough for test weights.
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function bfloat16Bits(values: Float32Array): Uint16Array {
   const words = new Uint32Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
@@ -142,7 +131,7 @@ export function writeTinyBert(dir: string, options: TinyBertOptions): TinyBertWe
   }
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
 
-  const next = random(o.seed ?? 1);
+  const next = mulberry32(o.seed ?? 1);
   const weights: TinyBertWeights = new Map();
   const tensors: SafetensorsTensor[] = [];
   for (const [name, shape] of checkpointNames(o)) {

@@ -15,17 +15,6 @@ namespace {
 
 constexpr size_t kAlignment = 64;
 
-cpu::Activation to_cpu(Activation activation) {
-  switch (activation) {
-    case Activation::kNone: return cpu::Activation::kNone;
-    case Activation::kGelu: return cpu::Activation::kGelu;
-    case Activation::kGeluTanh: return cpu::Activation::kGeluTanh;
-    case Activation::kRelu: return cpu::Activation::kRelu;
-    case Activation::kTanh: return cpu::Activation::kTanh;
-  }
-  return cpu::Activation::kNone;
-}
-
 // Every pointer of an OpCall is fp32 on the CPU (configure()).
 const float* f32(const void* p) { return static_cast<const float*>(p); }
 float* f32(void* p) { return static_cast<float*>(p); }
@@ -53,7 +42,7 @@ cpu::GemmParams gemm_params(const OpCall& c) {
   p.in = f32(c.in);
   p.weight = f32(c.weight);
   p.bias = f32(c.bias);
-  p.activation = to_cpu(c.op->activation);
+  p.activation = c.op->activation;
   p.rows = c.rows;
   p.n = c.out_cols;
   p.k = c.in_cols;

@@ -1,5 +1,5 @@
-// The CUDA backend (docs/cuda.md). All cuBLAS use of the project is in this
-// file (section "GEMM"), so it can be reviewed in one place.
+// The CUDA backend (docs/cuda.md). GEMMs are in cuda_gemm.cpp, the kernels
+// in cuda/.
 //
 // Every CUDA and cuBLAS status is checked; a failure becomes a FusedError:
 // E_OOM for allocation failures, E_BACKEND otherwise, with CUDA's own error
@@ -15,9 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <map>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -26,47 +24,18 @@
 #include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
-#include "../cuda/gemm_epilogue.cuh"
 #include "../cuda/topk.cuh"
+#include "cuda_check.h"
+#include "cuda_gemm.h"
 #include "errors.h"
 
 namespace fusedrt {
 
 namespace {
 
-// cuBLASLt workspace per engine: enough for the split-K and stream-K
-// algorithms the heuristic picks for BERT-sized GEMMs.
-constexpr size_t kGemmWorkspaceBytes = 32u << 20;
-// Cached GEMM setups per engine: a handful per launch shape; the cache is
-// emptied when it reaches this size.
-constexpr size_t kMaxGemmSetups = 512;
 // Instantiated graphs per engine (one per launch shape and output set); the
 // least recently used goes when a new one would exceed this.
 constexpr size_t kMaxGraphs = 64;
-
-void check(cudaError_t status, const std::string& what) {
-  if (status == cudaSuccess) return;
-  cudaGetLastError();  // clear a non-sticky error so the engine stays usable
-  const ErrorCode code = status == cudaErrorMemoryAllocation ? ErrorCode::kOom : ErrorCode::kBackend;
-  fail(code, "CUDA error in " + what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
-}
-
-void check(cublasStatus_t status, const std::string& what) {
-  if (status == CUBLAS_STATUS_SUCCESS) return;
-  const ErrorCode code = status == CUBLAS_STATUS_ALLOC_FAILED ? ErrorCode::kOom : ErrorCode::kBackend;
-  fail(code, "cuBLASLt error in " + what + ": " + cublasGetStatusName(status) + " (" + cublasGetStatusString(status) + ")");
-}
-
-cpu::Activation to_kernel(Activation activation) {
-  switch (activation) {
-    case Activation::kNone: return cpu::Activation::kNone;
-    case Activation::kGelu: return cpu::Activation::kGelu;
-    case Activation::kGeluTanh: return cpu::Activation::kGeluTanh;
-    case Activation::kRelu: return cpu::Activation::kRelu;
-    case Activation::kTanh: return cpu::Activation::kTanh;
-  }
-  return cpu::Activation::kNone;
-}
 
 // Bucket sizes (docs/cuda.md): tokens in steps of 64 up to 1024, then of
 // 256; sequences and selected rows in powers of two; never above the limit.
@@ -82,157 +51,6 @@ const T* as(const void* p) { return static_cast<const T*>(p); }
 template <class T>
 T* as(void* p) { return static_cast<T*>(p); }
 
-// ---- GEMM ------------------------------------------------------------------
-//
-// out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), all row-major. In
-// cuBLASLt's column-major terms the same bytes are C (n x rows, ld n) =
-// op(A) . B with A = weight seen as k x n (ld k) and transposed, B = in seen as
-// k x rows (ld k); a bias of length n is then cuBLASLt's per-row bias of C.
-//
-// Types by plan precision: fp32: fp32 data, CUBLAS_COMPUTE_32F (true fp32,
-// for the 1e-4 tolerance); tf32: fp32 data, CUBLAS_COMPUTE_32F_FAST_TF32;
-// fp16: fp16 A, B, C, D and bias, CUBLAS_COMPUTE_32F with fp32 scalars.
-//
-// Epilogues: none, bias, relu (+bias) and tanh-GELU (+bias) run inside
-// cuBLASLt (its GELU epilogue is the tanh approximation, which is what
-// gelu_tanh asks for). Exact erf GELU: fp16 plans take cuBLASLt's tanh GELU
-// too, a deliberate approximation that saves one kernel per layer (its error,
-// at most 4.7e-4 per activation, is within fp16's own rounding of them;
-// docs/decisions/0005-fp16-gelu-epilogue.md); fp32 and tf32 plans keep exact
-// erf. erf GELU there, and tanh, have no cuBLASLt epilogue: cuBLASLt adds the
-// bias, then cuda/gemm_epilogue.cu applies the activation.
-//
-// Setup (descriptor, layouts, the heuristic's algorithm) is cached per
-// GemmKey; a cached call only sets the bias pointer and launches.
-
-struct GemmEpilogue {
-  cublasLtEpilogue_t epilogue;
-  bool separate_activation;
-};
-
-// half_activations: an fp16 plan, whose erf GELU runs as cuBLASLt's tanh GELU.
-GemmEpilogue gemm_epilogue(cpu::Activation activation, bool has_bias, bool half_activations) {
-  switch (activation) {
-    case cpu::Activation::kNone:
-      return {has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, false};
-    case cpu::Activation::kRelu:
-      return {has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU, false};
-    case cpu::Activation::kGelu:
-      if (!half_activations) break;
-      [[fallthrough]];
-    case cpu::Activation::kGeluTanh:
-      return {has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU, false};
-    case cpu::Activation::kTanh:
-      break;
-  }
-  return {has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, true};
-}
-
-// The heuristic assumes 256-byte aligned matrices unless told otherwise, and
-// plan tensors and workspace buffers are only 64-byte aligned.
-uint32_t alignment_of(const void* ptr) {
-  const auto address = reinterpret_cast<uintptr_t>(ptr);
-  const uintptr_t lowest_bit = address & (~address + 1);
-  return lowest_bit == 0 || lowest_bit > 256 ? 256u : static_cast<uint32_t>(lowest_bit);
-}
-
-struct GemmKey {
-  int64_t rows, n, k;
-  cudaDataType_t data_type;
-  cublasComputeType_t compute;
-  cublasLtEpilogue_t epilogue;
-  uint32_t align_weight, align_in, align_out, align_bias;
-
-  bool operator<(const GemmKey& o) const {
-    return std::tie(rows, n, k, data_type, compute, epilogue, align_weight, align_in, align_out, align_bias) <
-           std::tie(o.rows, o.n, o.k, o.data_type, o.compute, o.epilogue, o.align_weight, o.align_in, o.align_out,
-                    o.align_bias);
-  }
-};
-
-// Everything cuBLASLt needs for one GemmKey, owned.
-struct GemmSetup {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t weight = nullptr;
-  cublasLtMatrixLayout_t in = nullptr;
-  cublasLtMatrixLayout_t out = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  // The heuristic found nothing with the fused epilogue, so this setup runs
-  // a plain product and the epilogue kernel adds bias and activation.
-  bool epilogue_in_kernel = false;
-
-  GemmSetup() = default;
-  GemmSetup(const GemmSetup&) = delete;
-  GemmSetup& operator=(const GemmSetup&) = delete;
-  ~GemmSetup() {
-    if (out) cublasLtMatrixLayoutDestroy(out);
-    if (in) cublasLtMatrixLayoutDestroy(in);
-    if (weight) cublasLtMatrixLayoutDestroy(weight);
-    if (desc) cublasLtMatmulDescDestroy(desc);
-  }
-};
-
-struct MatmulPreference {
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~MatmulPreference() { if (preference) cublasLtMatmulPreferenceDestroy(preference); }
-};
-
-// Setup with the key's epilogue; nullptr when the heuristic finds no
-// algorithm for it.
-std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, cublasLtEpilogue_t epilogue) {
-  auto setup = std::make_unique<GemmSetup>();
-  check(cublasLtMatmulDescCreate(&setup->desc, key.compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  const cublasOperation_t keep = CUBLAS_OP_N;
-  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)), "TRANSA");
-  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)), "TRANSB");
-  check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
-        "EPILOGUE");
-  const auto k = static_cast<uint64_t>(key.k);
-  const auto n = static_cast<uint64_t>(key.n);
-  const auto rows = static_cast<uint64_t>(key.rows);
-  check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
-  check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
-  check(cublasLtMatrixLayoutCreate(&setup->out, key.data_type, n, rows, key.n), "layout of out");
-
-  MatmulPreference preference;
-  check(cublasLtMatmulPreferenceCreate(&preference.preference), "cublasLtMatmulPreferenceCreate");
-  const size_t workspace_bytes = kGemmWorkspaceBytes;
-  check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                             &workspace_bytes, sizeof(workspace_bytes)),
-        "MAX_WORKSPACE_BYTES");
-  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_weight},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_in},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_out},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_out},
-  };
-  for (const auto& [attribute, alignment] : alignments) {
-    check(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &alignment, sizeof(alignment)),
-          "MIN_ALIGNMENT");
-  }
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
-                                       preference.preference, 1, &heuristic, &found),
-        "cublasLtMatmulAlgoGetHeuristic");
-  if (found == 0) return nullptr;
-  setup->algo = heuristic.algo;
-  return setup;
-}
-
-std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key) {
-  if (auto setup = try_gemm_setup(lt, key, key.epilogue)) return setup;
-  if (key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-    if (auto setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT)) {
-      setup->epilogue_in_kernel = true;
-      return setup;
-    }
-  }
-  fail(ErrorCode::kBackend, "cuBLASLt has no algorithm for a " + std::to_string(key.rows) + "x" + std::to_string(key.k) +
-                                " by " + std::to_string(key.k) + "x" + std::to_string(key.n) + " GEMM of this precision");
-}
-
 }  // namespace
 
 struct CudaBackend::State {
@@ -240,11 +58,10 @@ struct CudaBackend::State {
   bool graphs_enabled = true;
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
-  void* gemm_workspace = nullptr;
-  Precision precision = Precision::kFp32;
   DType activations = DType::kF32;
 
-  std::map<GemmKey, std::unique_ptr<GemmSetup>> gemm_setups;
+  // Made by configure(), which knows the plan's precision.
+  std::unique_ptr<GemmRunner> gemms;
 
   struct Graph {
     cudaGraphExec_t exec = nullptr;
@@ -258,56 +75,6 @@ struct CudaBackend::State {
   cudaEvent_t work_end = nullptr;
 
   void select_device() const { check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")"); }
-
-  template <class T>
-  void gemm(const OpCall& c) {
-    const cpu::Activation activation = to_kernel(c.op->activation);
-    const int64_t rows = c.rows;
-    const int64_t n = c.out_cols;
-    const int64_t k = c.in_cols;
-    gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), activation, rows, n};
-    if (k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
-      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(T), stream), "gemm (k = 0)");
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
-      return;
-    }
-    const GemmEpilogue plan = gemm_epilogue(activation, c.bias != nullptr, sizeof(T) == 2);
-    GemmKey key{};
-    key.rows = rows;
-    key.n = n;
-    key.k = k;
-    key.data_type = sizeof(T) == 2 ? CUDA_R_16F : CUDA_R_32F;
-    key.compute = precision == Precision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    key.epilogue = plan.epilogue;
-    key.align_weight = alignment_of(c.weight);
-    key.align_in = alignment_of(c.in);
-    key.align_out = alignment_of(c.out);
-    key.align_bias = c.bias != nullptr ? alignment_of(c.bias) : 0;
-    auto found = gemm_setups.find(key);
-    if (found == gemm_setups.end()) {
-      if (gemm_setups.size() >= kMaxGemmSetups) gemm_setups.clear();
-      found = gemm_setups.emplace(key, make_gemm_setup(lt, key)).first;
-    }
-    GemmSetup& setup = *found->second;
-    if (c.bias != nullptr && !setup.epilogue_in_kernel) {
-      // The one per-call attribute: the descriptor is shared by every GEMM of
-      // this shape, and calls on one engine never overlap.
-      const void* bias = c.bias;
-      check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
-            "BIAS_POINTER");
-    }
-    const float one = 1.f;
-    const float zero = 0.f;
-    check(cublasLtMatmul(lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out, c.out,
-                         setup.out, &setup.algo, gemm_workspace, kGemmWorkspaceBytes, stream),
-          "cublasLtMatmul");
-    if (setup.epilogue_in_kernel) {
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
-    } else if (plan.separate_activation) {
-      epilogue.bias = nullptr;  // cuBLASLt added it
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
-    }
-  }
 
   void attention(const OpCall& c) {
     if (activations == DType::kF16) {
@@ -360,9 +127,19 @@ struct CudaBackend::State {
         check(gpu::embed_layernorm(p, stream), "the embed_layernorm kernel");
         return;
       }
-      case OpType::kGemm:
-        gemm<T>(c);
+      case OpType::kGemm: {
+        GemmArgs g;
+        g.rows = c.rows;
+        g.n = c.out_cols;
+        g.k = c.in_cols;
+        g.in = c.in;
+        g.weight = c.weight;
+        g.bias = c.bias;
+        g.activation = c.op->activation;
+        g.out = c.out;
+        gemms->run(g);
         return;
+      }
       case OpType::kAttention:
         attention(c);
         return;
@@ -457,8 +234,6 @@ CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique
     check(cublasLtCreate(&state_->lt), "cublasLtCreate");
     check(cudaEventCreate(&state_->work_start), "cudaEventCreate");
     check(cudaEventCreate(&state_->work_end), "cudaEventCreate");
-    check(cudaMalloc(&state_->gemm_workspace, kGemmWorkspaceBytes), "cudaMalloc of the GEMM workspace");
-    g_native_memory_bytes += static_cast<int64_t>(kGemmWorkspaceBytes);
   } catch (...) {
     if (state_->work_end) cudaEventDestroy(state_->work_end);
     if (state_->work_start) cudaEventDestroy(state_->work_start);
@@ -473,9 +248,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(state_->device);
   cudaStreamSynchronize(state_->stream);
   for (auto& [key, graph] : state_->graphs) cudaGraphExecDestroy(graph.exec);
-  state_->gemm_setups.clear();
-  cudaFree(state_->gemm_workspace);
-  g_native_memory_bytes -= static_cast<int64_t>(kGemmWorkspaceBytes);
+  state_->gemms.reset();
   cudaEventDestroy(state_->work_end);
   cudaEventDestroy(state_->work_start);
   cublasLtDestroy(state_->lt);
@@ -495,7 +268,8 @@ bool CudaBackend::supports(OpType type) const {
 }
 
 DeviceStorage CudaBackend::configure(const Plan& plan) {
-  state_->precision = plan.precision;
+  state_->select_device();
+  state_->gemms = std::make_unique<GemmRunner>(state_->lt, state_->stream, plan.precision);
   DeviceStorage storage;
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
   if (plan.precision != Precision::kFp16) return storage;

@@ -13,12 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "activation.h"
+
 namespace fusedrt {
 
 enum class DType { kF32, kF16, kU8 };
 enum class RowsKind { kTokens, kSequences, kSelected };
 enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows };
-enum class Activation { kNone, kGelu, kGeluTanh, kRelu, kTanh };
 enum class GatherSelect { kFirst, kSelected };
 // header.precision: how the weights are stored and, on CUDA, how GEMMs compute
 // (docs/plan-format.md). tf32 plans store fp32 weights.

@@ -10,11 +10,12 @@
 
 #include <cstdint>
 
+#include "../activation.h"
 #include "thread_pool.h"
 
 namespace fusedrt::cpu {
 
-enum class Activation { kNone, kGelu, kGeluTanh, kRelu, kTanh };
+using fusedrt::Activation;
 
 struct EmbedLayerNormParams {
   const int32_t* input_ids;       // [tokens]

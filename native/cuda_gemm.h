@@ -1,0 +1,51 @@
+// The GEMMs of the CUDA backend, through cuBLASLt (docs/cuda.md, "GEMM"). All
+// cuBLAS use of the project is in cuda_gemm.cpp, so it can be reviewed in one
+// place. Only for files built with FUSEDRT_WITH_CUDA.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "activation.h"
+#include "plan_reader.h"
+
+namespace fusedrt {
+
+// out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), row-major; all
+// operands have the activations' dtype (fp16 on fp16 plans, else fp32).
+struct GemmArgs {
+  int64_t rows = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  const void* in = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;  // [n] or nullptr
+  Activation activation = Activation::kNone;
+  void* out = nullptr;
+};
+
+// Runs the GEMMs of one stream. Setup (descriptors, layouts, the algorithm)
+// is made once per shape and cached; calls on one GemmRunner must not
+// overlap (one execution context runs one batch at a time).
+class GemmRunner {
+ public:
+  // lt must outlive the runner. Allocates the cuBLASLt workspace on the
+  // current device (E_OOM when it cannot).
+  GemmRunner(cublasLtHandle_t lt, cudaStream_t stream, Precision precision);
+  ~GemmRunner();
+  GemmRunner(const GemmRunner&) = delete;
+  GemmRunner& operator=(const GemmRunner&) = delete;
+
+  // Queues the GEMM (and, where cuBLASLt cannot fuse it, the epilogue
+  // kernel) on the stream.
+  void run(const GemmArgs& args);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace fusedrt

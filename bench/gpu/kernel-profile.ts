@@ -1,0 +1,73 @@
+/**
+ * The run that tools/device/kernel-profile.sh puts under Nsight Compute: a
+ * BERT-base-shaped MLM (random weights, fp16 plan) on the CUDA backend with
+ * CUDA graphs off, so every kernel of a run is launched (and profiled) on
+ * its own. One [MASK] row per sequence, top-5 on the device, as fill-mask
+ * runs it.
+ *
+ *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs]
+ *
+ * With --graphs (not under ncu) it times the same runs with CUDA graphs on
+ * and prints the median GPU time (CUDA events), to set against the sum of
+ * the profiled kernel durations: the difference is launch gaps.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { buildPlan } from '../../src/build/builder';
+import { Engine } from '../../src/engine/engine';
+import { runGpuMs } from '../../src/engine/run-result';
+import { randomModelVocabulary } from '../../src/tools/demo-words';
+import { writeRandomBertModel } from '../../src/tools/random-model';
+
+const VOCAB_SIZE = 30522;
+
+function option(name: string, fallback: string): string {
+  const at = process.argv.indexOf(name);
+  return at >= 0 && process.argv[at + 1] !== undefined ? process.argv[at + 1] : fallback;
+}
+
+async function main(): Promise<void> {
+  const work = option('--work', '/tmp/fusedrt-profile');
+  const batch = Number(option('--batch', '1'));
+  const seq = Number(option('--seq', '128'));
+  const warmup = Number(option('--warmup', '20'));
+  const runs = Number(option('--runs', '2'));
+  const plan = path.join(work, 'bert-base-mlm-fp16.plan');
+  if (!fs.existsSync(plan)) {
+    const words = randomModelVocabulary();
+    const vocab = [...words, ...Array.from({ length: VOCAB_SIZE - words.length }, (_, i) => `[unused${i}]`)];
+    writeRandomBertModel(path.join(work, 'model'), {
+      architecture: 'BertForMaskedLM', hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072,
+      maxPositions: 512, vocab, seed: 4, dtype: 'F16',
+    });
+    await buildPlan(path.join(work, 'model'), plan, { precision: 'fp16' });
+  }
+  const graphs = process.argv.includes('--graphs');
+  const engine = await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64, cudaGraphs: graphs });
+  let state = 7;
+  const next = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
+  const request = {
+    inputIds: Int32Array.from({ length: batch * seq }, () => 1000 + Math.floor(next() * (VOCAB_SIZE - 1000))),
+    cuSeqlens: Int32Array.from({ length: batch + 1 }, (_, b) => b * seq),
+    selectedRows: Int32Array.from({ length: batch }, (_, b) => b * seq + 5),
+    outputs: ['logits'],
+    topK: 5,
+  };
+  const gpuMs: number[] = [];
+  try {
+    for (let i = 0; i < warmup + runs; i++) {
+      const result = await engine.run(request);
+      if (i >= warmup) gpuMs.push(runGpuMs(result) ?? NaN);
+    }
+  } finally {
+    await engine.dispose();
+  }
+  gpuMs.sort((a, b) => a - b);
+  console.log(`${batch}x${seq} graphs ${graphs ? 'on' : 'off'}: ${warmup} warm-up runs, ${runs} runs, `
+    + `median GPU time ${gpuMs[gpuMs.length >> 1].toFixed(4)} ms`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -3,10 +3,19 @@
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "../cuda/gemm_epilogue.cuh"
 #include "backend.h"
@@ -23,6 +32,41 @@ constexpr size_t kGemmWorkspaceBytes = 32u << 20;
 // emptied when it reaches this size (safe: a runner's calls never overlap,
 // so no queued call still uses a setup's descriptor on the host).
 constexpr size_t kMaxGemmSetups = 512;
+
+// Tactic selection (docs/cuda.md, "GEMM tactics").
+// Candidates asked of the heuristic per GemmKey.
+constexpr int kMaxCandidates = 16;
+// A timed sample spans at least this much GPU time, so the events' 0.5 us
+// resolution and the jitter of single launches stay near 1% of it.
+constexpr double kTargetSpanUs = 50;
+// Launches per sample at most: a GEMM under 1 us is bound by launches anyway.
+constexpr int kMaxReps = 64;
+// Samples per candidate; its time is their median.
+constexpr int kSamples = 3;
+// After its first sample, a candidate this much slower than the best so far
+// is not sampled again.
+constexpr double kClearlySlower = 1.25;
+// Samples of one algorithm are expected to differ by about 1% from run to
+// run (to be confirmed in the device log): a candidate replaces the
+// heuristic's first only when it is at least 2% faster.
+constexpr double kMinGain = 0.98;
+// Wall time per GemmKey; candidates are tried in the heuristic's order until
+// it is spent.
+constexpr double kTuningBudgetUs = 5000;
+
+bool env_equals(const char* name, const char* value) {
+  const char* set = std::getenv(name);
+  return set != nullptr && std::string(set) == value;
+}
+// Read once: every runner of the process tunes, or none does.
+bool tuning_enabled() {
+  static const bool enabled = !env_equals("FUSEDRT_GEMM_TUNING", "0");
+  return enabled;
+}
+bool tuning_logged() {
+  static const bool logged = env_equals("FUSEDRT_GEMM_TUNING_LOG", "1");
+  return logged;
+}
 
 template <class T>
 const T* as(const void* p) { return static_cast<const T*>(p); }
@@ -47,8 +91,10 @@ T* as(void* p) { return static_cast<T*>(p); }
 // erf. erf GELU there, and tanh, have no cuBLASLt epilogue: cuBLASLt adds the
 // bias, then cuda/gemm_epilogue.cu applies the activation.
 //
-// Setup (descriptor, layouts, the heuristic's algorithm) is cached per
-// GemmKey; a cached call only sets the bias pointer and launches.
+// Setup (descriptor, layouts, the heuristic's candidates) is cached per
+// GemmKey; a cached call only sets the bias pointer and launches. Which
+// candidate runs is chosen once per GemmKey and device for the whole process
+// (Tuner, choose_algorithm).
 
 struct GemmEpilogue {
   cublasLtEpilogue_t epilogue;
@@ -101,6 +147,9 @@ struct GemmSetup {
   cublasLtMatrixLayout_t weight = nullptr;
   cublasLtMatrixLayout_t in = nullptr;
   cublasLtMatrixLayout_t out = nullptr;
+  // The heuristic's usable algorithms, best estimate first (one when tuning
+  // is off), and the one that runs: the first until tuning picks another.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
   cublasLtMatmulAlgo_t algo{};
   // The heuristic found nothing with the fused epilogue, so this setup runs
   // a plain product and the epilogue kernel adds bias and activation.
@@ -124,7 +173,8 @@ struct MatmulPreference {
 
 // Setup with the key's epilogue; nullptr when the heuristic finds no
 // algorithm for it.
-std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, cublasLtEpilogue_t epilogue) {
+std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, cublasLtEpilogue_t epilogue,
+                                          int max_candidates) {
   auto setup = std::make_unique<GemmSetup>();
   check(cublasLtMatmulDescCreate(&setup->desc, key.compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
   const cublasOperation_t transpose = CUBLAS_OP_T;
@@ -156,20 +206,27 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
     check(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &alignment, sizeof(alignment)),
           "MIN_ALIGNMENT");
   }
-  cublasLtMatmulHeuristicResult_t heuristic{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_candidates));
   int found = 0;
   check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
-                                       preference.preference, 1, &heuristic, &found),
+                                       preference.preference, max_candidates, results.data(), &found),
         "cublasLtMatmulAlgoGetHeuristic");
-  if (found == 0) return nullptr;
-  setup->algo = heuristic.algo;
+  for (int i = 0; i < found; ++i) {
+    const cublasLtMatmulHeuristicResult_t& result = results[static_cast<size_t>(i)];
+    if (result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes) {
+      setup->candidates.push_back(result.algo);
+    }
+  }
+  if (setup->candidates.empty()) return nullptr;
+  setup->algo = setup->candidates.front();
   return setup;
 }
 
 std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key) {
-  if (auto setup = try_gemm_setup(lt, key, key.epilogue)) return setup;
+  const int max_candidates = tuning_enabled() ? kMaxCandidates : 1;
+  if (auto setup = try_gemm_setup(lt, key, key.epilogue, max_candidates)) return setup;
   if (key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-    if (auto setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT)) {
+    if (auto setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT, max_candidates)) {
       setup->epilogue_in_kernel = true;
       return setup;
     }
@@ -178,14 +235,296 @@ std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& k
                                 " by " + std::to_string(key.k) + "x" + std::to_string(key.n) + " GEMM of this precision");
 }
 
+// Scalars are read on the host when the call is made, also while capturing.
+cublasStatus_t launch_gemm(cublasLtHandle_t lt, const GemmSetup& setup, const cublasLtMatmulAlgo_t& algo,
+                           const GemmArgs& c, void* workspace, cudaStream_t stream) {
+  const float one = 1.f;
+  const float zero = 0.f;
+  return cublasLtMatmul(lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out, c.out,
+                        setup.out, &algo, workspace, kGemmWorkspaceBytes, stream);
+}
+
+// The algorithm chosen per (device ordinal, GemmKey) by any runner of the
+// process: engines and execution contexts on one GPU tune a shape once, and
+// all then run it with the same algorithm, so their results for a shape stay
+// bit-identical (graphs on or off). The requested key is enough: the setup a
+// key gets (fallback epilogue, candidates) follows from the key alone. An
+// algorithm is plain data, valid with any cuBLASLt handle on its device.
+std::mutex g_tuned_mutex;
+std::map<std::pair<int, GemmKey>, cublasLtMatmulAlgo_t> g_tuned;
+
+bool find_tuned(int device, const GemmKey& key, cublasLtMatmulAlgo_t* algo) {
+  const std::lock_guard<std::mutex> lock(g_tuned_mutex);
+  const auto found = g_tuned.find({device, key});
+  if (found == g_tuned.end()) return false;
+  *algo = found->second;
+  return true;
+}
+
+// Two runners may tune one key at once: the first to publish wins, and both
+// run its algorithm.
+cublasLtMatmulAlgo_t publish_tuned(int device, const GemmKey& key, const cublasLtMatmulAlgo_t& algo) {
+  const std::lock_guard<std::mutex> lock(g_tuned_mutex);
+  return g_tuned.try_emplace({device, key}, algo).first->second;
+}
+
+struct GraphExecDestroy {
+  void operator()(cudaGraphExec_t exec) const { cudaGraphExecDestroy(exec); }
+};
+using GraphExecPtr = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphExecDestroy>;
+
+struct TimingEvent {
+  cudaEvent_t event = nullptr;
+  TimingEvent() { check(cudaEventCreate(&event), "cudaEventCreate (GEMM tuning)"); }
+  ~TimingEvent() {
+    if (event) cudaEventDestroy(event);
+  }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+};
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+struct TuneResult {
+  cublasLtMatmulAlgo_t algo{};  // the one to run
+  size_t chosen = 0;            // its index in the candidates
+  double first_us = 0;          // per launch, the heuristic's first; 0 when not timed
+  double best_us = 0;           // per launch, the fastest candidate timed
+  int tried = 0;                // candidates timed, the first included
+  std::string not_tuned;        // why the first was kept untimed, if it was
+  double wall_ms = 0;           // the tuning's own cost, on the host's clock
+};
+
+// Times a setup's candidates on the call's own operands and stream (out is
+// overwritten with beta = 0, so running it again is harmless) and picks the
+// fastest. Each sample is a CUDA graph of `reps` launches queued behind an
+// untimed run of the same graph, so the GPU runs them back to back: launched
+// one by one, a small GEMM takes about as long as the host needs to launch it,
+// and every candidate would time the same. Graphs are also how the GEMMs run
+// after the first run of a launch shape.
+class Tuner {
+ public:
+  Tuner(cublasLtHandle_t lt, cudaStream_t stream, void* workspace, const GemmSetup& setup, const GemmArgs& args)
+      : lt_(lt), stream_(stream), workspace_(workspace), setup_(setup), args_(args) {}
+
+  TuneResult run() {
+    TuneResult result;
+    const std::vector<cublasLtMatmulAlgo_t>& candidates = setup_.candidates;
+    result.algo = candidates.front();
+    if (candidates.size() == 1) {
+      result.not_tuned = "the heuristic has one candidate";
+      return result;
+    }
+    // The budget is for the tuning itself, not for the run's work queued
+    // before it.
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (GEMM tuning)");
+    start_ = std::chrono::steady_clock::now();
+    tune(result);
+    result.wall_ms = elapsed_us() / 1e3;
+    return result;
+  }
+
+ private:
+  double elapsed_us() const {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+  void tune(TuneResult& result) {
+    const std::vector<cublasLtMatmulAlgo_t>& candidates = setup_.candidates;
+    // The heuristic's first sets the launches per sample and the time to beat.
+    if (!warm_up(result.algo)) {
+      result.not_tuned = "the heuristic's first fails on these operands";
+      return;
+    }
+    int reps = 1;
+    GraphExecPtr first;
+    double span_us = 0;
+    for (;;) {
+      first = capture(result.algo, reps);
+      if (!first) {
+        result.not_tuned = "the heuristic's first cannot be captured";
+        return;
+      }
+      // A single launch goes without a lead: that spares a large GEMM a run,
+      // and a small one is launched again with more reps anyway.
+      span_us = measure(first.get(), 1, reps > 1).front();
+      if (span_us >= kTargetSpanUs || reps == kMaxReps) break;
+      const double scaled = std::ceil(1.2 * reps * kTargetSpanUs / std::max(span_us, 0.5));
+      reps = std::min(kMaxReps, std::max(reps + 1, static_cast<int>(scaled)));
+    }
+    // Timing the first (a lead and kSamples spans) and two rivals (a lead and
+    // a span each, at the least) must fit the budget, or tuning cannot pay.
+    if ((1 + kSamples + 2 * 2) * span_us > kTuningBudgetUs) {
+      result.first_us = span_us / reps;
+      result.best_us = result.first_us;
+      result.not_tuned = "too large to tune within the budget";
+      return;
+    }
+    result.first_us = median(measure(first.get(), kSamples, true)) / reps;
+    first.reset();
+    result.best_us = result.first_us;
+    result.tried = 1;
+
+    for (size_t i = 1; i < candidates.size() && elapsed_us() < kTuningBudgetUs; ++i) {
+      if (!warm_up(candidates[i])) continue;
+      const GraphExecPtr graph = capture(candidates[i], reps);
+      if (!graph) continue;
+      ++result.tried;
+      std::vector<double> spans = measure(graph.get(), 1, true);
+      if (spans.front() / reps > kClearlySlower * result.best_us) continue;
+      const std::vector<double> more = measure(graph.get(), kSamples - 1, true);
+      spans.insert(spans.end(), more.begin(), more.end());
+      const double us = median(spans) / reps;
+      if (us < result.best_us) {
+        result.best_us = us;
+        result.chosen = i;
+      }
+    }
+    if (result.best_us >= kMinGain * result.first_us) result.chosen = 0;
+    result.algo = candidates[result.chosen];
+  }
+
+  // One eager launch: loads the kernel's module before it is captured, and
+  // tells whether the algorithm runs on these operands at all.
+  bool warm_up(const cublasLtMatmulAlgo_t& algo) const {
+    if (launch_gemm(lt_, setup_, algo, args_, workspace_, stream_) == CUBLAS_STATUS_SUCCESS) return true;
+    cudaGetLastError();  // a failed candidate leaves no error behind
+    return false;
+  }
+
+  // reps launches as an executable graph; nullptr (and no error state) when
+  // the algorithm cannot be captured.
+  GraphExecPtr capture(const cublasLtMatmulAlgo_t& algo, int reps) const {
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    bool launched = true;
+    for (int i = 0; i < reps && launched; ++i) {
+      launched = launch_gemm(lt_, setup_, algo, args_, workspace_, stream_) == CUBLAS_STATUS_SUCCESS;
+    }
+    cudaGraph_t graph = nullptr;
+    const bool ended = cudaStreamEndCapture(stream_, &graph) == cudaSuccess;
+    cudaGraphExec_t exec = nullptr;
+    const bool instantiated = launched && ended && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (!instantiated) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return GraphExecPtr(exec);
+  }
+
+  // The GPU time in us of each of `samples` runs of exec. With lead, an
+  // untimed run goes first, so the timed runs are queued before the GPU
+  // reaches them and the host's launch latency is not in their time.
+  std::vector<double> measure(cudaGraphExec_t exec, int samples, bool lead) {
+    if (lead) check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch (GEMM tuning)");
+    check(cudaEventRecord(events_[0].event, stream_), "cudaEventRecord (GEMM tuning)");
+    for (int s = 1; s <= samples; ++s) {
+      check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch (GEMM tuning)");
+      check(cudaEventRecord(events_[s].event, stream_), "cudaEventRecord (GEMM tuning)");
+    }
+    check(cudaEventSynchronize(events_[samples].event), "cudaEventSynchronize (GEMM tuning)");
+    std::vector<double> spans_us;
+    for (int s = 1; s <= samples; ++s) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, events_[s - 1].event, events_[s].event), "cudaEventElapsedTime (GEMM tuning)");
+      spans_us.push_back(1e3 * ms);
+    }
+    return spans_us;
+  }
+
+  cublasLtHandle_t lt_;
+  cudaStream_t stream_;
+  void* workspace_;
+  const GemmSetup& setup_;
+  const GemmArgs& args_;
+  std::array<TimingEvent, kSamples + 1> events_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+const char* type_name(const GemmKey& key) {
+  if (key.data_type == CUDA_R_16F) return "fp16";
+  return key.compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "fp32";
+}
+
+const char* epilogue_name(cublasLtEpilogue_t epilogue) {
+  switch (epilogue) {
+    case CUBLASLT_EPILOGUE_BIAS: return "bias";
+    case CUBLASLT_EPILOGUE_RELU: return "relu";
+    case CUBLASLT_EPILOGUE_RELU_BIAS: return "bias+relu";
+    case CUBLASLT_EPILOGUE_GELU: return "gelu";
+    case CUBLASLT_EPILOGUE_GELU_BIAS: return "bias+gelu";
+    default: return "none";
+  }
+}
+
+// One attribute of an algorithm's configuration, for the log; "?" where
+// cuBLASLt does not report it.
+template <class T>
+std::string config_value(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attribute) {
+  T value{};
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof(value), &written) !=
+      CUBLAS_STATUS_SUCCESS) {
+    return "?";
+  }
+  return std::to_string(value);
+}
+
+// FUSEDRT_GEMM_TUNING_LOG=1: one line per tuned key (docs/cuda.md, "GEMM
+// tactics" says how to read it).
+void log_tuning(const GemmKey& key, const TuneResult& r) {
+  char head[160];
+  std::snprintf(head, sizeof(head), "fusedrt gemm tuning: %lldx%lldx%lld %s %s: ", static_cast<long long>(key.rows),
+                static_cast<long long>(key.n), static_cast<long long>(key.k), type_name(key),
+                epilogue_name(key.epilogue));
+  char times[200];
+  if (r.not_tuned.empty()) {
+    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, %d tried, chose #%zu", r.first_us, r.best_us,
+                  r.tried, r.chosen);
+  } else if (r.first_us > 0) {
+    std::snprintf(times, sizeof(times), "first %.1f us, not tuned: %s", r.first_us, r.not_tuned.c_str());
+  } else {
+    std::snprintf(times, sizeof(times), "not tuned: %s", r.not_tuned.c_str());
+  }
+  const std::string line = std::string(head) + times + " (algo " +
+                           config_value<int32_t>(r.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
+                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
+                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
+                           config_value<int32_t>(r.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
+                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + ")";
+  std::fprintf(stderr, "%s, %.1f ms\n", line.c_str(), r.wall_ms);
+}
+
 }  // namespace
 
 struct GemmRunner::State {
   cublasLtHandle_t lt;
   cudaStream_t stream;
   Precision precision;
+  int device = 0;  // the workspace's, where the runner was made
   void* workspace = nullptr;
   std::map<GemmKey, std::unique_ptr<GemmSetup>> setups;
+
+  // For a new setup: the algorithm chosen for the key on this device, if any
+  // runner has chosen one; else, with tuning on and the stream not capturing
+  // (synchronising then would be illegal), it is tuned now; else the
+  // heuristic's first runs. The backend runs every launch shape eagerly
+  // before capturing it, so captures find their keys chosen.
+  void choose_algorithm(GemmSetup& setup, const GemmKey& key, const GemmArgs& c) {
+    if (!tuning_enabled() || find_tuned(device, key, &setup.algo)) return;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone) return;
+    const TuneResult tuned = Tuner(lt, stream, workspace, setup, c).run();
+    setup.algo = publish_tuned(device, key, tuned.algo);
+    if (tuning_logged()) log_tuning(key, tuned);
+  }
 
   template <class T>
   void run(const GemmArgs& c) {
@@ -211,7 +550,8 @@ struct GemmRunner::State {
     key.align_out = alignment_of(c.out);
     key.align_bias = c.bias != nullptr ? alignment_of(c.bias) : 0;
     auto found = setups.find(key);
-    if (found == setups.end()) {
+    const bool fresh = found == setups.end();
+    if (fresh) {
       if (setups.size() >= kMaxGemmSetups) setups.clear();
       found = setups.emplace(key, make_gemm_setup(lt, key)).first;
     }
@@ -223,11 +563,8 @@ struct GemmRunner::State {
       check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
             "BIAS_POINTER");
     }
-    const float one = 1.f;
-    const float zero = 0.f;
-    check(cublasLtMatmul(lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out, c.out,
-                         setup.out, &setup.algo, workspace, kGemmWorkspaceBytes, stream),
-          "cublasLtMatmul");
+    if (fresh) choose_algorithm(setup, key, c);  // tuning times the real call, bias included
+    check(launch_gemm(lt, setup, setup.algo, c, workspace, stream), "cublasLtMatmul");
     if (setup.epilogue_in_kernel) {
       check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
     } else if (plan.separate_activation) {
@@ -242,6 +579,7 @@ GemmRunner::GemmRunner(cublasLtHandle_t lt, cudaStream_t stream, Precision preci
   state_->lt = lt;
   state_->stream = stream;
   state_->precision = precision;
+  check(cudaGetDevice(&state_->device), "cudaGetDevice");
   check(cudaMalloc(&state_->workspace, kGemmWorkspaceBytes), "cudaMalloc of the GEMM workspace");
   g_native_memory_bytes += static_cast<int64_t>(kGemmWorkspaceBytes);
 }

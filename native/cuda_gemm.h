@@ -27,9 +27,13 @@ struct GemmArgs {
   void* out = nullptr;
 };
 
-// Runs the GEMMs of one stream. Setup (descriptors, layouts, the algorithm)
-// is made once per shape and cached; calls on one GemmRunner must not
-// overlap (one execution context runs one batch at a time).
+// Runs the GEMMs of one stream. Setup (descriptors, layouts) is made once
+// per shape and cached; calls on one GemmRunner must not overlap (one
+// execution context runs one batch at a time). The algorithm is chosen once
+// per shape and device for the whole process (docs/cuda.md, "GEMM tactics"):
+// the first call of a shape that no runner has seen times the candidates on
+// the stream and synchronises it, unless the stream is capturing; while
+// capturing, calls never synchronise.
 class GemmRunner {
  public:
   // lt must outlive the runner. Allocates the cuBLASLt workspace on the

@@ -1,7 +1,16 @@
-// One warp per row (4 rows per block of 128 threads); 16-byte loads when
-// every pointer is 16-byte aligned and cols is a multiple of the vector width.
-// Rows are independent, so padding rows of a bucket (docs/cuda.md) cost time
-// but never touch real rows.
+// Rows of at most 4 * kRowThreadsMax 16-byte vectors (fp16: 4096 columns)
+// with every pointer 16-byte aligned are LayerNormed in registers: a block
+// of whole warps holds one row (or, from kManyRows rows on, several), loads
+// in, bias, residual, gamma and beta once and all before the first use,
+// takes mean and variance in two passes over the registers and stores. The
+// layout and the reasons for it are at launch_rows_in_registers
+// (row_math.cuh). Wider or unaligned rows take the multi-pass path: one warp
+// per row (4 rows per block of 128 threads), the row read again in each of
+// three passes (sum, squared deviations, normalise).
+//
+// Each element is read and written by one thread, so out may alias in or
+// residual. Rows are independent, so padding rows of a bucket
+// (docs/cuda.md) cost time but never touch real rows.
 #include "add_layernorm.cuh"
 #include "row_math.cuh"
 
@@ -9,11 +18,52 @@ namespace fusedrt::gpu {
 
 namespace {
 
-constexpr int kRowsPerBlock = 4;
+template <class T, int kVecs, int kRows>
+__global__ void __launch_bounds__(kRowThreadsMax) add_layernorm_registers_kernel(const AddLayerNormArgs<T> p) {
+  constexpr int kPer = kVector16<T>;
+  const int64_t vectors = p.cols / kPer;
+  const int64_t first = int64_t{blockIdx.x} * kRows;
+  uint4 in_bits[kRows][kVecs], residual_bits[kRows][kVecs];
+  float bias[kVecs][kPer], gamma[kVecs][kPer], beta[kVecs][kPer];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t n = first + r < p.rows ? vectors : 0;
+    load_share_bits(p.in + (first + r) * p.cols, n, in_bits[r]);
+    load_share_bits(p.residual != nullptr ? p.residual + (first + r) * p.cols : nullptr,
+                    p.residual != nullptr ? n : 0, residual_bits[r]);
+  }
+  load_share_floats(p.bias, p.bias != nullptr ? vectors : 0, bias);
+  load_share_floats(p.gamma, vectors, gamma);
+  load_share_floats(p.beta, vectors, beta);
+
+  // Same order of float additions as the CPU op: (in + bias) + residual.
+  float x[kRows][kVecs][kPer];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      float residual[kPer];
+      bits_to_floats<T>(in_bits[r][i], x[r][i]);
+      bits_to_floats<T>(residual_bits[r][i], residual);
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) x[r][i][k] = (x[r][i][k] + bias[i][k]) + residual[k];
+    }
+  }
+  float mean[kRows], inv_std[kRows];
+  share_statistics(x, vectors, p.cols, p.eps, mean, inv_std);
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    store_share_normalised(x[r], mean[r], inv_std[r], gamma, beta, first + r < p.rows ? vectors : 0,
+                           p.out + (first + r) * p.cols);
+  }
+}
+
+constexpr int kRowsPerWarpBlock = 4;
 
 template <class T, int kVec>
-__global__ void __launch_bounds__(kRowsPerBlock * kWarpSize) add_layernorm_kernel(const AddLayerNormArgs<T> p) {
-  const int64_t row = int64_t{blockIdx.x} * kRowsPerBlock + threadIdx.x / kWarpSize;
+__global__ void __launch_bounds__(kRowsPerWarpBlock * kWarpSize) add_layernorm_multipass_kernel(
+    const AddLayerNormArgs<T> p) {
+  const int64_t row = int64_t{blockIdx.x} * kRowsPerWarpBlock + threadIdx.x / kWarpSize;
   if (row >= p.rows) return;
   const T* in = p.in + row * p.cols;
   const T* residual = p.residual != nullptr ? p.residual + row * p.cols : nullptr;
@@ -40,17 +90,22 @@ __global__ void __launch_bounds__(kRowsPerBlock * kWarpSize) add_layernorm_kerne
 
 template <class T>
 cudaError_t add_layernorm(const AddLayerNormArgs<T>& p, cudaStream_t stream) {
-  if (p.rows <= 0) return cudaSuccess;
+  if (p.rows <= 0 || p.cols <= 0) return cudaSuccess;
   constexpr int kVec = kVector16<T>;
   const bool vectorised = p.cols % kVec == 0 && aligned16(p.in) && aligned16(p.out) && aligned16(p.gamma) &&
                           aligned16(p.beta) && (p.residual == nullptr || aligned16(p.residual)) &&
                           (p.bias == nullptr || aligned16(p.bias));
-  const dim3 grid(static_cast<unsigned>((p.rows + kRowsPerBlock - 1) / kRowsPerBlock));
-  const dim3 block(kRowsPerBlock * kWarpSize);
+  if (vectorised && launch_rows_in_registers(p.cols / kVec, p.rows, [&](auto vecs, auto rows, dim3 grid, dim3 block) {
+        add_layernorm_registers_kernel<T, decltype(vecs)::value, decltype(rows)::value><<<grid, block, 0, stream>>>(p);
+      })) {
+    return cudaGetLastError();
+  }
+  const dim3 grid(static_cast<unsigned>((p.rows + kRowsPerWarpBlock - 1) / kRowsPerWarpBlock));
+  const dim3 block(kRowsPerWarpBlock * kWarpSize);
   if (vectorised) {
-    add_layernorm_kernel<T, kVec><<<grid, block, 0, stream>>>(p);
+    add_layernorm_multipass_kernel<T, kVec><<<grid, block, 0, stream>>>(p);
   } else {
-    add_layernorm_kernel<T, 1><<<grid, block, 0, stream>>>(p);
+    add_layernorm_multipass_kernel<T, 1><<<grid, block, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }

@@ -15,34 +15,64 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace fusedrt::gpu {
+
+// How a block divides its work among its warps. A block owns kBlockM query
+// rows of one (sequence, head) and walks all of the sequence's keys in stages
+// of kBlockN; warp w has row slot w % kRowWarps (kMTiles m16 tiles, i.e.
+// 16 * kMTiles query rows) and key slot w / kRowWarps (kWarpKeys keys of each
+// stage). With kKeyWarps > 1 the key slots keep separate softmax states that
+// are merged at the end.
+template <int kRowWarpsT, int kKeyWarpsT, int kMTilesT, int kWarpKeysT>
+struct AttentionHalfShape {
+  static constexpr int kRowWarps = kRowWarpsT;
+  static constexpr int kKeyWarps = kKeyWarpsT;
+  static constexpr int kMTiles = kMTilesT;
+  static constexpr int kWarpKeys = kWarpKeysT;
+};
 
 // kHeadDim: 32, 64 or 128, the compile-time width of the tiles. A head_dim
 // below it (a multiple of 8) runs with the columns past head_dim zero-filled
 // (kPadded): the dot products do not change and the extra output columns are
 // not stored.
-template <int kHeadDimT, bool kPaddedT>
+template <int kHeadDimT, bool kPaddedT, class Shape>
 struct AttentionHalfTraits {
   static constexpr int kHeadDim = kHeadDimT;
   static constexpr bool kPadded = kPaddedT;
-  static constexpr int kWarps = 4;
+  static constexpr int kRowWarps = Shape::kRowWarps;
+  static constexpr int kKeyWarps = Shape::kKeyWarps;
+  static constexpr int kMTiles = Shape::kMTiles;
+  static constexpr int kWarpKeys = Shape::kWarpKeys;
+  static constexpr int kWarps = kRowWarps * kKeyWarps;
   static constexpr int kThreads = kWarps * 32;
-  // Query rows per block: 16 per warp, one m16 row block each.
-  static constexpr int kBlockM = 16 * kWarps;
-  // Keys per K/V tile.
-  static constexpr int kBlockN = 64;
+  static constexpr int kWarpRows = 16 * kMTiles;
+  static constexpr int kBlockM = kWarpRows * kRowWarps;  // query rows per block
+  static constexpr int kBlockN = kWarpKeys * kKeyWarps;  // keys per stage
   // Shared-memory row stride in halves: 16 bytes of padding so that the 8 row
   // addresses of one ldmatrix fall in 8 different 16-byte bank groups (a
   // stride of 64, 128 or 256 bytes would put all 8 in the same group).
   static constexpr int kRowStride = kHeadDim + 8;
   // 16-byte chunks (8 halves) per row, the unit of cp.async.
   static constexpr int kChunksPerRow = kHeadDim / 8;
-  static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tiles are whole mma k-steps");
+  static_assert(kHeadDim % 16 == 0 && kWarpKeys % 16 == 0, "tiles are whole mma k-steps");
+  static_assert(kThreads % kChunksPerRow == 0, "the tile loader gives each thread one column chunk");
 
-  // Q tile, then two K tiles and two V tiles (double buffering).
-  static constexpr size_t kSharedBytes = sizeof(__half) * static_cast<size_t>(kBlockM + 4 * kBlockN) * kRowStride;
+  // Q tile, then two K stages and two V stages (double buffering).
+  static constexpr size_t kStageBytes = sizeof(__half) * static_cast<size_t>(kBlockN) * kRowStride;
+  static constexpr size_t kSharedBytes = sizeof(__half) * static_cast<size_t>(kBlockM) * kRowStride + 4 * kStageBytes;
+  // sm_86/sm_89 give a block at most 99 KB.
+  static_assert(kSharedBytes <= 99 * 1024, "a block must fit every architecture the backend ships");
+
+  // Merging key slots: each warp of slot > 0 leaves, per lane, its
+  // accumulators and its row maxima and partial sums (kMergeFloats) in the
+  // K/V stages, which are idle by then.
+  static constexpr int kMergeFloats = kMTiles * (kHeadDim / 8 * 4 + 4);
+  static_assert(kKeyWarps == 1 || sizeof(float) * static_cast<size_t>(kWarps - kRowWarps) * kMergeFloats * 32 <=
+                                      4 * kStageBytes,
+                "the merge scratch must fit in the K/V stages");
 };
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -84,6 +114,15 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 2^x as one MUFU.EX2: exp2f compiles to ex2.approx.f32, which adds range
+// scaling around it for denormal results; flushing those to 0 changes a
+// softmax weight by less than 2^-126. 2^-inf = 0.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // Two floats as one fp16x2 register, lo in the low half (the lower column).

@@ -1,13 +1,16 @@
 // Device helpers shared by the row kernels (LayerNorms, epilogues, copies):
 // warp reductions, vector loads that convert to fp32 (float or __half
-// storage) and the one-warp-per-row LayerNorm. Internal to cuda/*.cu;
-// declares no launcher.
+// storage), the one-warp-per-row multi-pass LayerNorm, and the
+// register-resident LayerNorm of rows split over a block (its layout rule,
+// launch_rows_in_registers, is at the end). Internal to cuda/*.cu; declares
+// no launcher.
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace fusedrt::gpu {
 
@@ -132,6 +135,198 @@ __device__ __forceinline__ void layernorm_row_warp(RowValue row_value, const flo
     for (int i = 0; i < kVec; ++i) x[i] = (x[i] - mean) * inv_std * g[i] + b[i];
     store_floats<kVec>(out + c, x);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Register-resident LayerNorm. A row is split into 16-byte vectors of T
+// (kVector16<T> elements); the blockDim.x threads of a block (whole warps, at
+// most kRowThreadsMax) hold kRows rows, thread t holding vectors t,
+// t + blockDim.x, ..., t + (kVecs - 1) * blockDim.x of each (coalesced). Each
+// input is read from global memory once, the statistics come from the
+// registers, and every element is read and written by the same thread, so
+// outputs may alias inputs.
+
+constexpr int kRowThreadsMax = 128;
+
+// Index of the thread's i-th vector within its row.
+__device__ __forceinline__ int64_t share_vector(int i) { return int64_t{threadIdx.x} + int64_t{i} * blockDim.x; }
+
+// The thread's vectors of one row of T as raw bits (zeros past `vectors`,
+// so a row outside the tensor passes vectors = 0). Raw, so that every load
+// of a row is issued before any conversion waits on one.
+template <int kVecs, class T>
+__device__ __forceinline__ void load_share_bits(const T* row, int64_t vectors, uint4 (&bits)[kVecs]) {
+#pragma unroll
+  for (int i = 0; i < kVecs; ++i) {
+    const int64_t v = share_vector(i);
+    bits[i] = v < vectors ? reinterpret_cast<const uint4*>(row)[v] : make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
+// One 16-byte vector of T widened to kVector16<T> floats.
+template <class T>
+__device__ __forceinline__ void bits_to_floats(const uint4& bits, float (&x)[kVector16<T>]) {
+  load_floats<kVector16<T>>(reinterpret_cast<const T*>(&bits), x);
+}
+
+// The fp32 values (LayerNorm parameters, bias) matching the thread's
+// vectors: kPer floats per vector (kPer = kVector16<T> of the activations);
+// zeros past `vectors`.
+template <int kVecs, int kPer>
+__device__ __forceinline__ void load_share_floats(const float* row, int64_t vectors, float (&x)[kVecs][kPer]) {
+#pragma unroll
+  for (int i = 0; i < kVecs; ++i) {
+    const int64_t v = share_vector(i);
+    if (v < vectors) {
+      load_floats<kPer>(row + v * kPer, x[i]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) x[i][k] = 0.f;
+    }
+  }
+}
+
+// Sums each v[r] over the block; every thread gets the same bits (the warp
+// butterfly gives all lanes the same sum, and the warps' sums are added in
+// one order). partial must be used for no other sum in the kernel: so one
+// __syncthreads suffices.
+template <int kRows>
+__device__ __forceinline__ void block_sum(float (&v)[kRows], float (&partial)[kRows][kWarpSize]) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) v[r] = warp_sum(v[r]);
+  const int warps = static_cast<int>(blockDim.x) / kWarpSize;
+  if (warps == 1) return;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  if (threadIdx.x % kWarpSize == 0) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) partial[r][warp] = v[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float s = partial[r][0];
+    for (int w = 1; w < warps; ++w) s += partial[r][w];
+    v[r] = s;
+  }
+}
+
+// mean and 1 / sqrt(var + eps) (biased variance) of kRows rows of `cols`
+// values held as above, fp32 in two passes over the registers (mean, then
+// squared deviations: no cancellation of E[x^2] - mean^2). Vectors past
+// `vectors` are ignored. Every thread of the block must call it, once per
+// kernel.
+template <int kRows, int kVecs, int kPer>
+__device__ __forceinline__ void share_statistics(const float (&x)[kRows][kVecs][kPer], int64_t vectors, int64_t cols,
+                                                 float eps, float (&mean)[kRows], float (&inv_std)[kRows]) {
+  __shared__ float partial[2][kRows][kWarpSize];
+  float acc[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    acc[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      if (share_vector(i) < vectors) {
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) acc[r] += x[r][i][k];
+      }
+    }
+  }
+  block_sum<kRows>(acc, partial[0]);
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    mean[r] = acc[r] / static_cast<float>(cols);
+    acc[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      if (share_vector(i) < vectors) {
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) acc[r] += (x[r][i][k] - mean[r]) * (x[r][i][k] - mean[r]);
+      }
+    }
+  }
+  block_sum<kRows>(acc, partial[1]);
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) inv_std[r] = 1.f / sqrtf(acc[r] / static_cast<float>(cols) + eps);
+}
+
+// Stores (x - mean) * inv_std * gamma + beta for the thread's vectors of one
+// row (none when vectors = 0).
+template <int kVecs, int kPer, class T>
+__device__ __forceinline__ void store_share_normalised(const float (&x)[kVecs][kPer], float mean, float inv_std,
+                                                       const float (&gamma)[kVecs][kPer],
+                                                       const float (&beta)[kVecs][kPer], int64_t vectors, T* row) {
+#pragma unroll
+  for (int i = 0; i < kVecs; ++i) {
+    const int64_t v = share_vector(i);
+    if (v < vectors) {
+      float y[kPer];
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) y[k] = (x[i][k] - mean) * inv_std * gamma[i][k] + beta[i][k];
+      store_floats<kPer>(row + v * kPer, y);
+    }
+  }
+}
+
+// Rows at or below 4 * kRowThreadsMax vectors (fp16: 4096 columns, fp32:
+// 2048) are LayerNormed in registers; launch_rows_in_registers picks the
+// layout and calls launch(std::integral_constant<int, kVecs>,
+// std::integral_constant<int, kRows>, grid, block) and returns false for a
+// longer row, which the caller then runs on its multi-pass path.
+//
+// Threads per row: the fewest vectors per thread (kVecs 1, 2, 4) that keep a
+// row within 128 threads, rounded up to whole warps (fp16 768: 96 threads,
+// one vector each, the layout of TensorRT's skipLayerNorm; fp16 1024: 128;
+// fp32 768: 96 threads x 2). More threads per row than one warp shorten each
+// thread's chain of loads and spread a row over an SM's four schedulers; the
+// cross-warp sum costs a shared-memory round, ~0.1 us over the two sums.
+//
+// Rows per block: one below kManyRows rows, so that a batch of 128 tokens is
+// 128 blocks on 128 SMs (the warp-per-row kernel put it on 32 SMs, each
+// then pulling 4 rows, and the fp32 parameters for each, through its own
+// L2 port), and up to kManyRows the whole grid is resident at once (fp16
+// 768: 48 registers, 14 blocks of 96 threads per SM). From kManyRows on,
+// 4 / kVecs rows per block: the parameters (BERT's fp32 gamma, beta and
+// bias are 3x the bytes of a row's fp16 input and residual) are loaded once
+// per block instead of per row, the two block sums serve all its rows, and
+// each thread has all their loads in flight. fp16 768 at 4096 rows is then 1024
+// blocks, ~8 per SM, all resident at once (72 registers: 9 fit), with ~90 KB
+// of loads in flight per SM, above the ~36 KB that Little's law asks for
+// 4.8 TB/s at ~1 us of DRAM latency; at 1024 rows still ~2 blocks per SM.
+// Estimates from sizes, latencies and ptxas's register counts (sm_90), to be
+// confirmed with cuda/tests/layernorm_test.cu.
+constexpr int64_t kManyRows = 1024;
+
+template <class Launch>
+bool launch_rows_in_registers(int64_t vectors, int64_t rows, Launch&& launch) {
+  const auto block_for = [&](int vecs) {
+    const int64_t threads = (vectors + vecs - 1) / vecs;
+    return dim3(static_cast<unsigned>((threads + kWarpSize - 1) / kWarpSize * kWarpSize));
+  };
+  const auto grid_for = [&](int rows_per_block) {
+    return dim3(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block));
+  };
+  const bool many = rows >= kManyRows;
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
+  using Four = std::integral_constant<int, 4>;
+  if (vectors <= kRowThreadsMax) {
+    if (many) {
+      launch(One{}, Four{}, grid_for(4), block_for(1));
+    } else {
+      launch(One{}, One{}, grid_for(1), block_for(1));
+    }
+  } else if (vectors <= 2 * kRowThreadsMax) {
+    if (many) {
+      launch(Two{}, Two{}, grid_for(2), block_for(2));
+    } else {
+      launch(Two{}, One{}, grid_for(1), block_for(2));
+    }
+  } else if (vectors <= 4 * kRowThreadsMax) {
+    launch(Four{}, One{}, grid_for(1), block_for(4));
+  } else {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace fusedrt::gpu

@@ -1,13 +1,37 @@
-// One block per row. Two block-wide reductions give the row's maximum and
-// the sum of exp(x - max); then k selection rounds: in each, every thread
-// finds its best column strictly after the previous winner in the order
-// (logit descending, column ascending) and a block-wide arg-max picks the
-// round's winner. k <= 64 rounds over a row that stays in L1/L2 (a 30522-wide
-// fp16 row is 60 KB) cost less than keeping 64 candidates per thread in
-// registers, and need no shared memory beyond one slot per warp.
+// Softmax top-k in one launch whose unit of work is a warp, not a block: a
+// row of cols logits is cut into `splits` (at most 32) slices of whole
+// 1024-column chunks, one warp per slice, so even one row runs on many SMs
+// (BERT's 30522 columns: 30 warps over 15 blocks) instead of one block
+// walking the row k + 2 times (26 us for 1 row on an H200).
+//
+// A warp loads a chunk into registers (32 columns a lane, 16-byte loads
+// aligned to absolute 16-byte boundaries, so rows of any width and offset
+// vectorise; only the two edge vectors of a row load element-wise), and
+//  - its softmax part: the chunk's maximum (one redux on order-preserving
+//    keys), the sum of exp(x - max), merged into the slice's (max, sum) by
+//    rescaling (log-sum-exp); a part without numbers has max -inf and sums
+//    around 0 instead, adding 0, or its NaN;
+//  - its top-k: rounds of warp arg-max (two reduxes: largest key, then lowest
+//    column among it), each winner inserted into a sorted running list of k
+//    held two entries a lane; a round whose winner does not beat the list's
+//    k-th ends the chunk, so later chunks of long slices cost a few rounds.
+// The warp stores its (max, sum) and list in scratch, fences and counts
+// itself in its row's counter; the last warp of the row merges: log-sum-exp
+// over the parts, then exactly k rounds of arg-max over the parts' sorted
+// lists (a lane per list, its next 8 entries in registers), and resets the
+// counter to 0 for the next call.
+//
+// Keys make the order exact and total: NaN maps to 0 (never selected, as
+// fmax ignores it), -0 to +0's key (they tie, lower column first), every
+// other float to bits that compare as the floats do, and a column id breaks
+// ties, so the ids are the CPU reference's bit for bit. The exponentials are
+// expf (not __expf) in fp32; the sum differs from the reference's (double)
+// by the fp32 rounding of partial sums and rescaling, ~1e-7 relative.
+// The split depends on cols only, so a row's scores do not depend on the
+// other rows of the call.
 #include <math_constants.h>
 
-#include <climits>
+#include <cstdint>
 
 #include "row_math.cuh"
 #include "topk.cuh"
@@ -16,90 +40,304 @@ namespace fusedrt::gpu {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kMaxK = 64;  // the running list: entries lane and lane + 32
+constexpr int kPerLane = 32;
+constexpr int64_t kChunk = int64_t{kWarpSize} * kPerLane;
+constexpr int64_t kMaxSplits = kWarpSize;  // the merge gives each lane one slice's list
+constexpr int kWindow = 8;
+// Small blocks (no shared memory, no block barrier) spread one row's warps over many SMs.
+constexpr int kThreads = 64;
+// A row of __half starts up to 7 elements after a 16-byte boundary; its
+// aligned span is at most cols + 7 elements (cols + 3 for float).
+constexpr int64_t kHeadroom = 7;
+constexpr uint32_t kNoId = 0xffffffffu;
 
-// The selection order; NaN is never better than anything.
-__device__ __forceinline__ bool better(float a, int32_t a_id, float b, int32_t b_id) {
-  return a > b || (a == b && a_id < b_id);
-}
-
-struct Candidate {
-  float value;
-  int32_t id;
+struct Split {
+  int64_t chunks_per_warp;
+  int64_t splits;
 };
 
-// Block-wide: every thread gets the best candidate of the block.
-__device__ __forceinline__ Candidate block_best(Candidate c, Candidate* slots) {
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    const float v = __shfl_xor_sync(kFullMask, c.value, offset);
-    const int32_t id = __shfl_xor_sync(kFullMask, c.id, offset);
-    if (better(v, id, c.value, c.id)) c = {v, id};
+__host__ __device__ inline Split split_row(int64_t cols) {
+  const int64_t chunks = (cols + kHeadroom + kChunk - 1) / kChunk;
+  const int64_t per_warp = (chunks + kMaxSplits - 1) / kMaxSplits;
+  return {per_warp, (chunks + per_warp - 1) / per_warp};
+}
+
+struct Entry {
+  uint32_t key;  // order_key of the logit; 0: no entry
+  uint32_t id;   // the column; kNoId with key 0
+};
+
+__device__ __forceinline__ Entry no_entry() { return {0, kNoId}; }
+
+__device__ __forceinline__ uint32_t order_key(float x) {
+  if (isnan(x)) return 0;
+  const uint32_t bits = x == 0.f ? 0u : __float_as_uint(x);
+  return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+}
+
+// key != 0. The smallest, -inf's, is 0x007fffff.
+__device__ __forceinline__ float key_value(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? key & 0x7fffffffu : ~key);
+}
+
+__device__ __forceinline__ bool better(Entry a, Entry b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
+
+// Every lane gets the warp's best entry.
+__device__ __forceinline__ Entry warp_best(Entry mine) {
+  const uint32_t key = __reduce_max_sync(kFullMask, mine.key);
+  return {key, __reduce_min_sync(kFullMask, mine.key == key ? mine.id : kNoId)};
+}
+
+__device__ __forceinline__ float warp_max_value(uint32_t lane_key) {
+  const uint32_t key = __reduce_max_sync(kFullMask, lane_key);
+  return key == 0 ? -CUDART_INF_F : key_value(key);
+}
+
+// A softmax part: its maximum (-inf when it holds no number) and the sum of
+// exp(x - max), or of exp(x) when max is -inf (0, or NaN from a NaN), so a
+// part without numbers never turns the row's sum into -inf - -inf.
+struct Stats {
+  float max;
+  float sum;
+};
+
+__device__ __forceinline__ float sum_around(const Stats& s, float max) {
+  return s.max == -CUDART_INF_F ? s.sum : s.sum * expf(s.max - max);
+}
+
+__device__ __forceinline__ Stats merge(const Stats& a, const Stats& b) {
+  const float max = fmaxf(a.max, b.max);
+  return {max, sum_around(a, max) + sum_around(b, max)};
+}
+
+// The chunk whose slot 0 of lane 0 is column `first` (negative: before the
+// row): lane's slot v * kVec + i holds column first + (v * 32 + lane) * kVec
+// + i, so a lane's slots are in column order. Columns outside the row get
+// key 0; `nan` is set when one inside is NaN.
+template <class T>
+__device__ __forceinline__ void load_chunk(const T* x, int64_t cols, int64_t first, int lane,
+                                           uint32_t (&key)[kPerLane], bool& nan) {
+  constexpr int kVec = kVector16<T>;
+  constexpr int kLoads = kPerLane / kVec;
+  // All loads are issued before any is used.
+  uint4 raw[kLoads];
+  bool whole[kLoads];
+#pragma unroll
+  for (int v = 0; v < kLoads; ++v) {
+    const int64_t col = first + (int64_t{v} * kWarpSize + lane) * kVec;
+    whole[v] = col >= 0 && col + kVec <= cols;
+    raw[v] = whole[v] ? *reinterpret_cast<const uint4*>(x + col) : make_uint4(0, 0, 0, 0);
   }
-  const int warp = threadIdx.x / kWarpSize;
-  if (threadIdx.x % kWarpSize == 0) slots[warp] = c;
-  __syncthreads();
-  Candidate best = slots[0];
-  for (int w = 1; w < kWarps; ++w) {
-    if (better(slots[w].value, slots[w].id, best.value, best.id)) best = slots[w];
+#pragma unroll
+  for (int v = 0; v < kLoads; ++v) {
+    const int64_t col = first + (int64_t{v} * kWarpSize + lane) * kVec;
+    float f[kVec];
+    load_floats<kVec>(reinterpret_cast<const T*>(&raw[v]), f);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const bool inside = whole[v] || (col + i >= 0 && col + i < cols);
+      if (!whole[v] && inside) f[i] = to_float(x[col + i]);
+      key[v * kVec + i] = inside ? order_key(f[i]) : 0;
+      nan |= inside && isnan(f[i]);
+    }
   }
-  __syncthreads();  // slots are reused by the next call
+}
+
+// A lane's best slot: the largest key, the lowest slot among equals. Kept
+// per group of 8 slots, so taking the winner out rescans one group.
+constexpr int kGroup = 8;
+constexpr int kGroups = kPerLane / kGroup;
+
+struct Best {
+  uint32_t key;
+  int slot;
+};
+
+// a holds the lower slots.
+__device__ __forceinline__ Best pick(Best a, Best b) { return b.key > a.key ? b : a; }
+
+template <int kFirst>
+__device__ __forceinline__ Best group_best(const uint32_t (&key)[kPerLane]) {
+  Best b[kGroup];
+#pragma unroll
+  for (int j = 0; j < kGroup; ++j) b[j] = {key[kFirst + j], kFirst + j};
+#pragma unroll
+  for (int level = 1; level < kGroup; level *= 2) {
+#pragma unroll
+    for (int j = 0; j < kGroup / (2 * level); ++j) b[j] = pick(b[2 * j], b[2 * j + 1]);
+  }
+  return b[0];
+}
+
+// Takes slot out of group kG (its group) and rescans the group.
+template <int kG>
+__device__ __forceinline__ void take(uint32_t (&key)[kPerLane], Best (&group)[kGroups], int slot) {
+#pragma unroll
+  for (int j = kG * kGroup; j < (kG + 1) * kGroup; ++j) key[j] = j == slot ? 0u : key[j];
+  group[kG] = group_best<kG * kGroup>(key);
+}
+
+__device__ __forceinline__ Best lane_best(const Best (&group)[kGroups]) {
+  Best best = group[0];
+#pragma unroll
+  for (int g = 1; g < kGroups; ++g) best = pick(best, group[g]);
   return best;
 }
 
-// Block-wide sum (combine = add) or maximum (combine = fmaxf).
-template <bool kMax>
-__device__ __forceinline__ float block_reduce(float v, float* slots) {
-  v = kMax ? warp_max(v) : warp_sum(v);
-  const int warp = threadIdx.x / kWarpSize;
-  if (threadIdx.x % kWarpSize == 0) slots[warp] = v;
-  __syncthreads();
-  float r = slots[0];
-  for (int w = 1; w < kWarps; ++w) r = kMax ? fmaxf(r, slots[w]) : r + slots[w];
-  __syncthreads();
-  return r;
+// Inserts e at position rank (< k) of the list held as entries lane and
+// lane + 32; the entry at k - 1 falls off (slots past k are don't-cares).
+__device__ __forceinline__ void insert(Entry (&list)[2], Entry e, int rank, int lane) {
+  const uint32_t up0_key = __shfl_up_sync(kFullMask, list[0].key, 1);
+  const uint32_t up0_id = __shfl_up_sync(kFullMask, list[0].id, 1);
+  const uint32_t up1_key = __shfl_up_sync(kFullMask, list[1].key, 1);
+  const uint32_t up1_id = __shfl_up_sync(kFullMask, list[1].id, 1);
+  const uint32_t last0_key = __shfl_sync(kFullMask, list[0].key, kWarpSize - 1);
+  const uint32_t last0_id = __shfl_sync(kFullMask, list[0].id, kWarpSize - 1);
+  const Entry before0{up0_key, up0_id};  // unused by lane 0: rank >= 0
+  const Entry before1 = lane == 0 ? Entry{last0_key, last0_id} : Entry{up1_key, up1_id};
+  const int i0 = lane, i1 = lane + kWarpSize;
+  list[0] = i0 < rank ? list[0] : (i0 == rank ? e : before0);
+  list[1] = i1 < rank ? list[1] : (i1 == rank ? e : before1);
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) softmax_topk_kernel(const T* logits, int64_t cols, int k, int32_t* top_ids,
-                                                                 float* top_scores) {
-  __shared__ float sums[kWarps];
-  __shared__ Candidate candidates[kWarps];
-  const T* x = logits + int64_t{blockIdx.x} * cols;
+__global__ void __launch_bounds__(kThreads) softmax_topk_kernel(SoftmaxTopKArgs<T> p, int64_t chunks_per_warp,
+                                                                 int splits) {
+  const int64_t warp = (int64_t{blockIdx.x} * kThreads + threadIdx.x) / kWarpSize;
+  if (warp >= p.rows * splits) return;  // the whole warp
+  const int lane = static_cast<int>(threadIdx.x % kWarpSize);
+  const int64_t row = warp / splits;
+  const int64_t part = warp % splits;
+  const int k = p.k;
+  constexpr int kVec = kVector16<T>;
 
-  float max = -CUDART_INF_F;
-  for (int64_t c = threadIdx.x; c < cols; c += kThreads) max = fmaxf(max, to_float(x[c]));
-  max = block_reduce<true>(max, sums);
-  float sum = 0.f;
-  for (int64_t c = threadIdx.x; c < cols; c += kThreads) sum += expf(to_float(x[c]) - max);
-  sum = block_reduce<false>(sum, sums);
+  const T* x = p.logits + row * p.cols;
+  const auto head = static_cast<int64_t>((reinterpret_cast<uintptr_t>(x) % 16) / sizeof(T));
+  Stats stats{-CUDART_INF_F, 0.f};
+  Entry list[2] = {no_entry(), no_entry()};
+  for (int64_t c = 0; c < chunks_per_warp; ++c) {
+    const int64_t first = (part * chunks_per_warp + c) * kChunk - head;
+    if (first >= p.cols) break;
+    uint32_t key[kPerLane];
+    bool nan = false;
+    load_chunk(x, p.cols, first, lane, key, nan);
 
-  // Before the first round every number comes after the bound (+inf, -1).
-  Candidate previous{CUDART_INF_F, -1};
-  for (int i = 0; i < k; ++i) {
-    Candidate mine{-CUDART_INF_F, INT_MAX};  // the sentinel: after every number
-    for (int64_t c = threadIdx.x; c < cols; c += kThreads) {
-      const float v = to_float(x[c]);
-      const auto id = static_cast<int32_t>(c);
-      if (better(previous.value, previous.id, v, id) && better(v, id, mine.value, mine.id)) mine = {v, id};
-    }
-    previous = block_best(mine, candidates);
-    if (threadIdx.x == 0) {
-      const bool found = previous.id != INT_MAX;
-      const int64_t slot = int64_t{blockIdx.x} * k + i;
-      top_ids[slot] = found ? previous.id : -1;
-      top_scores[slot] = found ? expf(previous.value - max) / sum : 0.f;
+    uint32_t lane_max = 0;
+#pragma unroll
+    for (int b = 0; b < kPerLane; ++b) lane_max = max(lane_max, key[b]);
+    const float chunk_max = warp_max_value(lane_max);
+    const float around = chunk_max == -CUDART_INF_F ? 0.f : chunk_max;
+    // Four interleaved partial sums: shorter rounding chains than one.
+    float partial[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int b = 0; b < kPerLane; ++b) partial[b % 4] += key[b] == 0 ? 0.f : expf(key_value(key[b]) - around);
+    const float lane_sum = nan ? CUDART_NAN_F : (partial[0] + partial[1]) + (partial[2] + partial[3]);
+    stats = merge(stats, Stats{chunk_max, warp_sum(lane_sum)});
+
+    static_assert(kGroups == 4, "the group calls below");
+    Best group[kGroups] = {group_best<0>(key), group_best<kGroup>(key), group_best<2 * kGroup>(key),
+                           group_best<3 * kGroup>(key)};
+    const auto column = [&](int slot) {
+      return static_cast<uint32_t>(first + (int64_t{slot / kVec} * kWarpSize + lane) * kVec + slot % kVec);
+    };
+    for (;;) {
+      const Best best = lane_best(group);
+      const Entry mine{best.key, best.key == 0 ? kNoId : column(best.slot)};
+      const Entry winner = warp_best(mine);
+      if (winner.key == 0) break;
+      const int rank = __popc(__ballot_sync(kFullMask, lane < k && better(list[0], winner))) +
+                       __popc(__ballot_sync(kFullMask, lane + kWarpSize < k && better(list[1], winner)));
+      if (rank >= k) break;
+      insert(list, winner, rank, lane);
+      if (mine.id == winner.id) {
+        switch (best.slot / kGroup) {
+          case 0: take<0>(key, group, best.slot); break;
+          case 1: take<1>(key, group, best.slot); break;
+          case 2: take<2>(key, group, best.slot); break;
+          default: take<3>(key, group, best.slot); break;
+        }
+      }
     }
   }
+
+  // The part's results, then the count; the last part of the row merges.
+  auto* parts = static_cast<float2*>(p.scratch);
+  auto* lists = reinterpret_cast<uint2*>(parts + p.rows * splits);
+  if (lane == 0) __stcg(parts + warp, make_float2(stats.max, stats.sum));
+  if (lane < k) __stcg(lists + warp * k + lane, make_uint2(list[0].key, list[0].id));
+  if (lane + kWarpSize < k) __stcg(lists + warp * k + lane + kWarpSize, make_uint2(list[1].key, list[1].id));
+  __threadfence();
+  __syncwarp();
+  unsigned arrived = 0;
+  if (lane == 0) arrived = atomicAdd(p.row_counters + row, 1u);
+  if (__shfl_sync(kFullMask, arrived, 0) != static_cast<unsigned>(splits - 1)) return;
+  __threadfence();
+
+  const int64_t first_part = row * splits;
+  const bool owner = lane < splits;
+  Stats mine{-CUDART_INF_F, 0.f};
+  if (owner) {
+    const float2 s = __ldcg(parts + first_part + lane);
+    mine = {s.x, s.y};
+  }
+  const float row_max = warp_max_value(order_key(mine.max));
+  const float row_sum = warp_sum(sum_around(mine, row_max));
+
+  // A lane's list is sorted: its head is window[0]; the window refills after kWindow wins.
+  const uint2* own = lists + (first_part + lane) * k;
+  Entry window[kWindow];
+  int taken = 0;
+  const auto refill = [&] {
+#pragma unroll
+    for (int j = 0; j < kWindow; ++j) {
+      const uint2 e = owner && taken + j < k ? __ldcg(own + taken + j) : make_uint2(0, kNoId);
+      window[j] = {e.x, e.y};
+    }
+  };
+  refill();
+  int found = 0;
+  for (; found < k; ++found) {
+    const Entry winner = warp_best(window[0]);
+    if (winner.key == 0) break;
+    if (lane == 0) {
+      __stcs(p.top_ids + row * k + found, static_cast<int32_t>(winner.id));
+      __stcs(p.top_scores + row * k + found, expf(key_value(winner.key) - row_max) / row_sum);
+    }
+    if (window[0].id == winner.id) {
+#pragma unroll
+      for (int j = 0; j + 1 < kWindow; ++j) window[j] = window[j + 1];
+      window[kWindow - 1] = no_entry();
+      if (++taken % kWindow == 0) refill();
+    }
+  }
+  for (int i = found + lane; i < k; i += kWarpSize) {
+    p.top_ids[row * k + i] = -1;
+    p.top_scores[row * k + i] = 0.f;
+  }
+  if (lane == 0) p.row_counters[row] = 0;
 }
 
 }  // namespace
 
+size_t softmax_topk_scratch_bytes(int64_t rows, int64_t cols, int k) {
+  if (rows <= 0 || cols <= 0 || k <= 0) return 0;
+  const auto parts = static_cast<size_t>(rows * split_row(cols).splits);
+  return parts * (sizeof(float2) + static_cast<size_t>(k) * sizeof(uint2));
+}
+
 template <class T>
 cudaError_t softmax_topk(const SoftmaxTopKArgs<T>& p, cudaStream_t stream) {
   if (p.rows <= 0) return cudaSuccess;
-  softmax_topk_kernel<T><<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(p.logits, p.cols, p.k, p.top_ids,
-                                                                                  p.top_scores);
+  if (p.k < 1 || p.k > kMaxK || p.cols < 1 || p.cols > INT32_MAX || p.row_counters == nullptr ||
+      p.scratch == nullptr || reinterpret_cast<uintptr_t>(p.scratch) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const Split split = split_row(p.cols);
+  const int64_t blocks = (p.rows * split.splits * kWarpSize + kThreads - 1) / kThreads;
+  if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+  softmax_topk_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p, split.chunks_per_warp,
+                                                                                 static_cast<int>(split.splits));
   return cudaGetLastError();
 }
 

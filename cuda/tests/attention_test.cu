@@ -1,7 +1,10 @@
 // The fp16 tensor-core attention (launch_attention_fp16) against the fp32
 // kernel (attention), which the GPU test suite checks against the CPU backend
-// and transformers. Both get the same fp16-rounded inputs. Then both are timed
-// on BERT-base shapes with CUDA events. Exit status 0 only if every check passes.
+// and transformers. Both get the same fp16-rounded inputs. Every check runs
+// each tiling (kAuto and the three forced ones), and kAuto's output must be
+// bit-identical to that of the tiling it resolves to. Then the tilings are
+// timed on BERT-base shapes with CUDA events. Exit status 0 only if every
+// check passes.
 //
 //   nvcc -std=c++17 -O3 -arch=native -I native -o attention_test cuda/tests/attention_test.cu cuda/attention.cu
 //   ./attention_test
@@ -14,12 +17,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "../attention.cuh"
 
 using fusedrt::gpu::AttentionHalfParams;
+using fusedrt::gpu::AttentionTiling;
 
 namespace {
 
@@ -34,6 +39,24 @@ namespace {
 
 // Relative to the largest |output| of the fp32 kernel.
 constexpr double kTolerance = 2e-3;
+
+constexpr AttentionTiling kTilings[] = {AttentionTiling::kAuto, AttentionTiling::kRows64, AttentionTiling::kRows128,
+                                        AttentionTiling::kSplitKeys};
+
+const char* tiling_name(AttentionTiling tiling) {
+  switch (tiling) {
+    case AttentionTiling::kAuto: return "auto";
+    case AttentionTiling::kRows64: return "rows64";
+    case AttentionTiling::kRows128: return "rows128";
+    case AttentionTiling::kSplitKeys: return "split";
+  }
+  return "?";
+}
+
+// kRows128 has no instantiation above head_dim 64 and must refuse it.
+bool tiling_runs(AttentionTiling tiling, int64_t head_dim) {
+  return tiling != AttentionTiling::kRows128 || head_dim <= 64;
+}
 
 struct Rng {
   uint64_t state;
@@ -56,22 +79,28 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
+int64_t count_tokens(const std::vector<int>& lengths) {
+  int64_t n = 0;
+  for (int l : lengths) n += l;
+  return n;
+}
+
 // One packed batch on the device, in both precisions (the fp32 copy is the fp16 values widened).
 struct Batch {
   std::vector<int> lengths;
   int64_t tokens = 0, heads = 0, head_dim = 0, max_seqlen = 0;
+  float scale = 0;
   DeviceBuffer<int32_t> cu_seqlens;
   DeviceBuffer<__half> qkv16, out16;
   DeviceBuffer<float> qkv32, out32;
 
   Batch(const std::vector<int>& lens, int64_t h, int64_t d, float qk_amplitude, Rng& rng)
-      : lengths(lens), heads(h), head_dim(d), cu_seqlens(lens.size() + 1),
-        qkv16(count_tokens(lens) * 3 * h * d), out16(count_tokens(lens) * h * d),
-        qkv32(count_tokens(lens) * 3 * h * d), out32(count_tokens(lens) * h * d) {
+      : lengths(lens), tokens(count_tokens(lens)), heads(h), head_dim(d),
+        scale(1.f / std::sqrt(static_cast<float>(d))), cu_seqlens(lens.size() + 1), qkv16(tokens * 3 * h * d),
+        out16(tokens * h * d), qkv32(tokens * 3 * h * d), out32(tokens * h * d) {
     std::vector<int32_t> cu(lens.size() + 1, 0);
     for (size_t b = 0; b < lens.size(); ++b) cu[b + 1] = cu[b] + lens[b];
-    tokens = cu.back();
-    max_seqlen = *std::max_element(lens.begin(), lens.end());
+    max_seqlen = std::max(1, *std::max_element(lens.begin(), lens.end()));
     const int64_t width = h * d;
     std::vector<__half> q16(tokens * 3 * width);
     std::vector<float> q32(q16.size());
@@ -88,38 +117,35 @@ struct Batch {
     CHECK_CUDA(cudaMemcpy(qkv32.ptr, q32.data(), q32.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
 
-  static int64_t count_tokens(const std::vector<int>& lens) {
-    int64_t n = 0;
-    for (int l : lens) n += l;
-    return n;
-  }
-
-  float scale() const { return 1.f / std::sqrt(static_cast<float>(head_dim)); }
-
-  cudaError_t run16(cudaStream_t stream, int64_t max_seqlen_override = 0) const {
+  AttentionHalfParams params16(AttentionTiling tiling) const {
     AttentionHalfParams p{};
     p.qkv = qkv16.ptr;
     p.cu_seqlens = cu_seqlens.ptr;
     p.sequences = static_cast<int64_t>(lengths.size());
-    p.max_seqlen = max_seqlen_override > 0 ? max_seqlen_override : max_seqlen;
+    p.max_seqlen = max_seqlen;
     p.heads = heads;
     p.head_dim = head_dim;
-    p.scale = scale();
+    p.scale = scale;
     p.out = out16.ptr;
-    return fusedrt::gpu::launch_attention_fp16(p, stream);
+    p.tiling = tiling;
+    return p;
   }
 
-  cudaError_t run32(cudaStream_t stream) const {
+  cudaError_t run16(AttentionTiling tiling) const { return fusedrt::gpu::launch_attention_fp16(params16(tiling), nullptr); }
+
+  cudaError_t run32() const {
     fusedrt::cpu::AttentionParams p{};
     p.qkv = qkv32.ptr;
     p.cu_seqlens = cu_seqlens.ptr;
     p.sequences = static_cast<int64_t>(lengths.size());
     p.heads = heads;
     p.head_dim = head_dim;
-    p.scale = scale();
+    p.scale = scale;
     p.out = out32.ptr;
-    return fusedrt::gpu::attention(p, tokens, stream);
+    return fusedrt::gpu::attention(p, tokens, nullptr);
   }
+
+  size_t out_count() const { return static_cast<size_t>(tokens * heads * head_dim); }
 
   // 4 * sum(len^2) * head_dim * heads: Q K^T and P V.
   double flops() const {
@@ -127,25 +153,19 @@ struct Batch {
     for (int l : lengths) sum += static_cast<double>(l) * l;
     return 4 * sum * static_cast<double>(head_dim * heads);
   }
+
+  // What the op must move at least: QKV read once, out written once.
+  double bytes() const { return static_cast<double>(tokens * heads * head_dim) * 4 * sizeof(__half); }
 };
 
 int failures = 0;
 
-// Poisons both outputs (NaN), runs both kernels, compares every element.
-void check(const std::string& label, const Batch& batch, int64_t max_seqlen_override = 0) {
-  const size_t count = static_cast<size_t>(batch.tokens * batch.heads * batch.head_dim);
-  CHECK_CUDA(cudaMemset(batch.out16.ptr, 0xff, count * sizeof(__half)));
-  CHECK_CUDA(cudaMemset(batch.out32.ptr, 0xff, count * sizeof(float)));
-  CHECK_CUDA(batch.run16(nullptr, max_seqlen_override));
-  CHECK_CUDA(batch.run32(nullptr));
-  CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<__half> got(count);
-  std::vector<float> want(count);
-  CHECK_CUDA(cudaMemcpy(got.data(), batch.out16.ptr, count * sizeof(__half), cudaMemcpyDeviceToHost));
-  CHECK_CUDA(cudaMemcpy(want.data(), batch.out32.ptr, count * sizeof(float), cudaMemcpyDeviceToHost));
+// One tiling's cell of a check row: its error relative to the largest
+// |output|, or why it failed.
+std::string compare(const std::vector<__half>& got, const std::vector<float>& want, bool& ok) {
   double worst = 0, scale = 0;
   size_t unwritten = 0;
-  for (size_t i = 0; i < count; ++i) {
+  for (size_t i = 0; i < got.size(); ++i) {
     const double g = __half2float(got[i]);
     if (std::isnan(g) || std::isnan(want[i])) {
       ++unwritten;
@@ -155,11 +175,64 @@ void check(const std::string& label, const Batch& batch, int64_t max_seqlen_over
     scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
   }
   const double relative = scale > 0 ? worst / scale : worst;
-  const bool ok = unwritten == 0 && relative <= kTolerance;
-  if (!ok) ++failures;
-  std::printf("| %-44s | %4lld | %6lld | %9.2e | %9.2e | %s |\n", label.c_str(), static_cast<long long>(batch.head_dim),
-              static_cast<long long>(batch.tokens), worst, relative,
-              ok ? "ok" : (unwritten ? ("FAIL (" + std::to_string(unwritten) + " NaN)").c_str() : "FAIL"));
+  ok = unwritten == 0 && relative <= kTolerance;
+  char cell[64];
+  if (unwritten) {
+    std::snprintf(cell, sizeof cell, "FAIL (%zu NaN)", unwritten);
+  } else {
+    std::snprintf(cell, sizeof cell, "%.1e%s", relative, ok ? "" : " FAIL");
+  }
+  return cell;
+}
+
+std::vector<__half> download16(const Batch& batch) {
+  std::vector<__half> v(batch.out_count());
+  CHECK_CUDA(cudaMemcpy(v.data(), batch.out16.ptr, v.size() * sizeof(__half), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+// Poisons the outputs (NaN), runs the fp32 kernel once and every tiling of
+// the fp16 one, compares every element; one table row.
+void check(const std::string& label, Batch& batch) {
+  const size_t count = batch.out_count();
+  CHECK_CUDA(cudaMemset(batch.out32.ptr, 0xff, count * sizeof(float)));
+  CHECK_CUDA(batch.run32());
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> want(count);
+  CHECK_CUDA(cudaMemcpy(want.data(), batch.out32.ptr, count * sizeof(float), cudaMemcpyDeviceToHost));
+
+  AttentionTiling resolved = AttentionTiling::kAuto;
+  CHECK_CUDA(fusedrt::gpu::attention_fp16_tiling(batch.params16(AttentionTiling::kAuto), resolved));
+  std::vector<__half> auto_out;
+  bool row_ok = true;
+  std::string cells;
+  for (AttentionTiling tiling : kTilings) {
+    CHECK_CUDA(cudaMemset(batch.out16.ptr, 0xff, count * sizeof(__half)));
+    const cudaError_t error = batch.run16(tiling);
+    std::string cell;
+    bool ok = false;
+    if (!tiling_runs(tiling, batch.head_dim)) {
+      ok = error == cudaErrorInvalidValue;
+      cell = ok ? "refused" : "FAIL (ran)";
+    } else {
+      CHECK_CUDA(error);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      const std::vector<__half> got = download16(batch);
+      cell = compare(got, want, ok);
+      if (tiling == AttentionTiling::kAuto) {
+        auto_out = got;
+      } else if (tiling == resolved && std::memcmp(got.data(), auto_out.data(), count * sizeof(__half)) != 0) {
+        ok = false;
+        cell += " FAIL (auto differs)";
+      }
+    }
+    row_ok = row_ok && ok;
+    cells += " | " + cell;
+  }
+  if (!row_ok) ++failures;
+  std::printf("| %-40s | %4lld | %4lld | %6lld | %-7s%s | %s |\n", label.c_str(),
+              static_cast<long long>(batch.head_dim), static_cast<long long>(batch.heads),
+              static_cast<long long>(batch.tokens), tiling_name(resolved), cells.c_str(), row_ok ? "ok" : "FAIL");
 }
 
 std::vector<int> random_lengths(Rng& rng, int count, int lo, int hi) {
@@ -168,43 +241,15 @@ std::vector<int> random_lengths(Rng& rng, int count, int lo, int hi) {
   return lengths;
 }
 
-float median_ms(cudaError_t (*launch)(const Batch&), const Batch& batch, int runs) {
-  for (int i = 0; i < 5; ++i) CHECK_CUDA(launch(batch));
-  std::vector<cudaEvent_t> events(2 * runs);
-  for (auto& e : events) CHECK_CUDA(cudaEventCreate(&e));
-  for (int i = 0; i < runs; ++i) {
-    CHECK_CUDA(cudaEventRecord(events[2 * i]));
-    CHECK_CUDA(launch(batch));
-    CHECK_CUDA(cudaEventRecord(events[2 * i + 1]));
-  }
-  CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> ms(runs);
-  for (int i = 0; i < runs; ++i) CHECK_CUDA(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
-  for (auto& e : events) CHECK_CUDA(cudaEventDestroy(e));
-  std::sort(ms.begin(), ms.end());
-  return ms[runs / 2];
+// A runtime-style bucket: `real` random lengths in [1, longest], then empty
+// padding sequences up to `bucket`, all starting at the real token count.
+std::vector<int> padded_bucket(Rng& rng, int real, int bucket, int longest) {
+  std::vector<int> lengths = random_lengths(rng, real, 1, longest);
+  lengths.resize(bucket, 0);
+  return lengths;
 }
 
-}  // namespace
-
-int main() {
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("attention_test on %s (sm_%d%d)\n\n", prop.name, prop.major, prop.minor);
-  Rng rng{0x9e3779b97f4a7c15ull};
-
-  std::printf("| check | head_dim | tokens | max abs err | / max abs out | result |\n");
-  std::printf("| --- | ---: | ---: | ---: | ---: | --- |\n");
-  const std::vector<int> edges = {1, 2, 15, 16, 17, 63, 64, 65, 127, 128, 129, 200, 384, 511, 512, 513, 600};
-  for (int head_dim : {32, 64, 128, 8, 48, 96, 120}) {
-    for (float amplitude : {1.f, 3.f}) {
-      const Batch edge_batch(edges, 3, head_dim, amplitude, rng);
-      check("edge lengths 1..600, |q|,|k| <= " + std::to_string(static_cast<int>(amplitude)), edge_batch);
-    }
-    const Batch random_batch(random_lengths(rng, 24, 1, 600), 2, head_dim, 2.f, rng);
-    check("24 random lengths in [1, 600]", random_batch);
-    if (head_dim == 64) check("same, max_seqlen 1024 (idle blocks exit)", random_batch, 1024);
-  }
+void check_rejections() {
   for (int64_t head_dim : {0, 4, 100, 136, 256}) {
     AttentionHalfParams p{};
     p.sequences = 1;
@@ -214,28 +259,152 @@ int main() {
     const bool rejected = fusedrt::gpu::launch_attention_fp16(p, nullptr) == cudaErrorInvalidValue &&
                           !fusedrt::gpu::attention_fp16_supports(head_dim);
     if (!rejected) ++failures;
-    std::printf("| %-44s | %4lld | %6d | %9s | %9s | %s |\n", "unsupported head_dim is rejected",
-                static_cast<long long>(head_dim), 0, "-", "-", rejected ? "ok" : "FAIL");
+    std::printf("| unsupported head_dim %-19lld | %4lld | %4d | %6d | %-7s | - | - | - | - | %s |\n",
+                static_cast<long long>(head_dim), static_cast<long long>(head_dim), 1, 0, "-",
+                rejected ? "ok" : "FAIL");
   }
+}
 
-  std::printf("\nTiming, BERT-base attention (12 heads x 64), CUDA events, median of 50:\n\n");
-  std::printf("| case | tokens | fp32 ms | fp16 ms | fp16 TFLOP/s | speed-up |\n");
-  std::printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+void run_checks(Rng& rng) {
+  std::printf("Checks: max |fp16 - fp32| / max |fp32 output| per tiling (tolerance %.0e); `tiling` is what auto runs.\n\n",
+              kTolerance);
+  std::printf("| check | head_dim | heads | tokens | tiling | auto | rows64 | rows128 | split | result |\n");
+  std::printf("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |\n");
+  const std::vector<int> edges = {1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 255, 256, 257, 384, 511, 512,
+                                  513, 600};
+  const std::vector<int> with_empty = {0, 5, 0, 0, 1, 130, 0, 64, 1, 300, 0, 0};
+  for (int head_dim : {32, 64, 128, 8, 48, 96, 120}) {
+    for (float amplitude : {1.f, 3.f}) {
+      Batch batch(edges, 3, head_dim, amplitude, rng);
+      check("edge lengths 1..600, |q|,|k| <= " + std::to_string(static_cast<int>(amplitude)), batch);
+    }
+    Batch random_batch(random_lengths(rng, 24, 1, 600), 2, head_dim, 2.f, rng);
+    check("24 random lengths in [1, 600]", random_batch);
+    Batch empty_batch(with_empty, 3, head_dim, 2.f, rng);
+    check("empty (first, middle, last) and length-1", empty_batch);
+    if (head_dim == 64) {
+      random_batch.max_seqlen = 1024;
+      check("24 random, max_seqlen 1024 (idle blocks)", random_batch);
+      for (float scale : {-0.125f, 0.f}) {
+        Batch scaled(edges, 3, head_dim, 2.f, rng);
+        scaled.scale = scale;
+        check("edge lengths, scale " + std::to_string(scale), scaled);
+      }
+    }
+  }
+  for (int head_dim : {32, 64, 128}) {
+    struct Case {
+      const char* name;
+      std::vector<int> lengths;
+      int max_seqlen;
+    };
+    const Case cases[] = {
+        {"batch 1 x 128", std::vector<int>(1, 128), 128},
+        {"batch 1 x 384", std::vector<int>(1, 384), 384},
+        {"batch 1 x 512", std::vector<int>(1, 512), 512},
+        {"batch 2 x 100, max_seqlen 128", std::vector<int>(2, 100), 128},
+        {"batch 32 x 128", std::vector<int>(32, 128), 128},
+        {"bucket 32 (20 real in [1, 128]), max 128", padded_bucket(rng, 20, 32, 128), 128},
+        {"bucket 4 (3 real in [1, 512]), max 512", padded_bucket(rng, 3, 4, 512), 512},
+    };
+    for (const Case& c : cases) {
+      Batch batch(c.lengths, 12, head_dim, 2.f, rng);
+      batch.max_seqlen = c.max_seqlen;
+      check(c.name, batch);
+    }
+  }
+  check_rejections();
+}
+
+// Mean time of one launch, in microseconds. warm: median over 5 event pairs
+// around 20 back-to-back launches (inputs stay in L2 where they fit). cold:
+// median over 20 event pairs around one launch each, after a memset of twice
+// the L2 size (as Nsight Compute's cache control does; includes the ~1-2 us
+// gap between an event and the launch).
+template <class Launch>
+double time_us(Launch launch, bool cold, void* flush, size_t flush_bytes) {
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(launch());
+  const int pairs = cold ? 20 : 5;
+  const int per_pair = cold ? 1 : 20;
+  std::vector<cudaEvent_t> events(2 * pairs);
+  for (auto& e : events) CHECK_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < pairs; ++i) {
+    if (cold) CHECK_CUDA(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
+    CHECK_CUDA(cudaEventRecord(events[2 * i]));
+    for (int k = 0; k < per_pair; ++k) CHECK_CUDA(launch());
+    CHECK_CUDA(cudaEventRecord(events[2 * i + 1]));
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<float> ms(pairs);
+  for (int i = 0; i < pairs; ++i) CHECK_CUDA(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
+  for (auto& e : events) CHECK_CUDA(cudaEventDestroy(e));
+  std::sort(ms.begin(), ms.end());
+  return 1e3 * ms[pairs / 2] / per_pair;
+}
+
+void run_timing(Rng& rng, const cudaDeviceProp& prop) {
+  const size_t flush_bytes = 2 * static_cast<size_t>(std::max(prop.l2CacheSize, 1 << 20));
+  DeviceBuffer<unsigned char> flush(flush_bytes);
   struct Shape {
     const char* name;
     int seq, batch;
     bool varlen;
   };
-  for (const Shape& s : {Shape{"s128 b32", 128, 32, false}, Shape{"s128 b128", 128, 128, false},
-                         Shape{"s384 b32", 384, 32, false}, Shape{"s384 b128", 384, 128, false},
-                         Shape{"s384 b128 varlen [48, 384]", 384, 128, true}}) {
-    const std::vector<int> lengths = s.varlen ? random_lengths(rng, s.batch, s.seq / 8, s.seq) : std::vector<int>(s.batch, s.seq);
-    const Batch batch(lengths, 12, 64, 2.f, rng);
-    const float ms32 = median_ms([](const Batch& b) { return b.run32(nullptr); }, batch, 50);
-    const float ms16 = median_ms([](const Batch& b) { return b.run16(nullptr); }, batch, 50);
-    std::printf("| %s | %lld | %.3f | %.3f | %.1f | %.1fx |\n", s.name, static_cast<long long>(batch.tokens), ms32, ms16,
-                batch.flops() / (ms16 * 1e-3) / 1e12, ms32 / ms16);
+  const Shape shapes[] = {{"1 x 128", 128, 1, false},    {"1 x 384", 384, 1, false},
+                          {"1 x 512", 512, 1, false},    {"4 x 128", 128, 4, false},
+                          {"8 x 128", 128, 8, false},    {"32 x 128", 128, 32, false},
+                          {"32 x 384", 384, 32, false},  {"128 x 384", 384, 128, false},
+                          {"128 x 384 varlen [48, 384]", 384, 128, true}};
+  std::string tables[2];  // cold, warm
+  for (const Shape& s : shapes) {
+    const std::vector<int> lengths =
+        s.varlen ? random_lengths(rng, s.batch, s.seq / 8, s.seq) : std::vector<int>(s.batch, s.seq);
+    Batch batch(lengths, 12, 64, 2.f, rng);
+    batch.max_seqlen = s.seq;
+    AttentionTiling resolved = AttentionTiling::kAuto;
+    CHECK_CUDA(fusedrt::gpu::attention_fp16_tiling(batch.params16(AttentionTiling::kAuto), resolved));
+    for (int cold = 1; cold >= 0; --cold) {
+      double auto_us = 0;
+      char cell[128];
+      std::snprintf(cell, sizeof cell, "| %s | %s |", s.name, tiling_name(resolved));
+      std::string row = cell;
+      for (AttentionTiling tiling : kTilings) {
+        const double us = time_us([&] { return batch.run16(tiling); }, cold, flush.ptr, flush_bytes);
+        if (tiling == AttentionTiling::kAuto) auto_us = us;
+        std::snprintf(cell, sizeof cell, " %.2f |", us);
+        row += cell;
+      }
+      std::snprintf(cell, sizeof cell, " %.1f | %.0f |", batch.flops() / (auto_us * 1e-6) / 1e12,
+                    batch.bytes() / (auto_us * 1e-6) / 1e9);
+      row += cell;
+      if (!cold) {
+        std::snprintf(cell, sizeof cell, " %.1f |", time_us([&] { return batch.run32(); }, false, nullptr, 0));
+        row += cell;
+      }
+      tables[cold ? 0 : 1] += row + "\n";
+    }
   }
+  for (int cold = 1; cold >= 0; --cold) {
+    std::printf("\nTiming, BERT-base attention (12 heads x 64), %s, us per launch; TFLOP/s and GB/s (QKV read + out "
+                "written once) of the tiling auto runs:\n\n",
+                cold ? "cold L2 (flushed before each launch)" : "warm L2 (20 launches back to back)");
+    std::printf("| batch x seq | auto runs | auto | rows64 | rows128 | split | TFLOP/s | GB/s |%s\n",
+                cold ? "" : " fp32 |");
+    std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", cold ? "" : " ---: |");
+    std::printf("%s", tables[cold ? 0 : 1].c_str());
+  }
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("attention_test on %s (sm_%d%d, %d SMs, L2 %d MB)\n\n", prop.name, prop.major, prop.minor,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  Rng rng{0x9e3779b97f4a7c15ull};
+  run_checks(rng);
+  run_timing(rng, prop);
   std::printf("\nattention_test: %s (%d failure%s)\n", failures ? "FAILED" : "all checks passed", failures,
               failures == 1 ? "" : "s");
   return failures ? 1 : 0;

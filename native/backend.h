@@ -1,7 +1,8 @@
 // The backend contract: everything the runtime needs from a device, and
-// nothing more (after ggml-backend). A backend owns device memory, decides
-// how a plan's tensors and activations are stored on it, and runs one plan op
-// at a time on pointers the runtime resolved (docs/runtime.md).
+// nothing more (after ggml-backend). A backend owns device memory and decides
+// how a plan's tensors and activations are stored on it; its execution
+// contexts run one plan op at a time on pointers the runtime resolved
+// (docs/runtime.md).
 //
 // Memory returned by allocate() and allocate_host() counts towards
 // native_memory_bytes(), the process-wide figure behind
@@ -12,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,33 +77,28 @@ struct DeviceStorage {
   std::vector<DType> tensors;
 };
 
-class Backend {
+// The device a backend runs on, for info(); only GPUs have one to report.
+struct DeviceInfo {
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  int ordinal = 0;   // CUDA device ordinal
+  // Engines of this process on the device now, this one included: they
+  // share its handles (docs/cuda.md, "The shared device").
+  int engines = 0;
+  int multiprocessors = 0;
+  int64_t memory_bytes = 0;
+};
+
+// One execution context: the queued work of one run at a time. The runtime
+// gives every context its own workspace and host staging, so runs on
+// different contexts of one backend may be issued from different threads at
+// once; whether their work overlaps on the device is
+// Backend::contexts_overlap(). A context must not outlive its backend.
+class BackendContext {
  public:
-  virtual ~Backend() = default;
+  virtual ~BackendContext() = default;
 
-  virtual const char* name() const = 0;
-  // Threads (CPU) the backend computes with; informational.
-  virtual int threads() const = 0;
-  virtual bool supports(OpType type) const = 0;
-  // Called once at load, before anything is allocated: chooses the storage
-  // and keeps what the backend needs of the plan (e.g. its precision).
-  virtual DeviceStorage configure(const Plan& plan) = 0;
-  // The sizes a batch of `real` sizes is launched with: `real` itself, or
-  // larger (never above `limits`) so that batches share launch shapes.
-  virtual BatchShape launch_shape(const BatchShape& real, const BatchShape& limits) const = 0;
-
-  // Device memory, 64-byte aligned; throws FusedError E_OOM when it cannot.
-  virtual void* allocate(size_t bytes) = 0;
-  virtual void release(void* ptr, size_t bytes) = 0;
-  // Host memory the queued copies below may use (page-locked on a GPU),
-  // 64-byte aligned; throws E_OOM when it cannot.
-  virtual void* allocate_host(size_t bytes) = 0;
-  virtual void release_host(void* ptr, size_t bytes) = 0;
-  // Synchronous copy into device memory (loading); src may be any memory.
-  virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
-
-  // Queued work of a run. The host side of a copy is allocate_host() memory
-  // and must stay untouched until synchronize().
+  // The host side of a copy is allocate_host() memory and must stay
+  // untouched until synchronize().
   virtual void copy_to_device(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   // dst[i] = float(src[i]) on the device; src holds `count` activations of
@@ -115,15 +113,52 @@ class Backend {
                             float* top_scores) = 0;
   // Issues a run's queued work by calling enqueue, which makes only the
   // calls above, with pointers and sizes that depend on nothing but `key`.
-  // So a backend may record the calls once per key and replay them (CUDA
+  // So a context may record the calls once per key and replay them (CUDA
   // graphs) instead of calling enqueue again.
   virtual void execute(const std::string& key, const std::function<void()>& enqueue) = 0;
-  // Waits until everything queued so far has finished.
+  // Waits until everything queued on this context so far has finished.
   virtual void synchronize() = 0;
   // Device time of the work the last execute() issued, in milliseconds,
   // valid after synchronize(); negative when the backend does not measure it
   // (the CPU, whose work is the run's wall time anyway).
   virtual double last_execute_ms() const { return -1; }
+};
+
+// The device side: memory, storage decisions and launch shapes, shared by
+// all contexts of an engine. Its methods may be called from any thread, but
+// loading (configure, upload) happens before any context runs.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const char* name() const = 0;
+  // Threads (CPU) the backend computes with; informational.
+  virtual int threads() const = 0;
+  virtual bool supports(OpType type) const = 0;
+  // Whether work of different contexts runs at the same time on the device
+  // (CUDA streams) or one after another (the CPU's one thread pool).
+  virtual bool contexts_overlap() const = 0;
+  // The GPU, when there is one.
+  virtual std::optional<DeviceInfo> device_info() const { return std::nullopt; }
+  // Called once at load, before anything is allocated: chooses the storage
+  // and keeps what the backend needs of the plan (e.g. its precision).
+  virtual DeviceStorage configure(const Plan& plan) = 0;
+  // The sizes a batch of `real` sizes is launched with: `real` itself, or
+  // larger (never above `limits`) so that batches share launch shapes.
+  virtual BatchShape launch_shape(const BatchShape& real, const BatchShape& limits) const = 0;
+  // A new execution context for batches of launch sizes up to `limits`, so
+  // that it can size what it needs per run now; after configure().
+  virtual std::unique_ptr<BackendContext> create_context(const BatchShape& limits) = 0;
+
+  // Device memory, 64-byte aligned; throws FusedError E_OOM when it cannot.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* ptr, size_t bytes) = 0;
+  // Host memory the queued copies of a context may use (page-locked on a
+  // GPU), 64-byte aligned; throws E_OOM when it cannot.
+  virtual void* allocate_host(size_t bytes) = 0;
+  virtual void release_host(void* ptr, size_t bytes) = 0;
+  // Synchronous copy into device memory (loading); src may be any memory.
+  virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
 };
 
 // Bytes currently allocated by all backends of the process.

@@ -173,18 +173,41 @@ void CpuBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
   std::memcpy(device_dst, host_src, bytes);
 }
 
-void CpuBackend::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
-  std::memcpy(device_dst, host_src, bytes);
-}
+// Every call of a context comes from inside its execute(), which holds the
+// backend's compute mutex.
+class CpuBackend::Context : public BackendContext {
+ public:
+  explicit Context(CpuBackend& backend) : backend_(backend) {}
 
-void CpuBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
-  std::memcpy(host_dst, device_src, bytes);
-}
+  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override {
+    std::memcpy(device_dst, host_src, bytes);
+  }
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
+    std::memcpy(host_dst, device_src, bytes);
+  }
+  void to_float(float*, const void*, int64_t) override {
+    // Activations are fp32 here, so the runtime has nothing to convert; a
+    // request means a runtime bug, not a user error.
+    fail(ErrorCode::kNative, "the CPU backend has fp32 activations: nothing to convert");
+  }
+  void run(const OpCall& call) override { backend_.run(call); }
+  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                    float* top_scores) override {
+    cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, backend_.pool_);
+  }
+  // The kernels run as they are called: nothing to record or wait for.
+  void execute(const std::string&, const std::function<void()>& enqueue) override {
+    std::lock_guard<std::mutex> lock(backend_.compute_mutex_);
+    enqueue();
+  }
+  void synchronize() override {}
 
-void CpuBackend::to_float(float*, const void*, int64_t) {
-  // Activations are fp32 here, so the runtime has nothing to convert; a
-  // request means a runtime bug, not a user error.
-  fail(ErrorCode::kNative, "the CPU backend has fp32 activations: nothing to convert");
+ private:
+  CpuBackend& backend_;
+};
+
+std::unique_ptr<BackendContext> CpuBackend::create_context(const BatchShape&) {
+  return std::make_unique<Context>(*this);
 }
 
 void CpuBackend::run(const OpCall& call) {
@@ -201,7 +224,7 @@ void CpuBackend::run(const OpCall& call) {
 
 // The packing happens on the weight's first run rather than at load: the
 // runtime uploads tensors in pieces and tells the backend nothing of their
-// boundaries. Runs on one backend are serialised, so nothing races with it.
+// boundaries. Runs hold compute_mutex_, so nothing races with it.
 void CpuBackend::run_packed_gemm(const OpCall& call) {
   const cpu::GemmParams p = gemm_params(call);
   float* weight = const_cast<float*>(p.weight);  // this backend's own memory (allocate())
@@ -211,11 +234,6 @@ void CpuBackend::run_packed_gemm(const OpCall& call) {
     gemm_weights_[call.op->weight] = GemmWeight::kPacked;
   }
   cpu::gemm_packed(p, cpu::PackedWeight{weight, p.n, p.k}, pool_);
-}
-
-void CpuBackend::softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
-                              float* top_scores) {
-  cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, pool_);
 }
 
 }  // namespace fusedrt

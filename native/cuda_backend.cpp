@@ -6,8 +6,10 @@
 // name and text. Nothing aborts.
 //
 // Threads: the runtime calls a backend from whichever libuv worker runs the
-// load or the run (one at a time per engine), and the current device is
-// per host thread, so every entry point selects the device first.
+// load or the run, one run at a time per context but several contexts at
+// once; the current device is per host thread, so every entry point selects
+// the device first. A context touches only its own state and the shared
+// CudaDevice; the backend's state is read-only once loaded.
 #include "cuda_backend.h"
 
 #include <cublasLt.h>
@@ -17,6 +19,7 @@
 #include <algorithm>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "../cuda/add_layernorm.cuh"
@@ -25,7 +28,9 @@
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
 #include "../cuda/topk.cuh"
+#include "cpu/topk.h"
 #include "cuda_check.h"
+#include "cuda_device.h"
 #include "cuda_gemm.h"
 #include "errors.h"
 
@@ -33,7 +38,7 @@ namespace fusedrt {
 
 namespace {
 
-// Instantiated graphs per engine (one per launch shape and output set); the
+// Instantiated graphs per context (one per launch shape and output set); the
 // least recently used goes when a new one would exceed this.
 constexpr size_t kMaxGraphs = 64;
 
@@ -54,30 +59,142 @@ T* as(void* p) { return static_cast<T*>(p); }
 }  // namespace
 
 struct CudaBackend::State {
-  int device = 0;
+  std::shared_ptr<CudaDevice> device;
   bool graphs_enabled = true;
-  cudaStream_t stream = nullptr;
-  cublasLtHandle_t lt = nullptr;
+  // Loading's own stream: upload() waits for its copies.
+  cudaStream_t load_stream = nullptr;
+  // Set by configure().
+  Precision precision = Precision::kFp32;
   DType activations = DType::kF32;
+  std::vector<int64_t> topk_cols;  // columns of each plan output with selected rows
+};
 
-  // Made by configure(), which knows the plan's precision.
-  std::unique_ptr<GemmRunner> gemms;
+// What a context's softmax top-k needs (cuda/topk.cuh) for up to `rows`
+// rows; none when the plan has no output with selected rows.
+struct TopKSizes {
+  int64_t rows = 0;
+  size_t scratch_bytes = 0;
+};
 
+class CudaBackend::Context : public BackendContext {
+ public:
+  // Called under the device's resource lock.
+  Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations, TopKSizes topk)
+      : device_(device), graphs_enabled_(graphs_enabled), activations_(activations) {
+    // The destructor does not run when this throws: clean up here.
+    try {
+      check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+      check(cudaEventCreate(&work_start_), "cudaEventCreate");
+      check(cudaEventCreate(&work_end_), "cudaEventCreate");
+      gemms_ = std::make_unique<GemmRunner>(device.lt(), stream_, precision);
+      if (topk.rows > 0 && topk.scratch_bytes > 0) allocate_topk(topk);
+    } catch (...) {
+      release_resources();
+      throw;
+    }
+  }
+
+  ~Context() override {
+    // Errors cannot be reported from here; the runtime has synchronised.
+    std::lock_guard<std::mutex> lock(device_.resource_lock());
+    cudaSetDevice(device_.ordinal());
+    if (stream_) cudaStreamSynchronize(stream_);
+    release_resources();
+  }
+
+  // The calls below up to softmax_topk come only from execute()'s enqueue,
+  // which has selected the device (and may be capturing).
+
+  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override {
+    check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, stream_), "copy of the inputs");
+  }
+
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
+    check(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_), "copy of an output");
+  }
+
+  void to_float(float* device_dst, const void* device_src, int64_t count) override {
+    // Only fp16 activations need converting (DeviceStorage::activations).
+    check(gpu::half_to_float(as<__half>(device_src), device_dst, count, stream_), "the fp16 -> fp32 output kernel");
+  }
+
+  void run(const OpCall& c) override {
+    if (activations_ == DType::kF16) {
+      run_op<__half>(c);
+    } else {
+      run_op<float>(c);
+    }
+  }
+
+  // rows never exceed the limits the context was made for, and its calls are
+  // all on its own stream, so they may share its counters and scratch.
+  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+                    float* top_scores) override {
+    if (activations_ == DType::kF16) {
+      check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<__half>{as<__half>(logits), rows, cols, k, top_ids, top_scores,
+                                                           topk_counters_, topk_scratch_},
+                              stream_),
+            "the softmax top-k kernel");
+    } else {
+      check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<float>{as<float>(logits), rows, cols, k, top_ids, top_scores,
+                                                          topk_counters_, topk_scratch_},
+                              stream_),
+            "the softmax top-k kernel");
+    }
+  }
+
+  void execute(const std::string& key, const std::function<void()>& enqueue) override;
+
+  void synchronize() override {
+    device_.select();
+    check(cudaStreamSynchronize(stream_), "the batch's kernels");
+  }
+
+  // Elapsed time between the events of the last execute().
+  double last_execute_ms() const override {
+    float ms = 0.f;
+    check(cudaEventElapsedTime(&ms, work_start_, work_end_), "cudaEventElapsedTime");
+    return ms;
+  }
+
+ private:
   struct Graph {
     cudaGraphExec_t exec = nullptr;
     uint64_t last_use = 0;
   };
-  std::unordered_map<std::string, Graph> graphs;
-  uint64_t graph_clock = 0;
 
-  // Around the device work of each execute(): the run's GPU time.
-  cudaEvent_t work_start = nullptr;
-  cudaEvent_t work_end = nullptr;
+  void allocate_topk(const TopKSizes& topk) {
+    const size_t counter_bytes = static_cast<size_t>(topk.rows) * sizeof(uint32_t);
+    check(cudaMalloc(&topk_counters_, counter_bytes), "cudaMalloc of the top-k row counters");
+    topk_bytes_ += counter_bytes;
+    g_native_memory_bytes += static_cast<int64_t>(counter_bytes);
+    check(cudaMalloc(&topk_scratch_, topk.scratch_bytes), "cudaMalloc of the top-k scratch");
+    topk_bytes_ += topk.scratch_bytes;
+    g_native_memory_bytes += static_cast<int64_t>(topk.scratch_bytes);
+    // The kernel needs the counters zero before its first call and leaves them so.
+    check(cudaMemsetAsync(topk_counters_, 0, counter_bytes, stream_), "cudaMemset of the top-k row counters");
+    check(cudaStreamSynchronize(stream_), "cudaMemset of the top-k row counters");
+  }
 
-  void select_device() const { check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")"); }
+  void release_resources() {
+    for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
+    graphs_.clear();
+    gemms_.reset();
+    if (topk_scratch_) cudaFree(topk_scratch_);
+    if (topk_counters_) cudaFree(topk_counters_);
+    g_native_memory_bytes -= static_cast<int64_t>(topk_bytes_);
+    topk_scratch_ = nullptr;
+    topk_counters_ = nullptr;
+    topk_bytes_ = 0;
+    if (work_end_) cudaEventDestroy(work_end_);
+    if (work_start_) cudaEventDestroy(work_start_);
+    if (stream_) cudaStreamDestroy(stream_);
+    work_end_ = work_start_ = nullptr;
+    stream_ = nullptr;
+  }
 
   void attention(const OpCall& c) {
-    if (activations == DType::kF16) {
+    if (activations_ == DType::kF16) {
       gpu::AttentionHalfParams p{};
       p.qkv = as<__half>(c.in);
       p.cu_seqlens = c.batch->cu_seqlens;
@@ -87,7 +204,7 @@ struct CudaBackend::State {
       p.head_dim = c.op->head_dim;
       p.scale = c.op->scale;
       p.out = as<__half>(c.out);
-      check(gpu::launch_attention_fp16(p, stream), "the fp16 attention kernel");
+      check(gpu::launch_attention_fp16(p, stream_), "the fp16 attention kernel");
       return;
     }
     if (c.op->head_dim > gpu::kAttentionMaxHeadDim) {
@@ -103,11 +220,11 @@ struct CudaBackend::State {
     p.head_dim = c.op->head_dim;
     p.scale = c.op->scale;
     p.out = as<float>(c.out);
-    check(gpu::attention(p, c.rows, stream), "the attention kernel");
+    check(gpu::attention(p, c.rows, stream_), "the attention kernel");
   }
 
   template <class T>
-  void run(const OpCall& c) {
+  void run_op(const OpCall& c) {
     switch (c.op->type) {
       case OpType::kEmbedLayerNorm: {
         gpu::EmbedLayerNormArgs<T> p{};
@@ -124,7 +241,7 @@ struct CudaBackend::State {
         p.beta = as<float>(c.beta);
         p.eps = c.op->eps;
         p.out = as<T>(c.out);
-        check(gpu::embed_layernorm(p, stream), "the embed_layernorm kernel");
+        check(gpu::embed_layernorm(p, stream_), "the embed_layernorm kernel");
         return;
       }
       case OpType::kGemm: {
@@ -137,7 +254,7 @@ struct CudaBackend::State {
         g.bias = c.bias;
         g.activation = c.op->activation;
         g.out = c.out;
-        gemms->run(g);
+        gemms_->run(g);
         return;
       }
       case OpType::kAttention:
@@ -154,7 +271,7 @@ struct CudaBackend::State {
         p.rows = c.rows;
         p.cols = c.out_cols;
         p.out = as<T>(c.out);
-        check(gpu::add_layernorm(p, stream), "the add_layernorm kernel");
+        check(gpu::add_layernorm(p, stream_), "the add_layernorm kernel");
         return;
       }
       case OpType::kGatherRows: {
@@ -166,7 +283,7 @@ struct CudaBackend::State {
         p.rows_out = c.rows;
         p.cols = c.out_cols;
         p.out = as<T>(c.out);
-        check(gpu::gather_rows(p, stream), "the gather_rows kernel");
+        check(gpu::gather_rows(p, stream_), "the gather_rows kernel");
         return;
       }
     }
@@ -174,39 +291,89 @@ struct CudaBackend::State {
   }
 
   // Records enqueue's work on the stream as a graph for `key`, without
-  // running it (the caller has just run it eagerly, which also loaded every
-  // kernel module and filled the GEMM cache, so nothing unsafe happens while
-  // capturing).
+  // running it. The caller holds the device's resource lock and has just run
+  // it eagerly, which also loaded every kernel module and filled the GEMM
+  // cache, so nothing unsafe happens while capturing.
   void capture(const std::string& key, const std::function<void()>& enqueue) {
-    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     cudaGraph_t graph = nullptr;
     try {
       enqueue();
     } catch (...) {
-      cudaStreamEndCapture(stream, &graph);
+      cudaStreamEndCapture(stream_, &graph);
       if (graph != nullptr) cudaGraphDestroy(graph);
       cudaGetLastError();
       throw;
     }
-    check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
     cudaGraphExec_t exec = nullptr;
     const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     check(instantiated, "cudaGraphInstantiate");
-    if (graphs.size() >= kMaxGraphs) {
-      auto oldest = std::min_element(graphs.begin(), graphs.end(),
+    if (graphs_.size() >= kMaxGraphs) {
+      auto oldest = std::min_element(graphs_.begin(), graphs_.end(),
                                      [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
       cudaGraphExecDestroy(oldest->second.exec);
-      graphs.erase(oldest);
+      graphs_.erase(oldest);
     }
     try {
-      graphs.emplace(key, Graph{exec, ++graph_clock});
+      graphs_.emplace(key, Graph{exec, ++graph_clock_});
     } catch (...) {
       cudaGraphExecDestroy(exec);  // a failed insert must not leak the instantiated graph
       throw;
     }
   }
+
+  CudaDevice& device_;
+  const bool graphs_enabled_;
+  const DType activations_;
+  cudaStream_t stream_ = nullptr;
+  // Around the device work of each execute(): the run's GPU time.
+  cudaEvent_t work_start_ = nullptr;
+  cudaEvent_t work_end_ = nullptr;
+  std::unique_ptr<GemmRunner> gemms_;
+  uint32_t* topk_counters_ = nullptr;
+  void* topk_scratch_ = nullptr;
+  size_t topk_bytes_ = 0;  // both, as counted in g_native_memory_bytes
+  std::unordered_map<std::string, Graph> graphs_;
+  uint64_t graph_clock_ = 0;
+  // With graphs off: keys run so far (execute()); emptied at kMaxGraphs.
+  std::unordered_set<std::string> seen_keys_;
 };
+
+void CudaBackend::Context::execute(const std::string& key, const std::function<void()>& enqueue) {
+  device_.select();
+  // The events are recorded outside any capture, so a replay is timed too.
+  const auto timed = [&](const auto& work) {
+    check(cudaEventRecord(work_start_, stream_), "cudaEventRecord");
+    work();
+    check(cudaEventRecord(work_end_, stream_), "cudaEventRecord");
+  };
+  if (graphs_enabled_) {
+    auto found = graphs_.find(key);
+    if (found != graphs_.end()) {
+      found->second.last_use = ++graph_clock_;
+      timed([&] { check(cudaGraphLaunch(found->second.exec, stream_), "cudaGraphLaunch"); });
+      return;
+    }
+  } else if (seen_keys_.count(key) != 0) {
+    timed(enqueue);
+    return;
+  }
+  // First run of this key here: launched under the device's lock, since it
+  // may load kernel modules (CudaDevice::resource_lock).
+  std::lock_guard<std::mutex> lock(device_.resource_lock());
+  timed(enqueue);
+  if (!graphs_enabled_) {
+    if (seen_keys_.size() >= kMaxGraphs) seen_keys_.clear();
+    seen_keys_.insert(key);
+    return;
+  }
+  // Wait for it (so an error shows before capturing; once per key), then
+  // record it.
+  check(cudaStreamSynchronize(stream_), "the batch's kernels");
+  capture(key, enqueue);
+}
 
 int cuda_device_count() {
   int count = 0;
@@ -218,41 +385,18 @@ int cuda_device_count() {
 }
 
 CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique<State>()) {
-  const int count = cuda_device_count();
-  if (device < 0 || device >= count) {
-    fail(ErrorCode::kBackend, "CUDA device " + std::to_string(device) + " does not exist: this machine has " +
-                                  std::to_string(count) + " CUDA device(s)");
-  }
-  state_->device = device;
+  state_->device = CudaDevice::acquire(device);
   state_->graphs_enabled = cuda_graphs;
-  state_->select_device();
-  // Members are released by ~CudaBackend in reverse, also when a later step
-  // of this constructor throws (the destructor does not run then: clean up
-  // here).
-  try {
-    check(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cublasLtCreate(&state_->lt), "cublasLtCreate");
-    check(cudaEventCreate(&state_->work_start), "cudaEventCreate");
-    check(cudaEventCreate(&state_->work_end), "cudaEventCreate");
-  } catch (...) {
-    if (state_->work_end) cudaEventDestroy(state_->work_end);
-    if (state_->work_start) cudaEventDestroy(state_->work_start);
-    if (state_->lt) cublasLtDestroy(state_->lt);
-    if (state_->stream) cudaStreamDestroy(state_->stream);
-    throw;
-  }
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  state_->device->select();
+  check(cudaStreamCreateWithFlags(&state_->load_stream, cudaStreamNonBlocking), "cudaStreamCreate");
 }
 
 CudaBackend::~CudaBackend() {
-  // Errors cannot be reported from here; the runtime has synchronised.
-  cudaSetDevice(state_->device);
-  cudaStreamSynchronize(state_->stream);
-  for (auto& [key, graph] : state_->graphs) cudaGraphExecDestroy(graph.exec);
-  state_->gemms.reset();
-  cudaEventDestroy(state_->work_end);
-  cudaEventDestroy(state_->work_start);
-  cublasLtDestroy(state_->lt);
-  cudaStreamDestroy(state_->stream);
+  // Errors cannot be reported from here; the runtime's contexts are gone.
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  cudaSetDevice(state_->device->ordinal());
+  cudaStreamDestroy(state_->load_stream);
 }
 
 bool CudaBackend::supports(OpType type) const {
@@ -267,9 +411,15 @@ bool CudaBackend::supports(OpType type) const {
   return false;
 }
 
+std::optional<DeviceInfo> CudaBackend::device_info() const { return state_->device->info(); }
+
 DeviceStorage CudaBackend::configure(const Plan& plan) {
-  state_->select_device();
-  state_->gemms = std::make_unique<GemmRunner>(state_->lt, state_->stream, plan.precision);
+  state_->precision = plan.precision;
+  state_->topk_cols.clear();
+  for (const PlanOutput& output : plan.outputs) {
+    const BufferInfo& buffer = plan.buffers[output.buffer];
+    if (buffer.rows == RowsKind::kSelected) state_->topk_cols.push_back(buffer.cols);
+  }
   DeviceStorage storage;
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
   if (plan.precision != Precision::kFp16) return storage;
@@ -315,8 +465,22 @@ BatchShape CudaBackend::launch_shape(const BatchShape& real, const BatchShape& l
   return launch;
 }
 
+std::unique_ptr<BackendContext> CudaBackend::create_context(const BatchShape& limits) {
+  TopKSizes topk;
+  if (!state_->topk_cols.empty()) topk.rows = limits.selected;
+  // The scratch grows with rows and k but not steadily with cols: the
+  // largest of the plan's outputs.
+  for (int64_t cols : state_->topk_cols) {
+    topk.scratch_bytes = std::max(topk.scratch_bytes, gpu::softmax_topk_scratch_bytes(limits.selected, cols, cpu::kMaxTopK));
+  }
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  state_->device->select();
+  return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations, topk);
+}
+
 void* CudaBackend::allocate(size_t bytes) {
-  state_->select_device();
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  state_->device->select();
   void* ptr = nullptr;
   // cudaMalloc aligns to 256 bytes, more than the 64 the contract asks.
   check(cudaMalloc(&ptr, bytes == 0 ? 1 : bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
@@ -326,14 +490,16 @@ void* CudaBackend::allocate(size_t bytes) {
 
 void CudaBackend::release(void* ptr, size_t bytes) {
   if (ptr == nullptr) return;
-  cudaSetDevice(state_->device);
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  cudaSetDevice(state_->device->ordinal());
   // Pending work may still read the memory; cudaFree waits for the device.
   cudaFree(ptr);
   g_native_memory_bytes -= static_cast<int64_t>(bytes);
 }
 
 void* CudaBackend::allocate_host(size_t bytes) {
-  state_->select_device();
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  state_->device->select();
   void* ptr = nullptr;
   // Page-locked, so copies are truly asynchronous and can be graph nodes;
   // page aligned.
@@ -345,92 +511,17 @@ void* CudaBackend::allocate_host(size_t bytes) {
 
 void CudaBackend::release_host(void* ptr, size_t bytes) {
   if (ptr == nullptr) return;
-  cudaSetDevice(state_->device);
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  cudaSetDevice(state_->device->ordinal());
   cudaFreeHost(ptr);
   g_native_memory_bytes -= static_cast<int64_t>(bytes);
 }
 
 void CudaBackend::upload(void* device_dst, const void* host_src, size_t bytes) {
-  state_->select_device();
+  state_->device->select();
   // The host buffer may be reused as soon as we return, so wait for the copy.
-  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, state_->stream), "upload");
-  check(cudaStreamSynchronize(state_->stream), "upload");
-}
-
-// copy_to_device, copy_to_host, to_float and run are only called from
-// execute()'s enqueue, which has selected the device (and may be capturing).
-
-void CudaBackend::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
-  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, state_->stream), "copy of the inputs");
-}
-
-void CudaBackend::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
-  check(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, state_->stream), "copy of an output");
-}
-
-void CudaBackend::to_float(float* device_dst, const void* device_src, int64_t count) {
-  // Only fp16 activations need converting (DeviceStorage::activations).
-  check(gpu::half_to_float(as<__half>(device_src), device_dst, count, state_->stream), "the fp16 -> fp32 output kernel");
-}
-
-void CudaBackend::run(const OpCall& c) {
-  if (state_->activations == DType::kF16) {
-    state_->run<__half>(c);
-  } else {
-    state_->run<float>(c);
-  }
-}
-
-void CudaBackend::softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
-                               float* top_scores) {
-  if (state_->activations == DType::kF16) {
-    check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<__half>{as<__half>(logits), rows, cols, k, top_ids, top_scores},
-                            state_->stream),
-          "the softmax top-k kernel");
-  } else {
-    check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<float>{as<float>(logits), rows, cols, k, top_ids, top_scores},
-                            state_->stream),
-          "the softmax top-k kernel");
-  }
-}
-
-void CudaBackend::execute(const std::string& key, const std::function<void()>& enqueue) {
-  state_->select_device();
-  // The events are recorded outside any capture, so a replay is timed too.
-  const auto start = [&] { check(cudaEventRecord(state_->work_start, state_->stream), "cudaEventRecord"); };
-  const auto end = [&] { check(cudaEventRecord(state_->work_end, state_->stream), "cudaEventRecord"); };
-  if (!state_->graphs_enabled) {
-    start();
-    enqueue();
-    end();
-    return;
-  }
-  auto found = state_->graphs.find(key);
-  if (found != state_->graphs.end()) {
-    found->second.last_use = ++state_->graph_clock;
-    start();
-    check(cudaGraphLaunch(found->second.exec, state_->stream), "cudaGraphLaunch");
-    end();
-    return;
-  }
-  // First batch of this launch shape: run it as it comes, wait for it (so an
-  // error shows before capturing; once per key), then record it.
-  start();
-  enqueue();
-  end();
-  check(cudaStreamSynchronize(state_->stream), "the batch's kernels");
-  state_->capture(key, enqueue);
-}
-
-double CudaBackend::last_execute_ms() const {
-  float ms = 0.f;
-  check(cudaEventElapsedTime(&ms, state_->work_start, state_->work_end), "cudaEventElapsedTime");
-  return ms;
-}
-
-void CudaBackend::synchronize() {
-  state_->select_device();
-  check(cudaStreamSynchronize(state_->stream), "the batch's kernels");
+  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, state_->load_stream), "upload");
+  check(cudaStreamSynchronize(state_->load_stream), "upload");
 }
 
 }  // namespace fusedrt

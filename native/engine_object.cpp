@@ -1,8 +1,10 @@
 #include "engine_object.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cpu/topk.h"
@@ -20,6 +22,11 @@ constexpr int64_t kDefaultMaxTokens = 8192;
 constexpr int64_t kDefaultMaxSequences = 64;
 constexpr int64_t kDefaultMaxSelectedRows = 256;
 constexpr int kMaxThreads = 1024;
+// The CPU's kernels use its whole pool, so a second context adds memory and
+// little else; on a GPU a second context keeps the device busy while the host
+// stages the next batch and reads the last one out (docs/runtime.md).
+constexpr int kDefaultCpuContexts = 1;
+constexpr int kDefaultCudaContexts = 2;
 
 // A whole number option, or its default when absent.
 int64_t integer_option(const Napi::Object& options, const char* key, int64_t fallback, int64_t min, int64_t max) {
@@ -114,6 +121,8 @@ Array typed_array_of(Napi::Env env, const std::vector<T>& values) {
   return array;
 }
 
+using Clock = std::chrono::steady_clock;
+
 Napi::FunctionReference* engine_constructor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>(); }
 
 }  // namespace
@@ -158,7 +167,11 @@ class RunWorker : public PromiseWorker {
         request_(std::move(request)) {}
 
  protected:
-  void execute() override { result_ = runtime_->run(request_); }
+  void execute() override {
+    started_ = Clock::now();
+    result_ = runtime_->run(request_);
+    finished_ = Clock::now();
+  }
 
   Napi::Value result(Napi::Env env) override {
     Napi::Object result = Napi::Object::New(env);
@@ -176,11 +189,30 @@ class RunWorker : public PromiseWorker {
       }
       result.Set(out.name, tensor);
     }
+    result.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing(env), napi_default));
     if (result_.gpu_ms >= 0) {
       // Not enumerable: iterating a result visits its outputs only.
       result.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", Napi::Number::New(env, result_.gpu_ms), napi_default));
     }
     return result;
+  }
+
+  // The run's host time by phase (runtime.h, RunTiming), with the two hops
+  // between the JS thread and the libuv worker around it.
+  Napi::Object timing(Napi::Env env) const {
+    const auto us = [](Clock::time_point from, Clock::time_point to) {
+      return std::chrono::duration<double, std::micro>(to - from).count();
+    };
+    const RunTiming& t = result_.timing;
+    Napi::Object timing = Napi::Object::New(env);
+    const std::pair<const char*, double> phases[] = {
+        {"queueUs", us(queued_, started_)},     {"validateUs", t.validate_us},
+        {"contextWaitUs", t.context_wait_us},   {"stageUs", t.stage_us},
+        {"launchUs", t.launch_us},              {"deviceWaitUs", t.device_wait_us},
+        {"collectUs", t.collect_us},            {"deliverUs", us(finished_, Clock::now())},
+    };
+    for (const auto& [name, value] : phases) timing.Set(name, Napi::Number::New(env, value));
+    return timing;
   }
 
   void finished() override {
@@ -195,6 +227,9 @@ class RunWorker : public PromiseWorker {
   std::shared_ptr<Runtime> runtime_;
   RunRequest request_;
   RunResult result_;
+  Clock::time_point queued_ = Clock::now();
+  Clock::time_point started_;
+  Clock::time_point finished_;
 };
 
 void EngineObject::Init(Napi::Env env, Napi::Object exports) {
@@ -267,6 +302,8 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
     runtime_options.max_selected_rows = std::min(
         integer_option(options, "maxSelectedRows", kDefaultMaxSelectedRows, 1, INT32_MAX), runtime_options.max_tokens);
+    runtime_options.contexts = static_cast<int>(integer_option(
+        options, "contexts", cuda_device < 0 ? kDefaultCpuContexts : kDefaultCudaContexts, 1, kMaxContexts));
     auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, cuda_graphs,
                                   runtime_options);
     Napi::Promise promise = worker->promise();
@@ -284,6 +321,17 @@ Napi::Value EngineObject::Info(const Napi::CallbackInfo& info) {
     Napi::Object result = Napi::Object::New(env);
     result.Set("backend", Napi::String::New(env, runtime_->backend().name()));
     result.Set("threads", Napi::Number::New(env, runtime_->backend().threads()));
+    result.Set("contexts", Napi::Number::New(env, runtime_->contexts()));
+    result.Set("contextsOverlap", Napi::Boolean::New(env, runtime_->backend().contexts_overlap()));
+    if (const std::optional<DeviceInfo> device = runtime_->backend().device_info()) {
+      Napi::Object d = Napi::Object::New(env);
+      d.Set("name", Napi::String::New(env, device->name));
+      d.Set("ordinal", Napi::Number::New(env, device->ordinal));
+      d.Set("engines", Napi::Number::New(env, device->engines));
+      d.Set("multiprocessors", Napi::Number::New(env, device->multiprocessors));
+      d.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(device->memory_bytes)));
+      result.Set("device", d);
+    }
     result.Set("maxTokens", Napi::Number::New(env, static_cast<double>(runtime_->options().max_tokens)));
     result.Set("maxSequences", Napi::Number::New(env, static_cast<double>(runtime_->options().max_sequences)));
     result.Set("maxSelectedRows", Napi::Number::New(env, static_cast<double>(runtime_->options().max_selected_rows)));

@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 #include "cpu/ops.h"
@@ -82,6 +83,9 @@ std::unique_ptr<Runtime> Runtime::load(PlanSource& source, std::unique_ptr<Backe
   }
   if (options.max_selected_rows < 1 || options.max_selected_rows > options.max_tokens) {
     bad_input("maxSelectedRows must be an integer in [1, maxTokens]");
+  }
+  if (options.contexts < 1 || options.contexts > kMaxContexts) {
+    bad_input("contexts must be an integer in [1, " + std::to_string(kMaxContexts) + "]");
   }
   Plan plan = read_plan_header(source);
   for (const PlanOp& op : plan.ops) {
@@ -189,11 +193,40 @@ void Runtime::plan_workspace() {
     topk_offsets_[i] = place(total, topk_bytes, what);
     topk_staging_offsets_[i] = place(staging, topk_bytes, what);
   }
-  workspace_ = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
-  staging_ = BackendAllocation(backend_.get(), staging, BackendAllocation::Kind::kHost);
+  for (int i = 0; i < options_.contexts; ++i) {
+    auto context = std::make_unique<Context>();
+    context->workspace = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
+    context->staging = BackendAllocation(backend_.get(), staging, BackendAllocation::Kind::kHost);
+    context->backend = backend_->create_context(limits_);
+    contexts_.push_back(std::move(context));
+    free_contexts_.push_back(contexts_.back().get());
+  }
 }
 
-void* Runtime::buffer_data(int buffer) const { return workspace_.data() + buffer_offsets_[buffer]; }
+int64_t Runtime::workspace_bytes() const {
+  size_t bytes = 0;
+  for (const auto& context : contexts_) bytes += context->workspace.bytes() + context->staging.bytes();
+  return static_cast<int64_t>(bytes);
+}
+
+Runtime::Lease::Lease(Runtime& runtime) : runtime_(runtime) {
+  std::unique_lock<std::mutex> lock(runtime_.free_mutex_);
+  runtime_.context_freed_.wait(lock, [&] { return !runtime_.free_contexts_.empty(); });
+  context_ = runtime_.free_contexts_.back();
+  runtime_.free_contexts_.pop_back();
+}
+
+Runtime::Lease::~Lease() {
+  {
+    std::lock_guard<std::mutex> lock(runtime_.free_mutex_);
+    runtime_.free_contexts_.push_back(context_);
+  }
+  runtime_.context_freed_.notify_one();
+}
+
+void* Runtime::buffer_data(const Context& context, int buffer) const {
+  return context.workspace.data() + buffer_offsets_[buffer];
+}
 
 int64_t Runtime::rows_of(RowsKind kind, const BatchShape& shape) {
   switch (kind) {
@@ -292,10 +325,10 @@ std::vector<bool> Runtime::ops_needed_for(const std::vector<bool>& requested_out
   return needed;
 }
 
-void Runtime::stage_inputs(const RunRequest& r, const BatchShape& launch) {
+void Runtime::stage_inputs(Context& context, const RunRequest& r, const BatchShape& launch) const {
   // Padding up to the launch sizes as BatchView describes: ids and type ids
   // 0, empty sequences ending at the real token count, selected row 0.
-  uint8_t* inputs = staging_.data();
+  uint8_t* inputs = context.staging.data();
   const auto tokens = static_cast<int64_t>(r.input_ids.size());
   auto* ids = reinterpret_cast<int32_t*>(inputs + input_ids_offset_);
   std::copy(r.input_ids.begin(), r.input_ids.end(), ids);
@@ -319,15 +352,19 @@ bool Runtime::top_k_applies(size_t output, int top_k) const {
   return top_k > 0 && plan_.buffers[plan_.outputs[output].buffer].rows == RowsKind::kSelected;
 }
 
-void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
-                          const std::vector<bool>& needed_ops, int top_k) {
+void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::vector<bool>& requested_outputs,
+                          const std::vector<bool>& needed_ops, int top_k) const {
   // Everything here depends only on the launch shape and the requested
-  // outputs (the key of Backend::execute), never on the batch's contents.
+  // outputs (the key of BackendContext::execute), never on the batch's
+  // contents.
   const BatchShape& shape = batch.shape;
-  uint8_t* device_inputs = workspace_.data() + inputs_offset_;
-  const uint8_t* host_inputs = staging_.data();
+  BackendContext& backend = *context.backend;
+  uint8_t* workspace = context.workspace.data();
+  uint8_t* staging = context.staging.data();
+  uint8_t* device_inputs = workspace + inputs_offset_;
+  const uint8_t* host_inputs = staging;
   const auto copy_inputs = [&](size_t offset, int64_t count) {
-    if (count > 0) backend_->copy_to_device(device_inputs + offset, host_inputs + offset, static_cast<size_t>(count) * sizeof(int32_t));
+    if (count > 0) backend.copy_to_device(device_inputs + offset, host_inputs + offset, static_cast<size_t>(count) * sizeof(int32_t));
   };
   copy_inputs(input_ids_offset_, shape.tokens);
   copy_inputs(token_types_offset_, shape.tokens);
@@ -346,9 +383,9 @@ void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& reque
     call.in_rows = op.in >= 0 ? rows_of(plan_.buffers[op.in].rows, shape) : 0;
     call.in_cols = op.in >= 0 ? plan_.buffers[op.in].cols : 0;
     call.out_cols = plan_.buffers[op.out].cols;
-    call.in = op.in >= 0 ? buffer_data(op.in) : nullptr;
-    call.residual = op.residual >= 0 ? buffer_data(op.residual) : nullptr;
-    call.out = buffer_data(op.out);
+    call.in = op.in >= 0 ? buffer_data(context, op.in) : nullptr;
+    call.residual = op.residual >= 0 ? buffer_data(context, op.residual) : nullptr;
+    call.out = buffer_data(context, op.out);
     call.word = weight(op.word);
     call.position = weight(op.position);
     call.token_type = weight(op.token_type);
@@ -356,7 +393,7 @@ void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& reque
     call.bias = weight(op.bias);
     call.gamma = weight(op.gamma);
     call.beta = weight(op.beta);
-    backend_->run(call);
+    backend.run(call);
   }
 
   for (size_t i = 0; i < plan_.outputs.size(); ++i) {
@@ -364,28 +401,45 @@ void Runtime::enqueue_run(const BatchView& batch, const std::vector<bool>& reque
     const BufferInfo& b = plan_.buffers[plan_.outputs[i].buffer];
     const int64_t count = rows_of(b.rows, shape) * b.cols;
     if (count == 0) continue;
-    const void* source = buffer_data(plan_.outputs[i].buffer);
+    const void* source = buffer_data(context, plan_.outputs[i].buffer);
     if (top_k_applies(i, top_k)) {
       // Only ids and scores cross to the host; the kernel reads the
       // activations as they are (fp16 on an fp16 plan) and computes in fp32.
       const int64_t rows = rows_of(b.rows, shape);
       const size_t bytes = static_cast<size_t>(rows * top_k) * sizeof(float);
-      auto* ids = reinterpret_cast<int32_t*>(workspace_.data() + topk_offsets_[i]);
+      auto* ids = reinterpret_cast<int32_t*>(workspace + topk_offsets_[i]);
       auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
-      backend_->softmax_topk(source, rows, b.cols, top_k, ids, scores);
-      backend_->copy_to_host(staging_.data() + topk_staging_offsets_[i], ids, 2 * bytes);
+      backend.softmax_topk(source, rows, b.cols, top_k, ids, scores);
+      backend.copy_to_host(staging + topk_staging_offsets_[i], ids, 2 * bytes);
       continue;
     }
     if (storage_.activations != DType::kF32) {
-      auto* widened = reinterpret_cast<float*>(workspace_.data() + output_f32_offsets_[i]);
-      backend_->to_float(widened, source, count);
+      auto* widened = reinterpret_cast<float*>(workspace + output_f32_offsets_[i]);
+      backend.to_float(widened, source, count);
       source = widened;
     }
-    backend_->copy_to_host(staging_.data() + output_staging_offsets_[i], source, static_cast<size_t>(count) * sizeof(float));
+    backend.copy_to_host(staging + output_staging_offsets_[i], source, static_cast<size_t>(count) * sizeof(float));
   }
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Microseconds since `since`, which moves on to now.
+double lap_us(Clock::time_point& since) {
+  const Clock::time_point now = Clock::now();
+  const double us = std::chrono::duration<double, std::micro>(now - since).count();
+  since = now;
+  return us;
+}
+
+}  // namespace
+
 RunResult Runtime::run(const RunRequest& request) {
+  RunResult result;
+  RunTiming& timing = result.timing;
+  Clock::time_point lap = Clock::now();
   const BatchShape real = validate(request);
   std::vector<bool> requested(plan_.outputs.size(), false);
   std::vector<size_t> output_index;  // per requested name
@@ -407,12 +461,15 @@ RunResult Runtime::run(const RunRequest& request) {
     bad_input("topK applies to outputs with selected rows (e.g. an MLM's logits), and none was requested");
   }
   const std::vector<bool> needed = ops_needed_for(requested);
+  timing.validate_us = lap_us(lap);
 
-  std::lock_guard<std::mutex> lock(run_mutex_);
+  const Lease lease(*this);
+  Context& context = *lease;
+  timing.context_wait_us = lap_us(lap);
   BatchView batch;
   batch.shape = backend_->launch_shape(real, limits_);
-  stage_inputs(request, batch.shape);
-  const uint8_t* device_inputs = workspace_.data() + inputs_offset_;
+  stage_inputs(context, request, batch.shape);
+  const uint8_t* device_inputs = context.workspace.data() + inputs_offset_;
   batch.input_ids = reinterpret_cast<const int32_t*>(device_inputs + input_ids_offset_);
   batch.token_type_ids = reinterpret_cast<const int32_t*>(device_inputs + token_types_offset_);
   batch.cu_seqlens = reinterpret_cast<const int32_t*>(device_inputs + cu_seqlens_offset_);
@@ -422,11 +479,13 @@ RunResult Runtime::run(const RunRequest& request) {
                     std::to_string(batch.shape.selected) + "," + std::to_string(batch.shape.max_sequence_length) + ":";
   for (bool r : requested) key += r ? '1' : '0';
   key += ":k" + std::to_string(request.top_k);
-  backend_->execute(key, [&] { enqueue_run(batch, requested, needed, request.top_k); });
-  backend_->synchronize();
+  timing.stage_us = lap_us(lap);
+  context.backend->execute(key, [&] { enqueue_run(context, batch, requested, needed, request.top_k); });
+  timing.launch_us = lap_us(lap);
+  context.backend->synchronize();
+  timing.device_wait_us = lap_us(lap);
 
-  RunResult result;
-  result.gpu_ms = backend_->last_execute_ms();
+  result.gpu_ms = context.backend->last_execute_ms();
   std::vector<RunOutput>& results = result.outputs;
   for (size_t i = 0; i < request.outputs.size(); ++i) {
     const size_t index = output_index[i];
@@ -438,17 +497,18 @@ RunResult Runtime::run(const RunRequest& request) {
     if (top_k_applies(index, request.top_k)) {
       // Staged as ids then scores for the launch's rows; the first real rows are the result.
       const int64_t launch_rows = rows_of(b.rows, batch.shape);
-      const auto* ids = reinterpret_cast<const int32_t*>(staging_.data() + topk_staging_offsets_[index]);
+      const auto* ids = reinterpret_cast<const int32_t*>(context.staging.data() + topk_staging_offsets_[index]);
       const auto* scores = reinterpret_cast<const float*>(ids + launch_rows * request.top_k);
       out.k = request.top_k;
       out.top_ids.assign(ids, ids + out.rows * out.k);
       out.top_scores.assign(scores, scores + out.rows * out.k);
     } else {
-      const auto* staged = reinterpret_cast<const float*>(staging_.data() + output_staging_offsets_[index]);
+      const auto* staged = reinterpret_cast<const float*>(context.staging.data() + output_staging_offsets_[index]);
       out.data.assign(staged, staged + out.rows * out.cols);
     }
     results.push_back(std::move(out));
   }
+  timing.collect_us = lap_us(lap);
   return result;
 }
 

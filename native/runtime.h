@@ -9,11 +9,15 @@
 // (page-locked on a GPU) mirrors the inputs and outputs, so a run copies
 // asynchronously and waits once. A run validates its inputs, works out which
 // ops the requested outputs depend on, and issues only those, at the
-// backend's launch sizes. Runs are serialised on one execution context by a
-// mutex: the CPU kernels already use every thread of the backend's pool, and
-// a CUDA engine has one stream.
+// backend's launch sizes.
+//
+// The runtime has `contexts` execution contexts, each a BackendContext (a
+// CUDA stream) with its own workspace and staging at the same offsets. A run
+// takes a free context, works on it without any lock of the runtime, and
+// gives it back; runs beyond the number of contexts wait for one.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -26,12 +30,16 @@
 
 namespace fusedrt {
 
+// Most execution contexts of one runtime.
+constexpr int kMaxContexts = 16;
+
 struct RuntimeOptions {
   int64_t max_tokens = 8192;
   int64_t max_sequences = 64;
   // Rows of `selected` buffers (e.g. [MASK] positions). Kept apart from
   // max_tokens because an MLM head's logits are selected x vocab wide.
   int64_t max_selected_rows = 256;
+  int contexts = 1;  // 1..kMaxContexts
 };
 
 struct RunRequest {
@@ -55,9 +63,21 @@ struct RunOutput {
   std::vector<float> top_scores;   // [rows, k]
 };
 
+// Where a run's time went on the host, microseconds of the steady clock:
+// what is not device time of a run (issue 3 bounds it at 50 us at batch 1).
+struct RunTiming {
+  double validate_us = 0;      // checking the request, choosing the ops
+  double context_wait_us = 0;  // waiting for a free execution context
+  double stage_us = 0;         // inputs into host staging
+  double launch_us = 0;        // issuing the device work (a graph launch when replayed)
+  double device_wait_us = 0;   // from issued to finished on the device
+  double collect_us = 0;       // outputs out of staging
+};
+
 struct RunResult {
   std::vector<RunOutput> outputs;  // in the order requested
-  double gpu_ms = -1;              // Backend::last_execute_ms(); negative when not measured
+  RunTiming timing;
+  double gpu_ms = -1;              // BackendContext::last_execute_ms(); negative when not measured
 };
 
 // Backend memory (device, or host staging) released when the owner goes;
@@ -94,28 +114,54 @@ class Runtime {
                                        const RuntimeOptions& options);
   ~Runtime();
 
-  // Thread-safe; concurrent callers run one after another.
+  // Thread-safe; runs beyond the number of contexts wait for a free one.
   RunResult run(const RunRequest& request);
 
   const Plan& plan() const { return plan_; }
   const Backend& backend() const { return *backend_; }
   const RuntimeOptions& options() const { return options_; }
+  int contexts() const { return static_cast<int>(contexts_.size()); }
   int64_t weight_bytes() const { return static_cast<int64_t>(weights_.bytes()); }
-  // The device workspace and the host staging of inputs and outputs.
-  int64_t workspace_bytes() const { return static_cast<int64_t>(workspace_.bytes() + staging_.bytes()); }
+  // The device workspaces and host staging of all contexts.
+  int64_t workspace_bytes() const;
 
  private:
+  // Device workspace: plan buffers, int32 inputs, fp32 outputs (only when
+  // activations are not fp32). Host staging: the int32 inputs at the same
+  // offsets as in the workspace's input region, then one region per output.
+  // Every context has both, laid out alike (the offsets below).
+  struct Context {
+    BackendAllocation workspace;
+    BackendAllocation staging;
+    // Declared last so that it goes first: it waits for its queued work
+    // before the memory that work uses is released.
+    std::unique_ptr<BackendContext> backend;
+  };
+  // A free context for the lifetime of the lease.
+  class Lease {
+   public:
+    explicit Lease(Runtime& runtime);
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Context& operator*() const { return *context_; }
+
+   private:
+    Runtime& runtime_;
+    Context* context_;
+  };
+
   Runtime(Plan plan, std::unique_ptr<Backend> backend, const RuntimeOptions& options);
   void load_weights(PlanSource& source);
   void plan_workspace();
   BatchShape validate(const RunRequest& request) const;
   std::vector<bool> ops_needed_for(const std::vector<bool>& requested_outputs) const;
-  void stage_inputs(const RunRequest& request, const BatchShape& launch);
-  void enqueue_run(const BatchView& batch, const std::vector<bool>& requested_outputs,
-                   const std::vector<bool>& needed_ops, int top_k);
+  void stage_inputs(Context& context, const RunRequest& request, const BatchShape& launch) const;
+  void enqueue_run(Context& context, const BatchView& batch, const std::vector<bool>& requested_outputs,
+                   const std::vector<bool>& needed_ops, int top_k) const;
   bool top_k_applies(size_t output, int top_k) const;
   static int64_t rows_of(RowsKind kind, const BatchShape& shape);
-  void* buffer_data(int buffer) const;
+  void* buffer_data(const Context& context, int buffer) const;
 
   Plan plan_;
   // Declared before the allocations so that it is destroyed after them.
@@ -127,10 +173,6 @@ class Runtime {
   BackendAllocation weights_;
   std::vector<const void*> tensor_data_;  // per plan tensor; nullptr when no op uses it
 
-  // Device workspace: plan buffers, int32 inputs, fp32 outputs (only when
-  // activations are not fp32). Host staging: the int32 inputs at the same
-  // offsets as in the workspace's input region, then one region per output.
-  BackendAllocation workspace_;
   std::vector<size_t> buffer_offsets_;
   size_t inputs_offset_ = 0;  // in the workspace
   size_t input_ids_offset_ = 0;  // this and the next three: from the start of the input region
@@ -138,14 +180,17 @@ class Runtime {
   size_t cu_seqlens_offset_ = 0;
   size_t selected_offset_ = 0;
   std::vector<size_t> output_f32_offsets_;  // per plan output, in the workspace
-  BackendAllocation staging_;
-  std::vector<size_t> output_staging_offsets_;  // per plan output, in staging_
+  std::vector<size_t> output_staging_offsets_;  // per plan output, in staging
   // Per plan output with selected rows: its top-k ids then scores, room for
   // kMaxTopK per row, in the workspace and in staging (0 for other outputs).
   std::vector<size_t> topk_offsets_;
   std::vector<size_t> topk_staging_offsets_;
 
-  std::mutex run_mutex_;
+  // Declared after the weights so that contexts (and their queued work) go first.
+  std::vector<std::unique_ptr<Context>> contexts_;
+  std::mutex free_mutex_;
+  std::condition_variable context_freed_;
+  std::vector<Context*> free_contexts_;  // guarded by free_mutex_
 };
 
 }  // namespace fusedrt

@@ -91,4 +91,39 @@ describe('batcher', () => {
     assert.equal(b.status, 'rejected');
     assert.equal((b as PromiseRejectedResult).reason.code, 'E_INPUT');
   });
+
+  it('keeps up to `concurrency` batches in flight and merges what arrives while all are busy', async () => {
+    const started: number[] = [];
+    const releases: Array<() => void> = [];
+    let inFlight = 0;
+    let mostInFlight = 0;
+    const batcher = new Batcher(async (b) => {
+      started.push(b.cuSeqlens.length - 1);
+      inFlight++;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      await new Promise<void>((resolve) => releases.push(resolve));
+      inFlight--;
+      return fakeRun(b);
+    }, rowsKindOf, { maxTokens: 1000, maxSequences: 64, maxSelectedRows: 1000 }, 0, 2);
+    const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+    const requests = Array.from({ length: 5 }, (_, i) => batchOf([i + 1], 1, i * 10000));
+    const first = batcher.submit(requests[0]);
+    await nextTurn();
+    const second = batcher.submit(requests[1]);
+    await nextTurn();
+    // Both contexts are busy now: the last three wait and then run as one batch.
+    const rest = requests.slice(2).map((r) => batcher.submit(r));
+    await nextTurn();
+    assert.deepEqual(started, [1, 1]);
+    releases.shift()!();
+    await first;
+    await nextTurn();
+    assert.deepEqual(started, [1, 1, 3]);
+    releases.splice(0).forEach((release) => release());
+    const results = await Promise.all([first, second, ...rest]);
+    results.forEach((r, i) => assert.deepEqual(r, fakeRun(requests[i])));
+    assert.equal(mostInFlight, 2);
+    await batcher.idle();
+    assert.equal(batcher.pending, 0);
+  });
 });

@@ -6,6 +6,7 @@ import * as assert from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { runTiming } from '../src/engine/run-result';
 import { addon, rejectionCode, type NativeEngine, type NativeRunRequest } from './support/native-addon';
 import { OUTPUTS, TINY, makeTinyBert, referenceRun, writeTinyBertPlan, type ReferenceBatch, type TinyBertModel } from './support/tiny-bert-plan';
 
@@ -102,6 +103,21 @@ describe('native engine', function () {
 
   it('matches a float64 reference on uneven sequences', async () => {
     assertMatchesReference(model, UNEVEN, await engine.run(toRequest(UNEVEN)));
+  });
+
+  it('says where a run spent its host time, phase by phase, within its wall time', async () => {
+    const start = process.hrtime.bigint();
+    const result = await engine.run(toRequest(UNEVEN));
+    const wallUs = Number(process.hrtime.bigint() - start) / 1e3;
+    const timing = runTiming(result);
+    assert.ok(timing, 'the result has a timing');
+    assert.deepStrictEqual(Object.keys(result).sort(), [...OUTPUTS].sort(), 'timing is not an output');
+    const phases = ['queueUs', 'validateUs', 'contextWaitUs', 'stageUs', 'launchUs', 'deviceWaitUs', 'collectUs', 'deliverUs'] as const;
+    for (const phase of phases) assert.ok(Number.isFinite(timing[phase]) && timing[phase] >= 0, `${phase} = ${timing[phase]}`);
+    const sum = phases.reduce((n, phase) => n + timing[phase], 0);
+    assert.ok(sum <= wallUs, `phases add up to ${sum} us, more than the ${wallUs} us the run took`);
+    // The CPU computes while the run is issued: that phase holds the work.
+    assert.ok(timing.launchUs > 0, 'the CPU backend computes in launch');
   });
 
   it('treats missing token type ids as zeros and returns only the outputs asked for', async () => {

@@ -1,14 +1,15 @@
 /**
  * fusedrt-engine: the config node that owns one Engine. Nodes that use it
  * register with its host; the engine loads once (building and caching a plan
- * when the model is a Hugging Face directory), and a redeploy waits for work
- * in flight before freeing it.
+ * when the model is a Hugging Face directory), logs which backend and device
+ * it runs on, and a redeploy waits for work in flight before freeing it.
  */
 import type { Precision } from '../../src/build/plan-types';
+import type { Engine } from '../../src/engine/engine';
 import type { DeviceOption } from '../../src/engine/types';
 import type { EngineConfigNode } from '../shared/engine-client';
 import { EngineHost, type EngineSettings, type Truncation } from '../shared/engine-host';
-import { nodeError } from '../shared/messages';
+import { nodeError, text } from '../shared/messages';
 import type { Node, NodeAPI, NodeDef } from '../shared/red-types';
 
 interface EngineNodeDef extends NodeDef {
@@ -17,6 +18,7 @@ interface EngineNodeDef extends NodeDef {
   maxSeq?: string | number;
   device?: string;
   threads?: string | number;
+  contexts?: string | number;
   maxTokens?: string | number;
   maxSequences?: string | number;
   batchWindowMs?: string | number;
@@ -37,6 +39,7 @@ function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSe
   const engine = {
     device: (def.device || 'auto') as DeviceOption,
     threads: integerField(def.threads, 'threads', 0),
+    contexts: integerField(def.contexts, 'contexts', 1),
     maxTokens: integerField(def.maxTokens, 'max tokens', 1),
     maxSequences: integerField(def.maxSequences, 'max texts', 1),
     batchWindowMs: integerField(def.batchWindowMs, 'batch window', 0),
@@ -50,12 +53,43 @@ function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSe
   };
 }
 
+/** The log line of a loaded engine: `auto` resolves only at load, so this is where a user sees what it chose. */
+function loadedMessage(requested: string, engine: Engine): string {
+  const { info } = engine;
+  const params = { requested, contexts: info.contexts };
+  if (info.device) {
+    return text('log.loadedCuda', { ...params, ordinal: info.device.ordinal, name: info.device.name, engines: info.device.engines });
+  }
+  return text('log.loadedCpu', { ...params, threads: info.threads, blas: info.blas });
+}
+
+/** An EngineHost that reports its engine once, when it has loaded. */
+class ReportingEngineHost extends EngineHost {
+  private reporting = false;
+
+  constructor(readSettings: () => EngineSettings, truncation: Truncation, onLoadError: (err: Error) => void,
+    private readonly onLoaded: (engine: Engine) => void) {
+    super(readSettings, truncation, onLoadError);
+  }
+
+  /** The first call starts the load (EngineHost.engine); its promise is the one every later call gets. */
+  override engine(): Promise<Engine> {
+    const loading = super.engine();
+    if (!this.reporting) {
+      this.reporting = true;
+      loading.then(this.onLoaded, () => undefined);
+    }
+    return loading;
+  }
+}
+
 export = function register(RED: NodeAPI): void {
   function FusedrtEngineNode(this: Node, def: EngineNodeDef): void {
     RED.nodes.createNode(this, def);
     const node = this as EngineConfigNode;
     const truncation: Truncation = def.truncation === 'error' ? 'error' : 'truncate';
-    node.host = new EngineHost(() => readSettings(def, RED.settings.userDir), truncation, (err) => node.error(err));
+    node.host = new ReportingEngineHost(() => readSettings(def, RED.settings.userDir), truncation, (err) => node.error(err),
+      (engine) => node.log(loadedMessage(def.device || 'auto', engine)));
     node.on('close', (_removed, done) => {
       node.host.close().then(() => done(), (err: unknown) => {
         node.error(err);

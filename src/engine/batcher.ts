@@ -2,6 +2,8 @@
  * Dynamic batching: requests that arrive while the engine is busy (or within
  * a short window) are packed into one batch, run once, and their outputs
  * sliced back. Packing is padding-free, so merging costs nothing but the copy.
+ * Up to `concurrency` merged batches run at once (the engine's execution
+ * contexts); requests merge while all of them are busy.
  */
 import { FusedRTError } from '../errors';
 import type { RowsKind } from '../build/plan-types';
@@ -180,7 +182,10 @@ interface Waiting {
 
 export class Batcher {
   private readonly queue: Waiting[] = [];
+  /** Requests in the batches now running. */
   private running = 0;
+  /** Batches now running, at most `concurrency`. */
+  private inFlight = 0;
   private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private idleWaiters: Array<() => void> = [];
 
@@ -189,6 +194,7 @@ export class Batcher {
     private readonly rowsKindOf: (output: string) => RowsKind,
     private readonly limits: BatchLimits,
     private readonly windowMs: number,
+    private readonly concurrency = 1,
   ) {}
 
   /** Requests queued or running. */
@@ -218,7 +224,7 @@ export class Batcher {
    * and requests arriving while a run is in flight still merge into the next.
    */
   private schedule(): void {
-    if (this.running > 0 || this.timer) return;
+    if (this.inFlight >= this.concurrency || this.timer) return;
     const flush = () => {
       this.timer = undefined;
       void this.flush();
@@ -258,14 +264,18 @@ export class Batcher {
   private async flush(): Promise<void> {
     if (this.queue.length === 0) return;
     const group = this.takeGroup();
-    this.running = group.length;
+    this.running += group.length;
+    this.inFlight++;
+    // Another context may be free: what is still queued can start now.
+    if (this.queue.length > 0) this.schedule();
     try {
       await this.runGroup(group);
     } finally {
-      this.running = 0;
+      this.running -= group.length;
+      this.inFlight--;
       if (this.queue.length > 0) {
         this.schedule();
-      } else {
+      } else if (this.pending === 0) {
         this.idleWaiters.splice(0).forEach((wake) => wake());
       }
     }

@@ -1,6 +1,7 @@
 /**
  * The engine façade: one loaded plan on one backend, a tokenizer from the
- * plan, and a batcher in front of the native execution context.
+ * plan, and a batcher in front of the native engine and its execution
+ * contexts.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,6 +17,9 @@ import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, T
 /** The largest `topK` a run may ask for (native/cpu/topk.h, kMaxTopK). */
 export const MAX_TOP_K = 64;
 
+/** The most execution contexts of one engine (native/runtime.h, kMaxContexts). */
+export const MAX_CONTEXTS = 16;
+
 export const ENGINE_DEFAULTS = {
   device: 'auto' as DeviceOption,
   threads: 0,
@@ -29,6 +33,14 @@ export const ENGINE_DEFAULTS = {
 function positiveInteger(value: number, name: string, allowZero = false): number {
   if (!Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 1 << 24) {
     throw new FusedRTError('E_INPUT', `${name} must be ${allowZero ? 'a non-negative' : 'a positive'} integer, got ${value}`);
+  }
+  return value;
+}
+
+/** undefined leaves the default to the addon, which knows the backend (2 on CUDA, 1 on the CPU). */
+function contextsOption(value: number | undefined): number | undefined {
+  if (value !== undefined && (!Number.isInteger(value) || value < 1 || value > MAX_CONTEXTS)) {
+    throw new FusedRTError('E_INPUT', `contexts must be an integer in [1, ${MAX_CONTEXTS}], got ${value}`);
   }
   return value;
 }
@@ -83,7 +95,8 @@ export class Engine {
     const buffers = new Map(info.header.buffers.map((b) => [b.name, b.rows]));
     this.rowsOf = new Map(info.header.outputs.map((o) => [o.name, buffers.get(o.buffer) ?? 'tokens']));
     this.batcher = new Batcher((batch) => this.native.run(batch), (name) => this.rowsOf.get(name) ?? 'tokens',
-      { maxTokens: info.maxTokens, maxSequences: info.maxSequences, maxSelectedRows: info.maxSelectedRows }, batchWindowMs);
+      { maxTokens: info.maxTokens, maxSequences: info.maxSequences, maxSelectedRows: info.maxSelectedRows }, batchWindowMs,
+      info.contexts);
   }
 
   /** Loads a plan (a file path or the plan's bytes) onto a backend. */
@@ -99,6 +112,7 @@ export class Engine {
       maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
       maxSelectedRows: positiveInteger(opts.maxSelectedRows, 'maxSelectedRows'),
       cudaGraphs: booleanOption(opts.cudaGraphs ?? ENGINE_DEFAULTS.cudaGraphs, 'cudaGraphs'),
+      contexts: contextsOption(opts.contexts),
     });
     try {
       const { headerJson, ...nativeInfo } = native.info();

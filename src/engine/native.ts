@@ -24,7 +24,7 @@ export interface NativeRunInputs {
 
 export interface NativeEngine {
   info(): NativeEngineInfo;
-  /** The result has a non-enumerable gpuMs on CUDA (run-result.ts). */
+  /** The result has a non-enumerable gpuMs on CUDA and timing everywhere (run-result.ts). */
   run(inputs: NativeRunInputs): Promise<TopKRunResult>;
   dispose(): Promise<void>;
 }
@@ -37,6 +37,8 @@ export interface NativeAddon {
     device: string; threads: number; maxTokens: number; maxSequences: number; maxSelectedRows: number;
     /** CUDA graphs on (the default) or off; the CPU backend ignores it. */
     cudaGraphs?: boolean;
+    /** 1..16; absent: 2 on CUDA, 1 on the CPU. */
+    contexts?: number;
   }): Promise<NativeEngine>;
 }
 

@@ -1,4 +1,4 @@
-/** Helpers over run results: top-k outputs and the per-run GPU time. */
+/** Helpers over run results: top-k outputs, the per-run GPU time and host timing. */
 import type { OutputTensor, TopKTensor } from './types';
 
 export function isTopK(output: OutputTensor | TopKTensor): output is TopKTensor {
@@ -19,4 +19,28 @@ export function runGpuMs(result: object): number | undefined {
 export function withGpuMs<T extends object>(result: T, ms: number | undefined): T {
   if (ms !== undefined) Object.defineProperty(result, 'gpuMs', { value: ms, enumerable: false });
   return result;
+}
+
+/**
+ * Where a native run's host time went, in microseconds (native/runtime.h,
+ * RunTiming): queueUs from engine.run() to a libuv worker picking the run
+ * up, then validation, waiting for an execution context, staging the inputs,
+ * issuing the device work, waiting for the device, reading the outputs, and
+ * deliverUs from the worker finishing to the result reaching JS.
+ */
+export interface RunTiming {
+  queueUs: number;
+  validateUs: number;
+  contextWaitUs: number;
+  stageUs: number;
+  launchUs: number;
+  deviceWaitUs: number;
+  collectUs: number;
+  deliverUs: number;
+}
+
+/** The host timing of the native run a result came from; undefined for results cut from or joined of several runs. */
+export function runTiming(result: object): RunTiming | undefined {
+  const timing = (result as { timing?: unknown }).timing;
+  return typeof timing === 'object' && timing !== null ? timing as RunTiming : undefined;
 }

@@ -9,6 +9,17 @@ export interface EngineOptions {
   device?: DeviceOption;
   /** CPU threads for this engine (0: one per core). Default: 0. */
   threads?: number;
+  /**
+   * Execution contexts, 1 to 16: how many runs of this engine may be in
+   * flight at once, each with its own workspace (and, on CUDA, its own
+   * stream). On CUDA their work overlaps on the GPU; on the CPU the kernels
+   * of different contexts run one after another (each uses every thread),
+   * so more than 1 only overlaps the host-side work. Each context costs one
+   * workspace (info.workspaceBytes counts them all). Engine.run's batcher
+   * keeps up to this many merged batches in flight (docs/runtime.md,
+   * "Concurrency"). Default: 2 on CUDA, 1 on the CPU.
+   */
+  contexts?: number;
   /** Most tokens in one packed batch; sizes the workspace. Default: 2048. */
   maxTokens?: number;
   /** Most sequences in one packed batch. Default: 64. */
@@ -83,17 +94,39 @@ export type RunResult = Record<string, OutputTensor>;
 /** The outputs of a run that may have asked for `topK`. */
 export type TopKRunResult = Record<string, OutputTensor | TopKTensor>;
 
+/** The GPU an engine runs on. */
+export interface EngineDevice {
+  /** As the driver names it, e.g. 'NVIDIA H100 80GB HBM3'. */
+  name: string;
+  /** The N of cuda:N. */
+  ordinal: number;
+  /**
+   * Engines of this process on the GPU, this one included, when the info
+   * was read (Engine.info: at load); they share one cuBLASLt handle
+   * (docs/cuda.md, "The shared device").
+   */
+  engines: number;
+  multiprocessors: number;
+  memoryBytes: number;
+}
+
 export interface EngineInfo {
   backend: 'cpu' | 'cuda';
   /** How the CPU backend runs GEMMs: 'openblas' or 'builtin'. */
   blas: string;
   threads: number;
+  /** Execution contexts: runs that may be in flight at once (EngineOptions.contexts). */
+  contexts: number;
+  /** Whether the work of different contexts overlaps on the device: true on CUDA, false on the CPU. */
+  contextsOverlap: boolean;
+  /** CUDA only: the GPU. */
+  device?: EngineDevice;
   maxTokens: number;
   maxSequences: number;
   maxSelectedRows: number;
   /** Bytes of weights resident in the backend's memory. */
   weightBytes: number;
-  /** Bytes of planned activation workspace, including the host staging of inputs and outputs. */
+  /** Bytes of planned activation workspace of all contexts, including the host staging of inputs and outputs. */
   workspaceBytes: number;
   header: PlanHeader;
 }

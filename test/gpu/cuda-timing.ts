@@ -18,7 +18,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import { Engine } from '../../src/engine/engine';
-import { runGpuMs } from '../../src/engine/run-result';
+import { runGpuMs, runTiming, type RunTiming } from '../../src/engine/run-result';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
@@ -121,6 +121,7 @@ async function timeFillMask(work: string): Promise<void> {
       const wall: number[] = [];
       const gpu: number[] = [];
       const overhead: number[] = [];
+      const phases: RunTiming[] = [];
       for (let i = 0; i < RUNS; i++) {
         const start = process.hrtime.bigint();
         const result = await engine.run(request);
@@ -129,7 +130,12 @@ async function timeFillMask(work: string): Promise<void> {
         wall.push(ms);
         gpu.push(g);
         overhead.push((ms - g) * 1000);
+        const timing = runTiming(result);
+        if (timing) phases.push(timing);
       }
+      const phaseNames = Object.keys(phases[0] ?? {}) as Array<keyof RunTiming>;
+      console.log(`${sequences}x128 topK ${topK}: host phases p50 us: ${phaseNames.map((name) =>
+        `${name.replace(/Us$/, '')} ${percentile(phases.map((p) => p[name]).sort((a, b) => a - b), 0.5).toFixed(1)}`).join(', ')}`);
       const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
       const sorted = (v: number[]) => [...v].sort((a, b) => a - b);
       rows.push(['', `${sequences}x128`, topK > 0 ? String(topK) : 'full', percentile(sorted(wall), 0.5).toFixed(3),

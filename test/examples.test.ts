@@ -93,6 +93,20 @@ describe('examples (as shipped)', function () {
     }
   });
 
+  it('every infer node feeding a fill-mask node asks the engine for that node\'s top k', () => {
+    let pairs = 0;
+    for (const name of ['fill-mask', 'classification', 'embedding-similarity']) {
+      const flow = readExample(name);
+      for (const infer of flow.filter((n) => n.type === 'fusedrt-infer')) {
+        for (const target of flow.filter((n) => n.type === 'fusedrt-fill-mask' && infer.wires!.flat().includes(n.id))) {
+          assert.strictEqual(Number(infer.topK), Number(target.topK), `${name}: ${infer.id} → ${target.id}`);
+          pairs++;
+        }
+      }
+    }
+    assert.ok(pairs > 0, 'no example wires infer → fill-mask');
+  });
+
   it('fill-mask: one sentence and a batch of three', async () => {
     const got = await runExample('fill-mask', { 'fm-debug': 2 });
     const results = got['fm-debug'].map((m) => m.payload);
@@ -100,6 +114,9 @@ describe('examples (as shipped)', function () {
     const batch = results.find((p) => Array.isArray(p)) as Array<{ masks: unknown[] }>;
     assert.ok(single.sequence.startsWith('The capital of France is '));
     assert.deepStrictEqual(batch.map((r) => r.masks.length), [1, 2, 1]);
+    for (const r of [single, ...batch] as Array<{ masks: Array<{ predictions: unknown[] }> }>) {
+      for (const m of r.masks) assert.strictEqual(m.predictions.length, 5);
+    }
   });
 
   it('embedding-similarity: the candidates ranked by cosine', async () => {

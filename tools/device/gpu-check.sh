@@ -2,7 +2,8 @@
 # The CUDA backend's check on the GPU machine (docs/cuda.md). Run there as
 #   source .device/env.sh && bash tools/device/gpu-check.sh
 # with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
-# tsconfig.json) carried. Builds the addon with CUDA, runs
+# tsconfig.json) carried. Builds and runs the kernel tests (cuda/tests),
+# builds the addon with CUDA, runs
 # dist/test/gpu/*.gpu.js, times a BERT-base-shaped plan
 # (dist/test/gpu/cuda-timing.js), and writes everything to $OUT/gpu-check.log (or
 # ./gpu-check.log without $OUT). Keeps going after a failed step so one call
@@ -24,7 +25,14 @@ step() {
 }
 : > "$log.summary"
 step environment sh -c 'node --version; nvcc --version | tail -1; nvidia-smi; cmake --version | head -1'
-step attention-test sh -c 'nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/attention_test cuda/tests/attention_test.cu cuda/attention.cu && /tmp/attention_test'
+# The kernels and the CPU top-k reference once into a library for this GPU,
+# then every kernel test (cuda/tests/*_test.cu: checks against a CPU
+# reference, then timings).
+step kernel-library sh -c 'nvcc -std=c++17 -O3 -arch=native -I native -lib -o /tmp/fusedrt_kernels.a cuda/*.cu native/cpu/topk.cpp native/cpu/thread_pool.cpp'
+for test in cuda/tests/*_test.cu; do
+  name=$(basename "$test" .cu)
+  step "$name" sh -c "nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/$name $test /tmp/fusedrt_kernels.a && /tmp/$name"
+done
 # A fresh build tree: the carried checkout must not reuse a CPU-only cache.
 rm -rf build
 if step build node scripts/build-native.js; then
@@ -32,7 +40,6 @@ if step build node scripts/build-native.js; then
   # log holds when it is cut off still comes back.
   step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
   step timing node dist/test/gpu/cuda-timing.js
-  step kernels bash scripts/check-cuda-compile.sh /tmp/cuda-objects
   # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
   # (The Node-RED tests need dev packages the device pack leaves out.)
   step cpu-suite node_modules/.bin/mocha --no-config --timeout 600000 dist/test/numerics.test.js \
@@ -42,7 +49,11 @@ echo
 echo "--- last lines of the GPU tests (full log: $log) ---"
 awk '/=== gpu-tests: node_modules/{on=1} on; /=== gpu-tests: exit/{on=0}' "$log" | tail -130
 echo "--- timing (engine.run wall time from JS; BERT-base shape, random weights; then wall vs GPU ms, fill-mask top-k) ---"
-awk '/=== timing: node/{on=1} /=== timing: exit/{on=0} on' "$log" | tail -22
+awk '/=== timing: node/{on=1} /=== timing: exit/{on=0} on' "$log" | tail -32
+echo "--- kernel tests: failures and timings (full output in the log) ---"
+awk '/=== [a-z_]+_test: sh/{on=1} /=== [a-z_]+_test: exit/{on=0} on' "$log" | grep -viE '(\| ok \||^ok |PASS)' | tail -60
+echo "--- GEMM tactics chosen (FUSEDRT_GEMM_TUNING_LOG=1) ---"
+grep -E '^fusedrt gemm tuning' "$log" | sort | uniq | head -40
 echo "--- build report ---"
 grep -E '^(FusedRT native|CUDA backend):' "$log"
 echo "--- steps ---"

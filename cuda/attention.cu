@@ -18,7 +18,15 @@
 // last tile (at most one idle block per sequence).
 //
 // The fp16 kernel (launch_attention_fp16, second half of this file) is the
-// FlashAttention-2 forward on mma.sync tensor cores; see its own comment.
+// FlashAttention-2 forward on mma.sync tensor cores; see its own comment. A
+// split-keys tiling (16 query rows, 4 warps sharing each stage's keys) and a
+// 128-row one (4 warps of 32 rows) were tried and dropped: on an H200 the
+// best either did against 64 rows was 3% faster (128 rows at batch 128 x 384
+// of fixed length, cold L2; 2% warm), and both lost elsewhere, split keys by
+// up to 2.5x (cuda/tests/attention_test.cu, BERT-base, warm L2, us per launch
+// for 64 rows / 128 rows / split keys: 1 x 128 4.75 / 6.00 / 4.94, 32 x 384
+// 72.6 / 75.1 / 170.0, 128 x 384 262.3 / 256.6 / 660.4, the same with lengths
+// in [48, 384] 139.4 / 141.5 / 311.6).
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -203,14 +211,13 @@ cudaError_t attention(const cpu::AttentionParams& p, int64_t tokens, cudaStream_
 // ---------------------------------------------------------------------------
 // FP16 tensor-core attention (FlashAttention-2 forward, no causal mask).
 //
-// A block owns kBlockM query rows of one (sequence, head) and walks all of
-// the sequence's keys in stages of kBlockN (AttentionHalfShape in
+// A block owns 64 query rows of one (sequence, head), 16 per warp, and walks
+// all of the sequence's keys in stages of 64 (AttentionHalfTraits in
 // cuda/attention_traits.cuh). Q stays in registers (ldmatrix once); K and V
 // stream through shared memory, the next stage's cp.async in flight while
-// this one is computed (double buffering). Per stage, warp (row slot, key
-// slot) does, on its 16 * kMTiles rows and kWarpKeys keys:
-//   S = Q K^T          mma m16n8k16, fp32 accumulators; one ldmatrix of K
-//                      feeds the kMTiles row tiles
+// this one is computed (double buffering). Per stage, each warp does, on its
+// 16 rows:
+//   S = Q K^T          mma m16n8k16, fp32 accumulators
 //   online softmax     fp32, base 2: p = 2^(c s - c m), c = |scale| log2 e,
 //                      one FFMA and one MUFU.EX2 per score; the running max m
 //                      (of the raw scores) is reduced over the 4 lanes
@@ -223,45 +230,26 @@ cudaError_t attention(const cpu::AttentionParams& p, int64_t tokens, cudaStream_
 // smallest normal c, so masked keys (-inf) still weigh 2^-inf = 0 and the
 // real ones 1 to within 1e-26.
 // Keys past the sequence's end are zero-filled by cp.async (no NaN from
-// stale memory reaches P V) and masked to -inf before the softmax; a warp
-// whose keys of a stage all lie past the end skips the stage (its state
-// stays m = -inf, sum 0, O 0). With several key slots, the slots > 0 leave
-// (m, partial sums, O) in shared memory and slot 0 merges them, rescaling
-// each by 2^(c m_slot - c m_max); slot 0 always holds key 0, so m_max is
-// finite. Query rows past the end are computed on zeros and not stored.
+// stale memory reaches P V) and masked to -inf before the softmax; every
+// stage starts at a real key, so each row's running max is finite from the
+// first stage on. Query rows past the end are computed on zeros and not
+// stored.
 // Grid: x = sequence * tiles_per_sequence + query tile, y = head; tiles per
 // sequence come from max_seqlen, so the host never reads cu_seqlens.
 //
-// Shapes (AttentionTiling; counts for head_dim 64, per block):
-//   kRows64    4 warps x 16 rows, 64-key stages: 45 KB shared, 126
-//              registers (130 before the row loader and the FFMA softmax),
-//              so 4 blocks per SM instead of 3: batch 32 x 128's 768 blocks
-//              take 1.45 waves of 132 SMs instead of 1.94. Per stage and warp 64 mma and 32 ldmatrix.x4: 512 bytes of
-//              shared reads (4 clk at 128 B/clk/SM) per 2 mma (~3 clk of an
-//              SM's mma.sync rate by our estimate), so long sequences are
-//              bound by shared-memory reads rather than by the tensor cores.
-//   kRows128   4 warps x 32 rows (two m16 tiles share each K/V fragment):
-//              one ldmatrix.x4 per 4 mma, and each K/V stage is read from
-//              L2 once per 128 queries instead of 64; 54 KB shared, 236
-//              registers, 2 blocks per SM. For big grids of long sequences.
-//   kSplitKeys 16 rows, 4 warps each taking a quarter of every stage's keys
-//              (128-key stages; 64 for head_dim 128), merged at the end: 4x
-//              the blocks of kRows64 and 1/4 of a warp's serial work, for
-//              grids that would not fill the GPU (batch 1 x 128: 96 blocks
-//              instead of 24); 74 KB shared, 93 registers, 3 blocks per SM.
-//              All blocks of a (sequence, head) read its whole K/V; all
-//              but the first find it in L2.
-// (Registers: sm_90, -Xptxas -v, no spills; blocks per SM: H100/H200.)
-// attention_fp16_tiling has the rule.
+// Costs for head_dim 64, per block: 45 KB shared and 99 registers, so 4
+// blocks per SM (at 130 registers, before the row loader and the FFMA
+// softmax, 3): batch 32 x 128's 768 blocks take 1.45 waves of 132 SMs
+// instead of 1.94. Per stage and warp 64 mma and 32 ldmatrix.x4: 512 bytes
+// of shared reads (4 clk at 128 B/clk/SM) per 2 mma (~3 clk of an SM's
+// mma.sync rate by our estimate), so long sequences are bound by
+// shared-memory reads rather than by the tensor cores. (Registers: sm_90,
+// -Xptxas -v, no spills; blocks per SM: H100/H200. The timings at the top of
+// this file were taken at 126 registers, with the same mma, ldmatrix and ex2
+// instructions, while the kernel shared its code with the split-keys tiling,
+// whose key-slot branch changed ptxas's allocation.)
 
 namespace {
-
-template <int kHeadDim>
-using Rows64Shape = AttentionHalfShape<4, 1, 1, 64>;
-template <int kHeadDim>
-using Rows128Shape = AttentionHalfShape<4, 1, 2, 64>;
-template <int kHeadDim>
-using SplitKeysShape = AttentionHalfShape<1, 4, 1, (kHeadDim <= 64 ? 32 : 16)>;
 
 // Copies kRows rows of one head (src: the first row, a mapped address) into
 // shared memory [kRows][kRowStride] with cp.async; rows from rows_valid on
@@ -287,27 +275,23 @@ __device__ __forceinline__ void load_tile_async(__half* dst, const __half* src, 
   }
 }
 
-// One warp's share of one stage: S = Q K^T over its kWarpKeys keys (first
-// key index key0, which is < length), the online softmax update, O += P V.
-// k_tile and v_tile point at the warp's first key row in shared memory.
+// One warp's part of one stage, on its 16 query rows: S = Q K^T over the
+// stage's kBlockN keys (first key index key0, which is < length), the online
+// softmax update, O += P V. k_tile and v_tile point at the stage in shared
+// memory.
 template <class Traits>
-__device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kMTiles][Traits::kHeadDim / 16][4],
-                                             const __half* k_tile, const __half* v_tile, int key0, int length,
-                                             float c, float (&acc)[Traits::kMTiles][Traits::kHeadDim / 8][4],
-                                             float (&row_max)[Traits::kMTiles][2],
-                                             float (&row_sum)[Traits::kMTiles][2]) {
+__device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kHeadDim / 16][4], const __half* k_tile,
+                                             const __half* v_tile, int key0, int length, float c,
+                                             float (&acc)[Traits::kHeadDim / 8][4], float (&row_max)[2],
+                                             float (&row_sum)[2]) {
   constexpr int kD = Traits::kHeadDim;
-  constexpr int kMT = Traits::kMTiles;
-  constexpr int kN = Traits::kWarpKeys;
+  constexpr int kN = Traits::kBlockN;
   constexpr int kLd = Traits::kRowStride;
   const int lane = threadIdx.x % kWarpSize;
 
-  float s[kMT][kN / 8][4];
+  float s[kN / 8][4];
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) {
-#pragma unroll
-    for (int n = 0; n < kN / 8; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
-  }
+  for (int n = 0; n < kN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
   for (int nn = 0; nn < kN / 16; ++nn) {
 #pragma unroll
@@ -315,11 +299,8 @@ __device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kM
       uint32_t b[4];  // keys nn*16 + 0..7 then + 8..15, each for dims kk*16 + 0..7 and + 8..15
       const int key = nn * 16 + (lane % 8) + (lane / 16) * 8;
       ldmatrix_x4(b, k_tile + key * kLd + kk * 16 + ((lane / 8) % 2) * 8);
-#pragma unroll
-      for (int m = 0; m < kMT; ++m) {
-        mma_16816(s[m][2 * nn], q_frag[m][kk], b[0], b[1]);
-        mma_16816(s[m][2 * nn + 1], q_frag[m][kk], b[2], b[3]);
-      }
+      mma_16816(s[2 * nn], q_frag[kk], b[0], b[1]);
+      mma_16816(s[2 * nn + 1], q_frag[kk], b[2], b[3]);
     }
   }
 
@@ -329,40 +310,36 @@ __device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kM
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const bool masked = key0 + n * 8 + (lane % 4) * 2 + (e & 1) >= length;
-#pragma unroll
-        for (int m = 0; m < kMT; ++m) s[m][n][e] = masked ? -INFINITY : s[m][n][e];
+        s[n][e] = masked ? -INFINITY : s[n][e];
       }
     }
   }
 
-  // Key 0 of the warp's share is real, so every row's new maximum is finite
-  // and 2^(c (-inf - max)) = 0 rescales a state that has seen no key yet.
+  // Key key0 is real, so every row's new maximum is finite and
+  // 2^(c (-inf - max)) = 0 rescales a state that has seen no key yet.
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) {
+  for (int r = 0; r < 2; ++r) {
+    float tile_max = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float tile_max = -INFINITY;
+    for (int n = 0; n < kN / 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+    const float new_max = fmaxf(row_max[r], tile_max);
+    const float rescale = exp2_ftz((row_max[r] - new_max) * c);
+    row_max[r] = new_max;
+    const float offset = -new_max * c;
+    float sum = 0.f;
 #pragma unroll
-      for (int n = 0; n < kN / 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
-      const float new_max = fmaxf(row_max[m][r], tile_max);
-      const float rescale = exp2_ftz((row_max[m][r] - new_max) * c);
-      row_max[m][r] = new_max;
-      const float offset = -new_max * c;
-      float sum = 0.f;
+    for (int n = 0; n < kN / 8; ++n) {
+      s[n][2 * r] = exp2_ftz(fmaf(s[n][2 * r], c, offset));
+      s[n][2 * r + 1] = exp2_ftz(fmaf(s[n][2 * r + 1], c, offset));
+      sum += s[n][2 * r] + s[n][2 * r + 1];
+    }
+    row_sum[r] = row_sum[r] * rescale + sum;
 #pragma unroll
-      for (int n = 0; n < kN / 8; ++n) {
-        s[m][n][2 * r] = exp2_ftz(fmaf(s[m][n][2 * r], c, offset));
-        s[m][n][2 * r + 1] = exp2_ftz(fmaf(s[m][n][2 * r + 1], c, offset));
-        sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
-      }
-      row_sum[m][r] = row_sum[m][r] * rescale + sum;
-#pragma unroll
-      for (int d = 0; d < kD / 8; ++d) {
-        acc[m][d][2 * r] *= rescale;
-        acc[m][d][2 * r + 1] *= rescale;
-      }
+    for (int d = 0; d < kD / 8; ++d) {
+      acc[d][2 * r] *= rescale;
+      acc[d][2 * r + 1] *= rescale;
     }
   }
 
@@ -370,24 +347,18 @@ __device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kM
   // fragment of keys kk*16 .. kk*16 + 15.
 #pragma unroll
   for (int kk = 0; kk < kN / 16; ++kk) {
-    uint32_t a[kMT][4];
-#pragma unroll
-    for (int m = 0; m < kMT; ++m) {
-      a[m][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
-      a[m][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
-      a[m][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
-      a[m][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
-    }
+    uint32_t a[4];
+    a[0] = pack_half2(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
     for (int dd = 0; dd < kD / 16; ++dd) {
       uint32_t b[4];  // transposed: keys kk*16 + 0..7 / 8..15 for dims dd*16 + 0..7, then + 8..15
       const int key = kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
       ldmatrix_x4_trans(b, v_tile + key * kLd + dd * 16 + (lane / 16) * 8);
-#pragma unroll
-      for (int m = 0; m < kMT; ++m) {
-        mma_16816(acc[m][2 * dd], a[m], b[0], b[1]);
-        mma_16816(acc[m][2 * dd + 1], a[m], b[2], b[3]);
-      }
+      mma_16816(acc[2 * dd], a, b[0], b[1]);
+      mma_16816(acc[2 * dd + 1], a, b[2], b[3]);
     }
   }
 }
@@ -396,7 +367,6 @@ template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     attention_fp16_kernel(const AttentionHalfParams p, int tiles_per_sequence) {
   constexpr int kD = Traits::kHeadDim;
-  constexpr int kMT = Traits::kMTiles;
   constexpr int kM = Traits::kBlockM;
   constexpr int kN = Traits::kBlockN;
   constexpr int kLd = Traits::kRowStride;
@@ -426,23 +396,16 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
-  const int row_slot = warp % Traits::kRowWarps;
-  const int key_slot = warp / Traits::kRowWarps;
   const float c = fmaxf(fabsf(p.scale) * 1.4426950408889634f, FLT_MIN);  // exp(x) = exp2(x log2 e)
   const uint32_t q_sign = p.scale < 0.f ? 0x80008000u : 0u;
 
-  uint32_t q_frag[kMT][kD / 16][4];
-  float acc[kMT][kD / 8][4];
-  // Rows g and g + 8 of each m16 tile (g = lane / 4).
-  float row_max[kMT][2];
-  float row_sum[kMT][2];
+  uint32_t q_frag[kD / 16][4];
+  float acc[kD / 8][4];
+  // Rows g and g + 8 of the warp's m16 tile (g = lane / 4).
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.f, 0.f};
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) {
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) acc[m][d][0] = acc[m][d][1] = acc[m][d][2] = acc[m][d][3] = 0.f;
-    row_max[m][0] = row_max[m][1] = -INFINITY;
-    row_sum[m][0] = row_sum[m][1] = 0.f;
-  }
+  for (int d = 0; d < kD / 8; ++d) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
 
   for (int j = 0; j < stages; ++j) {
     const int buffer = j & 1;
@@ -461,105 +424,41 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
     if (j == 0) {
 #pragma unroll
-      for (int m = 0; m < kMT; ++m) {
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        const int row = warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4(q_frag[kk], q_tile + row * kLd + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-        for (int kk = 0; kk < kD / 16; ++kk) {
-          const int row = (row_slot * kMT + m) * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-          ldmatrix_x4(q_frag[m][kk], q_tile + row * kLd + kk * 16 + (lane / 16) * 8);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) q_frag[m][kk][i] ^= q_sign;
-        }
+        for (int i = 0; i < 4; ++i) q_frag[kk][i] ^= q_sign;
       }
     }
 
-    const int key0 = j * kN + key_slot * Traits::kWarpKeys;
-    if (key0 < length) {  // uniform across the warp
-      const int offset = (buffer * kN + key_slot * Traits::kWarpKeys) * kLd;
-      attend_stage<Traits>(q_frag, k_stages + offset, v_stages + offset, key0, length, c, acc, row_max, row_sum);
-    }
+    const int offset = buffer * kN * kLd;
+    attend_stage<Traits>(q_frag, k_stages + offset, v_stages + offset, j * kN, length, c, acc, row_max, row_sum);
     __syncthreads();  // this buffer is refilled by the next iteration's cp.async
-  }
-
-  if constexpr (Traits::kKeyWarps > 1) {
-    // The last stage waited for every cp.async and ended with a barrier, so
-    // the K/V stages are free: [key slot - 1][row slot][kMergeFloats][lane].
-    float* scratch = reinterpret_cast<float*>(k_stages);
-    const auto merge_slot = [&](int key) {
-      return scratch + (static_cast<ptrdiff_t>(key - 1) * Traits::kRowWarps + row_slot) * Traits::kMergeFloats * kWarpSize +
-             lane;
-    };
-    if (key_slot > 0) {
-      float* slot = merge_slot(key_slot);
-      int i = 0;
-#pragma unroll
-      for (int m = 0; m < kMT; ++m) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          slot[kWarpSize * i++] = row_max[m][r];
-          slot[kWarpSize * i++] = row_sum[m][r];
-        }
-#pragma unroll
-        for (int d = 0; d < kD / 8; ++d) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) slot[kWarpSize * i++] = acc[m][d][e];
-        }
-      }
-    }
-    __syncthreads();
-    if (key_slot > 0) return;  // no barrier follows
-#pragma unroll 1
-    for (int other = 1; other < Traits::kKeyWarps; ++other) {
-      const float* theirs = merge_slot(other);
-      int i = 0;
-#pragma unroll
-      for (int m = 0; m < kMT; ++m) {
-        float mine_scale[2], their_scale[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const float their_max = theirs[kWarpSize * i++];
-          const float their_sum = theirs[kWarpSize * i++];
-          const float new_max = fmaxf(row_max[m][r], their_max);
-          mine_scale[r] = exp2_ftz((row_max[m][r] - new_max) * c);
-          their_scale[r] = exp2_ftz((their_max - new_max) * c);
-          row_max[m][r] = new_max;
-          row_sum[m][r] = row_sum[m][r] * mine_scale[r] + their_sum * their_scale[r];
-        }
-#pragma unroll
-        for (int d = 0; d < kD / 8; ++d) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[m][d][e] = acc[m][d][e] * mine_scale[e / 2] + theirs[kWarpSize * i++] * their_scale[e / 2];
-          }
-        }
-      }
-    }
   }
 
   __half* out = p.out + start * width + blockIdx.y * head_dim;
 #pragma unroll
-  for (int m = 0; m < kMT; ++m) {
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(kFullMask, sum, 1);
+    sum += __shfl_xor_sync(kFullMask, sum, 2);
+    const float inv_sum = 1.f / sum;
+    const int row = q0 + warp * 16 + lane / 4 + r * 8;
+    if (row >= length) continue;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[m][r];
-      sum += __shfl_xor_sync(kFullMask, sum, 1);
-      sum += __shfl_xor_sync(kFullMask, sum, 2);
-      const float inv_sum = 1.f / sum;
-      const int row = q0 + (row_slot * kMT + m) * 16 + lane / 4 + r * 8;
-      if (row >= length) continue;
-#pragma unroll
-      for (int d = 0; d < kD / 8; ++d) {
-        const int col = d * 8 + (lane % 4) * 2;
-        if (Traits::kPadded && col >= head_dim) continue;  // head_dim is a multiple of 8: col + 1 is in too
-        *reinterpret_cast<__half2*>(out + static_cast<int64_t>(row) * width + col) =
-            __floats2half2_rn(acc[m][d][2 * r] * inv_sum, acc[m][d][2 * r + 1] * inv_sum);
-      }
+    for (int d = 0; d < kD / 8; ++d) {
+      const int col = d * 8 + (lane % 4) * 2;
+      if (Traits::kPadded && col >= head_dim) continue;  // head_dim is a multiple of 8: col + 1 is in too
+      *reinterpret_cast<__half2*>(out + static_cast<int64_t>(row) * width + col) =
+          __floats2half2_rn(acc[d][2 * r] * inv_sum, acc[d][2 * r + 1] * inv_sum);
     }
   }
 }
 
-template <int kHeadDim, bool kPadded, template <int> class ShapeFor>
+template <int kHeadDim, bool kPadded>
 cudaError_t launch_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
-  using Traits = AttentionHalfTraits<kHeadDim, kPadded, ShapeFor<kHeadDim>>;
+  using Traits = AttentionHalfTraits<kHeadDim, kPadded>;
   auto kernel = attention_fp16_kernel<Traits>;
   const int64_t tiles = (p.max_seqlen + Traits::kBlockM - 1) / Traits::kBlockM;
   if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
@@ -573,71 +472,21 @@ cudaError_t launch_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// head_dim -> instantiation: 32, 64 and 128 exact, others zero-padded to the
-// next. kWide128: whether ShapeFor has a head_dim 128 instantiation.
-template <template <int> class ShapeFor, bool kWide128>
-cudaError_t launch_fp16_for_head_dim(const AttentionHalfParams& p, cudaStream_t stream) {
-  if (p.head_dim == 32) return launch_fp16<32, false, ShapeFor>(p, stream);
-  if (p.head_dim == 64) return launch_fp16<64, false, ShapeFor>(p, stream);
-  if (p.head_dim < 32) return launch_fp16<32, true, ShapeFor>(p, stream);
-  if (p.head_dim < 64) return launch_fp16<64, true, ShapeFor>(p, stream);
-  if constexpr (kWide128) {
-    return p.head_dim == 128 ? launch_fp16<128, false, ShapeFor>(p, stream)
-                             : launch_fp16<128, true, ShapeFor>(p, stream);
-  } else {
-    return cudaErrorInvalidValue;
-  }
-}
-
-int64_t grid_blocks(const AttentionHalfParams& p, int block_m) {
-  return p.sequences * ((p.max_seqlen + block_m - 1) / block_m) * p.heads;
-}
-
 }  // namespace
-
-// kAuto's rule, from the launch shape (fixed per CUDA graph bucket) and the
-// SM count. Below one kRows64 block per SM the GPU is not filled: split the
-// keys (4x the blocks, 1/4 of the serial work per warp). kRows128 only where
-// its grid is at least 4 blocks per SM, so that the last partial wave (each
-// of its blocks is twice as long) stays small; it pays off on long sequences,
-// where kRows64 is bound by shared-memory reads. Not yet tuned by
-// measurement: cuda/tests/attention_test.cu times every tiling on the shapes
-// that decide these thresholds.
-cudaError_t attention_fp16_tiling(const AttentionHalfParams& p, AttentionTiling& tiling) {
-  if (p.tiling != AttentionTiling::kAuto) {
-    tiling = p.tiling;
-    return cudaSuccess;
-  }
-  int device = 0;
-  int sms = 0;
-  cudaError_t error = cudaGetDevice(&device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (error != cudaSuccess) return error;
-  if (grid_blocks(p, 64) < sms) {
-    tiling = AttentionTiling::kSplitKeys;
-  } else if (p.head_dim <= 64 && grid_blocks(p, 128) >= 4 * static_cast<int64_t>(sms)) {
-    tiling = AttentionTiling::kRows128;
-  } else {
-    tiling = AttentionTiling::kRows64;
-  }
-  return cudaSuccess;
-}
 
 bool attention_fp16_supports(int64_t head_dim) { return head_dim > 0 && head_dim <= 128 && head_dim % 8 == 0; }
 
+// head_dim -> instantiation: 32, 64 and 128 exact, others zero-padded to the
+// next.
 cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
   if (p.sequences <= 0 || p.heads <= 0 || p.max_seqlen <= 0) return cudaSuccess;
   if (!attention_fp16_supports(p.head_dim) || p.heads > 65535) return cudaErrorInvalidValue;
   if (!aligned16(p.qkv) || (reinterpret_cast<uintptr_t>(p.out) & 3u) != 0) return cudaErrorInvalidValue;
-  AttentionTiling tiling = AttentionTiling::kAuto;
-  const cudaError_t error = attention_fp16_tiling(p, tiling);
-  if (error != cudaSuccess) return error;
-  switch (tiling) {
-    case AttentionTiling::kRows128: return launch_fp16_for_head_dim<Rows128Shape, false>(p, stream);
-    case AttentionTiling::kSplitKeys: return launch_fp16_for_head_dim<SplitKeysShape, true>(p, stream);
-    case AttentionTiling::kRows64: return launch_fp16_for_head_dim<Rows64Shape, true>(p, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  if (p.head_dim == 32) return launch_fp16<32, false>(p, stream);
+  if (p.head_dim == 64) return launch_fp16<64, false>(p, stream);
+  if (p.head_dim < 32) return launch_fp16<32, true>(p, stream);
+  if (p.head_dim < 64) return launch_fp16<64, true>(p, stream);
+  return p.head_dim == 128 ? launch_fp16<128, false>(p, stream) : launch_fp16<128, true>(p, stream);
 }
 
 }  // namespace fusedrt::gpu

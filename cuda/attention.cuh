@@ -1,8 +1,7 @@
 // CUDA attention over packed variable-length sequences: per sequence b and
 // head h, out = softmax(scale * Q K^T) V over the tokens of b only
 // (native/cpu/README.md, "attention"). Two launchers: fp32 (SIMT) and fp16
-// (tensor cores, fp32 softmax and accumulation, three tilings picked from the
-// launch shape).
+// (tensor cores, fp32 softmax and accumulation).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -23,17 +22,6 @@ constexpr int64_t kAttentionMaxHeadDim = 256;
 // launch error, if any.
 cudaError_t attention(const cpu::AttentionParams& p, int64_t tokens, cudaStream_t stream);
 
-// How launch_attention_fp16 splits the work into blocks (cuda/attention.cu,
-// "FP16 tensor-core attention", has the shapes and the costs). kAuto picks
-// from the launch shape and the device's SM count, so a CUDA graph bucket
-// always gets the same kernel; the others force one, for tests and tuning.
-enum class AttentionTiling : int {
-  kAuto,
-  kRows64,     // 64 query rows per block, 4 warps of 16 rows, 64-key stages
-  kRows128,    // 128 query rows per block, 4 warps of 32 rows; head_dim <= 64
-  kSplitKeys,  // 16 query rows per block, the keys split over 4 warps and merged
-};
-
 // The fp16 op: same layout and semantics as cpu::AttentionParams, in halves.
 struct AttentionHalfParams {
   const __half* qkv;           // [tokens, 3 * heads * head_dim]: Q | K | V; 16-byte aligned
@@ -46,7 +34,6 @@ struct AttentionHalfParams {
   int64_t head_dim;
   float scale;
   __half* out;                 // [tokens, heads * head_dim]; 4-byte aligned
-  AttentionTiling tiling = AttentionTiling::kAuto;
 };
 
 // Whether launch_attention_fp16 runs this head_dim: multiples of 8 up to 128
@@ -54,15 +41,10 @@ struct AttentionHalfParams {
 // zero-filled columns). The backend checks this and reports E_SHAPE otherwise.
 bool attention_fp16_supports(int64_t head_dim);
 
-// The tiling launch_attention_fp16 runs for p: p.tiling unless kAuto, else
-// the one picked from the launch shape and the current device's SM count.
-// Returns the error of the device query, if any.
-cudaError_t attention_fp16_tiling(const AttentionHalfParams& p, AttentionTiling& tiling);
-
 // Queues the fp16 op on stream (flash attention with mma.sync m16n8k16,
-// sm_80+). Returns cudaErrorInvalidValue for an unsupported head_dim (or
-// kRows128 with head_dim > 64), more than 65535 heads, or misaligned qkv/out,
-// else the launch error, if any.
+// sm_80+; cuda/attention.cu, "FP16 tensor-core attention", has the tiling
+// and its costs). Returns cudaErrorInvalidValue for an unsupported head_dim,
+// more than 65535 heads, or misaligned qkv/out, else the launch error, if any.
 cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t stream);
 
 }  // namespace fusedrt::gpu

@@ -20,44 +20,28 @@
 
 namespace fusedrt::gpu {
 
-// How a block divides its work among its warps. A block owns kBlockM query
-// rows of one (sequence, head) and walks all of the sequence's keys in stages
-// of kBlockN; warp w has row slot w % kRowWarps (kMTiles m16 tiles, i.e.
-// 16 * kMTiles query rows) and key slot w / kRowWarps (kWarpKeys keys of each
-// stage). With kKeyWarps > 1 the key slots keep separate softmax states that
-// are merged at the end.
-template <int kRowWarpsT, int kKeyWarpsT, int kMTilesT, int kWarpKeysT>
-struct AttentionHalfShape {
-  static constexpr int kRowWarps = kRowWarpsT;
-  static constexpr int kKeyWarps = kKeyWarpsT;
-  static constexpr int kMTiles = kMTilesT;
-  static constexpr int kWarpKeys = kWarpKeysT;
-};
-
+// A block owns kBlockM query rows of one (sequence, head), one m16 tile per
+// warp, and walks all of the sequence's keys in stages of kBlockN.
+//
 // kHeadDim: 32, 64 or 128, the compile-time width of the tiles. A head_dim
 // below it (a multiple of 8) runs with the columns past head_dim zero-filled
 // (kPadded): the dot products do not change and the extra output columns are
 // not stored.
-template <int kHeadDimT, bool kPaddedT, class Shape>
+template <int kHeadDimT, bool kPaddedT>
 struct AttentionHalfTraits {
   static constexpr int kHeadDim = kHeadDimT;
   static constexpr bool kPadded = kPaddedT;
-  static constexpr int kRowWarps = Shape::kRowWarps;
-  static constexpr int kKeyWarps = Shape::kKeyWarps;
-  static constexpr int kMTiles = Shape::kMTiles;
-  static constexpr int kWarpKeys = Shape::kWarpKeys;
-  static constexpr int kWarps = kRowWarps * kKeyWarps;
+  static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kWarpRows = 16 * kMTiles;
-  static constexpr int kBlockM = kWarpRows * kRowWarps;  // query rows per block
-  static constexpr int kBlockN = kWarpKeys * kKeyWarps;  // keys per stage
+  static constexpr int kBlockM = 16 * kWarps;  // query rows per block
+  static constexpr int kBlockN = 64;           // keys per stage
   // Shared-memory row stride in halves: 16 bytes of padding so that the 8 row
   // addresses of one ldmatrix fall in 8 different 16-byte bank groups (a
   // stride of 64, 128 or 256 bytes would put all 8 in the same group).
   static constexpr int kRowStride = kHeadDim + 8;
   // 16-byte chunks (8 halves) per row, the unit of cp.async.
   static constexpr int kChunksPerRow = kHeadDim / 8;
-  static_assert(kHeadDim % 16 == 0 && kWarpKeys % 16 == 0, "tiles are whole mma k-steps");
+  static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "tiles are whole mma k-steps");
   static_assert(kThreads % kChunksPerRow == 0, "the tile loader gives each thread one column chunk");
 
   // Q tile, then two K stages and two V stages (double buffering).
@@ -65,14 +49,6 @@ struct AttentionHalfTraits {
   static constexpr size_t kSharedBytes = sizeof(__half) * static_cast<size_t>(kBlockM) * kRowStride + 4 * kStageBytes;
   // sm_86/sm_89 give a block at most 99 KB.
   static_assert(kSharedBytes <= 99 * 1024, "a block must fit every architecture the backend ships");
-
-  // Merging key slots: each warp of slot > 0 leaves, per lane, its
-  // accumulators and its row maxima and partial sums (kMergeFloats) in the
-  // K/V stages, which are idle by then.
-  static constexpr int kMergeFloats = kMTiles * (kHeadDim / 8 * 4 + 4);
-  static_assert(kKeyWarps == 1 || sizeof(float) * static_cast<size_t>(kWarps - kRowWarps) * kMergeFloats * 32 <=
-                                      4 * kStageBytes,
-                "the merge scratch must fit in the K/V stages");
 };
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {

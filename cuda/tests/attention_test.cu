@@ -1,8 +1,6 @@
 // The fp16 tensor-core attention (launch_attention_fp16) against the fp32
 // kernel (attention), which the GPU test suite checks against the CPU backend
-// and transformers. Both get the same fp16-rounded inputs. Every check runs
-// each tiling (kAuto and the three forced ones), and kAuto's output must be
-// bit-identical to that of the tiling it resolves to. Then the tilings are
+// and transformers. Both get the same fp16-rounded inputs. Then both are
 // timed on BERT-base shapes with CUDA events. Exit status 0 only if every
 // check passes.
 //
@@ -17,14 +15,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "../attention.cuh"
 
 using fusedrt::gpu::AttentionHalfParams;
-using fusedrt::gpu::AttentionTiling;
 
 namespace {
 
@@ -39,24 +35,6 @@ namespace {
 
 // Relative to the largest |output| of the fp32 kernel.
 constexpr double kTolerance = 2e-3;
-
-constexpr AttentionTiling kTilings[] = {AttentionTiling::kAuto, AttentionTiling::kRows64, AttentionTiling::kRows128,
-                                        AttentionTiling::kSplitKeys};
-
-const char* tiling_name(AttentionTiling tiling) {
-  switch (tiling) {
-    case AttentionTiling::kAuto: return "auto";
-    case AttentionTiling::kRows64: return "rows64";
-    case AttentionTiling::kRows128: return "rows128";
-    case AttentionTiling::kSplitKeys: return "split";
-  }
-  return "?";
-}
-
-// kRows128 has no instantiation above head_dim 64 and must refuse it.
-bool tiling_runs(AttentionTiling tiling, int64_t head_dim) {
-  return tiling != AttentionTiling::kRows128 || head_dim <= 64;
-}
 
 struct Rng {
   uint64_t state;
@@ -117,7 +95,7 @@ struct Batch {
     CHECK_CUDA(cudaMemcpy(qkv32.ptr, q32.data(), q32.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
 
-  AttentionHalfParams params16(AttentionTiling tiling) const {
+  cudaError_t run16() const {
     AttentionHalfParams p{};
     p.qkv = qkv16.ptr;
     p.cu_seqlens = cu_seqlens.ptr;
@@ -127,11 +105,8 @@ struct Batch {
     p.head_dim = head_dim;
     p.scale = scale;
     p.out = out16.ptr;
-    p.tiling = tiling;
-    return p;
+    return fusedrt::gpu::launch_attention_fp16(p, nullptr);
   }
-
-  cudaError_t run16(AttentionTiling tiling) const { return fusedrt::gpu::launch_attention_fp16(params16(tiling), nullptr); }
 
   cudaError_t run32() const {
     fusedrt::cpu::AttentionParams p{};
@@ -160,8 +135,8 @@ struct Batch {
 
 int failures = 0;
 
-// One tiling's cell of a check row: its error relative to the largest
-// |output|, or why it failed.
+// The error cell of a check row: the error relative to the largest |output|,
+// or why it failed.
 std::string compare(const std::vector<__half>& got, const std::vector<float>& want, bool& ok) {
   double worst = 0, scale = 0;
   size_t unwritten = 0;
@@ -191,48 +166,23 @@ std::vector<__half> download16(const Batch& batch) {
   return v;
 }
 
-// Poisons the outputs (NaN), runs the fp32 kernel once and every tiling of
-// the fp16 one, compares every element; one table row.
+// Poisons the outputs (NaN), runs both kernels once, compares every
+// element; one table row.
 void check(const std::string& label, Batch& batch) {
   const size_t count = batch.out_count();
   CHECK_CUDA(cudaMemset(batch.out32.ptr, 0xff, count * sizeof(float)));
   CHECK_CUDA(batch.run32());
+  CHECK_CUDA(cudaMemset(batch.out16.ptr, 0xff, count * sizeof(__half)));
+  CHECK_CUDA(batch.run16());
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<float> want(count);
   CHECK_CUDA(cudaMemcpy(want.data(), batch.out32.ptr, count * sizeof(float), cudaMemcpyDeviceToHost));
-
-  AttentionTiling resolved = AttentionTiling::kAuto;
-  CHECK_CUDA(fusedrt::gpu::attention_fp16_tiling(batch.params16(AttentionTiling::kAuto), resolved));
-  std::vector<__half> auto_out;
-  bool row_ok = true;
-  std::string cells;
-  for (AttentionTiling tiling : kTilings) {
-    CHECK_CUDA(cudaMemset(batch.out16.ptr, 0xff, count * sizeof(__half)));
-    const cudaError_t error = batch.run16(tiling);
-    std::string cell;
-    bool ok = false;
-    if (!tiling_runs(tiling, batch.head_dim)) {
-      ok = error == cudaErrorInvalidValue;
-      cell = ok ? "refused" : "FAIL (ran)";
-    } else {
-      CHECK_CUDA(error);
-      CHECK_CUDA(cudaDeviceSynchronize());
-      const std::vector<__half> got = download16(batch);
-      cell = compare(got, want, ok);
-      if (tiling == AttentionTiling::kAuto) {
-        auto_out = got;
-      } else if (tiling == resolved && std::memcmp(got.data(), auto_out.data(), count * sizeof(__half)) != 0) {
-        ok = false;
-        cell += " FAIL (auto differs)";
-      }
-    }
-    row_ok = row_ok && ok;
-    cells += " | " + cell;
-  }
-  if (!row_ok) ++failures;
-  std::printf("| %-40s | %4lld | %4lld | %6lld | %-7s%s | %s |\n", label.c_str(),
-              static_cast<long long>(batch.head_dim), static_cast<long long>(batch.heads),
-              static_cast<long long>(batch.tokens), tiling_name(resolved), cells.c_str(), row_ok ? "ok" : "FAIL");
+  bool ok = false;
+  const std::string cell = compare(download16(batch), want, ok);
+  if (!ok) ++failures;
+  std::printf("| %-40s | %4lld | %4lld | %6lld | %s | %s |\n", label.c_str(), static_cast<long long>(batch.head_dim),
+              static_cast<long long>(batch.heads), static_cast<long long>(batch.tokens), cell.c_str(),
+              ok ? "ok" : "FAIL");
 }
 
 std::vector<int> random_lengths(Rng& rng, int count, int lo, int hi) {
@@ -259,17 +209,15 @@ void check_rejections() {
     const bool rejected = fusedrt::gpu::launch_attention_fp16(p, nullptr) == cudaErrorInvalidValue &&
                           !fusedrt::gpu::attention_fp16_supports(head_dim);
     if (!rejected) ++failures;
-    std::printf("| unsupported head_dim %-19lld | %4lld | %4d | %6d | %-7s | - | - | - | - | %s |\n",
-                static_cast<long long>(head_dim), static_cast<long long>(head_dim), 1, 0, "-",
-                rejected ? "ok" : "FAIL");
+    std::printf("| unsupported head_dim %-19lld | %4lld | %4d | %6d | - | %s |\n", static_cast<long long>(head_dim),
+                static_cast<long long>(head_dim), 1, 0, rejected ? "ok" : "FAIL");
   }
 }
 
 void run_checks(Rng& rng) {
-  std::printf("Checks: max |fp16 - fp32| / max |fp32 output| per tiling (tolerance %.0e); `tiling` is what auto runs.\n\n",
-              kTolerance);
-  std::printf("| check | head_dim | heads | tokens | tiling | auto | rows64 | rows128 | split | result |\n");
-  std::printf("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |\n");
+  std::printf("Checks: max |fp16 - fp32| / max |fp32 output| (tolerance %.0e).\n\n", kTolerance);
+  std::printf("| check | head_dim | heads | tokens | error | result |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: | --- |\n");
   const std::vector<int> edges = {1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 255, 256, 257, 384, 511, 512,
                                   513, 600};
   const std::vector<int> with_empty = {0, 5, 0, 0, 1, 130, 0, 64, 1, 300, 0, 0};
@@ -361,22 +309,12 @@ void run_timing(Rng& rng, const cudaDeviceProp& prop) {
         s.varlen ? random_lengths(rng, s.batch, s.seq / 8, s.seq) : std::vector<int>(s.batch, s.seq);
     Batch batch(lengths, 12, 64, 2.f, rng);
     batch.max_seqlen = s.seq;
-    AttentionTiling resolved = AttentionTiling::kAuto;
-    CHECK_CUDA(fusedrt::gpu::attention_fp16_tiling(batch.params16(AttentionTiling::kAuto), resolved));
     for (int cold = 1; cold >= 0; --cold) {
-      double auto_us = 0;
+      const double us = time_us([&] { return batch.run16(); }, cold, flush.ptr, flush_bytes);
       char cell[128];
-      std::snprintf(cell, sizeof cell, "| %s | %s |", s.name, tiling_name(resolved));
+      std::snprintf(cell, sizeof cell, "| %s | %.2f | %.1f | %.0f |", s.name, us, batch.flops() / (us * 1e-6) / 1e12,
+                    batch.bytes() / (us * 1e-6) / 1e9);
       std::string row = cell;
-      for (AttentionTiling tiling : kTilings) {
-        const double us = time_us([&] { return batch.run16(tiling); }, cold, flush.ptr, flush_bytes);
-        if (tiling == AttentionTiling::kAuto) auto_us = us;
-        std::snprintf(cell, sizeof cell, " %.2f |", us);
-        row += cell;
-      }
-      std::snprintf(cell, sizeof cell, " %.1f | %.0f |", batch.flops() / (auto_us * 1e-6) / 1e12,
-                    batch.bytes() / (auto_us * 1e-6) / 1e9);
-      row += cell;
       if (!cold) {
         std::snprintf(cell, sizeof cell, " %.1f |", time_us([&] { return batch.run32(); }, false, nullptr, 0));
         row += cell;
@@ -386,11 +324,10 @@ void run_timing(Rng& rng, const cudaDeviceProp& prop) {
   }
   for (int cold = 1; cold >= 0; --cold) {
     std::printf("\nTiming, BERT-base attention (12 heads x 64), %s, us per launch; TFLOP/s and GB/s (QKV read + out "
-                "written once) of the tiling auto runs:\n\n",
+                "written once) of the fp16 kernel:\n\n",
                 cold ? "cold L2 (flushed before each launch)" : "warm L2 (20 launches back to back)");
-    std::printf("| batch x seq | auto runs | auto | rows64 | rows128 | split | TFLOP/s | GB/s |%s\n",
-                cold ? "" : " fp32 |");
-    std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", cold ? "" : " ---: |");
+    std::printf("| batch x seq | fp16 | TFLOP/s | GB/s |%s\n", cold ? "" : " fp32 |");
+    std::printf("| --- | ---: | ---: | ---: |%s\n", cold ? "" : " ---: |");
     std::printf("%s", tables[cold ? 0 : 1].c_str());
   }
 }

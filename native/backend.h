@@ -116,6 +116,15 @@ class BackendContext {
   // So a context may record the calls once per key and replay them (CUDA
   // graphs) instead of calling enqueue again.
   virtual void execute(const std::string& key, const std::function<void()>& enqueue) = 0;
+  // Whether this context records the work of a key and replays it later;
+  // then replays(key) says when it would for that key: issuing the run then
+  // takes microseconds, so it may be done on a thread that must not block
+  // (Runtime::try_issue).
+  virtual bool records() const { return false; }
+  virtual bool replays(const std::string& key) const {
+    (void)key;
+    return false;
+  }
   // Waits until everything queued on this context so far has finished.
   virtual void synchronize() = 0;
   // Device time of the work the last execute() issued, in milliseconds,

@@ -144,6 +144,8 @@ class CudaBackend::Context : public BackendContext {
   }
 
   void execute(const std::string& key, const std::function<void()>& enqueue) override;
+  bool records() const override { return graphs_enabled_; }
+  bool replays(const std::string& key) const override { return graphs_enabled_ && graphs_.count(key) > 0; }
 
   void synchronize() override {
     device_.select();

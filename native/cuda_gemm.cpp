@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -206,16 +207,33 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
     check(cublasLtMatmulPreferenceSetAttribute(preference.preference, attribute, &alignment, sizeof(alignment)),
           "MIN_ALIGNMENT");
   }
+  // The heuristic's own list first (its first is the default). For small
+  // GEMMs it often offers one or two algorithms, split-K ones with a
+  // separate reduction kernel among them; asking again without split-K and
+  // with in-place reduction widens what tuning can choose from.
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_candidates));
-  int found = 0;
-  check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
-                                       preference.preference, max_candidates, results.data(), &found),
-        "cublasLtMatmulAlgoGetHeuristic");
-  for (int i = 0; i < found; ++i) {
-    const cublasLtMatmulHeuristicResult_t& result = results[static_cast<size_t>(i)];
-    if (result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes) {
-      setup->candidates.push_back(result.algo);
+  const auto add_candidates = [&](uint32_t reduction_schemes) {
+    check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                               &reduction_schemes, sizeof(reduction_schemes)),
+          "REDUCTION_SCHEME_MASK");
+    int found = 0;
+    check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
+                                         preference.preference, max_candidates, results.data(), &found),
+          "cublasLtMatmulAlgoGetHeuristic");
+    for (int i = 0; i < found && static_cast<int>(setup->candidates.size()) < max_candidates; ++i) {
+      const cublasLtMatmulHeuristicResult_t& result = results[static_cast<size_t>(i)];
+      const bool known = std::any_of(setup->candidates.begin(), setup->candidates.end(), [&](const auto& algo) {
+        return std::memcmp(&algo, &result.algo, sizeof(algo)) == 0;
+      });
+      if (!known && result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes) {
+        setup->candidates.push_back(result.algo);
+      }
     }
+  };
+  add_candidates(CUBLASLT_REDUCTION_SCHEME_MASK);
+  if (max_candidates > 1) {
+    add_candidates(CUBLASLT_REDUCTION_SCHEME_NONE);
+    add_candidates(CUBLASLT_REDUCTION_SCHEME_INPLACE);
   }
   if (setup->candidates.empty()) return nullptr;
   setup->algo = setup->candidates.front();

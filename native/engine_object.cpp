@@ -157,19 +157,23 @@ class LoadWorker : public PromiseWorker {
   std::shared_ptr<Runtime> runtime_;
 };
 
+// A run on a libuv worker: the whole run there, or, when the JS thread has
+// already issued it (Runtime::try_issue), only the wait for the device and
+// the read-out, so the hop to the worker overlaps the device's work.
 class RunWorker : public PromiseWorker {
  public:
-  RunWorker(EngineObject* engine, RunRequest request)
+  RunWorker(EngineObject* engine, RunRequest request, std::unique_ptr<Runtime::InFlight> issued)
       : PromiseWorker(engine->Env(), "fusedrt:run"),
         engine_(engine),
         engine_ref_(Napi::Persistent(engine->Value())),
         runtime_(engine->runtime_),
-        request_(std::move(request)) {}
+        request_(std::move(request)),
+        issued_(std::move(issued)) {}
 
  protected:
   void execute() override {
     started_ = Clock::now();
-    result_ = runtime_->run(request_);
+    result_ = issued_ ? runtime_->finish(*issued_) : runtime_->run(request_);
     finished_ = Clock::now();
   }
 
@@ -212,11 +216,16 @@ class RunWorker : public PromiseWorker {
         {"collectUs", t.collect_us},            {"deliverUs", us(finished_, Clock::now())},
     };
     for (const auto& [name, value] : phases) timing.Set(name, Napi::Number::New(env, value));
+    // Issued on the JS thread: queueUs then overlaps deviceWaitUs.
+    timing.Set("issuedOnJsThread", Napi::Boolean::New(env, issued_ != nullptr));
     return timing;
   }
 
   void finished() override {
-    // Drop our share first so a pending dispose really frees the memory.
+    // A run that failed after issuing still holds its context: give it back
+    // while the runtime surely exists. Then drop our share of the runtime,
+    // so a pending dispose really frees the memory.
+    issued_.reset();
     runtime_.reset();
     engine_->run_settled();
   }
@@ -226,6 +235,7 @@ class RunWorker : public PromiseWorker {
   Napi::ObjectReference engine_ref_;  // keeps engine_ alive while the run is in flight
   std::shared_ptr<Runtime> runtime_;
   RunRequest request_;
+  std::unique_ptr<Runtime::InFlight> issued_;
   RunResult result_;
   Clock::time_point queued_ = Clock::now();
   Clock::time_point started_;
@@ -362,7 +372,8 @@ Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
     request.top_k = static_cast<int>(integer_option(batch, "topK", 0, 1, cpu::kMaxTopK));
     // Reading the batch ran JS (getters, proxies) that may have disposed us.
     if (disposed_) fail(ErrorCode::kDisposed, "the engine was disposed");
-    auto* worker = new RunWorker(this, std::move(request));
+    std::unique_ptr<Runtime::InFlight> issued = runtime_->try_issue(request);
+    auto* worker = new RunWorker(this, std::move(request), std::move(issued));
     Napi::Promise promise = worker->promise();
     worker->Queue();
     ++runs_in_flight_;

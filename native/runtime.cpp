@@ -209,11 +209,20 @@ int64_t Runtime::workspace_bytes() const {
   return static_cast<int64_t>(bytes);
 }
 
-Runtime::Lease::Lease(Runtime& runtime) : runtime_(runtime) {
-  std::unique_lock<std::mutex> lock(runtime_.free_mutex_);
-  runtime_.context_freed_.wait(lock, [&] { return !runtime_.free_contexts_.empty(); });
-  context_ = runtime_.free_contexts_.back();
-  runtime_.free_contexts_.pop_back();
+std::unique_ptr<Runtime::Lease> Runtime::Lease::wait(Runtime& runtime) {
+  std::unique_lock<std::mutex> lock(runtime.free_mutex_);
+  runtime.context_freed_.wait(lock, [&] { return !runtime.free_contexts_.empty(); });
+  Context* context = runtime.free_contexts_.back();
+  runtime.free_contexts_.pop_back();
+  return std::unique_ptr<Lease>(new Lease(runtime, context));
+}
+
+std::unique_ptr<Runtime::Lease> Runtime::Lease::try_take(Runtime& runtime) {
+  std::lock_guard<std::mutex> lock(runtime.free_mutex_);
+  if (runtime.free_contexts_.empty()) return nullptr;
+  Context* context = runtime.free_contexts_.back();
+  runtime.free_contexts_.pop_back();
+  return std::unique_ptr<Lease>(new Lease(runtime, context));
 }
 
 Runtime::Lease::~Lease() {
@@ -436,67 +445,69 @@ double lap_us(Clock::time_point& since) {
 
 }  // namespace
 
-RunResult Runtime::run(const RunRequest& request) {
-  RunResult result;
-  RunTiming& timing = result.timing;
-  Clock::time_point lap = Clock::now();
-  const BatchShape real = validate(request);
-  std::vector<bool> requested(plan_.outputs.size(), false);
-  std::vector<size_t> output_index;  // per requested name
+Runtime::Prepared Runtime::prepare(const RunRequest& request) const {
+  Prepared prepared;
+  prepared.real = validate(request);
+  prepared.requested.assign(plan_.outputs.size(), false);
   for (const std::string& name : request.outputs) {
     auto found = std::find_if(plan_.outputs.begin(), plan_.outputs.end(),
                               [&](const PlanOutput& o) { return o.name == name; });
     if (found == plan_.outputs.end()) bad_input("the plan has no output named \"" + name + "\"");
     const auto index = static_cast<size_t>(found - plan_.outputs.begin());
-    if (requested[index]) bad_input("output \"" + name + "\" is requested twice");
-    requested[index] = true;
-    output_index.push_back(index);
+    if (prepared.requested[index]) bad_input("output \"" + name + "\" is requested twice");
+    prepared.requested[index] = true;
+    prepared.output_index.push_back(index);
     if (top_k_applies(index, request.top_k) && request.top_k > plan_.buffers[plan_.outputs[index].buffer].cols) {
       bad_input("topK " + std::to_string(request.top_k) + " exceeds the " +
                 std::to_string(plan_.buffers[plan_.outputs[index].buffer].cols) + " columns of output \"" + name + "\"");
     }
   }
-  if (request.top_k > 0 && std::none_of(output_index.begin(), output_index.end(),
+  if (request.top_k > 0 && std::none_of(prepared.output_index.begin(), prepared.output_index.end(),
                                         [&](size_t index) { return top_k_applies(index, request.top_k); })) {
     bad_input("topK applies to outputs with selected rows (e.g. an MLM's logits), and none was requested");
   }
-  const std::vector<bool> needed = ops_needed_for(requested);
-  timing.validate_us = lap_us(lap);
+  prepared.needed = ops_needed_for(prepared.requested);
+  return prepared;
+}
 
-  const Lease lease(*this);
-  Context& context = *lease;
-  timing.context_wait_us = lap_us(lap);
+std::string Runtime::launch_key(const BatchShape& launch, const std::vector<bool>& requested, int top_k) {
+  std::string key = std::to_string(launch.tokens) + "," + std::to_string(launch.sequences) + "," +
+                    std::to_string(launch.selected) + "," + std::to_string(launch.max_sequence_length) + ":";
+  for (bool r : requested) key += r ? '1' : '0';
+  key += ":k" + std::to_string(top_k);
+  return key;
+}
+
+void Runtime::issue(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
+                    RunTiming& timing) const {
+  Clock::time_point lap = Clock::now();
+  stage_inputs(context, request, launch);
   BatchView batch;
-  batch.shape = backend_->launch_shape(real, limits_);
-  stage_inputs(context, request, batch.shape);
+  batch.shape = launch;
   const uint8_t* device_inputs = context.workspace.data() + inputs_offset_;
   batch.input_ids = reinterpret_cast<const int32_t*>(device_inputs + input_ids_offset_);
   batch.token_type_ids = reinterpret_cast<const int32_t*>(device_inputs + token_types_offset_);
   batch.cu_seqlens = reinterpret_cast<const int32_t*>(device_inputs + cu_seqlens_offset_);
   batch.selected_rows = reinterpret_cast<const int32_t*>(device_inputs + selected_offset_);
-
-  std::string key = std::to_string(batch.shape.tokens) + "," + std::to_string(batch.shape.sequences) + "," +
-                    std::to_string(batch.shape.selected) + "," + std::to_string(batch.shape.max_sequence_length) + ":";
-  for (bool r : requested) key += r ? '1' : '0';
-  key += ":k" + std::to_string(request.top_k);
+  const std::string key = launch_key(launch, prepared.requested, request.top_k);
   timing.stage_us = lap_us(lap);
-  context.backend->execute(key, [&] { enqueue_run(context, batch, requested, needed, request.top_k); });
+  context.backend->execute(key, [&] { enqueue_run(context, batch, prepared.requested, prepared.needed, request.top_k); });
   timing.launch_us = lap_us(lap);
-  context.backend->synchronize();
-  timing.device_wait_us = lap_us(lap);
+}
 
+void Runtime::collect(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
+                      RunResult& result) const {
   result.gpu_ms = context.backend->last_execute_ms();
-  std::vector<RunOutput>& results = result.outputs;
   for (size_t i = 0; i < request.outputs.size(); ++i) {
-    const size_t index = output_index[i];
+    const size_t index = prepared.output_index[i];
     const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
     RunOutput out;
     out.name = request.outputs[i];
-    out.rows = rows_of(b.rows, real);
+    out.rows = rows_of(b.rows, prepared.real);
     out.cols = b.cols;
     if (top_k_applies(index, request.top_k)) {
       // Staged as ids then scores for the launch's rows; the first real rows are the result.
-      const int64_t launch_rows = rows_of(b.rows, batch.shape);
+      const int64_t launch_rows = rows_of(b.rows, launch);
       const auto* ids = reinterpret_cast<const int32_t*>(context.staging.data() + topk_staging_offsets_[index]);
       const auto* scores = reinterpret_cast<const float*>(ids + launch_rows * request.top_k);
       out.k = request.top_k;
@@ -506,10 +517,71 @@ RunResult Runtime::run(const RunRequest& request) {
       const auto* staged = reinterpret_cast<const float*>(context.staging.data() + output_staging_offsets_[index]);
       out.data.assign(staged, staged + out.rows * out.cols);
     }
-    results.push_back(std::move(out));
+    result.outputs.push_back(std::move(out));
   }
+}
+
+RunResult Runtime::run(const RunRequest& request) {
+  RunResult result;
+  RunTiming& timing = result.timing;
+  Clock::time_point lap = Clock::now();
+  const Prepared prepared = prepare(request);
+  timing.validate_us = lap_us(lap);
+  const std::unique_ptr<Lease> lease = Lease::wait(*this);
+  Context& context = **lease;
+  timing.context_wait_us = lap_us(lap);
+  const BatchShape launch = backend_->launch_shape(prepared.real, limits_);
+  issue(context, request, prepared, launch, timing);
+  lap = Clock::now();
+  context.backend->synchronize();
+  timing.device_wait_us = lap_us(lap);
+  collect(context, request, prepared, launch, result);
   timing.collect_us = lap_us(lap);
   return result;
+}
+
+std::unique_ptr<Runtime::InFlight> Runtime::try_issue(const RunRequest& request) {
+  Clock::time_point lap = Clock::now();
+  std::unique_ptr<Lease> lease = Lease::try_take(*this);
+  if (!lease || !(**lease).backend->records()) return nullptr;
+  Context& context = **lease;
+  const double context_wait_us = lap_us(lap);
+  Prepared prepared = prepare(request);
+  const BatchShape launch = backend_->launch_shape(prepared.real, limits_);
+  if (!context.backend->replays(launch_key(launch, prepared.requested, request.top_k))) return nullptr;
+  std::unique_ptr<InFlight> run(new InFlight());
+  run->result.timing.context_wait_us = context_wait_us;
+  run->result.timing.validate_us = lap_us(lap);
+  issue(context, request, prepared, launch, run->result.timing);
+  run->issued = Clock::now();
+  run->request.outputs = request.outputs;  // all that finish() reads of it
+  run->request.top_k = request.top_k;
+  run->prepared = std::move(prepared);
+  run->launch = launch;
+  run->lease = std::move(lease);
+  return run;
+}
+
+RunResult Runtime::finish(InFlight& run) {
+  Context& context = **run.lease;
+  RunTiming& timing = run.result.timing;
+  context.backend->synchronize();
+  Clock::time_point lap = Clock::now();
+  timing.device_wait_us = std::chrono::duration<double, std::micro>(lap - run.issued).count();
+  collect(context, run.request, run.prepared, run.launch, run.result);
+  timing.collect_us = lap_us(lap);
+  run.lease.reset();
+  return std::move(run.result);
+}
+
+Runtime::InFlight::~InFlight() {
+  if (!lease) return;
+  // Never finished (its worker did not run): the device may still use the
+  // context's staging, so wait before another run can take it.
+  try {
+    (**lease).backend->synchronize();
+  } catch (...) {
+  }
 }
 
 }  // namespace fusedrt

@@ -17,6 +17,7 @@
 // gives it back; runs beyond the number of contexts wait for one.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -117,6 +118,18 @@ class Runtime {
   // Thread-safe; runs beyond the number of contexts wait for a free one.
   RunResult run(const RunRequest& request);
 
+  // The fast path for a caller that must not block (the JS thread): when a
+  // context is free now and its backend replays recorded work for this
+  // run's launch shape, validates, stages and issues the run here, in tens
+  // of microseconds, and returns it in flight; finish() then waits for it
+  // (on a worker thread) and reads the outputs. Returns nullptr when the
+  // run would have to wait for a context or do real work on this thread (a
+  // CPU backend, or the first run of a launch shape); run() is then the way.
+  // Throws FusedError for a bad request, as run() does.
+  class InFlight;
+  std::unique_ptr<InFlight> try_issue(const RunRequest& request);
+  RunResult finish(InFlight& run);
+
   const Plan& plan() const { return plan_; }
   const Backend& backend() const { return *backend_; }
   const RuntimeOptions& options() const { return options_; }
@@ -137,19 +150,39 @@ class Runtime {
     // before the memory that work uses is released.
     std::unique_ptr<BackendContext> backend;
   };
-  // A free context for the lifetime of the lease.
+  // A context for the lifetime of the lease: wait() for one, or try_take()
+  // one only if one is free (nullptr otherwise).
   class Lease {
    public:
-    explicit Lease(Runtime& runtime);
+    static std::unique_ptr<Lease> wait(Runtime& runtime);
+    static std::unique_ptr<Lease> try_take(Runtime& runtime);
     ~Lease();
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
     Context& operator*() const { return *context_; }
 
    private:
+    Lease(Runtime& runtime, Context* context) : runtime_(runtime), context_(context) {}
     Runtime& runtime_;
     Context* context_;
   };
+
+  // What validation of a request decides, before any context is involved.
+  struct Prepared {
+    BatchShape real;
+    std::vector<bool> requested;      // per plan output
+    std::vector<size_t> output_index;  // per requested name
+    std::vector<bool> needed;          // per plan op
+  };
+  Prepared prepare(const RunRequest& request) const;
+  // The key under which a context may record a run's work (BackendContext::execute).
+  static std::string launch_key(const BatchShape& launch, const std::vector<bool>& requested, int top_k);
+  // Stages the inputs and issues the work on the leased context.
+  void issue(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
+             RunTiming& timing) const;
+  // Waits for the context and reads the outputs out of its staging.
+  void collect(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
+               RunResult& result) const;
 
   Runtime(Plan plan, std::unique_ptr<Backend> backend, const RuntimeOptions& options);
   void load_weights(PlanSource& source);
@@ -191,6 +224,25 @@ class Runtime {
   std::mutex free_mutex_;
   std::condition_variable context_freed_;
   std::vector<Context*> free_contexts_;  // guarded by free_mutex_
+};
+
+// A run issued by Runtime::try_issue and not yet finished. It holds its
+// context until finish() (or its destruction, which waits for the device).
+class Runtime::InFlight {
+ public:
+  ~InFlight();
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  friend class Runtime;
+  InFlight() = default;
+  RunRequest request;
+  Prepared prepared;
+  BatchShape launch;
+  RunResult result;  // its timing so far
+  std::unique_ptr<Lease> lease;
+  std::chrono::steady_clock::time_point issued;
 };
 
 }  // namespace fusedrt

@@ -116,8 +116,9 @@ describe('native engine', function () {
     for (const phase of phases) assert.ok(Number.isFinite(timing[phase]) && timing[phase] >= 0, `${phase} = ${timing[phase]}`);
     const sum = phases.reduce((n, phase) => n + timing[phase], 0);
     assert.ok(sum <= wallUs, `phases add up to ${sum} us, more than the ${wallUs} us the run took`);
-    // The CPU computes while the run is issued: that phase holds the work.
+    // The CPU computes while the run is issued, on a worker: that phase holds the work.
     assert.ok(timing.launchUs > 0, 'the CPU backend computes in launch');
+    assert.strictEqual(timing.issuedOnJsThread, false);
   });
 
   it('treats missing token type ids as zeros and returns only the outputs asked for', async () => {

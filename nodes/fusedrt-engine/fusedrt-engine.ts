@@ -63,32 +63,12 @@ function loadedMessage(requested: string, engine: Engine): string {
   return text('log.loadedCpu', { ...params, threads: info.threads, blas: info.blas });
 }
 
-/** An EngineHost that reports its engine once, when it has loaded. */
-class ReportingEngineHost extends EngineHost {
-  private reporting = false;
-
-  constructor(readSettings: () => EngineSettings, truncation: Truncation, onLoadError: (err: Error) => void,
-    private readonly onLoaded: (engine: Engine) => void) {
-    super(readSettings, truncation, onLoadError);
-  }
-
-  /** The first call starts the load (EngineHost.engine); its promise is the one every later call gets. */
-  override engine(): Promise<Engine> {
-    const loading = super.engine();
-    if (!this.reporting) {
-      this.reporting = true;
-      loading.then(this.onLoaded, () => undefined);
-    }
-    return loading;
-  }
-}
-
 export = function register(RED: NodeAPI): void {
   function FusedrtEngineNode(this: Node, def: EngineNodeDef): void {
     RED.nodes.createNode(this, def);
     const node = this as EngineConfigNode;
     const truncation: Truncation = def.truncation === 'error' ? 'error' : 'truncate';
-    node.host = new ReportingEngineHost(() => readSettings(def, RED.settings.userDir), truncation, (err) => node.error(err),
+    node.host = new EngineHost(() => readSettings(def, RED.settings.userDir), truncation, (err) => node.error(err),
       (engine) => node.log(loadedMessage(def.device || 'auto', engine)));
     node.on('close', (_removed, done) => {
       node.host.close().then(() => done(), (err: unknown) => {

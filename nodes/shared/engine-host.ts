@@ -51,9 +51,11 @@ export class EngineHost {
    *   sequence length, for users that do not choose themselves
    * @param onLoadError reports a failed load (the config node logs it once;
    *   its users show it as their status)
+   * @param onLoaded reports a loaded engine, once (the config node logs the
+   *   backend and device it runs on)
    */
   constructor(private readonly readSettings: () => EngineSettings, readonly truncation: Truncation,
-    private readonly onLoadError: (err: Error) => void) {}
+    private readonly onLoadError: (err: Error) => void, private readonly onLoaded: (engine: Engine) => void = () => undefined) {}
 
   /** Adds a user (loading the engine if nobody asked before) and tells it the current state. */
   register(user: EngineUser): void {
@@ -90,6 +92,7 @@ export class EngineHost {
         throw nodeError('E_DISPOSED', 'closed');
       }
       this.setState({ kind: 'ready' });
+      this.onLoaded(engine);
       return engine;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));

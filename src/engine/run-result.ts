@@ -26,9 +26,12 @@ export function withGpuMs<T extends object>(result: T, ms: number | undefined): 
  * RunTiming): queueUs from engine.run() to a libuv worker picking the run
  * up, then validation, waiting for an execution context, staging the inputs,
  * issuing the device work, waiting for the device, reading the outputs, and
- * deliverUs from the worker finishing to the result reaching JS.
+ * deliverUs from the worker finishing to the result reaching JS. A run whose
+ * recorded work was replayed (CUDA graphs) is issued on the JS thread
+ * (issuedOnJsThread): its queueUs then overlaps deviceWaitUs.
  */
 export interface RunTiming {
+  issuedOnJsThread: boolean;
   queueUs: number;
   validateUs: number;
   contextWaitUs: number;

@@ -4,7 +4,8 @@
  * shared device"): engines on one GPU share its CudaDevice and info says so;
  * `auto` picks CUDA; runs in flight at once on two contexts (two streams)
  * give bit for bit the results of the same runs one after another, with
- * graphs on and off, fp32 and fp16; and the wall time of two overlapping
+ * graphs on and off, fp32 and fp16; replayed runs are issued from the JS
+ * thread (Runtime::try_issue), others on a worker; and the wall time of two overlapping
  * runs against one run, printed (no timing assertion: CONTRIBUTING.md).
  */
 import { strict as assert } from 'assert';
@@ -14,6 +15,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
+import { runTiming } from '../../src/engine/run-result';
 import type { EngineInfo } from '../../src/engine/types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
@@ -149,6 +151,29 @@ describe('execution contexts and the shared device (GPU machine)', function () {
       });
     }
   }
+
+  it('issues replayed runs from the JS thread, and goes through a worker otherwise, with the same results', async () => {
+    const issuedOnJsThread = (result: object) => (runTiming(result) as { issuedOnJsThread?: boolean } | undefined)?.issuedOnJsThread;
+    const batch = batchOf([100, 28], 21);
+    for (const cudaGraphs of [true, false]) {
+      const engine = await load(plans.fp16!, { contexts: 2, cudaGraphs });
+      try {
+        const first = await engine.run(batch);
+        assert.equal(issuedOnJsThread(first), false, 'a first run records its graph on a worker');
+        // Both contexts have recorded the shape once both ran it.
+        await Promise.all([engine.run(batch), engine.run(batch)]);
+        const again = await engine.run(batch);
+        assertSame(again, first, `graphs ${cudaGraphs}: a later run`);
+        assert.equal(issuedOnJsThread(again), cudaGraphs, `graphs ${cudaGraphs}: issued on the JS thread`);
+        // Three at once on two contexts: the third finds none free and waits on a worker.
+        const three = await Promise.all([engine.run(batch), engine.run(batch), engine.run(batch)]);
+        three.forEach((result, i) => assertSame(result, first, `graphs ${cudaGraphs}: run ${i} of three`));
+        if (cudaGraphs) assert.deepEqual(three.map(issuedOnJsThread), [true, true, false]);
+      } finally {
+        await engine.dispose();
+      }
+    }
+  });
 
   it('overlaps two runs on two contexts (times printed, not asserted)', async () => {
     const [a, b] = [batchOf([128], 11), batchOf([128], 12)];

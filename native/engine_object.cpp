@@ -170,6 +170,12 @@ class RunWorker : public PromiseWorker {
         request_(std::move(request)),
         issued_(std::move(issued)) {}
 
+  // The JS thread's time in run() before this worker is queued (reading the
+  // batch and, on the fast path, issuing the run).
+  void set_call_time(Clock::time_point entered) {
+    js_call_us_ = std::chrono::duration<double, std::micro>(Clock::now() - entered).count();
+  }
+
  protected:
   void execute() override {
     started_ = Clock::now();
@@ -178,6 +184,7 @@ class RunWorker : public PromiseWorker {
   }
 
   Napi::Value result(Napi::Env env) override {
+    const Clock::time_point building = Clock::now();
     Napi::Object result = Napi::Object::New(env);
     for (RunOutput& out : result_.outputs) {
       Napi::Object tensor = Napi::Object::New(env);
@@ -193,7 +200,11 @@ class RunWorker : public PromiseWorker {
       }
       result.Set(out.name, tensor);
     }
-    result.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing(env), napi_default));
+    Napi::Object timing_object = timing(env);
+    // The JS thread's share of the run: run() and building this result.
+    timing_object.Set("jsThreadUs", Napi::Number::New(env, js_call_us_ + std::chrono::duration<double, std::micro>(
+                                                                          Clock::now() - building).count()));
+    result.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing_object, napi_default));
     if (result_.gpu_ms >= 0) {
       // Not enumerable: iterating a result visits its outputs only.
       result.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", Napi::Number::New(env, result_.gpu_ms), napi_default));
@@ -238,6 +249,7 @@ class RunWorker : public PromiseWorker {
   std::unique_ptr<Runtime::InFlight> issued_;
   RunResult result_;
   Clock::time_point queued_ = Clock::now();
+  double js_call_us_ = 0;
   Clock::time_point started_;
   Clock::time_point finished_;
 };
@@ -357,6 +369,7 @@ Napi::Value EngineObject::Info(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const Clock::time_point entered = Clock::now();
   try {
     if (disposed_) fail(ErrorCode::kDisposed, "the engine was disposed");
     if (info.Length() < 1 || !info[0].IsObject()) fail(ErrorCode::kInput, "run() needs a batch object");
@@ -375,6 +388,7 @@ Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
     std::unique_ptr<Runtime::InFlight> issued = runtime_->try_issue(request);
     auto* worker = new RunWorker(this, std::move(request), std::move(issued));
     Napi::Promise promise = worker->promise();
+    worker->set_call_time(entered);
     worker->Queue();
     ++runs_in_flight_;
     return promise;

@@ -78,7 +78,7 @@ describe('fusedrt run and bench', function () {
     assert.strictEqual(result.status, 0, result.stderr);
     const { rows, eventLoop } = JSON.parse(result.stdout) as {
       rows: Array<{ batch: number; tokens: number; medianMs: number; tokensPerS: number }>;
-      eventLoop: { batch: number; requests: number; maxMs: number };
+      eventLoop: { batch: number; requests: number; maxMs: number; over1Ms: number; idle: { turns: number } };
     };
     assert.deepStrictEqual(rows.map((r) => r.batch), [1, 3]);
     for (const r of rows) {
@@ -86,12 +86,13 @@ describe('fusedrt run and bench', function () {
       assert.ok(r.medianMs > 0 && r.tokensPerS > 0);
     }
     assert.strictEqual(eventLoop.batch, 3);
-    assert.ok(eventLoop.requests > 0 && eventLoop.maxMs > 0, JSON.stringify(eventLoop));
+    assert.ok(eventLoop.requests > 0 && eventLoop.maxMs > 0 && eventLoop.idle.turns > 0, JSON.stringify(eventLoop));
     assert.match(result.stderr, /backend (cpu \(GEMM (openblas|builtin)\), \d+ threads|cuda)/);
     const topK = fusedrt('bench', mlmPlan, '--batch', '2', '--seq', '16', '--runs', '2', '--warmup', '0', '--top-k', '3');
     assert.strictEqual(topK.status, 0, topK.stderr);
+    assert.match(topK.stderr, /outputs logits, top 3/, 'a fill-mask plan is timed on its logits only by default');
     assert.match(topK.stdout, /^batch +seq +tokens +median ms +p90 ms +GPU ms/m);
-    assert.match(topK.stdout, /^event loop, batch 2 back to back for 1 s: longest stall [\d.]+ ms/m);
+    assert.match(topK.stdout, /^event loop, batch 2 back to back for 1 s \(\d+ runs\): longest stall [\d.]+ ms, .* \d+ over 1 ms; idle: longest [\d.]+ ms/m);
     const tooLong = fusedrt('bench', mlmPlan, '--seq', '4096');
     assert.strictEqual(tooLong.status, 1);
     assert.match(tooLong.stderr, /E_INPUT: bench: --seq 4096 exceeds the plan's maximum sequence length 128/);

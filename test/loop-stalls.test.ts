@@ -15,6 +15,7 @@ describe('measureLoopStalls (the event-loop measure of the GPU bench)', () => {
     }, 300);
     assert.ok(stalls.requests >= 3, `${stalls.requests} requests`);
     assert.ok(stalls.maxMs >= 29, `longest stall ${stalls.maxMs} ms, a 30 ms block ran`);
+    assert.ok(stalls.over1Ms >= stalls.requests, `${stalls.over1Ms} stalls over 1 ms for ${stalls.requests} blocks`);
     assert.ok(stalls.turns > stalls.requests, 'the loop turned between the blocks');
   });
 

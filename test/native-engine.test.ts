@@ -119,6 +119,7 @@ describe('native engine', function () {
     // The CPU computes while the run is issued, on a worker: that phase holds the work.
     assert.ok(timing.launchUs > 0, 'the CPU backend computes in launch');
     assert.strictEqual(timing.issuedOnJsThread, false);
+    assert.ok(timing.jsThreadUs > 0 && timing.jsThreadUs < wallUs, `JS thread ${timing.jsThreadUs} us of ${wallUs}`);
   });
 
   it('treats missing token type ids as zeros and returns only the outputs asked for', async () => {

@@ -72,6 +72,7 @@ export interface LoopProbe {
   /** Longest time between two turns of the event loop. */
   max_stall_ms: number;
   p99_stall_ms: number;
+  stalls_over_1ms: number;
 }
 
 export interface FusedResults {
@@ -216,9 +217,10 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
       for (const [label, work] of [['idle', undefined], [`${LOOP_CASE} back to back, full logits`, full],
         [`${LOOP_CASE} back to back, top-5`, topk]] as const) {
         const p = await measureLoopStalls(work, LOOP_PROBE_MS);
-        results.loop.push({ precision, label, requests: p.requests, turns: p.turns, max_stall_ms: p.maxMs, p99_stall_ms: p.p99Ms });
+        results.loop.push({ precision, label, requests: p.requests, turns: p.turns, max_stall_ms: p.maxMs, p99_stall_ms: p.p99Ms,
+          stalls_over_1ms: p.over1Ms });
         console.log(`${precision} event loop, ${label}: ${p.requests} requests, ${p.turns} turns, `
-          + `longest stall ${p.maxMs.toFixed(3)} ms, p99 ${p.p99Ms.toFixed(3)} ms`);
+          + `longest stall ${p.maxMs.toFixed(3)} ms, p99 ${p.p99Ms.toFixed(3)} ms, ${p.over1Ms} over 1 ms`);
       }
       save();
     }

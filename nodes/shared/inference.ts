@@ -64,13 +64,6 @@ export interface FusedResult {
 /** Which outputs to compute: the task's own ('task'), every one ('all'), or a list of names. */
 export type OutputSelection = 'task' | 'all' | string[];
 
-const TASK_OUTPUT: Record<Task, string> = {
-  'fill-mask': 'logits',
-  classification: 'logits',
-  'token-classification': 'logits',
-  'question-answering': 'span_logits',
-  embedding: 'hidden',
-};
 
 /** Copies the fields of the Encoding contract only, so the msg holds plain data that cloneMessage copies faithfully. */
 function plainEncoding(e: Encoding): Encoding {
@@ -120,10 +113,7 @@ function rowsKinds(engine: Engine): Map<string, RowsKind> {
 function resolveOutputs(engine: Engine, selection: OutputSelection): string[] {
   const names = engine.info.header.outputs.map((o) => o.name);
   if (selection === 'all') return names;
-  if (selection === 'task') {
-    const own = TASK_OUTPUT[engine.info.header.task];
-    return names.includes(own) ? [own] : names;
-  }
+  if (selection === 'task') return engine.taskOutputs;
   return selection;
 }
 

@@ -2,7 +2,7 @@
 import { Engine } from '../engine/engine';
 import type { DeviceOption, PackedBatch } from '../engine/types';
 import { FusedRTError } from '../errors';
-import { runGpuMs } from '../engine/run-result';
+import { runGpuMs, runTiming } from '../engine/run-result';
 import { measureLoopStalls } from '../tools/loop-stalls';
 import { randomUnit } from '../tools/prng';
 import { nonNegativeIntegerOption, parseCommandArgs, type CliCommand } from './command';
@@ -15,14 +15,19 @@ included), on a GPU the median device time of the same runs, and
 throughput. With --varlen each sequence's length is uniform in [seq/8, seq]
 (the same lengths every run). Fill-mask plans score one row per sequence;
 --top-k returns only the k best tokens of it, computed on the device. Last, the
-longest stall of the event loop while the largest batch runs back to back.
+longest stall of the event loop while the largest batch runs back to back,
+next to the same probe with the engine idle, and the most time one run held the
+JS thread in the addon (reading the batch, issuing it, building the result).
 
 Options:
       --batch <list>    batch sizes, comma-separated (default 1,8)
       --seq <n>         tokens per sequence, [CLS]/[SEP] included (default 128)
       --varlen          variable lengths instead of fixed
+      --outputs <list>  outputs to compute, comma-separated, or "all" (default: the
+                        task's own, e.g. logits for fill-mask, hidden for embedding)
       --top-k <k>       fill-mask plans: k best tokens per row instead of all logits
       --runs <n>        timed runs per case (default 50)
+      --loop-seconds <s>  how long to probe the event loop, idle then busy (default 1)
       --warmup <n>      untimed runs first (default 5)
       --device <d>      auto | cpu | cuda | cuda:N (default auto)
       --threads <n>     CPU threads, 0 for one per core (default 0)
@@ -60,9 +65,6 @@ export function randomBatch(vocab: number, lengths: number[], seed: number, sele
   return { inputIds, cuSeqlens, selectedRows: selectOne ? Int32Array.from(selected) : undefined };
 }
 
-/** How long the event-loop probe runs the largest batch back to back. */
-const LOOP_PROBE_MS = 1000;
-
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
@@ -75,7 +77,7 @@ export const benchCommand: CliCommand = {
     const { values, positionals } = parseCommandArgs('bench', args, {
       batch: { type: 'string' }, seq: { type: 'string' }, varlen: { type: 'boolean' }, runs: { type: 'string' },
       warmup: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' },
-      'top-k': { type: 'string' },
+      'top-k': { type: 'string' }, 'loop-seconds': { type: 'string' }, outputs: { type: 'string' },
     });
     if (values.help) {
       process.stdout.write(`${HELP}\n`);
@@ -88,6 +90,7 @@ export const benchCommand: CliCommand = {
     const runs = Math.max(1, integerOption(values.runs, 'runs', 50));
     const warmup = integerOption(values.warmup, 'warmup', 5);
     const topK = integerOption(values['top-k'], 'top-k', 0);
+    const loopMs = 1000 * Math.max(1, integerOption(values['loop-seconds'], 'loop-seconds', 1));
     const maxBatch = Math.max(...batches);
     const engine = await Engine.load(planPath, {
       device: (values.device as DeviceOption | undefined) ?? 'auto',
@@ -103,11 +106,14 @@ export const benchCommand: CliCommand = {
       }
       const { info } = engine;
       const where = info.backend === 'cpu' ? `cpu (GEMM ${info.blas}), ${info.threads} threads` : info.backend;
-      process.stderr.write(`backend ${where}, ${engine.header.task}, ` +
-        `${engine.header.config.numLayers} layers × hidden ${engine.header.config.hiddenSize}, ${engine.header.precision}\n`);
       if (topK > 0 && engine.header.task !== 'fill-mask') {
         throw new FusedRTError('E_INPUT', `bench: --top-k applies to fill-mask plans, this one is ${engine.header.task}`);
       }
+      const outputs = values.outputs === undefined ? engine.taskOutputs
+        : values.outputs === 'all' ? engine.outputNames : String(values.outputs).split(',').map((name) => name.trim());
+      process.stderr.write(`backend ${where}, ${engine.header.task}, ` +
+        `${engine.header.config.numLayers} layers × hidden ${engine.header.config.hiddenSize}, ${engine.header.precision}; ` +
+        `outputs ${outputs.join(', ')}${topK > 0 ? `, top ${topK}` : ''}\n`);
       const rows = [];
       let largest: PackedBatch | undefined;
       for (const batchSize of batches) {
@@ -116,41 +122,46 @@ export const benchCommand: CliCommand = {
           ? Math.max(2, Math.ceil(seq / 8 + lengthRandom() * (seq - seq / 8))) : seq);
         const batch: PackedBatch = {
           ...randomBatch(engine.header.config.vocabSize, lengths, batchSize, engine.header.task === 'fill-mask'),
+          outputs,
           ...(topK > 0 ? { topK } : {}),
         };
         if (batchSize === maxBatch) largest = batch;
         for (let i = 0; i < warmup; i++) await engine.run(batch);
         const times: number[] = [];
         const gpu: number[] = [];
+        let jsThreadMaxUs = 0;
         for (let i = 0; i < runs; i++) {
           const start = process.hrtime.bigint();
           const result = await engine.run(batch);
           times.push(Number(process.hrtime.bigint() - start) / 1e6);
           const ms = runGpuMs(result);
           if (ms !== undefined) gpu.push(ms);
+          jsThreadMaxUs = Math.max(jsThreadMaxUs, runTiming(result)?.jsThreadUs ?? 0);
         }
         times.sort((a, b) => a - b);
         gpu.sort((a, b) => a - b);
         const median = quantile(times, 0.5);
         const tokens = lengths.reduce((a, b) => a + b, 0);
         rows.push({ batch: batchSize, seq, tokens, medianMs: median, p90Ms: quantile(times, 0.9),
-          gpuMedianMs: gpu.length === runs ? quantile(gpu, 0.5) : undefined,
+          gpuMedianMs: gpu.length === runs ? quantile(gpu, 0.5) : undefined, jsThreadMaxUs,
           sequencesPerS: (batchSize * 1000) / median, tokensPerS: (tokens * 1000) / median });
       }
-      const stalls = await measureLoopStalls(() => engine.run(largest!), LOOP_PROBE_MS);
+      const idle = await measureLoopStalls(undefined, loopMs);
+      const stalls = await measureLoopStalls(() => engine.run(largest!), loopMs);
       if (values.json) {
-        process.stdout.write(`${JSON.stringify({ rows, eventLoop: { batch: maxBatch, ...stalls } }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify({ rows, eventLoop: { batch: maxBatch, ...stalls, idle } }, null, 2)}\n`);
         return;
       }
-      process.stdout.write('batch  seq  tokens  median ms   p90 ms   GPU ms    seq/s    tokens/s\n');
+      process.stdout.write('batch  seq  tokens  median ms   p90 ms   GPU ms    seq/s    tokens/s  JS thread max us\n');
       for (const r of rows) {
         const gpuMs = r.gpuMedianMs === undefined ? '-' : r.gpuMedianMs.toFixed(3);
         process.stdout.write(`${String(r.batch).padStart(5)}  ${String(r.seq).padStart(3)}  ${String(r.tokens).padStart(6)}  ` +
           `${r.medianMs.toFixed(2).padStart(9)}  ${r.p90Ms.toFixed(2).padStart(7)}  ${gpuMs.padStart(7)}  ` +
-          `${r.sequencesPerS.toFixed(1).padStart(7)}  ${r.tokensPerS.toFixed(0).padStart(9)}\n`);
+          `${r.sequencesPerS.toFixed(1).padStart(7)}  ${r.tokensPerS.toFixed(0).padStart(9)}  ${r.jsThreadMaxUs.toFixed(0).padStart(16)}\n`);
       }
-      process.stdout.write(`event loop, batch ${maxBatch} back to back for ${LOOP_PROBE_MS / 1000} s: longest stall ` +
-        `${stalls.maxMs.toFixed(2)} ms, p99 ${stalls.p99Ms.toFixed(2)} ms (${stalls.requests} runs)\n`);
+      process.stdout.write(`event loop, batch ${maxBatch} back to back for ${loopMs / 1000} s (${stalls.requests} runs): ` +
+        `longest stall ${stalls.maxMs.toFixed(2)} ms, p99 ${stalls.p99Ms.toFixed(3)} ms, ${stalls.over1Ms} over 1 ms; ` +
+        `idle: longest ${idle.maxMs.toFixed(2)} ms, ${idle.over1Ms} over 1 ms\n`);
     } finally {
       await engine.dispose();
     }

@@ -7,12 +7,21 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { FusedRTError } from '../errors';
 import { alignUp } from '../build/plan-file';
-import type { PlanHeader, RowsKind } from '../build/plan-types';
+import type { PlanHeader, RowsKind, Task } from '../build/plan-types';
 import { createTokenizer } from '../tokenize/tokenizer';
 import type { FusedTokenizer } from '../tokenize/types';
 import { Batcher, ResolvedBatch } from './batcher';
 import { loadAddon, NativeEngine } from './native';
 import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult } from './types';
+
+/** The output each task is read from. */
+const TASK_OUTPUT: Record<Task, string> = {
+  'fill-mask': 'logits',
+  classification: 'logits',
+  'token-classification': 'logits',
+  'question-answering': 'span_logits',
+  embedding: 'hidden',
+};
 
 /** The largest `topK` a run may ask for (native/cpu/topk.h, kMaxTopK). */
 export const MAX_TOP_K = 64;
@@ -134,6 +143,17 @@ export class Engine {
   /** Output names in the plan, e.g. ['logits', 'hidden']. */
   get outputNames(): string[] {
     return this.info.header.outputs.map((o) => o.name);
+  }
+
+  /**
+   * The output the plan's task is read from (fill-mask: the [MASK] rows'
+   * logits; embedding: the hidden states...), or every output when the plan
+   * lacks it. What a caller asks for when it does not need the others:
+   * each output costs a download.
+   */
+  get taskOutputs(): string[] {
+    const own = TASK_OUTPUT[this.info.header.task];
+    return this.outputNames.includes(own) ? [own] : this.outputNames;
   }
 
   /** Requests queued or running. */

@@ -32,6 +32,8 @@ export function withGpuMs<T extends object>(result: T, ms: number | undefined): 
  */
 export interface RunTiming {
   issuedOnJsThread: boolean;
+  /** The JS thread's time in the addon for this run: run() (reading the batch, and issuing it when issuedOnJsThread) and building the result. */
+  jsThreadUs: number;
   queueUs: number;
   validateUs: number;
   contextWaitUs: number;

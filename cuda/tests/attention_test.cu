@@ -18,44 +18,18 @@
 #include <string>
 #include <vector>
 
+#include "test_support.cuh"
 #include "../attention.cuh"
 
 using fusedrt::gpu::AttentionHalfParams;
 
 namespace {
 
-#define CHECK_CUDA(call)                                                                                   \
-  do {                                                                                                     \
-    const cudaError_t error_ = (call);                                                                     \
-    if (error_ != cudaSuccess) {                                                                           \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_));      \
-      std::exit(2);                                                                                        \
-    }                                                                                                      \
-  } while (0)
+using fusedrt::test::DeviceBuffer;
+using fusedrt::test::Rng;
 
 // Relative to the largest |output| of the fp32 kernel.
 constexpr double kTolerance = 2e-3;
-
-struct Rng {
-  uint64_t state;
-  uint32_t next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return static_cast<uint32_t>(state >> 32);
-  }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * (next() >> 8) * (1.f / 16777216.f); }
-  int between(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<uint32_t>(hi - lo + 1)); }
-};
-
-template <class T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  explicit DeviceBuffer(size_t count) { CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 int64_t count_tokens(const std::vector<int>& lengths) {
   int64_t n = 0;

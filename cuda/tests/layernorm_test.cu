@@ -23,20 +23,15 @@
 #include <string>
 #include <vector>
 
+#include "test_support.cuh"
 #include "../add_layernorm.cuh"
 #include "../embed_layernorm.cuh"
 #include "cpu/layernorm_row.h"
 
 namespace {
 
-#define CHECK_CUDA(call)                                                                              \
-  do {                                                                                                \
-    const cudaError_t error_ = (call);                                                                \
-    if (error_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(2);                                                                                   \
-    }                                                                                                 \
-  } while (0)
+using fusedrt::test::DeviceBuffer;
+using fusedrt::test::Rng;
 
 // Tolerances, per element, against the reference computed from the same
 // (storage-rounded) inputs: fp32 statistics against double ones differ by
@@ -46,27 +41,6 @@ namespace {
 constexpr double kFp32Tolerance = 2e-5;
 constexpr double kHalfUlp = 1.0 / 2048;
 constexpr float kEps = 1e-12f;  // BERT's
-
-struct Rng {
-  uint64_t state;
-  uint32_t next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return static_cast<uint32_t>(state >> 32);
-  }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * (next() >> 8) * (1.f / 16777216.f); }
-  int between(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<uint32_t>(hi - lo + 1)); }
-};
-
-template <class T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  explicit DeviceBuffer(size_t count) { CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 template <class T>
 void upload(T* dst, const std::vector<T>& src) {

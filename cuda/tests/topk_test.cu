@@ -22,44 +22,18 @@
 #include <string>
 #include <vector>
 
+#include "test_support.cuh"
 #include "../topk.cuh"
 #include "cpu/topk.h"
 
 namespace {
 
-#define CHECK_CUDA(call)                                                                              \
-  do {                                                                                                \
-    const cudaError_t error_ = (call);                                                                \
-    if (error_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(2);                                                                                   \
-    }                                                                                                 \
-  } while (0)
+using fusedrt::test::DeviceBuffer;
+using fusedrt::test::Rng;
 
 constexpr double kScoreTolerance = 1e-6;  // relative
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-struct Rng {
-  uint64_t state;
-  uint32_t next() {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return static_cast<uint32_t>(state >> 32);
-  }
-  float uniform(float lo, float hi) { return lo + (hi - lo) * (next() >> 8) * (1.f / 16777216.f); }
-  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint32_t>(n)); }
-};
-
-template <class T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  explicit DeviceBuffer(size_t count) { CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 enum class Pattern { kUniform, kFewValues, kSpecials, kPeaked, kIncreasing, kDecreasing, kZeros, kNoNumbers };
 constexpr int kPatterns = 8;

@@ -14,6 +14,7 @@ import { Engine, MAX_CONTEXTS } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
 import type { EngineInfo } from '../src/engine/types';
 import { addon, rejectionCode, type NativeEngine, type NativeLoadOptions, type NativeOutput, type NativeRunRequest } from './support/native-addon';
+import { helper } from './support/red-helper';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'bert', 'tiny32-mlm');
@@ -143,19 +144,8 @@ describe('execution contexts (CPU)', function () {
   });
 });
 
-/** The part of node-red-node-test-helper used here (it ships no types). */
-interface TestHelper {
-  init(runtimePath: string): void;
-  load(nodes: unknown[], flow: object[]): Promise<void>;
-  unload(): Promise<void>;
-  getNode(id: string): { receive(msg: object): void; on(event: string, listener: (msg: never) => void): void };
-  log(): { getCalls(): Array<{ args: Array<{ type?: string; msg?: unknown }> }> };
-}
-
 describe('fusedrt-engine contexts field (Node-RED runtime)', function () {
   this.timeout(120000);
-  const helper: TestHelper = require('node-red-node-test-helper');
-  helper.init(require.resolve('node-red'));
   const NODES = ['fusedrt-engine', 'fusedrt-infer'].map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
   let dir: string;
   let plan: string;

@@ -7,13 +7,8 @@
 import * as assert from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
+import { helper } from './support/red-helper';
 
-interface TestHelper {
-  init(runtimePath: string, settings?: object): void;
-  load(nodes: unknown[], flow: object[]): Promise<void>;
-  unload(): Promise<void>;
-  getNode(id: string): { on(event: 'input', listener: (msg: never) => void): void; receive(msg: object): void };
-}
 interface FlowNode {
   id: string;
   type: string;
@@ -24,9 +19,6 @@ interface FlowNode {
   y?: number;
   [key: string]: unknown;
 }
-
-const helper: TestHelper = require('node-red-node-test-helper');
-helper.init(require.resolve('node-red'));
 
 const REPO = path.resolve(__dirname, '..', '..');
 const NODE_RED_NODES = path.dirname(require.resolve('@node-red/nodes/package.json'));

@@ -10,23 +10,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
+import { collect, helper, type Msg } from './support/red-helper';
 
-/** The part of node-red-node-test-helper used here (it ships no types). */
-interface TestHelper {
-  init(runtimePath: string, settings?: object): void;
-  load(nodes: unknown[], flow: object[]): Promise<void>;
-  unload(): Promise<void>;
-  getNode(id: string): TestNode;
-}
-interface TestNode {
-  on(event: string, listener: (arg: never) => void): void;
-  receive(msg: object): void;
-}
-interface Msg {
-  _msgid: string;
-  payload: unknown;
+interface InferMsg extends Msg {
   fusedrt?: { outputs: Record<string, Record<string, unknown>> };
-  error?: { message: string; code?: string; source?: { id: string } };
 }
 interface Prediction {
   token: string;
@@ -39,28 +26,11 @@ interface Filled {
   masks: Array<{ position: number; predictions: Prediction[] }>;
 }
 
-const helper: TestHelper = require('node-red-node-test-helper');
-helper.init(require.resolve('node-red'));
 
 const NODES = ['fusedrt-engine', 'fusedrt-tokenize', 'fusedrt-infer', 'fusedrt-fill-mask', 'fusedrt-classify']
   .map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
 const FIXTURES = path.resolve(__dirname, '..', '..', 'test', 'fixtures', 'bert');
 const TEXTS = ['ba [MASK] ce.', 'di [MASK] fo [MASK] ga!', 'he hi [MASK] ju ka'];
-
-/** Collects what reaches a node (helper or catch) until `count` arrived. */
-function collect(node: TestNode, count: number, timeoutMs = 20000): Promise<Msg[]> {
-  const got: Msg[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`got ${got.length} of ${count} messages`)), timeoutMs);
-    node.on('input', ((msg: Msg) => {
-      got.push(msg);
-      if (got.length === count) {
-        clearTimeout(timer);
-        resolve(got);
-      }
-    }) as (arg: never) => void);
-  });
-}
 
 /** The flow's nodes on one tab, with a catch node for all of them. */
 function flowOf(plan: string, nodes: object[]): object[] {
@@ -120,9 +90,9 @@ describe('fusedrt-infer Top k → fusedrt-fill-mask (Node-RED runtime)', functio
       { id: 'tokenize', type: 'fusedrt-tokenize', engine: 'engine', property: 'payload', output: 'tokens', truncation: 'engine', addSpecialTokens: true, wires: [['inferFull', 'inferTop', 'inferWide']] },
       ...inferToFill('Full', 0, 5), ...inferToFill('Top', 5, 5), ...inferToFill('Wide', 8, 5),
     ]));
-    const full = collect(helper.getNode('outFull'), 1);
-    const top = collect(helper.getNode('outTop'), 1);
-    const wide = collect(helper.getNode('outWide'), 1);
+    const full = collect<InferMsg>(helper.getNode('outFull'), 1);
+    const top = collect<InferMsg>(helper.getNode('outTop'), 1);
+    const wide = collect<InferMsg>(helper.getNode('outWide'), 1);
     helper.getNode('tokenize').receive({ payload: TEXTS });
     const [[fullMsg], [topMsg], [wideMsg]] = await Promise.all([full, top, wide]);
 
@@ -175,7 +145,7 @@ describe('fusedrt-infer Top k → fusedrt-fill-mask (Node-RED runtime)', functio
     ]));
     const warnings: string[] = [];
     helper.getNode('infer').on('call:warn', ((call: { args: unknown[] }) => warnings.push(String(call.args[0]))) as (arg: never) => void);
-    const outputs = collect(helper.getNode('out'), 3);
+    const outputs = collect<InferMsg>(helper.getNode('out'), 3);
     for (const text of ['ba be', 'ca ce ci', 'da de']) helper.getNode('infer').receive({ payload: text });
     const got = await outputs;
     for (const msg of got) {

@@ -9,30 +9,12 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
+import { collect, helper, type Msg, type TestNode } from './support/red-helper';
 import { Engine, nativeMemoryBytes } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
 import { classify, fillMask, poolEmbeddings } from '../src/post';
 import { randomModelVocabulary } from '../src/tools/demo-words';
 import { writeRandomBertModel, type BertArchitecture } from '../src/tools/random-model';
-
-/** The part of node-red-node-test-helper used here (it ships no types). */
-interface TestHelper {
-  init(runtimePath: string, settings?: object): void;
-  load(nodes: unknown[], flow: object[]): Promise<void>;
-  unload(): Promise<void>;
-  getNode(id: string): TestNode;
-}
-interface TestNode {
-  on(event: string, listener: (arg: never) => void): void;
-  receive(msg: object): void;
-  send(msg: object): void;
-}
-interface Msg {
-  _msgid: string;
-  payload: unknown;
-  error?: { message: string; code?: string };
-  [key: string]: unknown;
-}
 
 /**
  * Records what a node sends. The helper's own spies are removed by unload()
@@ -49,8 +31,6 @@ function watchSends(node: TestNode): object[] {
   return calls;
 }
 
-const helper: TestHelper = require('node-red-node-test-helper');
-helper.init(require.resolve('node-red'));
 
 const NODES = ['fusedrt-engine', 'fusedrt-tokenize', 'fusedrt-infer', 'fusedrt-fill-mask', 'fusedrt-classify', 'fusedrt-embed']
     .map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
@@ -69,21 +49,6 @@ function placed(flow: object[]): object[] {
 
 function load(flow: object[]): Promise<void> {
   return helper.load(NODES, placed(flow));
-}
-
-/** Collects what reaches a node (helper or catch) until `count` arrived. */
-function collect(node: TestNode, count: number, timeoutMs = 20000): Promise<Msg[]> {
-  const got: Msg[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`got ${got.length} of ${count} messages`)), timeoutMs);
-    node.on('input', ((msg: Msg) => {
-      got.push(msg);
-      if (got.length === count) {
-        clearTimeout(timer);
-        resolve(got);
-      }
-    }) as (arg: never) => void);
-  });
 }
 
 /** Fails if anything reaches `node` within `ms`. */

@@ -180,7 +180,7 @@ class Runtime {
   // Stages the inputs and issues the work on the leased context.
   void issue(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
              RunTiming& timing) const;
-  // Waits for the context and reads the outputs out of its staging.
+  // Reads the outputs out of the context's staging, after synchronize().
   void collect(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
                RunResult& result) const;
 

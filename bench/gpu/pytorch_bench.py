@@ -8,11 +8,13 @@ them: fp16 eager, SDPA and SDPA under a CUDA graph, fp32 eager and SDPA.
 The MLM head runs on the masked rows only (one [MASK] per sequence), as
 FusedRT does: hidden states, gather the rows, then model.cls.
 
-    python3 bench/gpu/pytorch_bench.py --model-dir DIR --out DIR [--budget-s 2]
+    python3 bench/gpu/pytorch_bench.py --model-dir DIR --out DIR [--reference-dir DIR] [--budget-s 2]
 
 Writes DIR/{config.json,model.safetensors,vocab.txt,tokenizer_config.json},
-OUT/inputs.json, OUT/reference-*.f32 (fp32 eager logits of one small case per
-sequence length, to prove FusedRT runs the same model) and OUT/torch.json.
+OUT/inputs.json, REFERENCE_DIR/reference-*.f32 (default OUT; fp32 eager
+logits of the variable-length cases of batch 8 and 128, to prove FusedRT runs
+the same model and to hold its logits and top-1 tokens to them) and
+OUT/torch.json.
 """
 import argparse
 import json
@@ -37,8 +39,9 @@ WARMUP = 10
 WARMUP_BUDGET_S = 1.0  # fewer warm-up runs (at least 3) for the slowest cases
 MAX_RUNS = 100
 MIN_RUNS = 20
-# The case whose fp32 eager logits are saved as the reference FusedRT is checked against.
-REFERENCE_BATCH = 8
+# The cases whose fp32 eager logits are saved as the reference FusedRT is
+# checked against: 2 x (8 + 128) masked rows over both sequence lengths.
+REFERENCE_BATCHES = (8, 128)
 
 BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512)
@@ -183,6 +186,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reference-dir", help="where the reference logits go (default: --out); they are large")
     ap.add_argument("--budget-s", type=float, default=2.0, help="timed seconds per case before runs drop below 100")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -212,11 +216,11 @@ def main():
             model = model.to(torch.float16 if dtype == "fp16" else torch.float32)
             if dtype == "fp32":
                 for spec in cases:
-                    if spec["batch"] == REFERENCE_BATCH and spec["kind"] == "varlen":
+                    if spec["batch"] in REFERENCE_BATCHES and spec["kind"] == "varlen":
                         set_attention(model, "eager")
                         reference = Case(spec, device)
                         logits = forward(model, reference, reference.attention_mask).float().cpu().contiguous()
-                        path = os.path.join(args.out, f"reference-{spec['name']}.f32")
+                        path = os.path.join(args.reference_dir or args.out, f"reference-{spec['name']}.f32")
                         logits.numpy().tofile(path)
                         result["notes"].append(f"reference logits {spec['name']} (fp32 eager) in {os.path.basename(path)}")
             for mode_dtype, attention, graphed in modes:

@@ -103,7 +103,8 @@ export function report(dir: string): string {
     lines.push('| check | result |');
     lines.push('| --- | --- |');
     for (const r of ours.references) {
-      lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})`} |`);
+      const rows = r.rows === undefined ? '' : `; top-1 same on ${r.top1_same}/${r.rows} rows; lowest row cosine ${r.min_cosine!.toFixed(7)}`;
+      lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})${rows}`} |`);
     }
     for (const l of ours.loop) {
       lines.push(`| ${l.precision} event loop, ${l.label} | ${l.requests} requests: longest stall ${l.max_stall_ms.toFixed(3)} ms, p99 ${l.p99_stall_ms.toFixed(3)} ms, ${l.stalls_over_1ms ?? '?'} over 1 ms |`);

@@ -38,10 +38,10 @@ step environment sh -c 'node --version; "$0" --version | tail -1; nvidia-smi; py
 step attention-test sh -c "$nvcc -std=c++17 -O3 -arch=native -I native -o $work/attention_test cuda/tests/attention_test.cu cuda/attention.cu && $work/attention_test"
 rm -rf build  # a fresh build tree: the carried checkout must not reuse a CPU-only cache
 step build node scripts/build-native.js
-step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --budget-s "$budget"
+step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" --budget-s "$budget"
 if [ -f "$out/inputs.json" ] && [ -f build/Release/fusedrt.node ]; then
   step fusedrt node dist/bench/gpu/fusedrt-bench.js --model-dir "$work/bert-base" --inputs "$out/inputs.json" \
-    --out "$out" --plan-dir "$work" --budget-s "$budget"
+    --out "$out" --reference-dir "$work" --plan-dir "$work" --budget-s "$budget"
 fi
 node dist/bench/gpu/report.js --dir "$out" > "$out/report.txt" 2>&1 || echo "report failed (see $out/report.txt)" >> "$summary"
 echo

@@ -15,7 +15,8 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemm_epilogue.cu
   ${CMAKE_CURRENT_LIST_DIR}/convert.cu
-  ${CMAKE_CURRENT_LIST_DIR}/topk.cu)
+  ${CMAKE_CURRENT_LIST_DIR}/topk.cu
+  ${CMAKE_CURRENT_LIST_DIR}/small_gemm.cu)
 
 set(FUSEDRT_WITH_CUDA OFF)
 find_package(CUDAToolkit QUIET)

@@ -1,10 +1,11 @@
 // Elementwise over rows * n with a grid-stride loop, kVec elements (16 bytes)
 // per step when n and the pointers allow it; formulas as in
-// native/cpu/README.md ("gemm"), in fp32 with the precise erff/tanhf.
+// native/cpu/README.md ("gemm") (cuda/activation.cuh).
 #include "gemm_epilogue.cuh"
 
 #include <algorithm>
 
+#include "activation.cuh"
 #include "row_math.cuh"
 
 namespace fusedrt::gpu {
@@ -13,18 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
-
-__device__ __forceinline__ float activate(float x, cpu::Activation activation) {
-  switch (activation) {
-    case cpu::Activation::kNone: return x;
-    case cpu::Activation::kGelu: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-    case cpu::Activation::kGeluTanh:
-      return 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case cpu::Activation::kRelu: return fmaxf(x, 0.f);
-    case cpu::Activation::kTanh: return tanhf(x);
-  }
-  return x;
-}
 
 template <class T, int kVec>
 __global__ void __launch_bounds__(kThreads) bias_activation_kernel(const BiasActivationArgs<T> p) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../cuda/gemm_epilogue.cuh"
+#include "../cuda/small_gemm.cuh"
 #include "backend.h"
 #include "cuda_check.h"
 
@@ -51,9 +52,17 @@ constexpr double kClearlySlower = 1.25;
 // run (to be confirmed in the device log): a candidate replaces the
 // heuristic's first only when it is at least 2% faster.
 constexpr double kMinGain = 0.98;
-// Wall time per GemmKey; candidates are tried in the heuristic's order until
-// it is spent.
-constexpr double kTuningBudgetUs = 5000;
+// Wall time per GemmKey; candidates are tried in order (the heuristic's
+// first, the small-row kernel's, the heuristic's others) until it is spent.
+// Capturing and timing one candidate takes 1-3 ms (H100).
+constexpr double kTuningBudgetUs = 20000;
+// The small-row kernel (cuda/small_gemm.cu) joins the candidates of fp16
+// GEMMs up to this many rows; beyond, cuBLASLt's large tiles fill the GPU.
+constexpr int64_t kSmallGemmMaxRows = 256;
+// Split-K tile counters per runner: a split candidate needs one per output
+// tile (BERT-base's largest, the MLM decoder at 64 rows, has 477).
+constexpr int64_t kTileCounters = 4096;
+constexpr size_t kRunnerDeviceBytes = kGemmWorkspaceBytes + kTileCounters * sizeof(int32_t);
 
 bool env_equals(const char* name, const char* value) {
   const char* set = std::getenv(name);
@@ -67,6 +76,16 @@ bool tuning_enabled() {
 bool tuning_logged() {
   static const bool logged = env_equals("FUSEDRT_GEMM_TUNING_LOG", "1");
   return logged;
+}
+
+// FUSEDRT_GEMM_TACTICS (docs/cuda.md, "GEMM tactics"): which kinds of tactic
+// are candidates.
+enum class TacticKinds { kAll, kCublasLt, kFusedRT };
+TacticKinds tactic_kinds() {
+  static const TacticKinds kinds = env_equals("FUSEDRT_GEMM_TACTICS", "cublaslt") ? TacticKinds::kCublasLt
+                                   : env_equals("FUSEDRT_GEMM_TACTICS", "fusedrt") ? TacticKinds::kFusedRT
+                                                                                   : TacticKinds::kAll;
+  return kinds;
 }
 
 template <class T>
@@ -92,10 +111,10 @@ T* as(void* p) { return static_cast<T*>(p); }
 // erf. erf GELU there, and tanh, have no cuBLASLt epilogue: cuBLASLt adds the
 // bias, then cuda/gemm_epilogue.cu applies the activation.
 //
-// Setup (descriptor, layouts, the heuristic's candidates) is cached per
-// GemmKey; a cached call only sets the bias pointer and launches. Which
-// candidate runs is chosen once per GemmKey and device for the whole process
-// (Tuner, choose_algorithm).
+// Setup (descriptor, layouts, the candidate tactics) is cached per GemmKey; a
+// cached call only sets the bias pointer and launches. Which tactic runs is
+// chosen once per GemmKey and device for the whole process (Tuner,
+// choose_tactic).
 
 struct GemmEpilogue {
   cublasLtEpilogue_t epilogue;
@@ -142,18 +161,29 @@ struct GemmKey {
   }
 };
 
-// Everything cuBLASLt needs for one GemmKey, owned.
+// One way to run a GemmKey: a cuBLASLt algorithm, or the project's small-row
+// kernel (cuda/small_gemm.cu) with one of its configurations, which fuses
+// bias and every activation itself.
+struct Tactic {
+  bool small_gemm = false;
+  cublasLtMatmulAlgo_t algo{};
+  gpu::SmallGemmConfig config;
+};
+
+// Everything one GemmKey needs, owned: cuBLASLt's descriptors and the
+// candidate tactics.
 struct GemmSetup {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t weight = nullptr;
   cublasLtMatrixLayout_t in = nullptr;
   cublasLtMatrixLayout_t out = nullptr;
-  // The heuristic's usable algorithms, best estimate first (one when tuning
-  // is off), and the one that runs: the first until tuning picks another.
-  std::vector<cublasLtMatmulAlgo_t> candidates;
-  cublasLtMatmulAlgo_t algo{};
-  // The heuristic found nothing with the fused epilogue, so this setup runs
-  // a plain product and the epilogue kernel adds bias and activation.
+  // The candidates, the heuristic's best estimate first (only that one when
+  // tuning is off), and the one that runs: the first until tuning picks
+  // another.
+  std::vector<Tactic> candidates;
+  Tactic tactic;
+  // The heuristic found nothing with the fused epilogue, so its algorithms
+  // run a plain product and the epilogue kernel adds bias and activation.
   bool epilogue_in_kernel = false;
 
   GemmSetup() = default;
@@ -222,11 +252,11 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
           "cublasLtMatmulAlgoGetHeuristic");
     for (int i = 0; i < found && static_cast<int>(setup->candidates.size()) < max_candidates; ++i) {
       const cublasLtMatmulHeuristicResult_t& result = results[static_cast<size_t>(i)];
-      const bool known = std::any_of(setup->candidates.begin(), setup->candidates.end(), [&](const auto& algo) {
-        return std::memcmp(&algo, &result.algo, sizeof(algo)) == 0;
+      const bool known = std::any_of(setup->candidates.begin(), setup->candidates.end(), [&](const Tactic& t) {
+        return std::memcmp(&t.algo, &result.algo, sizeof(t.algo)) == 0;
       });
       if (!known && result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes) {
-        setup->candidates.push_back(result.algo);
+        setup->candidates.push_back(Tactic{false, result.algo, {}});
       }
     }
   };
@@ -236,31 +266,118 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
     add_candidates(CUBLASLT_REDUCTION_SCHEME_INPLACE);
   }
   if (setup->candidates.empty()) return nullptr;
-  setup->algo = setup->candidates.front();
   return setup;
 }
 
-std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key) {
-  const int max_candidates = tuning_enabled() ? kMaxCandidates : 1;
-  if (auto setup = try_gemm_setup(lt, key, key.epilogue, max_candidates)) return setup;
-  if (key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-    if (auto setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT, max_candidates)) {
-      setup->epilogue_in_kernel = true;
-      return setup;
-    }
-  }
-  fail(ErrorCode::kBackend, "cuBLASLt has no algorithm for a " + std::to_string(key.rows) + "x" + std::to_string(key.k) +
-                                " by " + std::to_string(key.k) + "x" + std::to_string(key.n) + " GEMM of this precision");
+// The small-row kernel's operands for a call; partials in the runner's
+// workspace (a runner's GEMMs never overlap, whichever tactic runs them).
+gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* tile_counters) {
+  gpu::SmallGemmArgs a;
+  a.rows = c.rows;
+  a.n = c.n;
+  a.k = c.k;
+  a.in = as<__half>(c.in);
+  a.weight = as<__half>(c.weight);
+  a.bias = as<__half>(c.bias);
+  a.activation = c.activation;
+  a.out = as<__half>(c.out);
+  a.partials = as<float>(workspace);
+  a.tile_counters = tile_counters;
+  return a;
 }
 
+// The small-row kernel's configurations worth timing for a key: for each
+// tile height that fits the rows, no split, and the splits that give every
+// SM one or two blocks (a tile's blocks share its K range, so more splits
+// mean more blocks, smaller ones, and more partials to sum). Alignments are
+// part of the key, so whether the kernel takes a call's operands follows
+// from its key.
+std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
+  std::vector<Tactic> tactics;
+  if (key.data_type != CUDA_R_16F || key.rows > kSmallGemmMaxRows) return tactics;
+  const bool aligned = key.align_in >= gpu::kSmallGemmLoadAlignment && key.align_weight >= gpu::kSmallGemmLoadAlignment &&
+                       key.align_out >= gpu::kSmallGemmStoreAlignment &&
+                       (key.align_bias == 0 || key.align_bias >= gpu::kSmallGemmStoreAlignment);
+  if (!aligned) return tactics;
+  for (const int tile_rows : {16, 32, 64}) {
+    if (tile_rows < 64 && key.rows > 2 * tile_rows) continue;
+    const int64_t tiles = gpu::small_gemm_tiles(key.rows, key.n, {tile_rows, 1});
+    for (const int64_t wanted : {int64_t{1}, (sm_count + tiles - 1) / tiles, (2 * sm_count + tiles - 1) / tiles}) {
+      const gpu::SmallGemmConfig config{tile_rows, static_cast<int>(std::min<int64_t>(wanted, gpu::small_gemm_max_splits(key.k)))};
+      const bool fits = config.splits == 1 || (tiles <= kTileCounters && gpu::small_gemm_workspace_bytes(
+                                                                             key.rows, key.n, config) <= kGemmWorkspaceBytes);
+      const bool known = std::any_of(tactics.begin(), tactics.end(), [&](const Tactic& t) {
+        return t.config.tile_rows == config.tile_rows && t.config.splits == config.splits;
+      });
+      if (fits && !known && gpu::small_gemm_supports_shape(key.rows, key.n, key.k, config)) {
+        tactics.push_back(Tactic{true, {}, config});
+      }
+    }
+  }
+  return tactics;
+}
+
+std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, int sm_count) {
+  const int max_candidates = tuning_enabled() ? kMaxCandidates : 1;
+  std::unique_ptr<GemmSetup> setup = try_gemm_setup(lt, key, key.epilogue, max_candidates);
+  if (!setup && key.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    setup = try_gemm_setup(lt, key, CUBLASLT_EPILOGUE_DEFAULT, max_candidates);
+    if (setup) setup->epilogue_in_kernel = true;
+  }
+  if (!setup) {
+    fail(ErrorCode::kBackend, "cuBLASLt has no algorithm for a " + std::to_string(key.rows) + "x" +
+                                  std::to_string(key.k) + " by " + std::to_string(key.k) + "x" + std::to_string(key.n) +
+                                  " GEMM of this precision");
+  }
+  const TacticKinds kinds = tactic_kinds();
+  std::vector<Tactic> own = kinds == TacticKinds::kCublasLt ? std::vector<Tactic>{} : small_gemm_tactics(key, sm_count);
+  if (!own.empty() && kinds == TacticKinds::kFusedRT) setup->candidates.clear();
+  if (!tuning_enabled() && !setup->candidates.empty()) own.clear();
+  // After the heuristic's first: its other algorithms are mostly slower
+  // variants of it, and the budget may run out before the end of the list.
+  const auto after_first = setup->candidates.empty() ? setup->candidates.end() : setup->candidates.begin() + 1;
+  setup->candidates.insert(after_first, own.begin(), own.end());
+  setup->tactic = setup->candidates.front();
+  return setup;
+}
+
+// What a launch needs besides the setup and the call: the runner's.
+struct LaunchTarget {
+  cublasLtHandle_t lt;
+  cudaStream_t stream;
+  void* workspace;
+  int32_t* tile_counters;
+};
+
 // Scalars are read on the host when the call is made, also while capturing.
-cublasStatus_t launch_gemm(cublasLtHandle_t lt, const GemmSetup& setup, const cublasLtMatmulAlgo_t& algo,
-                           const GemmArgs& c, void* workspace, cudaStream_t stream) {
+cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, const cublasLtMatmulAlgo_t& algo,
+                               const GemmArgs& c) {
   const float one = 1.f;
   const float zero = 0.f;
-  return cublasLtMatmul(lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out, c.out,
-                        setup.out, &algo, workspace, kGemmWorkspaceBytes, stream);
+  return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out,
+                        c.out, setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
 }
+
+// Queues one call with a tactic: the product, bias and activation (with
+// cuBLASLt, the epilogue kernel follows where cuBLASLt cannot fuse them).
+// Throws FusedError.
+template <class T>
+void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& tactic, const GemmArgs& c) {
+  if (tactic.small_gemm) {
+    check(gpu::small_gemm(small_gemm_args(c, to.workspace, to.tile_counters), tactic.config, to.stream),
+          "the small_gemm kernel");
+    return;
+  }
+  check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
+  gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, c.rows, c.n};
+  if (setup.epilogue_in_kernel) {
+    check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
+  } else if (gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2).separate_activation) {
+    epilogue.bias = nullptr;  // cuBLASLt added it
+    check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
+  }
+}
+using QueueGemm = void (*)(const LaunchTarget&, const GemmSetup&, const Tactic&, const GemmArgs&);
 
 // The algorithm chosen per (device ordinal, GemmKey) by any runner of the
 // process: engines and execution contexts on one GPU tune a shape once, and
@@ -269,21 +386,21 @@ cublasStatus_t launch_gemm(cublasLtHandle_t lt, const GemmSetup& setup, const cu
 // key gets (fallback epilogue, candidates) follows from the key alone. An
 // algorithm is plain data, valid with any cuBLASLt handle on its device.
 std::mutex g_tuned_mutex;
-std::map<std::pair<int, GemmKey>, cublasLtMatmulAlgo_t> g_tuned;
+std::map<std::pair<int, GemmKey>, Tactic> g_tuned;
 
-bool find_tuned(int device, const GemmKey& key, cublasLtMatmulAlgo_t* algo) {
+bool find_tuned(int device, const GemmKey& key, Tactic* tactic) {
   const std::lock_guard<std::mutex> lock(g_tuned_mutex);
   const auto found = g_tuned.find({device, key});
   if (found == g_tuned.end()) return false;
-  *algo = found->second;
+  *tactic = found->second;
   return true;
 }
 
 // Two runners may tune one key at once: the first to publish wins, and both
-// run its algorithm.
-cublasLtMatmulAlgo_t publish_tuned(int device, const GemmKey& key, const cublasLtMatmulAlgo_t& algo) {
+// run its tactic.
+Tactic publish_tuned(int device, const GemmKey& key, const Tactic& tactic) {
   const std::lock_guard<std::mutex> lock(g_tuned_mutex);
-  return g_tuned.try_emplace({device, key}, algo).first->second;
+  return g_tuned.try_emplace({device, key}, tactic).first->second;
 }
 
 struct GraphExecDestroy {
@@ -307,10 +424,11 @@ double median(std::vector<double> values) {
 }
 
 struct TuneResult {
-  cublasLtMatmulAlgo_t algo{};  // the one to run
+  Tactic tactic;                // the one to run
   size_t chosen = 0;            // its index in the candidates
   double first_us = 0;          // per launch, the heuristic's first; 0 when not timed
   double best_us = 0;           // per launch, the fastest candidate timed
+  double small_gemm_us = 0;     // per launch, the fastest small-row kernel's first sample; 0 when none was timed
   int tried = 0;                // candidates timed, the first included
   std::string not_tuned;        // why the first was kept untimed, if it was
   double wall_ms = 0;           // the tuning's own cost, on the host's clock
@@ -325,20 +443,20 @@ struct TuneResult {
 // after the first run of a launch shape.
 class Tuner {
  public:
-  Tuner(cublasLtHandle_t lt, cudaStream_t stream, void* workspace, const GemmSetup& setup, const GemmArgs& args)
-      : lt_(lt), stream_(stream), workspace_(workspace), setup_(setup), args_(args) {}
+  Tuner(const LaunchTarget& target, QueueGemm queue, const GemmSetup& setup, const GemmArgs& args)
+      : target_(target), queue_(queue), setup_(setup), args_(args) {}
 
   TuneResult run() {
     TuneResult result;
-    const std::vector<cublasLtMatmulAlgo_t>& candidates = setup_.candidates;
-    result.algo = candidates.front();
+    const std::vector<Tactic>& candidates = setup_.candidates;
+    result.tactic = candidates.front();
     if (candidates.size() == 1) {
       result.not_tuned = "the heuristic has one candidate";
       return result;
     }
     // The budget is for the tuning itself, not for the run's work queued
     // before it.
-    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (GEMM tuning)");
+    check(cudaStreamSynchronize(target_.stream), "cudaStreamSynchronize (GEMM tuning)");
     start_ = std::chrono::steady_clock::now();
     tune(result);
     result.wall_ms = elapsed_us() / 1e3;
@@ -351,9 +469,9 @@ class Tuner {
   }
 
   void tune(TuneResult& result) {
-    const std::vector<cublasLtMatmulAlgo_t>& candidates = setup_.candidates;
+    const std::vector<Tactic>& candidates = setup_.candidates;
     // The heuristic's first sets the launches per sample and the time to beat.
-    if (!warm_up(result.algo)) {
+    if (!queued(result.tactic)) {
       result.not_tuned = "the heuristic's first fails on these operands";
       return;
     }
@@ -361,7 +479,7 @@ class Tuner {
     GraphExecPtr first;
     double span_us = 0;
     for (;;) {
-      first = capture(result.algo, reps);
+      first = capture(result.tactic, reps);
       if (!first) {
         result.not_tuned = "the heuristic's first cannot be captured";
         return;
@@ -387,11 +505,14 @@ class Tuner {
     result.tried = 1;
 
     for (size_t i = 1; i < candidates.size() && elapsed_us() < kTuningBudgetUs; ++i) {
-      if (!warm_up(candidates[i])) continue;
+      if (!queued(candidates[i])) continue;
       const GraphExecPtr graph = capture(candidates[i], reps);
       if (!graph) continue;
       ++result.tried;
       std::vector<double> spans = measure(graph.get(), 1, true);
+      if (candidates[i].small_gemm && (result.small_gemm_us == 0 || spans.front() / reps < result.small_gemm_us)) {
+        result.small_gemm_us = spans.front() / reps;
+      }
       if (spans.front() / reps > kClearlySlower * result.best_us) continue;
       const std::vector<double> more = measure(graph.get(), kSamples - 1, true);
       spans.insert(spans.end(), more.begin(), more.end());
@@ -402,30 +523,35 @@ class Tuner {
       }
     }
     if (result.best_us >= kMinGain * result.first_us) result.chosen = 0;
-    result.algo = candidates[result.chosen];
+    result.tactic = candidates[result.chosen];
   }
 
-  // One eager launch: loads the kernel's module before it is captured, and
-  // tells whether the algorithm runs on these operands at all.
-  bool warm_up(const cublasLtMatmulAlgo_t& algo) const {
-    if (launch_gemm(lt_, setup_, algo, args_, workspace_, stream_) == CUBLAS_STATUS_SUCCESS) return true;
-    cudaGetLastError();  // a failed candidate leaves no error behind
-    return false;
+  // Queues the tactic once: eagerly, that loads the kernel's module before it
+  // is captured and tells whether the tactic runs on these operands at all.
+  // False, with no error left behind, when it fails.
+  bool queued(const Tactic& tactic) const {
+    try {
+      queue_(target_, setup_, tactic, args_);
+      return true;
+    } catch (const FusedError&) {
+      cudaGetLastError();
+      return false;
+    }
   }
 
   // reps launches as an executable graph; nullptr (and no error state) when
-  // the algorithm cannot be captured.
-  GraphExecPtr capture(const cublasLtMatmulAlgo_t& algo, int reps) const {
-    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+  // the tactic cannot be captured.
+  GraphExecPtr capture(const Tactic& tactic, int reps) const {
+    if (cudaStreamBeginCapture(target_.stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
       cudaGetLastError();
       return nullptr;
     }
     bool launched = true;
     for (int i = 0; i < reps && launched; ++i) {
-      launched = launch_gemm(lt_, setup_, algo, args_, workspace_, stream_) == CUBLAS_STATUS_SUCCESS;
+      launched = queued(tactic);
     }
     cudaGraph_t graph = nullptr;
-    const bool ended = cudaStreamEndCapture(stream_, &graph) == cudaSuccess;
+    const bool ended = cudaStreamEndCapture(target_.stream, &graph) == cudaSuccess;
     cudaGraphExec_t exec = nullptr;
     const bool instantiated = launched && ended && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     if (graph != nullptr) cudaGraphDestroy(graph);
@@ -440,11 +566,12 @@ class Tuner {
   // untimed run goes first, so the timed runs are queued before the GPU
   // reaches them and the host's launch latency is not in their time.
   std::vector<double> measure(cudaGraphExec_t exec, int samples, bool lead) {
-    if (lead) check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch (GEMM tuning)");
-    check(cudaEventRecord(events_[0].event, stream_), "cudaEventRecord (GEMM tuning)");
+    const cudaStream_t stream = target_.stream;
+    if (lead) check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch (GEMM tuning)");
+    check(cudaEventRecord(events_[0].event, stream), "cudaEventRecord (GEMM tuning)");
     for (int s = 1; s <= samples; ++s) {
-      check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch (GEMM tuning)");
-      check(cudaEventRecord(events_[s].event, stream_), "cudaEventRecord (GEMM tuning)");
+      check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch (GEMM tuning)");
+      check(cudaEventRecord(events_[s].event, stream), "cudaEventRecord (GEMM tuning)");
     }
     check(cudaEventSynchronize(events_[samples].event), "cudaEventSynchronize (GEMM tuning)");
     std::vector<double> spans_us;
@@ -456,9 +583,8 @@ class Tuner {
     return spans_us;
   }
 
-  cublasLtHandle_t lt_;
-  cudaStream_t stream_;
-  void* workspace_;
+  LaunchTarget target_;
+  QueueGemm queue_;
   const GemmSetup& setup_;
   const GemmArgs& args_;
   std::array<TimingEvent, kSamples + 1> events_;
@@ -503,44 +629,60 @@ void log_tuning(const GemmKey& key, const TuneResult& r) {
                 epilogue_name(key.epilogue));
   char times[200];
   if (r.not_tuned.empty()) {
-    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, %d tried, chose #%zu", r.first_us, r.best_us,
-                  r.tried, r.chosen);
+    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, small_gemm %.1f us, %d tried, chose #%zu",
+                  r.first_us, r.best_us, r.small_gemm_us, r.tried, r.chosen);
   } else if (r.first_us > 0) {
     std::snprintf(times, sizeof(times), "first %.1f us, not tuned: %s", r.first_us, r.not_tuned.c_str());
   } else {
     std::snprintf(times, sizeof(times), "not tuned: %s", r.not_tuned.c_str());
   }
-  const std::string line = std::string(head) + times + " (algo " +
-                           config_value<int32_t>(r.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
-                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
-                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
-                           config_value<int32_t>(r.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
-                           config_value<uint32_t>(r.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + ")";
+  std::string line = std::string(head) + times;
+  const Tactic& t = r.tactic;
+  if (t.small_gemm) {
+    line += " (small_gemm tile_rows " + std::to_string(t.config.tile_rows) + " splits " +
+            std::to_string(t.config.splits) + ")";
+  } else {
+    line += " (cublaslt algo " + config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
+            config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + ")";
+  }
   std::fprintf(stderr, "%s, %.1f ms\n", line.c_str(), r.wall_ms);
 }
 
 }  // namespace
 
 struct GemmRunner::State {
-  cublasLtHandle_t lt;
-  cudaStream_t stream;
   Precision precision;
   int device = 0;  // the workspace's, where the runner was made
-  void* workspace = nullptr;
+  int sm_count = 0;
+  LaunchTarget target{};  // its workspace and tile counters are owned here
   std::map<GemmKey, std::unique_ptr<GemmSetup>> setups;
+
+  State() = default;
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  // The owner has synchronised the stream; nothing queued reads the workspace.
+  ~State() {
+    if (target.workspace == nullptr) return;
+    cudaFree(target.workspace);
+    g_native_memory_bytes -= static_cast<int64_t>(kRunnerDeviceBytes);
+  }
 
   // For a new setup: the algorithm chosen for the key on this device, if any
   // runner has chosen one; else, with tuning on and the stream not capturing
   // (synchronising then would be illegal), it is tuned now; else the
   // heuristic's first runs. The backend runs every launch shape eagerly
   // before capturing it, so captures find their keys chosen.
-  void choose_algorithm(GemmSetup& setup, const GemmKey& key, const GemmArgs& c) {
-    if (!tuning_enabled() || find_tuned(device, key, &setup.algo)) return;
+  template <class T>
+  void choose_tactic(GemmSetup& setup, const GemmKey& key, const GemmArgs& c) {
+    if (!tuning_enabled() || find_tuned(device, key, &setup.tactic)) return;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    check(cudaStreamIsCapturing(target.stream, &capture), "cudaStreamIsCapturing");
     if (capture != cudaStreamCaptureStatusNone) return;
-    const TuneResult tuned = Tuner(lt, stream, workspace, setup, c).run();
-    setup.algo = publish_tuned(device, key, tuned.algo);
+    const TuneResult tuned = Tuner(target, &queue_gemm<T>, setup, c).run();
+    setup.tactic = publish_tuned(device, key, tuned.tactic);
     if (tuning_logged()) log_tuning(key, tuned);
   }
 
@@ -549,10 +691,10 @@ struct GemmRunner::State {
     const int64_t rows = c.rows;
     const int64_t n = c.n;
     const int64_t k = c.k;
-    gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, rows, n};
     if (k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
-      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(T), stream), "gemm (k = 0)");
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
+      const gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, rows, n};
+      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(T), target.stream), "gemm (k = 0)");
+      check(gpu::bias_activation(epilogue, target.stream), "the gemm epilogue kernel");
       return;
     }
     const GemmEpilogue plan = gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2);
@@ -571,7 +713,7 @@ struct GemmRunner::State {
     const bool fresh = found == setups.end();
     if (fresh) {
       if (setups.size() >= kMaxGemmSetups) setups.clear();
-      found = setups.emplace(key, make_gemm_setup(lt, key)).first;
+      found = setups.emplace(key, make_gemm_setup(target.lt, key, sm_count)).first;
     }
     GemmSetup& setup = *found->second;
     if (c.bias != nullptr && !setup.epilogue_in_kernel) {
@@ -581,33 +723,28 @@ struct GemmRunner::State {
       check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
             "BIAS_POINTER");
     }
-    if (fresh) choose_algorithm(setup, key, c);  // tuning times the real call, bias included
-    check(launch_gemm(lt, setup, setup.algo, c, workspace, stream), "cublasLtMatmul");
-    if (setup.epilogue_in_kernel) {
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
-    } else if (plan.separate_activation) {
-      epilogue.bias = nullptr;  // cuBLASLt added it
-      check(gpu::bias_activation(epilogue, stream), "the gemm epilogue kernel");
-    }
+    if (fresh) choose_tactic<T>(setup, key, c);  // tuning times the real call, bias included
+    queue_gemm<T>(target, setup, setup.tactic, c);
   }
 };
 
 GemmRunner::GemmRunner(cublasLtHandle_t lt, cudaStream_t stream, Precision precision)
     : state_(std::make_unique<State>()) {
-  state_->lt = lt;
-  state_->stream = stream;
-  state_->precision = precision;
-  check(cudaGetDevice(&state_->device), "cudaGetDevice");
-  check(cudaMalloc(&state_->workspace, kGemmWorkspaceBytes), "cudaMalloc of the GEMM workspace");
-  g_native_memory_bytes += static_cast<int64_t>(kGemmWorkspaceBytes);
+  State& s = *state_;
+  s.precision = precision;
+  s.target.lt = lt;
+  s.target.stream = stream;
+  check(cudaGetDevice(&s.device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, s.device), "cudaDeviceGetAttribute");
+  // The workspace, then the small-row kernel's tile counters, zeroed in
+  // stream order.
+  check(cudaMalloc(&s.target.workspace, kRunnerDeviceBytes), "cudaMalloc of the GEMM workspace");
+  g_native_memory_bytes += static_cast<int64_t>(kRunnerDeviceBytes);
+  s.target.tile_counters = reinterpret_cast<int32_t*>(static_cast<char*>(s.target.workspace) + kGemmWorkspaceBytes);
+  check(cudaMemsetAsync(s.target.tile_counters, 0, kTileCounters * sizeof(int32_t), stream), "the tile counters");
 }
 
-GemmRunner::~GemmRunner() {
-  // The owner has synchronised the stream; nothing queued reads the workspace.
-  state_->setups.clear();
-  cudaFree(state_->workspace);
-  g_native_memory_bytes -= static_cast<int64_t>(kGemmWorkspaceBytes);
-}
+GemmRunner::~GemmRunner() = default;
 
 void GemmRunner::run(const GemmArgs& args) {
   if (state_->precision == Precision::kFp16) {

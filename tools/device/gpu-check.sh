@@ -39,6 +39,10 @@ if step build node scripts/build-native.js; then
   # Most informative first: the device call has a time limit, and what the
   # log holds when it is cut off still comes back.
   step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
+  # The backend tests again with the project's small-row GEMM kernel in every
+  # fp16 GEMM it takes, whether or not tuning would choose it.
+  step gpu-tests-own-gemm env FUSEDRT_GEMM_TACTICS=fusedrt node_modules/.bin/mocha --no-config --timeout 600000 \
+    dist/test/gpu/cuda-backend.gpu.js
   step timing node dist/test/gpu/cuda-timing.js
   # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
   # (The Node-RED tests need dev packages the device pack leaves out.)

@@ -6,7 +6,8 @@
 # after the addon is built with CUDA (node scripts/build-native.js) and with
 # dist carried. Default cases: 1x128 32x128. For each case it prints every
 # kernel of the last profiled run (name, grid, block, microseconds), totals
-# per kernel name, and the run's GPU time with CUDA graphs on for comparison.
+# per kernel name, and the run's GPU time with CUDA graphs on for comparison
+# (also with cuBLASLt's GEMMs only).
 # ncu's own clock and cache control are off (--clock-control none
 # --cache-control none), so kernels run as they do in production.
 set -uo pipefail
@@ -19,7 +20,13 @@ cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(1x128 32x128)
 for c in "${cases[@]}"; do
   batch=${c%x*}; seq=${c#*x}
-  node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" --warmup 20 --runs 200 --graphs
+  # GPU time with graphs, then with cuBLASLt's GEMMs only, for comparison
+  # within the run (docs/cuda.md, "GEMM tactics").
+  for variant in "" FUSEDRT_GEMM_TACTICS=cublaslt; do
+    echo "variant: ${variant:-default}"
+    env $variant node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" --warmup 20 \
+      --runs 200 --graphs
+  done
   "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
     node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" --warmup 2 --runs 1 \
     > "$out/ncu-$c.csv" 2> "$out/ncu-$c.err" || { echo "ncu failed for $c:"; tail -5 "$out/ncu-$c.err"; continue; }

@@ -127,6 +127,10 @@ class BackendContext {
   }
   // Waits until everything queued on this context so far has finished.
   virtual void synchronize() = 0;
+  // Whether it has, without waiting (a failure counts as finished:
+  // synchronize() then reports it). For a backend whose work runs
+  // synchronously, always true.
+  virtual bool done() { return true; }
   // Device time of the work the last execute() issued, in milliseconds,
   // valid after synchronize(); negative when the backend does not measure it
   // (the CPU, whose work is the run's wall time anyway).

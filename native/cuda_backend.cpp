@@ -152,6 +152,12 @@ class CudaBackend::Context : public BackendContext {
     check(cudaStreamSynchronize(stream_), "the batch's kernels");
   }
 
+  // The end event of the last execute() is its last work on the stream.
+  bool done() override {
+    device_.select();
+    return cudaEventQuery(work_end_) != cudaErrorNotReady;
+  }
+
   // Elapsed time between the events of the last execute().
   double last_execute_ms() const override {
     float ms = 0.f;

@@ -13,6 +13,7 @@
 #include "cuda_backend.h"
 #endif
 #include "napi_errors.h"
+#include "run_result_object.h"
 
 namespace fusedrt {
 
@@ -27,6 +28,10 @@ constexpr int kMaxThreads = 1024;
 // stages the next batch and reads the last one out (docs/runtime.md).
 constexpr int kDefaultCpuContexts = 1;
 constexpr int kDefaultCudaContexts = 2;
+// Spin wait reads a run's outputs out on the JS thread: up to 1 MB (about
+// 0.1 ms; every top-k result, and full logits of a few rows). Larger ones go
+// to a worker, which keeps the event loop free of long copies.
+constexpr size_t kSpinMaxOutputBytes = 1u << 20;
 
 // A whole number option, or its default when absent.
 int64_t integer_option(const Napi::Object& options, const char* key, int64_t fallback, int64_t min, int64_t max) {
@@ -100,43 +105,34 @@ std::unique_ptr<Backend> make_backend(int cuda_device, int threads, bool cuda_gr
 #endif
 }
 
-// A Float32Array over `values` itself: the worker's one copy out of staging
-// is the last; the array frees the vector when it is collected. Saves a
-// second copy on the JS thread (3.9 MB for 32 rows of BERT logits).
-Napi::Float32Array float_array_taking(Napi::Env env, std::vector<float>&& values) {
-  if (values.empty()) return Napi::Float32Array::New(env, 0);
-  auto owned = std::make_unique<std::vector<float>>(std::move(values));
-  const size_t count = owned->size();
-  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-      env, owned->data(), count * sizeof(float),
-      [](Napi::Env, void*, std::vector<float>* vector) { delete vector; }, owned.get());
-  owned.release();  // the buffer's finalizer owns it now
-  return Napi::Float32Array::New(env, count, buffer, 0);
-}
-
-template <class Array, class T>
-Array typed_array_of(Napi::Env env, const std::vector<T>& values) {
-  Array array = Array::New(env, values.size());
-  std::copy(values.begin(), values.end(), array.Data());
-  return array;
-}
-
 using Clock = std::chrono::steady_clock;
 
-Napi::FunctionReference* engine_constructor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>(); }
+double us_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::micro>(to - from).count();
+}
+
+// Per env (napi instance data). setImmediate is taken when the addon loads,
+// so that fake timers installed later (tests) cannot stall spin waits.
+struct AddonData {
+  Napi::FunctionReference engine_constructor;
+  Napi::FunctionReference set_immediate;  // empty where the env has none
+};
+
+AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
 }  // namespace
 
 class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int cuda_device, int threads,
-             bool cuda_graphs, RuntimeOptions options)
+             bool cuda_graphs, bool spin_wait, RuntimeOptions options)
       : PromiseWorker(env, "fusedrt:loadEngine"),
         path_(std::move(path)),
         bytes_(std::move(bytes)),
         cuda_device_(cuda_device),
         threads_(threads),
         cuda_graphs_(cuda_graphs),
+        spin_wait_(spin_wait),
         options_(options) {}
 
  protected:
@@ -145,7 +141,9 @@ class LoadWorker : public PromiseWorker {
     runtime_ = Runtime::load(*source, make_backend(cuda_device_, threads_, cuda_graphs_), options_);
   }
 
-  Napi::Value result(Napi::Env env) override { return EngineObject::NewInstance(env, std::move(runtime_)); }
+  Napi::Value result(Napi::Env env) override {
+    return EngineObject::NewInstance(env, std::move(runtime_), spin_wait_);
+  }
 
  private:
   std::string path_;
@@ -153,6 +151,7 @@ class LoadWorker : public PromiseWorker {
   int cuda_device_;  // -1: the CPU backend
   int threads_;
   bool cuda_graphs_;
+  bool spin_wait_;
   RuntimeOptions options_;
   std::shared_ptr<Runtime> runtime_;
 };
@@ -184,52 +183,12 @@ class RunWorker : public PromiseWorker {
   }
 
   Napi::Value result(Napi::Env env) override {
-    const Clock::time_point building = Clock::now();
-    Napi::Object result = Napi::Object::New(env);
-    for (RunOutput& out : result_.outputs) {
-      Napi::Object tensor = Napi::Object::New(env);
-      if (out.k > 0) {
-        tensor.Set("topIds", typed_array_of<Napi::Int32Array>(env, out.top_ids));
-        tensor.Set("topScores", typed_array_of<Napi::Float32Array>(env, out.top_scores));
-        tensor.Set("rows", Napi::Number::New(env, static_cast<double>(out.rows)));
-        tensor.Set("k", Napi::Number::New(env, out.k));
-      } else {
-        tensor.Set("data", float_array_taking(env, std::move(out.data)));
-        tensor.Set("rows", Napi::Number::New(env, static_cast<double>(out.rows)));
-        tensor.Set("cols", Napi::Number::New(env, static_cast<double>(out.cols)));
-      }
-      result.Set(out.name, tensor);
-    }
-    Napi::Object timing_object = timing(env);
-    // The JS thread's share of the run: run() and building this result.
-    timing_object.Set("jsThreadUs", Napi::Number::New(env, js_call_us_ + std::chrono::duration<double, std::micro>(
-                                                                          Clock::now() - building).count()));
-    result.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing_object, napi_default));
-    if (result_.gpu_ms >= 0) {
-      // Not enumerable: iterating a result visits its outputs only.
-      result.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", Napi::Number::New(env, result_.gpu_ms), napi_default));
-    }
-    return result;
-  }
-
-  // The run's host time by phase (runtime.h, RunTiming), with the two hops
-  // between the JS thread and the libuv worker around it.
-  Napi::Object timing(Napi::Env env) const {
-    const auto us = [](Clock::time_point from, Clock::time_point to) {
-      return std::chrono::duration<double, std::micro>(to - from).count();
-    };
-    const RunTiming& t = result_.timing;
-    Napi::Object timing = Napi::Object::New(env);
-    const std::pair<const char*, double> phases[] = {
-        {"queueUs", us(queued_, started_)},     {"validateUs", t.validate_us},
-        {"contextWaitUs", t.context_wait_us},   {"stageUs", t.stage_us},
-        {"launchUs", t.launch_us},              {"deviceWaitUs", t.device_wait_us},
-        {"collectUs", t.collect_us},            {"deliverUs", us(finished_, Clock::now())},
-    };
-    for (const auto& [name, value] : phases) timing.Set(name, Napi::Number::New(env, value));
-    // Issued on the JS thread: queueUs then overlaps deviceWaitUs.
-    timing.Set("issuedOnJsThread", Napi::Boolean::New(env, issued_ != nullptr));
-    return timing;
+    HostPhases phases;
+    phases.queue_us = us_between(queued_, started_);
+    phases.deliver_us = us_between(finished_, Clock::now());
+    phases.js_call_us = js_call_us_;
+    phases.issued_on_js_thread = issued_ != nullptr;
+    return run_result_object(env, result_, phases);
   }
 
   void finished() override {
@@ -254,6 +213,13 @@ class RunWorker : public PromiseWorker {
   Clock::time_point finished_;
 };
 
+// A run issued on the JS thread whose completion the JS thread polls for.
+struct EngineObject::PolledRun {
+  std::unique_ptr<Runtime::InFlight> issued;
+  Napi::Promise::Deferred deferred;
+  double js_call_us;  // in run()
+};
+
 void EngineObject::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function constructor = DefineClass(env, "NativeEngine",
                                            {
@@ -261,7 +227,11 @@ void EngineObject::Init(Napi::Env env, Napi::Object exports) {
                                                InstanceMethod<&EngineObject::Run>("run"),
                                                InstanceMethod<&EngineObject::Dispose>("dispose"),
                                            });
-  env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(constructor)));
+  auto* data = new AddonData();
+  data->engine_constructor = Napi::Persistent(constructor);
+  const Napi::Value set_immediate = env.Global().Get("setImmediate");
+  if (set_immediate.IsFunction()) data->set_immediate = Napi::Persistent(set_immediate.As<Napi::Function>());
+  env.SetInstanceData(data);
   exports.Set("loadEngine", Napi::Function::New<&EngineObject::LoadEngine>(env, "loadEngine"));
 }
 
@@ -271,7 +241,9 @@ EngineObject::EngineObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<En
     error.Set("code", Napi::String::New(info.Env(), "E_INPUT"));
     throw error;
   }
-  runtime_ = *info[0].As<Napi::External<std::shared_ptr<Runtime>>>().Data();
+  const auto& [runtime, spin_wait] = *info[0].As<Napi::External<std::pair<std::shared_ptr<Runtime>, bool>>>().Data();
+  runtime_ = runtime;
+  spin_wait_ = spin_wait;
   external_bytes_ = runtime_->weight_bytes() + runtime_->workspace_bytes();
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
 }
@@ -285,9 +257,10 @@ EngineObject::~EngineObject() {
   }
 }
 
-Napi::Object EngineObject::NewInstance(Napi::Env env, std::shared_ptr<Runtime> runtime) {
-  auto external = Napi::External<std::shared_ptr<Runtime>>::New(env, &runtime);
-  return engine_constructor(env)->New({external});
+Napi::Object EngineObject::NewInstance(Napi::Env env, std::shared_ptr<Runtime> runtime, bool spin_wait) {
+  std::pair<std::shared_ptr<Runtime>, bool> setup{std::move(runtime), spin_wait};
+  auto external = Napi::External<std::pair<std::shared_ptr<Runtime>, bool>>::New(env, &setup);
+  return addon_data(env)->engine_constructor.New({external});
 }
 
 Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
@@ -320,6 +293,7 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     RuntimeOptions runtime_options;
     int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
     const bool cuda_graphs = boolean_option(options, "cudaGraphs", true);
+    const bool spin_wait = boolean_option(options, "spinWait", true);
     runtime_options.max_tokens = integer_option(options, "maxTokens", kDefaultMaxTokens, 1, INT32_MAX);
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
     runtime_options.max_selected_rows = std::min(
@@ -327,7 +301,7 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
     runtime_options.contexts = static_cast<int>(integer_option(
         options, "contexts", cuda_device < 0 ? kDefaultCpuContexts : kDefaultCudaContexts, 1, kMaxContexts));
     auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, cuda_graphs,
-                                  runtime_options);
+                                  spin_wait, runtime_options);
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;
@@ -386,6 +360,16 @@ Napi::Value EngineObject::Run(const Napi::CallbackInfo& info) {
     // Reading the batch ran JS (getters, proxies) that may have disposed us.
     if (disposed_) fail(ErrorCode::kDisposed, "the engine was disposed");
     std::unique_ptr<Runtime::InFlight> issued = runtime_->try_issue(request);
+    if (issued && spin_wait_ && issued->output_bytes() <= kSpinMaxOutputBytes &&
+        !addon_data(env)->set_immediate.IsEmpty()) {
+      auto run = std::make_unique<PolledRun>(PolledRun{std::move(issued), Napi::Promise::Deferred::New(env), 0});
+      Napi::Promise promise = run->deferred.Promise();
+      schedule_poll(env);
+      run->js_call_us = us_between(entered, Clock::now());
+      polled_.push_back(std::move(run));
+      ++runs_in_flight_;
+      return promise;
+    }
     auto* worker = new RunWorker(this, std::move(request), std::move(issued));
     Napi::Promise promise = worker->promise();
     worker->set_call_time(entered);
@@ -417,6 +401,66 @@ void EngineObject::run_settled() {
   std::vector<Napi::Promise::Deferred> waiters;
   waiters.swap(dispose_waiters_);
   for (auto& waiter : waiters) waiter.Resolve(Env().Undefined());
+}
+
+void EngineObject::poll_callback(const Napi::CallbackInfo& info) {
+  static_cast<EngineObject*>(info.Data())->poll_runs(info.Env());
+}
+
+void EngineObject::schedule_poll(Napi::Env env) {
+  if (poll_scheduled_) return;
+  if (poll_function_.IsEmpty()) {
+    poll_function_ = Napi::Persistent(Napi::Function::New(env, &EngineObject::poll_callback, "fusedrtPoll", this));
+  }
+  addon_data(env)->set_immediate.Call({poll_function_.Value()});
+  poll_scheduled_ = true;
+  if (self_.IsEmpty()) self_ = Napi::Persistent(Value());
+  last_poll_ = Clock::now();
+}
+
+// One turn of the event loop's check phase: settles the runs that have
+// finished (their promise reactions run when this callback returns), then
+// queues the next turn while any is left. Other callbacks run between turns,
+// so the loop is never held for longer than a read-out.
+void EngineObject::poll_runs(Napi::Env env) {
+  poll_scheduled_ = false;
+  for (size_t i = 0; i < polled_.size();) {
+    bool ready = true;
+    try {
+      ready = runtime_->ready(*polled_[i]->issued);
+    } catch (...) {
+      // finish() meets the same error and rejects the run with it.
+    }
+    if (!ready) {
+      ++i;
+      continue;
+    }
+    std::unique_ptr<PolledRun> run = std::move(polled_[i]);
+    polled_.erase(polled_.begin() + static_cast<std::ptrdiff_t>(i));
+    settle_polled(env, *run);
+  }
+  if (polled_.empty()) {
+    self_.Reset();
+  } else {
+    schedule_poll(env);
+  }
+}
+
+void EngineObject::settle_polled(Napi::Env env, PolledRun& run) {
+  try {
+    HostPhases phases;
+    // At most this late: the run was still going at the previous turn.
+    phases.deliver_us = us_between(last_poll_, Clock::now());
+    phases.js_call_us = run.js_call_us;
+    phases.issued_on_js_thread = true;
+    phases.polled = true;
+    RunResult result = runtime_->finish(*run.issued);
+    run.deferred.Resolve(run_result_object(env, result, phases));
+  } catch (...) {
+    run.deferred.Reject(make_js_error(env, describe_current_exception()));
+  }
+  run.issued.reset();  // gives the context back, if finish() did not
+  run_settled();
 }
 
 void EngineObject::release_runtime() {

@@ -556,11 +556,20 @@ std::unique_ptr<Runtime::InFlight> Runtime::try_issue(const RunRequest& request)
   run->issued = Clock::now();
   run->request.outputs = request.outputs;  // all that finish() reads of it
   run->request.top_k = request.top_k;
+  for (size_t i = 0; i < request.outputs.size(); ++i) {
+    const size_t index = prepared.output_index[i];
+    const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
+    const int64_t rows = rows_of(b.rows, prepared.real);
+    const int64_t values = top_k_applies(index, request.top_k) ? rows * request.top_k * 2 : rows * b.cols;
+    run->output_bytes_ += static_cast<size_t>(values) * sizeof(float);
+  }
   run->prepared = std::move(prepared);
   run->launch = launch;
   run->lease = std::move(lease);
   return run;
 }
+
+bool Runtime::ready(const InFlight& run) const { return (**run.lease).backend->done(); }
 
 RunResult Runtime::finish(InFlight& run) {
   Context& context = **run.lease;

@@ -129,6 +129,10 @@ class Runtime {
   class InFlight;
   std::unique_ptr<InFlight> try_issue(const RunRequest& request);
   RunResult finish(InFlight& run);
+  // Whether finish() would return without waiting for the device; for a
+  // caller that polls instead of blocking a thread (docs/runtime.md, "Spin
+  // wait").
+  bool ready(const InFlight& run) const;
 
   const Plan& plan() const { return plan_; }
   const Backend& backend() const { return *backend_; }
@@ -234,6 +238,9 @@ class Runtime::InFlight {
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
 
+  // What finish() copies out of staging for the outputs, in bytes.
+  size_t output_bytes() const { return output_bytes_; }
+
  private:
   friend class Runtime;
   InFlight() = default;
@@ -243,6 +250,7 @@ class Runtime::InFlight {
   RunResult result;  // its timing so far
   std::unique_ptr<Lease> lease;
   std::chrono::steady_clock::time_point issued;
+  size_t output_bytes_ = 0;
 };
 
 }  // namespace fusedrt

@@ -119,6 +119,7 @@ describe('native engine', function () {
     // The CPU computes while the run is issued, on a worker: that phase holds the work.
     assert.ok(timing.launchUs > 0, 'the CPU backend computes in launch');
     assert.strictEqual(timing.issuedOnJsThread, false);
+    assert.strictEqual(timing.spinWait, false, 'the CPU backend always finishes on a worker');
     assert.ok(timing.jsThreadUs > 0 && timing.jsThreadUs < wallUs, `JS thread ${timing.jsThreadUs} us of ${wallUs}`);
   });
 

@@ -37,6 +37,7 @@ export const ENGINE_DEFAULTS = {
   maxSelectedRows: 256,
   batchWindowMs: 0,
   cudaGraphs: true,
+  spinWait: true,
 };
 
 function positiveInteger(value: number, name: string, allowZero = false): number {
@@ -121,6 +122,7 @@ export class Engine {
       maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
       maxSelectedRows: positiveInteger(opts.maxSelectedRows, 'maxSelectedRows'),
       cudaGraphs: booleanOption(opts.cudaGraphs ?? ENGINE_DEFAULTS.cudaGraphs, 'cudaGraphs'),
+      spinWait: booleanOption(opts.spinWait ?? ENGINE_DEFAULTS.spinWait, 'spinWait'),
       contexts: contextsOption(opts.contexts),
     });
     try {

@@ -39,6 +39,8 @@ export interface NativeAddon {
     cudaGraphs?: boolean;
     /** 1..16; absent: 2 on CUDA, 1 on the CPU. */
     contexts?: number;
+    /** Replayed CUDA runs are settled by polling from the JS thread (docs/runtime.md, "Spin wait"); default true. */
+    spinWait?: boolean;
   }): Promise<NativeEngine>;
 }
 

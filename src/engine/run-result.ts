@@ -28,10 +28,13 @@ export function withGpuMs<T extends object>(result: T, ms: number | undefined): 
  * issuing the device work, waiting for the device, reading the outputs, and
  * deliverUs from the worker finishing to the result reaching JS. A run whose
  * recorded work was replayed (CUDA graphs) is issued on the JS thread
- * (issuedOnJsThread): its queueUs then overlaps deviceWaitUs.
+ * (issuedOnJsThread): its queueUs then overlaps deviceWaitUs. With spinWait
+ * the JS thread also settles it by polling: queueUs is 0, and deliverUs is
+ * the poll interval in which the run ended (how late it was seen at most).
  */
 export interface RunTiming {
   issuedOnJsThread: boolean;
+  spinWait: boolean;
   /** The JS thread's time in the addon for this run: run() (reading the batch, and issuing it when issuedOnJsThread) and building the result. */
   jsThreadUs: number;
   queueUs: number;

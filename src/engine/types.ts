@@ -37,6 +37,14 @@ export interface EngineOptions {
    */
   cudaGraphs?: boolean;
   /**
+   * CUDA only: a replayed run (CUDA graphs) is settled by the JS thread
+   * polling for its end between other callbacks (setImmediate turns), not
+   * by a libuv worker waiting for it: about 30-50 µs sooner per run, for one
+   * busy CPU core while runs are in flight (the event loop stays free; docs/runtime.md,
+   * "Spin wait"). Runs with more than 1 MB of outputs always use a worker. Default: true.
+   */
+  spinWait?: boolean;
+  /**
    * How long the batcher waits for more requests before running a batch, in
    * milliseconds. With 0 a request runs on the next turn of the event loop;
    * requests that arrive while a batch is running are merged either way. Default: 0.

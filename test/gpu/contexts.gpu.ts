@@ -21,7 +21,7 @@ import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
 import { addon, type NativeEngine, type NativeLoadOptions, type NativeOutput, type NativeRunRequest } from '../support/native-addon';
 
-type LoadOptions = NativeLoadOptions & { contexts?: number; cudaGraphs?: boolean };
+type LoadOptions = NativeLoadOptions & { contexts?: number; cudaGraphs?: boolean; spinWait?: boolean };
 type ContextInfo = Pick<EngineInfo, 'contexts' | 'contextsOverlap' | 'device'>;
 
 const VOCAB = 500;
@@ -172,6 +172,42 @@ describe('execution contexts and the shared device (GPU machine)', function () {
       } finally {
         await engine.dispose();
       }
+    }
+  });
+
+  it('settles replayed runs by polling from the JS thread (spinWait), keeping the event loop turning', async () => {
+    const timingOf = (result: object) => runTiming(result) as { spinWait: boolean; queueUs: number; deliverUs: number };
+    const batch = batchOf([100, 28], 22);
+    const reference = await load(plans.fp16!, { contexts: 1, spinWait: false });
+    const engine = await load(plans.fp16!, { contexts: 1 });
+    try {
+      const want = await reference.run(batch);
+      await reference.run(batch);
+      assert.equal(timingOf(await reference.run(batch)).spinWait, false, 'spinWait false: a worker waits');
+      const first = await engine.run(batch);
+      assert.equal(timingOf(first).spinWait, false, 'a first run records its graph on a worker');
+      let turns = 0;
+      let ticking = true;
+      const tick = () => { turns++; if (ticking) setImmediate(tick); };
+      setImmediate(tick);
+      const polled = await engine.run(batch);
+      ticking = false;
+      assertSame(polled, want, 'a polled run');
+      const timing = timingOf(polled);
+      assert.equal(timing.spinWait, true, 'a replayed run is polled');
+      assert.equal(timing.queueUs, 0, 'no worker queue');
+      assert.ok(turns > 0, 'other setImmediate callbacks ran while the run was polled');
+      // Runs in flight at once on one context: the second waits on a worker.
+      const pair = await Promise.all([engine.run(batch), engine.run(batch)]);
+      pair.forEach((result, i) => assertSame(result, want, `run ${i} of two`));
+      assert.deepEqual(pair.map((r) => timingOf(r).spinWait), [true, false]);
+      // dispose() waits for a polled run.
+      const pending = engine.run(batch);
+      await engine.dispose();
+      assertSame(await pending, want, 'a run polled across dispose()');
+    } finally {
+      await reference.dispose();
+      await engine.dispose();
     }
   });
 

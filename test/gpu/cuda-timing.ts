@@ -133,10 +133,12 @@ async function timeFillMask(work: string): Promise<void> {
         const timing = runTiming(result);
         if (timing) phases.push(timing);
       }
+      type Phase = Exclude<keyof RunTiming, 'issuedOnJsThread' | 'spinWait'>;
       const phaseNames = (Object.keys(phases[0] ?? {}) as Array<keyof RunTiming>)
-        .filter((name): name is Exclude<keyof RunTiming, 'issuedOnJsThread'> => name !== 'issuedOnJsThread');
+        .filter((name): name is Phase => name !== 'issuedOnJsThread' && name !== 'spinWait');
       const onJsThread = phases.filter((p) => p.issuedOnJsThread).length;
-      console.log(`${sequences}x128 topK ${topK}: ${onJsThread}/${phases.length} issued on the JS thread; host phases p50 us: ${phaseNames.map((name) =>
+      const polled = phases.filter((p) => p.spinWait).length;
+      console.log(`${sequences}x128 topK ${topK}: ${onJsThread}/${phases.length} issued on the JS thread, ${polled} settled by spin wait; host phases p50 us: ${phaseNames.map((name) =>
         `${name.replace(/Us$/, '')} ${percentile(phases.map((p) => p[name]).sort((a, b) => a - b), 0.5).toFixed(1)}`).join(', ')}`);
       const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
       const sorted = (v: number[]) => [...v].sort((a, b) => a - b);

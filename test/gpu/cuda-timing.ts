@@ -10,7 +10,9 @@
  * Then the fill-mask path through the Engine API (batcher included): a
  * BertForMaskedLM fp16 plan, one [MASK] per sequence, topK 5, wall time next
  * to the run's GPU time (CUDA events, result gpuMs) and their difference per
- * run: the host overhead issue 3 bounds at 50 us for batch 1.
+ * run: the host overhead issue 3 bounds at 50 us for batch 1; with spinWait
+ * on and off, each followed by the event loop's longest stalls while 32 x 128
+ * top-5 runs go back to back (and idle, for the host's own).
  * Not a test: it prints a table and fails only when a run fails.
  */
 import * as fs from 'fs';
@@ -19,6 +21,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import { Engine } from '../../src/engine/engine';
 import { runGpuMs, runTiming, type RunTiming } from '../../src/engine/run-result';
+import { measureLoopStalls } from '../../src/tools/loop-stalls';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
@@ -27,6 +30,7 @@ import { addon, NativeLoadOptions, NativeRunRequest } from '../support/native-ad
 const VOCAB_SIZE = 30522;
 const WARMUP = 20;
 const RUNS = 200;
+const LOOP_PROBE_MS = 3000;
 
 function bertBaseVocabulary(): string[] {
   const words = randomModelVocabulary();
@@ -110,8 +114,20 @@ async function timeFillMask(work: string): Promise<void> {
   });
   const plan = path.join(work, 'bert-base-mlm-fp16.plan');
   await buildPlan(model, plan, { precision: 'fp16' });
-  const engine = await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64 });
-  const rows: string[][] = [['fp16 MLM', 'batch', 'topK', 'wall p50 ms', 'gpu p50 ms', 'wall-gpu p50 us', 'wall-gpu p90 us', 'wall mean ms', 'gpu mean ms']];
+  const rows: string[][] = [['fp16 MLM', 'spinWait', 'batch', 'topK', 'wall p50 ms', 'gpu p50 ms', 'wall-gpu p50 us', 'wall-gpu p90 us', 'wall mean ms', 'gpu mean ms']];
+  const stalls: string[] = [];
+  const idle = await measureLoopStalls(undefined, LOOP_PROBE_MS);
+  stalls.push(`idle: longest stall ${idle.maxMs.toFixed(3)} ms, ${idle.over1Ms} over 1 ms in ${idle.turns} turns`);
+  for (const spinWait of [true, false]) {
+    await timeFillMaskWith(await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64, spinWait }), spinWait, rows, stalls);
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
+  console.log(`event loop while 32x128 top-5 runs back to back (src/tools/loop-stalls.ts, ${LOOP_PROBE_MS / 1000} s each):`);
+  for (const line of stalls) console.log(`  ${line}`);
+}
+
+async function timeFillMaskWith(engine: Engine, spinWait: boolean, rows: string[][], stalls: string[]): Promise<void> {
   try {
     for (const [sequences, topK] of [[1, 5], [32, 5], [32, 0]]) {
       const base = batchOf(sequences, 128, ['logits']);
@@ -142,16 +158,19 @@ async function timeFillMask(work: string): Promise<void> {
         `${name.replace(/Us$/, '')} ${percentile(phases.map((p) => p[name]).sort((a, b) => a - b), 0.5).toFixed(1)}`).join(', ')}`);
       const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
       const sorted = (v: number[]) => [...v].sort((a, b) => a - b);
-      rows.push(['', `${sequences}x128`, topK > 0 ? String(topK) : 'full', percentile(sorted(wall), 0.5).toFixed(3),
+      rows.push(['', String(spinWait), `${sequences}x128`, topK > 0 ? String(topK) : 'full', percentile(sorted(wall), 0.5).toFixed(3),
         percentile(sorted(gpu), 0.5).toFixed(3), percentile(sorted(overhead), 0.5).toFixed(0),
         percentile(sorted(overhead), 0.9).toFixed(0), mean(wall).toFixed(3), mean(gpu).toFixed(3)]);
       console.log(rows[rows.length - 1].join('  '));
     }
+    const base = batchOf(32, 128, ['logits']);
+    const topK5 = { ...base, selectedRows: Int32Array.from({ length: 32 }, (_, b) => b * 128 + 5), topK: 5 };
+    const p = await measureLoopStalls(() => engine.run(topK5), LOOP_PROBE_MS);
+    stalls.push(`spinWait ${spinWait}: ${p.requests} runs, longest stall ${p.maxMs.toFixed(3)} ms, p99 ${p.p99Ms.toFixed(3)} ms, `
+      + `${p.over1Ms} over 1 ms in ${p.turns} turns`);
   } finally {
     await engine.dispose();
   }
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
 }
 
 main().catch((e: unknown) => {

@@ -131,15 +131,9 @@ class CudaBackend::Context : public BackendContext {
   void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                     float* top_scores) override {
     if (activations_ == DType::kF16) {
-      check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<__half>{as<__half>(logits), rows, cols, k, top_ids, top_scores,
-                                                           topk_counters_, topk_scratch_},
-                              stream_),
-            "the softmax top-k kernel");
+      softmax_topk_of(as<__half>(logits), rows, cols, k, top_ids, top_scores);
     } else {
-      check(gpu::softmax_topk(gpu::SoftmaxTopKArgs<float>{as<float>(logits), rows, cols, k, top_ids, top_scores,
-                                                          topk_counters_, topk_scratch_},
-                              stream_),
-            "the softmax top-k kernel");
+      softmax_topk_of(as<float>(logits), rows, cols, k, top_ids, top_scores);
     }
   }
 
@@ -182,6 +176,12 @@ class CudaBackend::Context : public BackendContext {
     // The kernel needs the counters zero before its first call and leaves them so.
     check(cudaMemsetAsync(topk_counters_, 0, counter_bytes, stream_), "cudaMemset of the top-k row counters");
     check(cudaStreamSynchronize(stream_), "cudaMemset of the top-k row counters");
+  }
+
+  template <class T>
+  void softmax_topk_of(const T* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids, float* top_scores) {
+    const gpu::SoftmaxTopKArgs<T> args{logits, rows, cols, k, top_ids, top_scores, topk_counters_, topk_scratch_};
+    check(gpu::softmax_topk(args, stream_), "the softmax top-k kernel");
   }
 
   void release_resources() {

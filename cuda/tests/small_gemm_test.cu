@@ -73,17 +73,6 @@ constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Act
                                        Activation::kRelu, Activation::kTanh};
 constexpr int kActivationCount = 5;
 
-const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::kNone: return "none";
-    case Activation::kGelu: return "gelu";
-    case Activation::kGeluTanh: return "gelu_tanh";
-    case Activation::kRelu: return "relu";
-    case Activation::kTanh: return "tanh";
-  }
-  return "?";
-}
-
 double activate(double x, Activation a) {
   switch (a) {
     case Activation::kNone: return x;

@@ -94,17 +94,6 @@ void test_thread_pool(ThreadPool& pool) {
 
 // ---- gemm ----------------------------------------------------------------
 
-const char* activation_name(Activation activation) {
-  switch (activation) {
-    case Activation::kNone: return "none";
-    case Activation::kGelu: return "gelu";
-    case Activation::kGeluTanh: return "gelu_tanh";
-    case Activation::kRelu: return "relu";
-    case Activation::kTanh: return "tanh";
-  }
-  return "?";
-}
-
 constexpr double kPi = 3.14159265358979323846;
 
 double activate_reference(Activation activation, double x) {

@@ -19,6 +19,7 @@ interface EngineNodeDef extends NodeDef {
   device?: string;
   threads?: string | number;
   contexts?: string | number;
+  gpuWait?: string;
   maxTokens?: string | number;
   maxSequences?: string | number;
   batchWindowMs?: string | number;
@@ -33,6 +34,13 @@ function integerField(value: string | number | undefined, field: string, min: nu
   return n;
 }
 
+/** The GPU wait select as the engine's spinWait; absent or blank (flows saved before the field) leaves the engine's default. */
+function spinWaitField(value: string | undefined): boolean | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value === 'spin' || value === 'block') return value === 'spin';
+  throw nodeError('E_INPUT', 'badChoice', { field: 'GPU wait', choices: 'spin, block', value });
+}
+
 function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSettings {
   const precision = (def.precision || 'fp32') as Precision;
   if (precision !== 'fp32' && precision !== 'fp16') throw nodeError('E_INPUT', 'badChoice', { field: 'precision', choices: 'fp32, fp16', value: precision });
@@ -40,6 +48,7 @@ function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSe
     device: (def.device || 'auto') as DeviceOption,
     threads: integerField(def.threads, 'threads', 0),
     contexts: integerField(def.contexts, 'contexts', 1),
+    spinWait: spinWaitField(def.gpuWait),
     maxTokens: integerField(def.maxTokens, 'max tokens', 1),
     maxSequences: integerField(def.maxSequences, 'max texts', 1),
     batchWindowMs: integerField(def.batchWindowMs, 'batch window', 0),

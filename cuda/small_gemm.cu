@@ -170,7 +170,8 @@ __device__ __forceinline__ bool reduce_splits(const SmallGemmArgs& p, int splits
       float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
       for (int s = 0; s < splits; ++s) {
         const float(&f)[4] = acc[mi][ni];
-        const float4 x = s == split ? make_float4(f[0], f[1], f[2], f[3]) : __ldcg(partials + s * kVectorsPerSplit + vector);
+        const float4 x =
+            s == split ? make_float4(f[0], f[1], f[2], f[3]) : __ldcg(partials + s * kVectorsPerSplit + vector);
         sum.x += x.x;
         sum.y += x.y;
         sum.z += x.z;
@@ -203,7 +204,9 @@ __global__ void __launch_bounds__(kThreads) small_gemm_kernel(const SmallGemmArg
 #pragma unroll
   for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
-    for (int ni = 0; ni < Traits::kNTiles; ++ni) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
+    for (int ni = 0; ni < Traits::kNTiles; ++ni) {
+      acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
+    }
   }
 
 #pragma unroll

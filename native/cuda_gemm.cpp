@@ -295,17 +295,19 @@ gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* 
 std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
   std::vector<Tactic> tactics;
   if (key.data_type != CUDA_R_16F || key.rows > kSmallGemmMaxRows) return tactics;
-  const bool aligned = key.align_in >= gpu::kSmallGemmLoadAlignment && key.align_weight >= gpu::kSmallGemmLoadAlignment &&
-                       key.align_out >= gpu::kSmallGemmStoreAlignment &&
-                       (key.align_bias == 0 || key.align_bias >= gpu::kSmallGemmStoreAlignment);
+  const bool aligned =
+      key.align_in >= gpu::kSmallGemmLoadAlignment && key.align_weight >= gpu::kSmallGemmLoadAlignment &&
+      key.align_out >= gpu::kSmallGemmStoreAlignment &&
+      (key.align_bias == 0 || key.align_bias >= gpu::kSmallGemmStoreAlignment);
   if (!aligned) return tactics;
   for (const int tile_rows : {16, 32, 64}) {
     if (tile_rows < 64 && key.rows > 2 * tile_rows) continue;
     const int64_t tiles = gpu::small_gemm_tiles(key.rows, key.n, {tile_rows, 1});
     for (const int64_t wanted : {int64_t{1}, (sm_count + tiles - 1) / tiles, (2 * sm_count + tiles - 1) / tiles}) {
-      const gpu::SmallGemmConfig config{tile_rows, static_cast<int>(std::min<int64_t>(wanted, gpu::small_gemm_max_splits(key.k)))};
-      const bool fits = config.splits == 1 || (tiles <= kTileCounters && gpu::small_gemm_workspace_bytes(
-                                                                             key.rows, key.n, config) <= kGemmWorkspaceBytes);
+      const int splits = static_cast<int>(std::min<int64_t>(wanted, gpu::small_gemm_max_splits(key.k)));
+      const gpu::SmallGemmConfig config{tile_rows, splits};
+      const size_t partial_bytes = gpu::small_gemm_workspace_bytes(key.rows, key.n, config);
+      const bool fits = splits == 1 || (tiles <= kTileCounters && partial_bytes <= kGemmWorkspaceBytes);
       const bool known = std::any_of(tactics.begin(), tactics.end(), [&](const Tactic& t) {
         return t.config.tile_rows == config.tile_rows && t.config.splits == config.splits;
       });

@@ -75,7 +75,8 @@ Napi::Object run_result_object(Napi::Env env, RunResult& result, const HostPhase
   // Not enumerable: iterating a result visits its outputs only.
   object.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing, napi_default));
   if (result.gpu_ms >= 0) {
-    object.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", Napi::Number::New(env, result.gpu_ms), napi_default));
+    const Napi::Number gpu_ms = Napi::Number::New(env, result.gpu_ms);
+    object.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", gpu_ms, napi_default));
   }
   return object;
 }

@@ -343,7 +343,33 @@ void EngineObject::run_settled() {
 }
 
 void EngineObject::poll_callback(const Napi::CallbackInfo& info) {
-  static_cast<EngineObject*>(info.Data())->poll_runs(info.Env());
+  auto* engine = static_cast<EngineObject*>(info.Data());
+  try {
+    engine->poll_runs(info.Env());
+  } catch (...) {
+    // The next turn could not be queued (the environment is shutting down):
+    // nothing may be thrown at the event loop, so workers wait for the runs
+    // left, as without spin wait.
+    engine->hand_polled_to_workers();
+  }
+}
+
+void EngineObject::hand_polled_to_workers() {
+  std::vector<std::unique_ptr<PolledRun>> runs;
+  runs.swap(polled_);
+  self_.Reset();
+  for (std::unique_ptr<PolledRun>& run : runs) {
+    try {
+      // The worker settles the run (run_settled() included); its promise
+      // settles ours.
+      auto* worker = new RunWorker(this, RunRequest{}, std::move(run->issued));
+      run->deferred.Resolve(worker->promise());
+      worker->Queue();
+    } catch (...) {
+      // Nothing left to settle it with; the InFlight, if still here, waits
+      // for the device as it goes.
+    }
+  }
 }
 
 void EngineObject::schedule_poll(Napi::Env env) {

@@ -47,6 +47,7 @@ class EngineObject : public Napi::ObjectWrap<EngineObject> {
   void schedule_poll(Napi::Env env);
   void poll_runs(Napi::Env env);
   void settle_polled(Napi::Env env, PolledRun& run);
+  void hand_polled_to_workers();
 
   std::shared_ptr<Runtime> runtime_;
   bool spin_wait_ = false;

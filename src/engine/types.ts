@@ -39,9 +39,10 @@ export interface EngineOptions {
   /**
    * CUDA only: a replayed run (CUDA graphs) is settled by the JS thread
    * polling for its end between other callbacks (setImmediate turns), not
-   * by a libuv worker waiting for it: about 30-50 µs sooner per run, for one
-   * busy CPU core while runs are in flight (the event loop stays free; docs/runtime.md,
-   * "Spin wait"). Runs with more than 1 MB of outputs always use a worker. Default: true.
+   * by a libuv worker waiting for it: about 30-90 µs sooner per run (H100),
+   * for one busy CPU core while runs are in flight. The event loop keeps
+   * turning; docs/runtime.md, "Spin wait", has its measured stalls. Runs
+   * with more than 1 MB of outputs always use a worker. Default: true.
    */
   spinWait?: boolean;
   /**

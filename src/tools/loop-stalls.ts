@@ -62,6 +62,9 @@ export async function measureLoopStalls(work: (() => Promise<unknown>) | undefin
       }
     }
   } finally {
+    // One more turn, so that the gap the last request caused (its callbacks
+    // ran just before this) is counted; the probe's pending turn runs first.
+    await new Promise((resolve) => setImmediate(resolve));
     probing = false;
   }
   const turns = histogram.reduce((n, count) => n + count, 0);

@@ -49,8 +49,7 @@ if(FUSEDRT_WITH_CUDA)
   target_include_directories(fusedrt_cuda_kernels PRIVATE ${CMAKE_SOURCE_DIR}/native)
   target_compile_options(fusedrt_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
 
-  target_sources(fusedrt PRIVATE ${CMAKE_SOURCE_DIR}/native/cuda_backend.cpp ${CMAKE_SOURCE_DIR}/native/cuda_device.cpp ${CMAKE_SOURCE_DIR}/native/cuda_gemm.cpp
-    ${CMAKE_SOURCE_DIR}/native/cublaslt_configs.cpp)
+  target_sources(fusedrt PRIVATE ${CMAKE_SOURCE_DIR}/native/cuda_backend.cpp ${CMAKE_SOURCE_DIR}/native/cuda_device.cpp ${CMAKE_SOURCE_DIR}/native/cuda_gemm.cpp)
   target_compile_definitions(fusedrt PRIVATE FUSEDRT_WITH_CUDA=1)
   target_include_directories(fusedrt PRIVATE ${FUSEDRT_CUBLASLT_INCLUDE_DIR})
   target_link_libraries(fusedrt PRIVATE fusedrt_cuda_kernels CUDA::cudart CUDA::cublasLt)

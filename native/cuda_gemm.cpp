@@ -21,7 +21,6 @@
 #include "../cuda/gemm_epilogue.cuh"
 #include "../cuda/small_gemm.cuh"
 #include "backend.h"
-#include "cublaslt_configs.h"
 #include "cuda_check.h"
 
 namespace fusedrt {
@@ -53,15 +52,10 @@ constexpr double kClearlySlower = 1.25;
 // run (to be confirmed in the device log): a candidate replaces the
 // heuristic's first only when it is at least 2% faster.
 constexpr double kMinGain = 0.98;
-// Wall time per GemmKey unless FUSEDRT_GEMM_TUNING_BUDGET_MS says otherwise;
-// candidates are tried in order (the heuristic's first, the small-row
-// kernel's, the heuristic's others, then configurations the heuristic did not
-// offer, best estimate first) until it is spent. Capturing and timing one
-// candidate takes 1-3 ms (H100).
-constexpr double kDefaultTuningBudgetMs = 20;
-// Configurations beyond the heuristic's list joined to the candidates at most
-// (cublaslt_configs.h); the budget usually ends the list before that.
-constexpr size_t kMaxEnumeratedConfigs = 256;
+// Wall time per GemmKey; candidates are tried in order (the heuristic's
+// first, the small-row kernel's, the heuristic's others) until it is spent.
+// Capturing and timing one candidate takes 1-3 ms (H100).
+constexpr double kTuningBudgetUs = 20000;
 // The small-row kernel (cuda/small_gemm.cu) joins the candidates of fp16
 // GEMMs up to this many rows; beyond, cuBLASLt's large tiles fill the GPU.
 constexpr int64_t kSmallGemmMaxRows = 256;
@@ -79,57 +73,18 @@ bool tuning_enabled() {
   static const bool enabled = !env_equals("FUSEDRT_GEMM_TUNING", "0");
   return enabled;
 }
-// FUSEDRT_GEMM_TUNING_LOG: 1, a line per tuned key; 2, also one per timed
-// candidate.
-int tuning_log_level() {
-  static const int level = env_equals("FUSEDRT_GEMM_TUNING_LOG", "2") ? 2 : env_equals("FUSEDRT_GEMM_TUNING_LOG", "1");
-  return level;
-}
-double tuning_budget_us() {
-  static const double budget_us = [] {
-    const char* set = std::getenv("FUSEDRT_GEMM_TUNING_BUDGET_MS");
-    char* end = nullptr;
-    const double ms = set != nullptr ? std::strtod(set, &end) : 0;
-    const bool valid = set != nullptr && end != set && *end == '\0' && ms > 0 && ms <= 60000;
-    if (set != nullptr && !valid) {
-      std::fprintf(stderr, "fusedrt: FUSEDRT_GEMM_TUNING_BUDGET_MS=%s is not a number of milliseconds in (0, 60000]; "
-                   "tuning with %g ms per GEMM shape\n", set, kDefaultTuningBudgetMs);
-    }
-    return 1e3 * (valid ? ms : kDefaultTuningBudgetMs);
-  }();
-  return budget_us;
+bool tuning_logged() {
+  static const bool logged = env_equals("FUSEDRT_GEMM_TUNING_LOG", "1");
+  return logged;
 }
 
 // FUSEDRT_GEMM_TACTICS (docs/cuda.md, "GEMM tactics"): which kinds of tactic
-// are candidates, a comma-separated list of kinds or groups; unset, all.
-enum TacticKind : unsigned {
-  kHeuristic = 1,   // the algorithms cuBLASLt's heuristic offers
-  kEnumerated = 2,  // cuBLASLt configurations it does not offer (cublaslt_configs.h)
-  kFusedRT = 4,     // the small-row kernel (cuda/small_gemm.cu)
-};
-unsigned tactic_kinds() {
-  static const unsigned kinds = [] {
-    const char* set = std::getenv("FUSEDRT_GEMM_TACTICS");
-    if (set == nullptr || *set == '\0') return unsigned{kHeuristic | kEnumerated | kFusedRT};
-    const std::pair<const char*, unsigned> names[] = {
-        {"heuristic", kHeuristic}, {"enumerated", kEnumerated}, {"cublaslt", kHeuristic | kEnumerated},
-        {"fusedrt", kFusedRT}, {"all", kHeuristic | kEnumerated | kFusedRT}};
-    unsigned chosen = 0;
-    std::string list = set;
-    for (size_t begin = 0; begin <= list.size();) {
-      const size_t end = std::min(list.find(',', begin), list.size());
-      const std::string name = list.substr(begin, end - begin);
-      const auto known = std::find_if(std::begin(names), std::end(names), [&](const auto& n) { return name == n.first; });
-      if (known != std::end(names)) {
-        chosen |= known->second;
-      } else {
-        std::fprintf(stderr, "fusedrt: FUSEDRT_GEMM_TACTICS: unknown kind '%s' ignored (kinds: heuristic, "
-                     "enumerated, cublaslt, fusedrt, all)\n", name.c_str());
-      }
-      begin = end + 1;
-    }
-    return chosen != 0 ? chosen : unsigned{kHeuristic | kEnumerated | kFusedRT};
-  }();
+// are candidates.
+enum class TacticKinds { kAll, kCublasLt, kFusedRT };
+TacticKinds tactic_kinds() {
+  static const TacticKinds kinds = env_equals("FUSEDRT_GEMM_TACTICS", "cublaslt") ? TacticKinds::kCublasLt
+                                   : env_equals("FUSEDRT_GEMM_TACTICS", "fusedrt") ? TacticKinds::kFusedRT
+                                                                                   : TacticKinds::kAll;
   return kinds;
 }
 
@@ -376,12 +331,9 @@ std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& k
                                   std::to_string(key.k) + " by " + std::to_string(key.k) + "x" + std::to_string(key.n) +
                                   " GEMM of this precision");
   }
-  const unsigned kinds = tactic_kinds();
-  std::vector<Tactic> own = (kinds & kFusedRT) == 0 ? std::vector<Tactic>{} : small_gemm_tactics(key, sm_count);
-  // Without the heuristic's kind its first stays only where the small-row
-  // kernel cannot run: something must, and the tuner times the rest against
-  // the first candidate.
-  if ((kinds & kHeuristic) == 0) setup->candidates.resize(own.empty() ? 1 : 0);
+  const TacticKinds kinds = tactic_kinds();
+  std::vector<Tactic> own = kinds == TacticKinds::kCublasLt ? std::vector<Tactic>{} : small_gemm_tactics(key, sm_count);
+  if (!own.empty() && kinds == TacticKinds::kFusedRT) setup->candidates.clear();
   if (!tuning_enabled() && !setup->candidates.empty()) own.clear();
   // After the heuristic's first: its other algorithms are mostly slower
   // variants of it, and the budget may run out before the end of the list.
@@ -389,21 +341,6 @@ std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& k
   setup->candidates.insert(after_first, own.begin(), own.end());
   setup->tactic = setup->candidates.front();
   return setup;
-}
-
-// Just before a key is tuned: cuBLASLt configurations its heuristic did not
-// offer join the end of the candidates (cublaslt_configs.h). Not done when
-// the setup is made, since most setups find their key tuned already.
-void add_enumerated_configs(cublasLtHandle_t lt, GemmSetup& setup, const GemmKey& key) {
-  if ((tactic_kinds() & kEnumerated) == 0) return;
-  const CublasLtProblem problem{setup.desc, setup.weight, setup.in, setup.out, key.compute, key.data_type,
-                                key.align_weight, key.align_in, key.align_out, kGemmWorkspaceBytes};
-  for (const cublasLtMatmulAlgo_t& algo : enumerate_cublaslt_configs(lt, problem, kMaxEnumeratedConfigs)) {
-    const bool known = std::any_of(setup.candidates.begin(), setup.candidates.end(), [&](const Tactic& t) {
-      return !t.small_gemm && std::memcmp(&t.algo, &algo, sizeof(algo)) == 0;
-    });
-    if (!known) setup.candidates.push_back(Tactic{false, algo, {}});
-  }
 }
 
 // What a launch needs besides the setup and the call: the runner's.
@@ -495,7 +432,6 @@ struct TuneResult {
   double best_us = 0;           // per launch, the fastest candidate timed
   double small_gemm_us = 0;     // per launch, the fastest small-row kernel's first sample; 0 when none was timed
   int tried = 0;                // candidates timed, the first included
-  std::vector<std::pair<size_t, double>> timed;  // (candidate index, us per launch) of each timed candidate
   std::string not_tuned;        // why the first was kept untimed, if it was
   double wall_ms = 0;           // the tuning's own cost, on the host's clock
 };
@@ -559,7 +495,7 @@ class Tuner {
     }
     // Timing the first (a lead and kSamples spans) and two rivals (a lead and
     // a span each, at the least) must fit the budget, or tuning cannot pay.
-    if ((1 + kSamples + 2 * 2) * span_us > tuning_budget_us()) {
+    if ((1 + kSamples + 2 * 2) * span_us > kTuningBudgetUs) {
       result.first_us = span_us / reps;
       result.best_us = result.first_us;
       result.not_tuned = "too large to tune within the budget";
@@ -569,9 +505,8 @@ class Tuner {
     first.reset();
     result.best_us = result.first_us;
     result.tried = 1;
-    result.timed.emplace_back(0, result.first_us);
 
-    for (size_t i = 1; i < candidates.size() && elapsed_us() < tuning_budget_us(); ++i) {
+    for (size_t i = 1; i < candidates.size() && elapsed_us() < kTuningBudgetUs; ++i) {
       if (!queued(candidates[i])) continue;
       const GraphExecPtr graph = capture(candidates[i], reps);
       if (!graph) continue;
@@ -580,14 +515,10 @@ class Tuner {
       if (candidates[i].small_gemm && (result.small_gemm_us == 0 || spans.front() / reps < result.small_gemm_us)) {
         result.small_gemm_us = spans.front() / reps;
       }
-      if (spans.front() / reps > kClearlySlower * result.best_us) {
-        result.timed.emplace_back(i, spans.front() / reps);
-        continue;
-      }
+      if (spans.front() / reps > kClearlySlower * result.best_us) continue;
       const std::vector<double> more = measure(graph.get(), kSamples - 1, true);
       spans.insert(spans.end(), more.begin(), more.end());
       const double us = median(spans) / reps;
-      result.timed.emplace_back(i, us);
       if (us < result.best_us) {
         result.best_us = us;
         result.chosen = i;
@@ -691,40 +622,35 @@ std::string config_value(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCon
   return std::to_string(value);
 }
 
-std::string describe(const Tactic& t) {
-  if (t.small_gemm) {
-    return "small_gemm tile_rows " + std::to_string(t.config.tile_rows) + " splits " + std::to_string(t.config.splits);
-  }
-  return "cublaslt algo " + config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
-         config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
-         config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
-         config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
-         config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME);
-}
-
-// FUSEDRT_GEMM_TUNING_LOG (docs/cuda.md, "GEMM tactics" says how to read
-// it): a line per tuned key, and at level 2 first a line per timed candidate.
-void log_tuning(const GemmKey& key, const std::vector<Tactic>& candidates, const TuneResult& r) {
+// FUSEDRT_GEMM_TUNING_LOG=1: one line per tuned key (docs/cuda.md, "GEMM
+// tactics" says how to read it).
+void log_tuning(const GemmKey& key, const TuneResult& r) {
   char head[160];
   std::snprintf(head, sizeof(head), "fusedrt gemm tuning: %lldx%lldx%lld %s %s: ", static_cast<long long>(key.rows),
                 static_cast<long long>(key.n), static_cast<long long>(key.k), type_name(key),
                 epilogue_name(key.epilogue));
-  if (tuning_log_level() >= 2) {
-    for (const auto& [index, us] : r.timed) {
-      std::fprintf(stderr, "%scandidate #%zu %.2f us (%s)\n", head, index, us, describe(candidates[index]).c_str());
-    }
-  }
   char times[200];
   if (r.not_tuned.empty()) {
-    std::snprintf(times, sizeof(times),
-                  "first %.1f us, best %.1f us, small_gemm %.1f us, %d tried of %zu, chose #%zu", r.first_us,
-                  r.best_us, r.small_gemm_us, r.tried, candidates.size(), r.chosen);
+    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, small_gemm %.1f us, %d tried, chose #%zu",
+                  r.first_us, r.best_us, r.small_gemm_us, r.tried, r.chosen);
   } else if (r.first_us > 0) {
     std::snprintf(times, sizeof(times), "first %.1f us, not tuned: %s", r.first_us, r.not_tuned.c_str());
   } else {
     std::snprintf(times, sizeof(times), "not tuned: %s", r.not_tuned.c_str());
   }
-  std::fprintf(stderr, "%s%s (%s), %.1f ms\n", head, times, describe(r.tactic).c_str(), r.wall_ms);
+  std::string line = std::string(head) + times;
+  const Tactic& t = r.tactic;
+  if (t.small_gemm) {
+    line += " (small_gemm tile_rows " + std::to_string(t.config.tile_rows) + " splits " +
+            std::to_string(t.config.splits) + ")";
+  } else {
+    line += " (cublaslt algo " + config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
+            config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + ")";
+  }
+  std::fprintf(stderr, "%s, %.1f ms\n", line.c_str(), r.wall_ms);
 }
 
 }  // namespace
@@ -757,10 +683,9 @@ struct GemmRunner::State {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     check(cudaStreamIsCapturing(target.stream, &capture), "cudaStreamIsCapturing");
     if (capture != cudaStreamCaptureStatusNone) return;
-    add_enumerated_configs(target.lt, setup, key);
     const TuneResult tuned = Tuner(target, &queue_gemm<T>, setup, c).run();
     setup.tactic = publish_tuned(device, key, tuned.tactic);
-    if (tuning_log_level() >= 1) log_tuning(key, setup.candidates, tuned);
+    if (tuning_logged()) log_tuning(key, tuned);
   }
 
   template <class T>

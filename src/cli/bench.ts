@@ -3,7 +3,7 @@ import { Engine } from '../engine/engine';
 import type { DeviceOption, PackedBatch } from '../engine/types';
 import { FusedRTError } from '../errors';
 import { runGpuMs, runTiming } from '../engine/run-result';
-import { measureLoopStalls } from '../tools/loop-stalls';
+import { describeGc, measureLoopStalls } from '../tools/loop-stalls';
 import { randomUnit } from '../tools/prng';
 import { nonNegativeIntegerOption, parseCommandArgs, type CliCommand } from './command';
 
@@ -16,8 +16,10 @@ throughput. With --varlen each sequence's length is uniform in [seq/8, seq]
 (the same lengths every run). Fill-mask plans score one row per sequence;
 --top-k returns only the k best tokens of it, computed on the device. Last, the
 longest stall of the event loop while the largest batch runs back to back,
-next to the same probe with the engine idle, and the most time one run held the
-JS thread in the addon (reading the batch, issuing it, building the result).
+next to the same probe with the engine idle, with the garbage collections seen
+and how many of the stalls over 1 ms they overlapped (the longest of the
+others is the host's or the engine's), and the most time one run held the JS
+thread in the addon (reading the batch, issuing it, building the result).
 
 Options:
       --batch <list>    batch sizes, comma-separated (default 1,8)
@@ -160,8 +162,8 @@ export const benchCommand: CliCommand = {
           `${r.sequencesPerS.toFixed(1).padStart(7)}  ${r.tokensPerS.toFixed(0).padStart(9)}  ${r.jsThreadMaxUs.toFixed(0).padStart(16)}\n`);
       }
       process.stdout.write(`event loop, batch ${maxBatch} back to back for ${loopMs / 1000} s (${stalls.requests} runs): ` +
-        `longest stall ${stalls.maxMs.toFixed(2)} ms, p99 ${stalls.p99Ms.toFixed(3)} ms, ${stalls.over1Ms} over 1 ms; ` +
-        `idle: longest ${idle.maxMs.toFixed(2)} ms, ${idle.over1Ms} over 1 ms\n`);
+        `longest stall ${stalls.maxMs.toFixed(2)} ms, p99 ${stalls.p99Ms.toFixed(3)} ms, ${describeGc(stalls)}; ` +
+        `idle: longest ${idle.maxMs.toFixed(2)} ms, ${describeGc(idle)}\n`);
     } finally {
       await engine.dispose();
     }

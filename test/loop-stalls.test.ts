@@ -80,6 +80,8 @@ describe('measureLoopStalls (the event-loop measure of the GPU bench)', () => {
     assert.ok(stalls.requests >= 1, `${stalls.requests} requests`);
     assert.ok(stalls.gcCount > 0, `no collection seen: ${JSON.stringify(stalls)}`);
     assert.ok(stalls.gcMaxMs > 0 && stalls.gcTotalMs >= stalls.gcMaxMs, JSON.stringify(stalls));
+    assert.ok(['minor', 'major', 'incremental', 'weakcb'].includes(stalls.gcMaxKind), `kind of the longest: ${stalls.gcMaxKind}`);
+    assert.ok(stalls.gcMajorCount <= stalls.gcCount, JSON.stringify(stalls));
     // The collections happen inside the allocation, which holds the loop for milliseconds.
     assert.ok(stalls.over1MsDuringGc >= 1, `no stall over 1 ms overlaps a collection: ${JSON.stringify(stalls)}`);
     assert.ok(stalls.over1MsDuringGc <= stalls.over1Ms, JSON.stringify(stalls));

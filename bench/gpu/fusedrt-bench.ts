@@ -18,7 +18,7 @@ import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
 import { runGpuMs } from '../../src/engine/run-result';
-import { measureLoopStalls } from '../../src/tools/loop-stalls';
+import { describeGc, measureLoopStalls } from '../../src/tools/loop-stalls';
 import type { DeviceOption, PackedBatch } from '../../src/engine/types';
 
 const WARMUP_RUNS = 10;
@@ -73,6 +73,8 @@ export interface LoopProbe {
   max_stall_ms: number;
   p99_stall_ms: number;
   stalls_over_1ms: number;
+  /** describeGc() of the probe: V8's collections and how many of the stalls over 1 ms they overlapped. */
+  gc?: string;
 }
 
 export interface FusedResults {
@@ -256,9 +258,9 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
         [`${LOOP_CASE} back to back, top-5`, topk]] as const) {
         const p = await measureLoopStalls(work, LOOP_PROBE_MS);
         results.loop.push({ precision, label, requests: p.requests, turns: p.turns, max_stall_ms: p.maxMs, p99_stall_ms: p.p99Ms,
-          stalls_over_1ms: p.over1Ms });
+          stalls_over_1ms: p.over1Ms, gc: describeGc(p) });
         console.log(`${precision} event loop, ${label}: ${p.requests} requests, ${p.turns} turns, `
-          + `longest stall ${p.maxMs.toFixed(3)} ms, p99 ${p.p99Ms.toFixed(3)} ms, ${p.over1Ms} over 1 ms`);
+          + `longest stall ${p.maxMs.toFixed(3)} ms, p99 ${p.p99Ms.toFixed(3)} ms, ${describeGc(p)}`);
       }
       save();
     }

@@ -107,7 +107,7 @@ export function report(dir: string): string {
       lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})${rows}`} |`);
     }
     for (const l of ours.loop) {
-      lines.push(`| ${l.precision} event loop, ${l.label} | ${l.requests} requests: longest stall ${l.max_stall_ms.toFixed(3)} ms, p99 ${l.p99_stall_ms.toFixed(3)} ms, ${l.stalls_over_1ms ?? '?'} over 1 ms |`);
+      lines.push(`| ${l.precision} event loop, ${l.label} | ${l.requests} requests: longest stall ${l.max_stall_ms.toFixed(3)} ms, p99 ${l.p99_stall_ms.toFixed(3)} ms, ${l.gc ?? `${l.stalls_over_1ms ?? '?'} over 1 ms`} |`);
     }
     for (const note of ours.notes) lines.push(`| note | ${note} |`);
   }

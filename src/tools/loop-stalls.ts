@@ -18,7 +18,7 @@
  * had a part in; the others are what the host or the code that ran (our
  * addon included) caused.
  */
-import { PerformanceObserver, type PerformanceEntry } from 'perf_hooks';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'perf_hooks';
 
 export interface LoopStalls {
   /** Completed `work` calls while probing. */
@@ -35,6 +35,10 @@ export interface LoopStalls {
   gcCount: number;
   /** Longest of their pauses, milliseconds (0 without one). */
   gcMaxMs: number;
+  /** What kind of collection the longest pause was: 'minor' (a scavenge of the young generation), 'major' (mark-compact), 'incremental', 'weakcb', or '' without one. */
+  gcMaxKind: string;
+  /** Major (mark-compact) collections among them: these pause longest, and grow with what survives. */
+  gcMajorCount: number;
   /** Their pauses added up, milliseconds. */
   gcTotalMs: number;
   /** Gaps longer than 1 ms that overlap a collection: stalls V8's garbage collector had a part in. */
@@ -123,6 +127,7 @@ export async function measureLoopStalls(work: (() => Promise<unknown>) | undefin
   for (let seen = 0; p99Us < HISTOGRAM_US && seen + histogram[p99Us] < 0.99 * turns; p99Us++) seen += histogram[p99Us];
   const gcs = collections.filter((gc) => gc.startTime >= start && gc.startTime < last).sort((a, b) => a.startTime - b.startTime);
   const attributed = attributeGaps(longStart, longEnd, Math.min(longGaps, LONG_GAPS), gcs);
+  const longestGc = gcs.reduce<PerformanceEntry | undefined>((max, gc) => (max && max.duration >= gc.duration ? max : gc), undefined);
   return {
     requests,
     turns,
@@ -130,12 +135,25 @@ export async function measureLoopStalls(work: (() => Promise<unknown>) | undefin
     p99Ms: turns > 0 ? (p99Us + 1) / 1000 : NaN,
     over1Ms: longGaps,
     gcCount: gcs.length,
-    gcMaxMs: gcs.reduce((max, gc) => Math.max(max, gc.duration), 0),
+    gcMaxMs: longestGc?.duration ?? 0,
+    gcMaxKind: longestGc ? gcKind(longestGc) : '',
+    gcMajorCount: gcs.filter((gc) => gcKind(gc) === 'major').length,
     gcTotalMs: gcs.reduce((sum, gc) => sum + gc.duration, 0),
     over1MsDuringGc: attributed.duringGc,
     maxMsWithoutGc: attributed.longestWithoutGcMs,
     over1MsUnattributed: Math.max(0, longGaps - LONG_GAPS),
   };
+}
+
+const GC_KINDS: ReadonlyArray<[number, string]> = [
+  [constants.NODE_PERFORMANCE_GC_MINOR, 'minor'], [constants.NODE_PERFORMANCE_GC_MAJOR, 'major'],
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL, 'incremental'], [constants.NODE_PERFORMANCE_GC_WEAKCB, 'weakcb'],
+];
+
+/** The kind of a 'gc' entry (its detail.kind), by name. */
+function gcKind(gc: PerformanceEntry): string {
+  const kind = (gc as { detail?: { kind?: number } | null }).detail?.kind;
+  return GC_KINDS.find(([value]) => value === kind)?.[1] ?? `kind ${kind}`;
 }
 
 /**
@@ -161,7 +179,8 @@ export function attributeGaps(starts: Float64Array, ends: Float64Array, count: n
 /** The collections of a probe and the part they had in its long gaps, for one line of a report. */
 export function describeGc(stalls: LoopStalls): string {
   const unattributed = stalls.over1MsUnattributed > 0 ? `, ${stalls.over1MsUnattributed} not attributed` : '';
-  return `${stalls.gcCount} GC pauses (longest ${stalls.gcMaxMs.toFixed(2)} ms, ${stalls.gcTotalMs.toFixed(2)} ms in all), `
+  const longest = stalls.gcCount > 0 ? `longest ${stalls.gcMaxMs.toFixed(2)} ms ${stalls.gcMaxKind}, ` : '';
+  return `${stalls.gcCount} GC pauses (${stalls.gcMajorCount} major; ${longest}${stalls.gcTotalMs.toFixed(2)} ms in all), `
     + `${stalls.over1MsDuringGc} during GC and ${stalls.over1Ms - stalls.over1MsDuringGc - stalls.over1MsUnattributed} without `
     + `(longest ${stalls.maxMsWithoutGc.toFixed(2)} ms)${unattributed} of ${stalls.over1Ms} over 1 ms`;
 }

@@ -15,6 +15,7 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemm_epilogue.cu
   ${CMAKE_CURRENT_LIST_DIR}/convert.cu
+  ${CMAKE_CURRENT_LIST_DIR}/host_copy.cu
   ${CMAKE_CURRENT_LIST_DIR}/topk.cu
   ${CMAKE_CURRENT_LIST_DIR}/small_gemm.cu)
 

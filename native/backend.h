@@ -98,8 +98,16 @@ class BackendContext {
   virtual ~BackendContext() = default;
 
   // The host side of a copy is allocate_host() memory and must stay
-  // untouched until synchronize().
-  virtual void copy_to_device(void* device_dst, const void* host_src, size_t bytes) = 0;
+  // untouched until synchronize(). copy_to_device takes a run's inputs,
+  // 1 to kMaxInputCopies ranges, in one call, which a GPU can do as one
+  // kernel.
+  static constexpr int kMaxInputCopies = 4;
+  struct InputCopy {
+    void* device_dst;
+    const void* host_src;
+    size_t bytes;
+  };
+  virtual void copy_to_device(const InputCopy* copies, int count) = 0;
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   // dst[i] = float(src[i]) on the device; src holds `count` activations of
   // dtype DeviceStorage::activations when that is not kF32.

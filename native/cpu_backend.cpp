@@ -179,8 +179,8 @@ class CpuBackend::Context : public BackendContext {
  public:
   explicit Context(CpuBackend& backend) : backend_(backend) {}
 
-  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override {
-    std::memcpy(device_dst, host_src, bytes);
+  void copy_to_device(const InputCopy* copies, int count) override {
+    for (int i = 0; i < count; ++i) std::memcpy(copies[i].device_dst, copies[i].host_src, copies[i].bytes);
   }
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
     std::memcpy(host_dst, device_src, bytes);

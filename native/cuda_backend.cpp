@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -27,6 +28,7 @@
 #include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
+#include "../cuda/host_copy.cuh"
 #include "../cuda/topk.cuh"
 #include "cpu/topk.h"
 #include "cuda_check.h"
@@ -105,11 +107,27 @@ class CudaBackend::Context : public BackendContext {
   // The calls below up to softmax_topk come only from execute()'s enqueue,
   // which has selected the device (and may be capturing).
 
-  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override {
-    check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, stream_), "copy of the inputs");
+  // Small copies as one kernel, large ones on a copy engine
+  // (cuda/host_copy.cuh says why).
+  void copy_to_device(const InputCopy* copies, int count) override {
+    std::array<gpu::CopyRange, kMaxInputCopies> ranges{};
+    for (int i = 0; i < count; ++i) ranges[i] = {copies[i].device_dst, copies[i].host_src, copies[i].bytes};
+    if (gpu::copy_ranges_supports(ranges.data(), count)) {
+      check(gpu::copy_ranges(ranges.data(), count, stream_), "the input copy kernel");
+      return;
+    }
+    for (int i = 0; i < count; ++i) {
+      check(cudaMemcpyAsync(copies[i].device_dst, copies[i].host_src, copies[i].bytes, cudaMemcpyHostToDevice, stream_),
+            "copy of the inputs");
+    }
   }
 
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
+    const gpu::CopyRange range{host_dst, device_src, bytes};
+    if (gpu::copy_ranges_supports(&range, 1)) {
+      check(gpu::copy_ranges(&range, 1, stream_), "the output copy kernel");
+      return;
+    }
     check(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_), "copy of an output");
   }
 
@@ -509,9 +527,10 @@ void* CudaBackend::allocate_host(size_t bytes) {
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   state_->device->select();
   void* ptr = nullptr;
-  // Page-locked, so copies are truly asynchronous and can be graph nodes;
-  // page aligned.
-  check(cudaHostAlloc(&ptr, bytes == 0 ? 1 : bytes, cudaHostAllocDefault),
+  // Page-locked, so copies are truly asynchronous and can be graph nodes,
+  // and mapped, so the copy kernel (cuda/host_copy.cuh) reads and writes it
+  // in place; page aligned.
+  check(cudaHostAlloc(&ptr, bytes == 0 ? 1 : bytes, cudaHostAllocMapped),
         "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
   g_native_memory_bytes += static_cast<int64_t>(bytes);
   return ptr;

@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <limits>
 
@@ -372,13 +373,17 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
   uint8_t* staging = context.staging.data();
   uint8_t* device_inputs = workspace + inputs_offset_;
   const uint8_t* host_inputs = staging;
-  const auto copy_inputs = [&](size_t offset, int64_t count) {
-    if (count > 0) backend.copy_to_device(device_inputs + offset, host_inputs + offset, static_cast<size_t>(count) * sizeof(int32_t));
-  };
-  copy_inputs(input_ids_offset_, shape.tokens);
-  copy_inputs(token_types_offset_, shape.tokens);
-  copy_inputs(cu_seqlens_offset_, shape.sequences + 1);
-  copy_inputs(selected_offset_, shape.selected);
+  std::array<BackendContext::InputCopy, BackendContext::kMaxInputCopies> copies{};
+  int copy_count = 0;
+  for (const auto& [offset, count] : {std::pair<size_t, int64_t>{input_ids_offset_, shape.tokens},
+                                      {token_types_offset_, shape.tokens},
+                                      {cu_seqlens_offset_, shape.sequences + 1},
+                                      {selected_offset_, shape.selected}}) {
+    if (count > 0) {
+      copies[copy_count++] = {device_inputs + offset, host_inputs + offset, static_cast<size_t>(count) * sizeof(int32_t)};
+    }
+  }
+  backend.copy_to_device(copies.data(), copy_count);
 
   auto weight = [&](int tensor) { return tensor >= 0 ? tensor_data_[tensor] : nullptr; };
   for (size_t i = 0; i < plan_.ops.size(); ++i) {

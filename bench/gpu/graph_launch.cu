@@ -1,6 +1,6 @@
 // What launching a recorded run costs the host: a BERT-layer-like CUDA graph
-// (cuBLASLt fp16 GEMMs of 128 rows and small kernels between them, as the
-// backend records for batch 1) launched from the host, against the same
+// (cuBLASLt fp16 GEMMs of 128 rows, or as many as asked, and small kernels
+// between them, as the backend records for batch 1) launched from the host, against the same
 // graph launched from the device (CUDA 12+ device graph launch: the host
 // launches a one-kernel graph whose kernel tail-launches the whole graph).
 // The questions it answers (bench/RESULTS.md): what does the launch of such
@@ -8,12 +8,13 @@
 // inputs and outputs, and does a device launch take it off the host?
 //
 //   nvcc -std=c++17 -O2 -rdc=true -arch=native bench/gpu/graph_launch.cu -lcublasLt -lcudadevrt -o /tmp/graph_launch
-//   /tmp/graph_launch [layers]
+//   /tmp/graph_launch [layers [rows]]
 //
 // Each mode runs its graph 300 times, one at a time (the host waits for the
 // end event before the next launch, as one request after another does), and
-// prints medians: the host's time in the launch call, launch to the end
-// event seen, and the GPU time between events around the launch. The last
+// prints medians: the host's time in the launch call and in the whole issue
+// as the backend does it (cudaSetDevice, an event, the launch, an event),
+// launch to the end event seen, and the GPU time between the events. The last
 // kernel of the graph counts its runs in host-mapped memory; every run checks
 // that the count moved before its end event completed, i.e. that the stream
 // waited for the tail-launched graph.
@@ -46,7 +47,6 @@
 
 namespace {
 
-constexpr int kRows = 128;
 constexpr int kHidden = 768;
 constexpr int kRuns = 300;
 
@@ -72,14 +72,14 @@ struct Gemm {
   cublasLtMatmulAlgo_t algo;
 };
 
-Gemm make_gemm(cublasLtHandle_t lt, int n, int k) {
+Gemm make_gemm(cublasLtHandle_t lt, int rows, int n, int k) {
   Gemm g{};
   CHECK_CUBLAS(cublasLtMatmulDescCreate(&g.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transpose = CUBLAS_OP_T;
   CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
   CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.a, CUDA_R_16F, k, n, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.b, CUDA_R_16F, k, kRows, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.c, CUDA_R_16F, n, kRows, n));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.b, CUDA_R_16F, k, rows, k));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.c, CUDA_R_16F, n, rows, n));
   cublasLtMatmulPreference_t preference;
   CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
   cublasLtMatmulHeuristicResult_t result{};
@@ -87,7 +87,7 @@ Gemm make_gemm(cublasLtHandle_t lt, int n, int k) {
   CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, g.desc, g.a, g.b, g.c, g.c, preference, 1, &result, &found));
   cublasLtMatmulPreferenceDestroy(preference);
   if (found == 0) {
-    std::fprintf(stderr, "no cuBLASLt algorithm for %dx%dx%d\n", kRows, n, k);
+    std::fprintf(stderr, "no cuBLASLt algorithm for %dx%dx%d\n", rows, n, k);
     std::exit(1);
   }
   g.algo = result.algo;
@@ -109,18 +109,23 @@ bool time_mode(const char* name, cudaGraphExec_t exec, cudaStream_t stream, vola
   cudaEvent_t start, end;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&end));
-  std::vector<double> launch_us, wall_us, gpu_us;
+  std::vector<double> launch_us, issue_us, wall_us, gpu_us;
   for (int i = 0; i < kRuns + 20; ++i) {
     const unsigned before = *runs;
-    CHECK_CUDA(cudaEventRecord(start, stream));
+    // As the backend issues a replay: select the device, then the launch
+    // between the two events that time it.
     const auto t0 = std::chrono::steady_clock::now();
+    CHECK_CUDA(cudaSetDevice(0));
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    const auto t1 = std::chrono::steady_clock::now();
     const cudaError_t launched = cudaGraphLaunch(exec, stream);
-    const double launch = us_since(t0);
+    const double launch = us_since(t1);
     if (launched != cudaSuccess) {
       std::printf("%s: cudaGraphLaunch failed: %s\n", name, cudaGetErrorString(launched));
       return false;
     }
     CHECK_CUDA(cudaEventRecord(end, stream));
+    const double issue = us_since(t0);
     while (cudaEventQuery(end) == cudaErrorNotReady) {
     }
     const double wall = us_since(t0);
@@ -134,11 +139,13 @@ bool time_mode(const char* name, cudaGraphExec_t exec, cudaStream_t stream, vola
     CHECK_CUDA(cudaEventElapsedTime(&ms, start, end));
     if (i >= 20) {
       launch_us.push_back(launch);
+      issue_us.push_back(issue);
       wall_us.push_back(wall);
       gpu_us.push_back(1e3 * ms);
     }
   }
-  std::printf("| %s | %.1f | %.1f | %.1f |\n", name, median(launch_us), median(wall_us), median(gpu_us));
+  std::printf("| %s | %.1f | %.1f | %.1f | %.1f |\n", name, median(launch_us), median(issue_us), median(wall_us),
+              median(gpu_us));
   cudaEventDestroy(start);
   cudaEventDestroy(end);
   return true;
@@ -148,6 +155,7 @@ bool time_mode(const char* name, cudaGraphExec_t exec, cudaStream_t stream, vola
 
 int main(int argc, char** argv) {
   const int layers = argc > 1 ? std::atoi(argv[1]) : 12;
+  const int rows = argc > 2 ? std::atoi(argv[2]) : 128;
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t stream;
@@ -159,9 +167,9 @@ int main(int argc, char** argv) {
   // operand; values do not matter for timing, so the buffers are zeroed.
   const int shapes[4][2] = {{3 * kHidden, kHidden}, {kHidden, kHidden}, {4 * kHidden, kHidden}, {kHidden, 4 * kHidden}};
   std::vector<Gemm> gemms;
-  for (const auto& s : shapes) gemms.push_back(make_gemm(lt, s[0], s[1]));
+  for (const auto& s : shapes) gemms.push_back(make_gemm(lt, rows, s[0], s[1]));
   __half *in, *out, *weight;
-  const size_t activation_bytes = sizeof(__half) * kRows * 4 * kHidden;
+  const size_t activation_bytes = sizeof(__half) * rows * 4 * kHidden;
   CHECK_CUDA(cudaMalloc(&in, activation_bytes));
   CHECK_CUDA(cudaMalloc(&out, activation_bytes));
   CHECK_CUDA(cudaMalloc(&weight, sizeof(__half) * 4 * kHidden * kHidden));
@@ -197,7 +205,7 @@ int main(int argc, char** argv) {
       for (size_t g = 0; g < gemms.size(); ++g) {
         CHECK_CUBLAS(cublasLtMatmul(lt, gemms[g].desc, &one, weight, gemms[g].a, in, gemms[g].b, &zero, out,
                                     gemms[g].c, out, gemms[g].c, &gemms[g].algo, nullptr, 0, stream));
-        if (g != 2) scale_rows<<<24, 256, 0, stream>>>(out, kRows * kHidden, 1.f);
+        if (g != 2) scale_rows<<<24, 256, 0, stream>>>(out, rows * kHidden, 1.f);
       }
     }
     if (copies) CHECK_CUDA(cudaMemcpyAsync(staging, device_inputs, 40, cudaMemcpyDeviceToHost, stream));
@@ -217,10 +225,11 @@ int main(int argc, char** argv) {
   const cudaError_t device_instantiated =
       cudaGraphInstantiateWithFlags(&device_exec, graph, cudaGraphInstantiateFlagDeviceLaunch);
 
-  std::printf("graph_launch on %s: %d layers, %zu nodes (%d GEMMs), %d runs each, medians\n\n", prop.name, layers,
-              nodes, layers * 4, kRuns);
-  std::printf("| launch | host in the launch call, us | launch to end event seen, us | GPU, events around it, us |\n");
-  std::printf("| --- | ---: | ---: | ---: |\n");
+  std::printf("graph_launch on %s: %d layers, %d rows, %zu nodes (%d GEMMs), %d runs each, medians\n\n", prop.name,
+              layers, rows, nodes, layers * 4, kRuns);
+  std::printf("| launch | host in the launch call, us | host issuing it as the backend does, us | launch to end event "
+              "seen, us | GPU, events around it, us |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: |\n");
   bool ok = time_mode("host: cudaGraphLaunch of the graph", host_exec, stream, runs);
   ok = time_mode("host: the same with 4 copies in and 1 out (5 memcpy nodes)", host_exec_with_copies, stream, runs) && ok;
   if (device_instantiated != cudaSuccess) {
@@ -240,7 +249,7 @@ int main(int argc, char** argv) {
     cudaGraphExec_t launcher;
     const cudaError_t made = cudaGraphInstantiateWithFlags(&launcher, launcher_graph, flags);
     if (made != cudaSuccess) {
-      std::printf("| device: launcher instantiated with flags %llu | %s | | |\n", flags, cudaGetErrorString(made));
+      std::printf("| device: launcher instantiated with flags %llu | %s | | | |\n", flags, cudaGetErrorString(made));
       continue;
     }
     CHECK_CUDA(cudaGraphUpload(launcher, stream));

@@ -11,7 +11,7 @@ namespace {
 
 constexpr int kThreads = 256;
 // Enough blocks per range to keep a few hundred bus transactions in flight
-// for the largest copy this takes (256 KB = 16384 16-byte words).
+// for the largest copy this takes (64 KB = 4096 16-byte words).
 constexpr size_t kMaxBlocksPerRange = 16;
 
 struct Ranges {

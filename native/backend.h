@@ -115,8 +115,9 @@ class BackendContext {
   // Runs one op; the runtime has validated shapes and indices beforehand.
   virtual void run(const OpCall& call) = 0;
   // Softmax top-k of `rows` rows of `cols` logits (activations of dtype
-  // DeviceStorage::activations) into device memory: top_ids and top_scores
-  // [rows, k], semantics of native/cpu/topk.h. 1 <= k <= 64, k <= cols.
+  // DeviceStorage::activations) into top_ids and top_scores [rows, k]
+  // (device or allocate_host() memory), semantics of native/cpu/topk.h.
+  // 1 <= k <= 64, k <= cols.
   virtual void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                             float* top_scores) = 0;
   // Issues a run's queued work by calling enqueue, which makes only the

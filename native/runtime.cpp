@@ -187,11 +187,9 @@ void Runtime::plan_workspace() {
   }
   // Top-k results: ids and scores (4 bytes each) for kMaxTopK per selected row.
   const size_t topk_bytes = checked_mul(max_rows(RowsKind::kSelected), 2 * cpu::kMaxTopK * sizeof(float), what);
-  topk_offsets_.assign(plan_.outputs.size(), 0);
   topk_staging_offsets_.assign(plan_.outputs.size(), 0);
   for (size_t i = 0; i < plan_.outputs.size(); ++i) {
     if (plan_.buffers[plan_.outputs[i].buffer].rows != RowsKind::kSelected) continue;
-    topk_offsets_[i] = place(total, topk_bytes, what);
     topk_staging_offsets_[i] = place(staging, topk_bytes, what);
   }
   for (int i = 0; i < options_.contexts; ++i) {
@@ -417,16 +415,18 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
     if (count == 0) continue;
     const void* source = buffer_data(context, plan_.outputs[i].buffer);
     if (top_k_applies(i, top_k)) {
-      // Only ids and scores cross to the host; the kernel reads the
-      // activations as they are (fp16 on an fp16 plan) and computes in fp32.
+      // Only ids and scores cross to the host, written into staging by the
+      // kernel itself (no copy follows); it reads the activations as they
+      // are (fp16 on an fp16 plan) and computes in fp32.
       const int64_t rows = rows_of(b.rows, shape);
-      const size_t bytes = static_cast<size_t>(rows * top_k) * sizeof(float);
-      auto* ids = reinterpret_cast<int32_t*>(workspace + topk_offsets_[i]);
+      auto* ids = reinterpret_cast<int32_t*>(staging + topk_staging_offsets_[i]);
       auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
       backend.softmax_topk(source, rows, b.cols, top_k, ids, scores);
-      backend.copy_to_host(staging + topk_staging_offsets_[i], ids, 2 * bytes);
       continue;
     }
+    // Full outputs are widened in device memory and then copied: a copy
+    // engine moves megabytes across the bus faster than kernels writing the
+    // staging do (bench/RESULTS.md).
     if (storage_.activations != DType::kF32) {
       auto* widened = reinterpret_cast<float*>(workspace + output_f32_offsets_[i]);
       backend.to_float(widened, source, count);

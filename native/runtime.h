@@ -6,7 +6,8 @@
 // one workspace for (maxTokens, maxSequences): every plan buffer gets a fixed
 // region sized for its rows kind, plus the int32 inputs and, when
 // activations are not fp32, an fp32 copy of each output. Host staging
-// (page-locked on a GPU) mirrors the inputs and outputs, so a run copies
+// (page-locked and mapped on a GPU) mirrors the inputs and outputs (the
+// top-k kernel writes its results there directly), so a run copies
 // asynchronously and waits once. A run validates its inputs, works out which
 // ops the requested outputs depend on, and issues only those, at the
 // backend's launch sizes.
@@ -219,8 +220,7 @@ class Runtime {
   std::vector<size_t> output_f32_offsets_;  // per plan output, in the workspace
   std::vector<size_t> output_staging_offsets_;  // per plan output, in staging
   // Per plan output with selected rows: its top-k ids then scores, room for
-  // kMaxTopK per row, in the workspace and in staging (0 for other outputs).
-  std::vector<size_t> topk_offsets_;
+  // kMaxTopK per row, in staging (0 for other outputs).
   std::vector<size_t> topk_staging_offsets_;
 
   // Declared after the weights so that contexts (and their queued work) go first.

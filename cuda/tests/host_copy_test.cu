@@ -1,6 +1,6 @@
 // The copy kernel between mapped host staging and device memory
 // (cuda/host_copy.cu): random ranges host → device and device → host, one to
-// four per launch, sizes from 4 bytes to the 256 KB limit, 4- and 16-byte
+// four per launch, sizes from 4 bytes to the 64 KB limit, 4- and 16-byte
 // alignments; every byte must arrive and no byte around a range may change.
 // Also: a CUDA graph replays it with the host side rewritten between replays
 // (as the backend's recorded runs do), and what it does not take is refused.

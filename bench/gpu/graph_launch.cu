@@ -1,8 +1,9 @@
 // What launching a recorded run costs the host: a BERT-layer-like CUDA graph
 // (cuBLASLt fp16 GEMMs of 128 rows, or as many as asked, and small kernels
-// between them, as the backend records for batch 1) launched from the host, against the same
-// graph launched from the device (CUDA 12+ device graph launch: the host
-// launches a one-kernel graph whose kernel tail-launches the whole graph).
+// between them, as the backend records for batch 1) launched from the host,
+// against the same graph launched from the device (CUDA 12+ device graph
+// launch: the host launches a one-kernel graph whose kernel tail-launches
+// the whole graph).
 // The questions it answers (bench/RESULTS.md): what does the launch of such
 // a graph cost the host, with and without the memcpy nodes of a run's
 // inputs and outputs, and does a device launch take it off the host?
@@ -163,8 +164,8 @@ int main(int argc, char** argv) {
   cublasLtHandle_t lt;
   CHECK_CUBLAS(cublasLtCreate(&lt));
 
-  // A BERT-base layer's GEMM shapes at 128 rows (n, k), and a buffer for each
-  // operand; values do not matter for timing, so the buffers are zeroed.
+  // A BERT-base layer's GEMM shapes (n, k) at `rows` rows, and a buffer for
+  // each operand; values do not matter for timing, so the buffers are zeroed.
   const int shapes[4][2] = {{3 * kHidden, kHidden}, {kHidden, kHidden}, {4 * kHidden, kHidden}, {kHidden, 4 * kHidden}};
   std::vector<Gemm> gemms;
   for (const auto& s : shapes) gemms.push_back(make_gemm(lt, rows, s[0], s[1]));

@@ -93,7 +93,7 @@ const T* as(const void* p) { return static_cast<const T*>(p); }
 template <class T>
 T* as(void* p) { return static_cast<T*>(p); }
 
-// // out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), all row-major. In
+// out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), all row-major. In
 // cuBLASLt's column-major terms the same bytes are C (n x rows, ld n) =
 // op(A) . B with A = weight seen as k x n (ld k) and transposed, B = in seen as
 // k x rows (ld k); a bias of length n is then cuBLASLt's per-row bias of C.

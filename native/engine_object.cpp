@@ -110,9 +110,7 @@ class RunWorker : public PromiseWorker {
 
   // The JS thread's time in run() before this worker is queued (reading the
   // batch and, on the fast path, issuing the run).
-  void set_call_time(Clock::time_point entered) {
-    js_call_us_ = std::chrono::duration<double, std::micro>(Clock::now() - entered).count();
-  }
+  void set_call_time(Clock::time_point entered) { js_call_us_ = us_between(entered, Clock::now()); }
 
  protected:
   void execute() override {

@@ -208,20 +208,22 @@ int64_t Runtime::workspace_bytes() const {
   return static_cast<int64_t>(bytes);
 }
 
-std::unique_ptr<Runtime::Lease> Runtime::Lease::wait(Runtime& runtime) {
-  std::unique_lock<std::mutex> lock(runtime.free_mutex_);
-  runtime.context_freed_.wait(lock, [&] { return !runtime.free_contexts_.empty(); });
+std::unique_ptr<Runtime::Lease> Runtime::Lease::take_free(Runtime& runtime) {
   Context* context = runtime.free_contexts_.back();
   runtime.free_contexts_.pop_back();
   return std::unique_ptr<Lease>(new Lease(runtime, context));
 }
 
+std::unique_ptr<Runtime::Lease> Runtime::Lease::wait(Runtime& runtime) {
+  std::unique_lock<std::mutex> lock(runtime.free_mutex_);
+  runtime.context_freed_.wait(lock, [&] { return !runtime.free_contexts_.empty(); });
+  return take_free(runtime);
+}
+
 std::unique_ptr<Runtime::Lease> Runtime::Lease::try_take(Runtime& runtime) {
   std::lock_guard<std::mutex> lock(runtime.free_mutex_);
   if (runtime.free_contexts_.empty()) return nullptr;
-  Context* context = runtime.free_contexts_.back();
-  runtime.free_contexts_.pop_back();
-  return std::unique_ptr<Lease>(new Lease(runtime, context));
+  return take_free(runtime);
 }
 
 Runtime::Lease::~Lease() {

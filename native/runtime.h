@@ -168,6 +168,8 @@ class Runtime {
 
    private:
     Lease(Runtime& runtime, Context* context) : runtime_(runtime), context_(context) {}
+    // Takes the last free context; free_mutex_ is held and one is free.
+    static std::unique_ptr<Lease> take_free(Runtime& runtime);
     Runtime& runtime_;
     Context* context_;
   };

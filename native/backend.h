@@ -69,6 +69,14 @@ struct OpCall {
   const void* beta = nullptr;
 };
 
+// The token each output row of a selecting op (gather_rows, attention with
+// `select`) stands for. Sequence b starts at token cu_seqlens[b], so the
+// boundaries themselves serve "first"; padding sequences of a bucket point
+// one past the last token.
+inline const int32_t* selected_tokens(const OpCall& call) {
+  return call.op->select == RowSelect::kFirst ? call.batch->cu_seqlens : call.batch->selected_rows;
+}
+
 // How a backend stores one plan: the dtype of every activation buffer, and
 // of every tensor (indexed like Plan::tensors; the runtime converts the
 // file's f32/f16 bytes to it at load). Only kF32 and kF16 are used.

@@ -56,6 +56,20 @@ cpu::GemmParams gemm_params(const OpCall& c) {
 void run_gemm(const OpCall& c, cpu::ThreadPool& pool) { cpu::gemm(gemm_params(c), pool); }
 
 void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
+  if (c.op->select != RowSelect::kAll) {
+    cpu::AttentionRowsParams p{};
+    p.qkv = f32(c.in);
+    p.cu_seqlens = c.batch->cu_seqlens;
+    p.sequences = c.batch->shape.sequences;
+    p.heads = c.op->heads;
+    p.head_dim = c.op->head_dim;
+    p.scale = c.op->scale;
+    p.query_rows = selected_tokens(c);
+    p.rows = c.rows;
+    p.out = f32(c.out);
+    cpu::attention_rows(p, pool);
+    return;
+  }
   cpu::AttentionParams p{};
   p.qkv = f32(c.in);
   p.cu_seqlens = c.batch->cu_seqlens;
@@ -84,9 +98,7 @@ void run_add_layernorm(const OpCall& c, cpu::ThreadPool& pool) {
 void run_gather_rows(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::GatherRowsParams p{};
   p.in = f32(c.in);
-  // The first token of sequence b is row cu_seqlens[b], so the boundaries
-  // themselves are the row index for "first".
-  p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
+  p.row_index = selected_tokens(c);
   p.rows_out = c.rows;
   p.cols = c.out_cols;
   p.out = f32(c.out);

@@ -25,6 +25,7 @@
 
 #include "../cuda/add_layernorm.cuh"
 #include "../cuda/attention.cuh"
+#include "../cuda/attention_rows.cuh"
 #include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
@@ -219,7 +220,35 @@ class CudaBackend::Context : public BackendContext {
     stream_ = nullptr;
   }
 
+  template <class T>
+  void attention_rows(const OpCall& c) {
+    gpu::AttentionRowsArgs<T> p{};
+    p.qkv = as<T>(c.in);
+    p.cu_seqlens = c.batch->cu_seqlens;
+    p.sequences = c.batch->shape.sequences;
+    p.heads = c.op->heads;
+    p.head_dim = c.op->head_dim;
+    p.scale = c.op->scale;
+    p.query_rows = selected_tokens(c);
+    p.rows = c.rows;
+    p.out = as<T>(c.out);
+    check(gpu::attention_rows(p, stream_), "the attention_rows kernel");
+  }
+
   void attention(const OpCall& c) {
+    if (c.op->head_dim > gpu::kAttentionMaxHeadDim) {
+      fail(ErrorCode::kShape, "the CUDA attention kernel supports head_dim up to " +
+                                  std::to_string(gpu::kAttentionMaxHeadDim) + ", the plan has " +
+                                  std::to_string(c.op->head_dim));
+    }
+    if (c.op->select != RowSelect::kAll) {
+      if (activations_ == DType::kF16) {
+        attention_rows<__half>(c);
+      } else {
+        attention_rows<float>(c);
+      }
+      return;
+    }
     if (activations_ == DType::kF16) {
       gpu::AttentionHalfParams p{};
       p.qkv = as<__half>(c.in);
@@ -232,11 +261,6 @@ class CudaBackend::Context : public BackendContext {
       p.out = as<__half>(c.out);
       check(gpu::launch_attention_fp16(p, stream_), "the fp16 attention kernel");
       return;
-    }
-    if (c.op->head_dim > gpu::kAttentionMaxHeadDim) {
-      fail(ErrorCode::kShape, "the CUDA attention kernel supports head_dim up to " +
-                                  std::to_string(gpu::kAttentionMaxHeadDim) + ", the plan has " +
-                                  std::to_string(c.op->head_dim));
     }
     cpu::AttentionParams p{};
     p.qkv = as<float>(c.in);
@@ -304,8 +328,7 @@ class CudaBackend::Context : public BackendContext {
         gpu::GatherRowsArgs<T> p{};
         p.in = as<T>(c.in);
         p.in_rows = c.in_rows;
-        // As on the CPU: the first token of sequence b is row cu_seqlens[b].
-        p.row_index = c.op->select == GatherSelect::kFirst ? c.batch->cu_seqlens : c.batch->selected_rows;
+        p.row_index = selected_tokens(c);
         p.rows_out = c.rows;
         p.cols = c.out_cols;
         p.out = as<T>(c.out);

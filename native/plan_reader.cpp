@@ -452,8 +452,11 @@ class HeaderValidator {
               std::to_string(plan_.config.num_heads));
     }
     if (op.heads * op.head_dim > kMaxDim) corrupt(where + ": heads * headDim is too large");
+    // Without `select` every token is a query; with it only the chosen rows
+    // are, against all keys of their sequence.
+    op.select = F::optional(json, "select") ? read_select(json, op.out, where) : RowSelect::kAll;
+    if (op.select == RowSelect::kAll) expect_rows(op.out, RowsKind::kTokens, where);
     expect_rows(op.in, RowsKind::kTokens, where);
-    expect_rows(op.out, RowsKind::kTokens, where);
     expect_cols(op.in, 3 * op.heads * op.head_dim, where);
     expect_cols(op.out, op.heads * op.head_dim, where);
   }
@@ -479,20 +482,25 @@ class HeaderValidator {
     expect_shape(op.beta, {cols}, where);
   }
 
+  // "first" or "selected", with `out` a buffer of the matching rows kind.
+  RowSelect read_select(const json::Value& json, int out, const std::string& where) {
+    const std::string& select = F::string(json, "select", where);
+    if (select == "first") {
+      expect_rows(out, RowsKind::kSequences, where);
+      return RowSelect::kFirst;
+    }
+    if (select == "selected") {
+      expect_rows(out, RowsKind::kSelected, where);
+      return RowSelect::kSelected;
+    }
+    corrupt(where + " has unknown select \"" + select + "\"");
+  }
+
   void validate_gather(const json::Value& json, PlanOp& op, const std::string& where) {
     op.in = read_buffer(json, "in", where, true);
     op.out = buffer_field(json, "out", where, true);
     expect_distinct(op.in, op.out, where);
-    const std::string& select = F::string(json, "select", where);
-    if (select == "first") {
-      op.select = GatherSelect::kFirst;
-      expect_rows(op.out, RowsKind::kSequences, where);
-    } else if (select == "selected") {
-      op.select = GatherSelect::kSelected;
-      expect_rows(op.out, RowsKind::kSelected, where);
-    } else {
-      corrupt(where + " has unknown select \"" + select + "\"");
-    }
+    op.select = read_select(json, op.out, where);
     expect_rows(op.in, RowsKind::kTokens, where);
     expect_cols(op.out, buffer(op.in).cols, where);
   }

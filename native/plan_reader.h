@@ -20,7 +20,9 @@ namespace fusedrt {
 enum class DType { kF32, kF16, kU8 };
 enum class RowsKind { kTokens, kSequences, kSelected };
 enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows };
-enum class GatherSelect { kFirst, kSelected };
+// Which rows an op produces: all tokens, the first token of each sequence
+// (a `sequences` buffer) or the caller's selected rows (a `selected` buffer).
+enum class RowSelect { kAll, kFirst, kSelected };
 // header.precision: how the weights are stored and, on CUDA, how GEMMs compute
 // (docs/plan-format.md). tf32 plans store fp32 weights.
 enum class Precision { kFp32, kFp16, kTf32 };
@@ -75,7 +77,7 @@ struct PlanOp {
   int64_t heads = 0;
   int64_t head_dim = 0;
   Activation activation = Activation::kNone;
-  GatherSelect select = GatherSelect::kFirst;
+  RowSelect select = RowSelect::kAll;  // gather_rows and attention
 };
 
 struct PlanOutput {

@@ -58,7 +58,8 @@ describe('buildPlan', function () {
       });
       assert.strictEqual(header.labels, null);
       assert.deepStrictEqual(header.tokenizer, { tensor: 'tokenizer.json', maskToken: '[MASK]', doLowerCase: true });
-      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 2);
+      // The last layer also runs on the first rows alone (gather + 6 ops), which the pooler reads.
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 1);
       assert.deepStrictEqual(header.ops.slice(1, 1 + OPS_PER_LAYER), [
         { type: 'gemm', in: 'hidden', weight: 'encoder.layer.0.attention.self.qkv.weight', bias: 'encoder.layer.0.attention.self.qkv.bias', activation: 'none', out: 'qkv' },
         { type: 'attention', in: 'qkv', out: 'ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) },
@@ -68,9 +69,24 @@ describe('buildPlan', function () {
         { type: 'gemm', in: 'inter', weight: 'encoder.layer.0.output.dense.weight', activation: 'none', out: 'proj' },
         { type: 'add_layernorm', in: 'proj', residual: 'hidden', bias: 'encoder.layer.0.output.dense.bias', gamma: 'encoder.layer.0.output.LayerNorm.weight', beta: 'encoder.layer.0.output.LayerNorm.bias', eps: 1e-12, out: 'hidden' },
       ]);
-      assert.deepStrictEqual(header.ops.slice(-2), [
+      const lastLayer = header.ops.slice(1 + OPS_PER_LAYER * (LAYERS - 1));
+      assert.deepStrictEqual(lastLayer.slice(0, 8), [
+        { type: 'gemm', in: 'hidden', weight: 'encoder.layer.1.attention.self.qkv.weight', bias: 'encoder.layer.1.attention.self.qkv.bias', activation: 'none', out: 'qkv' },
         { type: 'gather_rows', in: 'hidden', out: 'first', select: 'first' },
-        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
+        { type: 'attention', in: 'qkv', out: 'first_ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8), select: 'first' },
+        { type: 'gemm', in: 'first_ctx', weight: 'encoder.layer.1.attention.output.dense.weight', activation: 'none', out: 'first_proj' },
+        { type: 'add_layernorm', in: 'first_proj', residual: 'first', bias: 'encoder.layer.1.attention.output.dense.bias', gamma: 'encoder.layer.1.attention.output.LayerNorm.weight', beta: 'encoder.layer.1.attention.output.LayerNorm.bias', eps: 1e-12, out: 'first' },
+        { type: 'gemm', in: 'first', weight: 'encoder.layer.1.intermediate.dense.weight', bias: 'encoder.layer.1.intermediate.dense.bias', activation: 'gelu', out: 'first_inter' },
+        { type: 'gemm', in: 'first_inter', weight: 'encoder.layer.1.output.dense.weight', activation: 'none', out: 'first_proj' },
+        { type: 'add_layernorm', in: 'first_proj', residual: 'first', bias: 'encoder.layer.1.output.dense.bias', gamma: 'encoder.layer.1.output.LayerNorm.weight', beta: 'encoder.layer.1.output.LayerNorm.bias', eps: 1e-12, out: 'first' },
+      ]);
+      // Then the same layer on every token (for `hidden`), then the pooler on the first rows.
+      assert.deepStrictEqual(lastLayer.slice(8, -1), header.ops.slice(2, 1 + OPS_PER_LAYER).map((op) => JSON.parse(JSON.stringify(op).replace(/layer\.0\./g, 'layer.1.'))));
+      assert.deepStrictEqual(header.ops[header.ops.length - 1],
+        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' });
+      assert.deepStrictEqual(header.buffers.filter((b) => b.name.startsWith('first')), [
+        { name: 'first', rows: 'sequences', cols: 16 }, { name: 'first_ctx', rows: 'sequences', cols: 16 },
+        { name: 'first_proj', rows: 'sequences', cols: 16 }, { name: 'first_inter', rows: 'sequences', cols: 32 },
       ]);
       const tokenizer = JSON.parse(Buffer.from(plan.tensorBytes('tokenizer.json')).toString('utf8'));
       assert.strictEqual(tokenizer.model.type, 'WordPiece');
@@ -87,8 +103,12 @@ describe('buildPlan', function () {
       assert.strictEqual(header.task, 'fill-mask');
       assert.deepStrictEqual(header.outputs, [{ name: 'logits', buffer: 'mlm_logits' }, { name: 'hidden', buffer: 'hidden' }]);
       assert.deepStrictEqual(header.buffers.find((b) => b.name === 'mlm_logits'), { name: 'mlm_logits', rows: 'selected', cols: 30522 });
-      assert.deepStrictEqual(header.ops.slice(-4), [
+      // The last layer ran on the selected rows alone into `sel`, which the head reads.
+      assert.deepStrictEqual(header.ops.slice(1 + OPS_PER_LAYER * (LAYERS - 1) + 1, 1 + OPS_PER_LAYER * (LAYERS - 1) + 3), [
         { type: 'gather_rows', in: 'hidden', out: 'sel', select: 'selected' },
+        { type: 'attention', in: 'qkv', out: 'sel_ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8), select: 'selected' },
+      ]);
+      assert.deepStrictEqual(header.ops.slice(-3), [
         { type: 'gemm', in: 'sel', weight: 'cls.predictions.transform.dense.weight', bias: 'cls.predictions.transform.dense.bias', activation: 'gelu_tanh', out: 'sel_t' },
         { type: 'add_layernorm', in: 'sel_t', gamma: 'cls.predictions.transform.LayerNorm.weight', beta: 'cls.predictions.transform.LayerNorm.bias', eps: 1e-12, out: 'sel_t' },
         { type: 'gemm', in: 'sel_t', weight: 'embeddings.word_embeddings.weight', bias: 'cls.predictions.bias', activation: 'none', out: 'mlm_logits' },

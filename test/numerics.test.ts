@@ -219,6 +219,20 @@ describe('numerics against Hugging Face transformers', function () {
         });
       }
 
+      // A head that reads a few rows (fill-mask, the pooler) gets a last layer
+      // computed on those rows alone when the full hidden states are not asked for.
+      it('matches transformers with each output requested alone (fp32)', async () => {
+        const fixture = loadFixture(entry.name);
+        await withEngine(await planFor('fp32'), async (engine) => {
+          for (const [name, want] of Object.entries(fixture.outputs)) {
+            const got = (await engine.run(batchOf(fixture.inputs, [name])))[name];
+            assert.ok(got, `the run returned no output "${name}"`);
+            const worst = worstDifference(got.data, want.data);
+            assert.ok(worst.error <= TOLERANCE.fp32, `${entry.name} "${name}" alone: max |error| ${worst.error.toExponential(3)} > ${TOLERANCE.fp32}`);
+          }
+        });
+      });
+
       it('gives each sequence the same rows in one batch as in batches of its own', async () => {
         const fixture = loadFixture(entry.name);
         const names = Object.keys(fixture.outputs);

@@ -18,6 +18,7 @@ set(FUSEDRT_CPU_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/gemm_packed.cpp
   ${CMAKE_CURRENT_LIST_DIR}/topk.cpp
   ${CMAKE_CURRENT_LIST_DIR}/attention.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/attention_rows.cpp
   ${CMAKE_CURRENT_LIST_DIR}/add_layernorm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cpp
   ${CMAKE_CURRENT_LIST_DIR}/half.cpp)

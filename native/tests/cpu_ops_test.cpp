@@ -324,6 +324,59 @@ void test_attention(ThreadPool& pool) {
   check_attention(pool, {17, 4, 33}, 3, 24);  // ragged key blocks, head_dim not a multiple of 16
 }
 
+// attention_rows against the rows of attention() it stands for; zeros for
+// query indices outside the batch. `query_rows` empty: random tokens (with
+// repeats) and both kinds of out-of-range index; else those rows.
+void check_attention_rows(ThreadPool& pool, const std::vector<int32_t>& lengths, int64_t heads, int64_t head_dim,
+                          std::vector<int32_t> query_rows, const char* what) {
+  const auto cu = cu_from_lengths(lengths);
+  const int64_t tokens = cu.back();
+  const int64_t width = heads * head_dim;
+  const int64_t sequences = static_cast<int64_t>(lengths.size());
+  if (query_rows.empty()) {
+    std::uniform_int_distribution<int32_t> token_dist(0, static_cast<int32_t>(tokens - 1));
+    for (int i = 0; i < 40; ++i) query_rows.push_back(token_dist(g_rng));
+    query_rows.push_back(query_rows.front());
+    query_rows.push_back(static_cast<int32_t>(tokens));
+    query_rows.push_back(-1);
+  }
+  const auto qkv = random_floats(static_cast<size_t>(tokens * 3 * width), -3, 3);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  std::vector<float> full(static_cast<size_t>(tokens * width), NAN);
+  attention({qkv.data(), cu.data(), sequences, heads, head_dim, scale, full.data()}, pool);
+  const int64_t rows = static_cast<int64_t>(query_rows.size());
+  std::vector<float> out(static_cast<size_t>(rows * width), NAN);
+  attention_rows({qkv.data(), cu.data(), sequences, heads, head_dim, scale, query_rows.data(), rows, out.data()}, pool);
+
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t token = query_rows[r];
+    const bool inside = token >= 0 && token < tokens;
+    for (int64_t c = 0; c < width; ++c) {
+      const double error = std::fabs(out[r * width + c] - (inside ? full[token * width + c] : 0.0f));
+      worst = std::isnan(error) ? INFINITY : std::max(worst, error);
+    }
+  }
+  const double tolerance = 1e-5;
+  report(worst <= tolerance, "attention_rows",
+         std::string(what) + " lengths=" + lengths_text(lengths) + " heads=" + std::to_string(heads) +
+             " head_dim=" + std::to_string(head_dim) + " threads=" + std::to_string(pool.size()),
+         worst, tolerance);
+}
+
+void test_attention_rows(ThreadPool& pool) {
+  check_attention_rows(pool, {1, 3, 7}, 2, 32, {}, "random");
+  check_attention_rows(pool, {5, 128, 1, 64}, 12, 64, {}, "random");
+  check_attention_rows(pool, {2, 0, 9}, 3, 128, {}, "random");
+  check_attention_rows(pool, {600}, 2, 24, {}, "random");
+  // A batch's first tokens, as the "first" selection passes them: the
+  // sequence boundaries, trailing padding sequences ending at the token count.
+  const std::vector<int32_t> lengths{17, 4, 33};
+  std::vector<int32_t> firsts = cu_from_lengths(lengths);
+  firsts.push_back(firsts.back());
+  check_attention_rows(pool, lengths, 3, 48, firsts, "first");
+}
+
 // ---- layernorms ----------------------------------------------------------
 
 // out = LN(x) in double; returns the largest error of `got` against it.
@@ -547,6 +600,7 @@ int main() {
     test_gemm_packed_rows(pool);
     test_gelu_range(pool);
     test_attention(pool);
+    test_attention_rows(pool);
     test_embed_layernorm(pool);
     test_add_layernorm(pool);
     test_gather_rows(pool);

@@ -46,6 +46,9 @@ export interface GemmOp {
   out: string;
 }
 
+/** Rows an op produces when not all tokens: each sequence's first token, or the caller's selected rows. */
+export type RowSelect = 'first' | 'selected';
+
 export interface AttentionOp {
   type: 'attention';
   in: string;
@@ -53,6 +56,8 @@ export interface AttentionOp {
   heads: number;
   headDim: number;
   scale: number;
+  /** Only these rows are queries (against all keys of their sequence); out is then a `sequences` or `selected` buffer. */
+  select?: RowSelect;
 }
 
 export interface AddLayerNormOp {
@@ -70,7 +75,7 @@ export interface GatherRowsOp {
   type: 'gather_rows';
   in: string;
   out: string;
-  select: 'first' | 'selected';
+  select: RowSelect;
 }
 
 export type PlanOp = EmbedLayerNormOp | GemmOp | AttentionOp | AddLayerNormOp | GatherRowsOp;

@@ -5,7 +5,7 @@
  * the weight mapping.
  */
 import { FusedRTError } from '../errors';
-import type { Activation, BufferDecl, ModelConfig, PlanOp, Task } from '../build/plan-types';
+import type { Activation, BufferDecl, ModelConfig, PlanOp, RowSelect, RowsKind, Task } from '../build/plan-types';
 import type { ModelGraph, TensorSpec, WeightLookup } from './index';
 
 export const BERT_ARCHITECTURES = [
@@ -168,6 +168,15 @@ class WeightBinder {
   }
 }
 
+/** Rows a head reads, and the buffers the last layer computes them in (prefix, prefix_ctx, ...). */
+interface HeadRows {
+  select: RowSelect;
+  rows: RowsKind;
+  prefix: string;
+}
+const SELECTED_ROWS: HeadRows = { select: 'selected', rows: 'selected', prefix: 'sel' };
+const FIRST_ROWS: HeadRows = { select: 'first', rows: 'sequences', prefix: 'first' };
+
 /** BertModel checkpoints name the encoder without the `bert.` prefix, task models with it; either loads into either. */
 function encoderPrefix(architecture: BertArchitecture, weights: WeightLookup): string {
   const probe = 'embeddings.word_embeddings.weight';
@@ -200,6 +209,9 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
   const embedNorm = w.layerNorm('embeddings.LayerNorm', `${p}embeddings.LayerNorm`, H);
   ops.push({ type: 'embed_layernorm', word, position, tokenType, ...embedNorm, eps, out: 'hidden' });
 
+  const hasPooler = architecture === 'BertForSequenceClassification'
+    || (architecture === 'BertModel' && (w.has(`${p}pooler.dense.weight`) || w.has(`${p}pooler.dense.bias`)));
+  const headRows = architecture === 'BertForMaskedLM' ? SELECTED_ROWS : hasPooler ? FIRST_ROWS : null;
   for (let i = 0; i < config.numLayers; i++) {
     const src = `${p}encoder.layer.${i}`;
     const dst = `encoder.layer.${i}`;
@@ -211,33 +223,49 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
     const up = w.linear(`${dst}.intermediate.dense`, `${src}.intermediate.dense`, I, H);
     const down = w.linear(`${dst}.output.dense`, `${src}.output.dense`, H, I);
     const outNorm = w.layerNorm(`${dst}.output.LayerNorm`, `${src}.output.LayerNorm`, H);
-    // The projections' biases ride in the following add_layernorm, saving one pass over [T, H].
-    ops.push(
-      { type: 'gemm', in: 'hidden', weight: qkvWeight, bias: qkvBias, activation: 'none', out: 'qkv' },
-      { type: 'attention', in: 'qkv', out: 'ctx', heads: numHeads, headDim, scale: 1 / Math.sqrt(headDim) },
-      { type: 'gemm', in: 'ctx', weight: attnOut.weight, activation: 'none', out: 'proj' },
-      { type: 'add_layernorm', in: 'proj', residual: 'hidden', bias: attnOut.bias, ...attnNorm, eps, out: 'hidden' },
-      { type: 'gemm', in: 'hidden', weight: up.weight, bias: up.bias, activation: act, out: 'inter' },
-      { type: 'gemm', in: 'inter', weight: down.weight, activation: 'none', out: 'proj' },
-      { type: 'add_layernorm', in: 'proj', residual: 'hidden', bias: down.bias, ...outNorm, eps, out: 'hidden' },
-    );
+    const attention = { type: 'attention', in: 'qkv', heads: numHeads, headDim, scale: 1 / Math.sqrt(headDim) } as const;
+    // Everything after attention, on the rows of `x` (updated in place).
+    // The projections' biases ride in the following add_layernorm, saving one pass over the rows.
+    const afterAttention = (x: string, ctx: string, proj: string, inter: string): PlanOp[] => [
+      { type: 'gemm', in: ctx, weight: attnOut.weight, activation: 'none', out: proj },
+      { type: 'add_layernorm', in: proj, residual: x, bias: attnOut.bias, ...attnNorm, eps, out: x },
+      { type: 'gemm', in: x, weight: up.weight, bias: up.bias, activation: act, out: inter },
+      { type: 'gemm', in: inter, weight: down.weight, activation: 'none', out: proj },
+      { type: 'add_layernorm', in: proj, residual: x, bias: down.bias, ...outNorm, eps, out: x },
+    ];
+    ops.push({ type: 'gemm', in: 'hidden', weight: qkvWeight, bias: qkvBias, activation: 'none', out: 'qkv' });
+    if (i === config.numLayers - 1 && headRows) {
+      // The head reads only some rows, so the last layer is also computed
+      // for those rows alone (their queries against every key). The
+      // runtime runs whichever version the requested outputs need.
+      const { select, rows, prefix } = headRows;
+      const names = { x: prefix, ctx: `${prefix}_ctx`, proj: `${prefix}_proj`, inter: `${prefix}_inter` };
+      buffers.push(
+        { name: names.x, rows, cols: H }, { name: names.ctx, rows, cols: H },
+        { name: names.proj, rows, cols: H }, { name: names.inter, rows, cols: I },
+      );
+      ops.push(
+        { type: 'gather_rows', in: 'hidden', out: names.x, select },
+        { ...attention, out: names.ctx, select },
+        ...afterAttention(names.x, names.ctx, names.proj, names.inter),
+      );
+    }
+    ops.push({ ...attention, out: 'ctx' }, ...afterAttention('hidden', 'ctx', 'proj', 'inter'));
   }
 
   const outputs: ModelGraph['outputs'] = [{ name: 'hidden', buffer: 'hidden' }];
   let labels: string[] | null = null;
+  // The pooler reads the first rows as the last layer left them (FIRST_ROWS).
   const addPooler = () => {
     const pooler = w.linear('pooler.dense', `${p}pooler.dense`, H, H);
-    buffers.push({ name: 'first', rows: 'sequences', cols: H }, { name: 'pooled', rows: 'sequences', cols: H });
-    ops.push(
-      { type: 'gather_rows', in: 'hidden', out: 'first', select: 'first' },
-      { type: 'gemm', in: 'first', weight: pooler.weight, bias: pooler.bias, activation: 'tanh', out: 'pooled' },
-    );
+    buffers.push({ name: 'pooled', rows: 'sequences', cols: H });
+    ops.push({ type: 'gemm', in: FIRST_ROWS.prefix, weight: pooler.weight, bias: pooler.bias, activation: 'tanh', out: 'pooled' });
     outputs.push({ name: 'pooled', buffer: 'pooled' });
   };
 
   switch (architecture) {
     case 'BertModel':
-      if (w.has(`${p}pooler.dense.weight`) || w.has(`${p}pooler.dense.bias`)) addPooler();
+      if (hasPooler) addPooler();
       break;
     case 'BertForMaskedLM':
       addMaskedLmHead(w, rawConfig, config, word, buffers, ops, outputs);
@@ -273,7 +301,8 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
 }
 
 /**
- * The MLM head runs on the selected rows only ([MASK] positions). With tied
+ * The MLM head runs on the selected rows only ([MASK] positions), which the
+ * last layer computed alone (SELECTED_ROWS). With tied
  * embeddings (transformers' default) the decoder is the word-embedding table,
  * whatever the checkpoint stores under the decoder's name, as transformers
  * re-ties it on load; the plan references the one tensor twice.
@@ -288,13 +317,11 @@ function addMaskedLmHead(w: WeightBinder, rawConfig: Record<string, unknown>, co
     : wordEmbeddings;
   const bias = w.add('cls.predictions.bias', [['cls.predictions.bias', 'cls.predictions.decoder.bias']], [config.vocabSize], 'vector');
   buffers.push(
-    { name: 'sel', rows: 'selected', cols: H },
     { name: 'sel_t', rows: 'selected', cols: H },
     { name: 'mlm_logits', rows: 'selected', cols: config.vocabSize },
   );
   ops.push(
-    { type: 'gather_rows', in: 'hidden', out: 'sel', select: 'selected' },
-    { type: 'gemm', in: 'sel', weight: transform.weight, bias: transform.bias, activation: config.hiddenAct as Activation, out: 'sel_t' },
+    { type: 'gemm', in: SELECTED_ROWS.prefix, weight: transform.weight, bias: transform.bias, activation: config.hiddenAct as Activation, out: 'sel_t' },
     { type: 'add_layernorm', in: 'sel_t', ...norm, eps: config.layerNormEps, out: 'sel_t' },
     { type: 'gemm', in: 'sel_t', weight: decoder, bias, activation: 'none', out: 'mlm_logits' },
   );

@@ -1,0 +1,615 @@
+// Can an fp16 GEMM of our own beat cuBLASLt on BERT-base's 128-row GEMMs?
+// (issue 3's 0.30 ms at 1 x 128 needs them faster; decision 0008.) This
+// probe is a Hopper kernel in the shape those GEMMs call for: TMA loads of
+// 64-wide K blocks (128-byte swizzle) into a ring of shared-memory stages,
+// wgmma (two m64 instructions cover the 128 rows), and split-K over the CTAs
+// of a thread-block cluster, whose partial tiles are summed through
+// distributed shared memory (each CTA sums a slice of the rows, adds the
+// bias and stores fp16), so no workspace and one launch. cuBLASLt's Hopper
+// kernels use few CTAs at 128 rows (one per output tile), each streaming a
+// weight slab alone; splitting K lets every SM stream a part.
+//
+//   nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a bench/gpu/wgmma_gemm.cu -lcublasLt -o /tmp/wgmma_gemm
+//   /tmp/wgmma_gemm [rows]
+//
+// For BERT-base's four GEMM shapes it checks every configuration (tile width
+// 64 or 128, 1-8 splits) against cuBLASLt's output, then times both in CUDA
+// graphs of 20 launches (median of 30 graphs, per launch): with the weight
+// warm in L2, and cold (each launch of a graph reads another of 24 weight
+// copies, more than L2 holds, as a run's 12 layers do), and stamps each
+// CTA's phases (%globaltimer) in one more launch. Exit status 1 if a
+// configuration's result is wrong.
+#include <cooperative_groups.h>
+#include <cublasLt.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK_CUDA(call)                                                                               \
+  do {                                                                                                 \
+    const cudaError_t error_ = (call);                                                                 \
+    if (error_ != cudaSuccess) {                                                                       \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
+      std::exit(2);                                                                                    \
+    }                                                                                                  \
+  } while (0)
+#define CHECK_CUBLAS(call)                                                                                   \
+  do {                                                                                                       \
+    const cublasStatus_t status_ = (call);                                                                   \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                                  \
+      std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, static_cast<int>(status_)); \
+      std::exit(2);                                                                                          \
+    }                                                                                                        \
+  } while (0)
+
+namespace cg = cooperative_groups;
+
+namespace {
+
+constexpr int kBlockM = 128;   // every row of the batch: two m64 wgmmas
+constexpr int kBlockK = 64;    // 128 bytes of fp16, one swizzle row
+constexpr int kThreads = 128;  // one warpgroup
+constexpr int kStages = 3;  // 3 x 24 KB + the receive buffer: two CTAs of tile width 64 per SM
+constexpr int kABytes = kBlockM * kBlockK * 2;
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// wgmma's shared-memory matrix descriptor for a K-major tile stored as TMA
+// writes it with 128-byte swizzle: rows of 128 bytes, 8-row groups 1024
+// bytes apart. Moving 16 K elements (32 bytes) along a row adds 2 to it.
+__device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
+  uint64_t desc = (shared_address(tile) & 0x3FFFF) >> 4;
+  desc |= uint64_t{1} << 16;           // leading byte offset (unused with this swizzle)
+  desc |= uint64_t{1024 >> 4} << 32;   // stride byte offset: one 8-row group
+  desc |= uint64_t{1} << 62;           // 128-byte swizzle
+  return desc;
+}
+
+__device__ __forceinline__ void barrier_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count));
+}
+
+__device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ bool barrier_try_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred ready;\nmbarrier.try_wait.parity.shared::cta.b64 ready, [%1], %2;\nselp.u32 %0, 1, 0, ready;\n}\n"
+      : "=r"(done)
+      : "r"(shared_address(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+
+// Box (x = K offset, y = row offset) of `map` into dst; completes on bar.
+__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(
+          shared_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(x), "r"(y)
+      : "memory");
+}
+
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t ns;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(ns));
+  return ns;
+}
+
+// Where a CTA's time goes: thread 0 stamps entry, first stage landed, last
+// MMA done, partial sums received, exit.
+constexpr int kStamps = 5;
+__device__ __forceinline__ void stamp(uint64_t* stamps, int which) {
+  if (stamps != nullptr && threadIdx.x == 0) {
+    const int cta = blockIdx.x + gridDim.x * blockIdx.z;
+    stamps[cta * kStamps + which] = global_ns();
+  }
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// D[64 x 64] += A[64 x 16] . B[64 x 16]^T, both K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, accumulate, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b));
+}
+
+// D[64 x 128] += A[64 x 16] . B[128 x 16]^T, both K-major in shared memory.
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, accumulate, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b));
+}
+
+template <int kBlockN>
+__device__ __forceinline__ void wgmma_tile(float (&d)[kBlockN / 2], uint64_t a, uint64_t b) {
+  if constexpr (kBlockN == 64) {
+    wgmma_m64n64k16(d, a, b);
+  } else {
+    wgmma_m64n128k16(d, a, b);
+  }
+}
+
+template <int kBlockN>
+__host__ __device__ constexpr int stage_bytes() {
+  return kABytes + kBlockN * kBlockK * 2;
+}
+
+// The split-K receive buffer: the other CTAs' partial sums of this CTA's
+// rows, fp32, at most (splits - 1) * ceil(128 / splits) <= 112 rows of
+// kBlockN. Apart from the stages, so that a CTA may receive while it still
+// computes.
+template <int kBlockN>
+__host__ __device__ constexpr int receive_bytes() {
+  return 112 * kBlockN * 4;
+}
+
+template <int kBlockN>
+__host__ __device__ constexpr int shared_bytes() {
+  return kStages * stage_bytes<kBlockN>() + receive_bytes<kBlockN>() + 1024;  // + alignment slack
+}
+// The CTA's own partial tile, fp32 [128][kBlockN], reuses the stages.
+static_assert(kBlockM * 128 * 4 <= kStages * stage_bytes<128>(), "partial tile fits the stages");
+static_assert(kBlockM * 64 * 4 <= kStages * stage_bytes<64>(), "partial tile fits the stages");
+
+// Rows [begin, end) of the tile are reduced by CTA `owner` of the cluster.
+__device__ __forceinline__ int slice_begin(int owner, int splits) {
+  const int slice = (kBlockM + splits - 1) / splits;
+  return min(owner * slice, kBlockM);
+}
+
+// Bulk copy of `bytes` from this CTA's shared memory into CTA `rank`'s, at
+// the same offsets as dst and bar have here; completes on that CTA's bar.
+__device__ __forceinline__ void push_to(const void* src, void* dst, uint64_t* bar, int rank, uint32_t bytes) {
+  uint32_t remote_dst, remote_bar;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_dst) : "r"(shared_address(dst)), "r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_bar) : "r"(shared_address(bar)), "r"(rank));
+  asm volatile(
+      "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(remote_dst),
+      "r"(shared_address(src)), "r"(bytes), "r"(remote_bar)
+      : "memory");
+}
+
+// out[rows, n] = in[rows, k] . weight[n, k]^T + bias, fp32 accumulation.
+// Grid (n / kBlockN, 1, splits), clusters of (1, 1, splits): the CTAs of a
+// cluster share an output tile and split its K blocks; CTA q then sums rows
+// slice q of the tile: every other CTA pushes its partial sums of those rows
+// into q's receive buffer with one bulk copy.
+template <int kBlockN>
+__global__ void __launch_bounds__(kThreads) split_k_gemm(const __grid_constant__ CUtensorMap in_map,
+                                                          const __grid_constant__ CUtensorMap weight_map,
+                                                          const __half* bias, __half* out, int rows, int n,
+                                                          int k_blocks, uint64_t* stamps) {
+  extern __shared__ uint8_t shared_raw[];
+  __shared__ uint64_t full[kStages];
+  __shared__ uint64_t received;
+  uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) & ~uintptr_t{1023});
+  float* receive = reinterpret_cast<float*>(shared + kStages * stage_bytes<kBlockN>());
+  cg::cluster_group cluster = cg::this_cluster();
+  const int splits = static_cast<int>(cluster.num_blocks());
+  const int split = static_cast<int>(cluster.block_rank());
+  const int n0 = blockIdx.x * kBlockN;
+  const int first = split * k_blocks / splits;
+  const int count = (split + 1) * k_blocks / splits - first;
+  const int my_begin = slice_begin(split, splits);
+  const int my_rows = slice_begin(split + 1, splits) - my_begin;
+
+  stamp(stamps, 0);
+  if (threadIdx.x == 0) {
+    // The tensor maps are kernel parameters: fetch them while the barriers are set up.
+    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(&in_map)) : "memory");
+    asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(&weight_map)) : "memory");
+    for (int s = 0; s < kStages; ++s) barrier_init(&full[s], 1);
+    barrier_init(&received, 1);
+    barrier_expect_bytes(&received, static_cast<uint32_t>((splits - 1) * my_rows * kBlockN * 4));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  auto load = [&](int i) {
+    uint8_t* stage = shared + (i % kStages) * stage_bytes<kBlockN>();
+    uint64_t* bar = &full[i % kStages];
+    barrier_expect_bytes(bar, stage_bytes<kBlockN>());
+    tma_load(stage, &in_map, bar, (first + i) * kBlockK, 0);
+    tma_load(stage + kABytes, &weight_map, bar, (first + i) * kBlockK, n0);
+  };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < min(kStages, count); ++i) load(i);
+  }
+
+  float top[kBlockN / 2] = {};
+  float bottom[kBlockN / 2] = {};
+  for (int i = 0; i < count; ++i) {
+    while (!barrier_try_wait(&full[i % kStages], (i / kStages) & 1)) {
+    }
+    if (i == 0) stamp(stamps, 1);
+    const uint8_t* stage = shared + (i % kStages) * stage_bytes<kBlockN>();
+    const uint64_t a_top = tile_descriptor(stage);
+    const uint64_t a_bottom = tile_descriptor(stage + 64 * 128);
+    const uint64_t b = tile_descriptor(stage + kABytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockK / 16; ++kk) {
+      wgmma_tile<kBlockN>(top, a_top + 2 * kk, b + 2 * kk);
+      wgmma_tile<kBlockN>(bottom, a_bottom + 2 * kk, b + 2 * kk);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    __syncthreads();  // every warp's reads of the stage are done before it is refilled
+    if (threadIdx.x == 0 && i + kStages < count) load(i + kStages);
+  }
+  stamp(stamps, 2);
+
+  // The partial tile into the (consumed) stages, row-major [128][kBlockN]:
+  // fragment element (half h, pair j, i) is row h*64 + warp*16 + lane/4 (+8
+  // for i = 1), columns 8j + 2(lane % 4) (+1).
+  float* partial = reinterpret_cast<float*>(shared);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int j = 0; j < kBlockN / 8; ++j) {
+    const int col = 8 * j + (lane % 4) * 2;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int row = h * 64 + warp * 16 + lane / 4 + 8 * i;
+        const float* acc = h == 0 ? top : bottom;
+        *reinterpret_cast<float2*>(partial + row * kBlockN + col) =
+            make_float2(acc[4 * j + 2 * i], acc[4 * j + 2 * i + 1]);
+      }
+    }
+  }
+  if (splits > 1) {
+    // The bulk copies read the tile through the async proxy; and every
+    // CTA's receive barrier must be armed before another pushes to it (a
+    // CTA arms its own at entry, so one cluster barrier here covers both).
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    cluster.sync();
+    if (threadIdx.x == 0) {
+      for (int owner = 0; owner < splits; ++owner) {
+        if (owner == split) continue;
+        const int begin = slice_begin(owner, splits);
+        const int owner_rows = slice_begin(owner + 1, splits) - begin;
+        const int slot = split < owner ? split : split - 1;
+        push_to(partial + begin * kBlockN, receive + slot * owner_rows * kBlockN, &received, owner,
+                static_cast<uint32_t>(owner_rows * kBlockN * 4));
+      }
+      asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+    }
+    while (!barrier_try_wait(&received, 0)) {
+    }
+  } else {
+    __syncthreads();
+  }
+  stamp(stamps, 3);
+
+  // Each thread keeps one 4-column group (kThreads is a multiple of
+  // kBlockN / 4), so its bias is loaded once.
+  constexpr int kQuads = kBlockN / 4;
+  constexpr int kRowsPerPass = kThreads / kQuads;
+  static_assert(kThreads % kQuads == 0, "a pass covers whole rows");
+  const int col = 4 * (threadIdx.x % kQuads);
+  const __half2 b01 = *reinterpret_cast<const __half2*>(bias + n0 + col);
+  const __half2 b23 = *reinterpret_cast<const __half2*>(bias + n0 + col + 2);
+  const int store_rows = min(my_rows, rows - my_begin);
+#pragma unroll 4
+  for (int r = threadIdx.x / kQuads; r < store_rows; r += kRowsPerPass) {
+    float4 sum = *reinterpret_cast<const float4*>(partial + (my_begin + r) * kBlockN + col);
+    for (int slot = 0; slot < splits - 1; ++slot) {
+      const float4 v = *reinterpret_cast<const float4*>(receive + (slot * my_rows + r) * kBlockN + col);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    __half2 pair[2] = {__floats2half2_rn(sum.x + __low2float(b01), sum.y + __high2float(b01)),
+                       __floats2half2_rn(sum.z + __low2float(b23), sum.w + __high2float(b23))};
+    *reinterpret_cast<uint2*>(out + static_cast<size_t>(my_begin + r) * n + n0 + col) =
+        *reinterpret_cast<const uint2*>(pair);
+  }
+  // This CTA's pushes must have read its tile before the CTA ends.
+  if (splits > 1 && threadIdx.x == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+  stamp(stamps, 4);
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    CHECK_CUDA(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || f == nullptr) {
+      std::fprintf(stderr, "cuTensorMapEncodeTiled not found\n");
+      std::exit(2);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A row-major fp16 matrix [rows, cols] read in boxes of box_rows x 64.
+CUtensorMap tile_map(const __half* base, int rows, int cols, int box_rows) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(__half)};
+  const cuuint32_t box[2] = {kBlockK, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(base), dims, strides,
+                                    box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    std::fprintf(stderr, "cuTensorMapEncodeTiled failed: %d\n", static_cast<int>(r));
+    std::exit(2);
+  }
+  return map;
+}
+
+struct Shape {
+  const char* name;
+  int n, k;
+};
+
+struct Operands {
+  int rows, n, k;
+  __half *in, *bias, *out, *expected;
+  std::vector<__half*> weights;  // copies of one weight, for cold-L2 timing
+};
+
+template <int kBlockN>
+cudaError_t launch(const Operands& o, const CUtensorMap& in_map, const CUtensorMap& weight_map, int splits,
+                   cudaStream_t stream, uint64_t* stamps = nullptr) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(o.n / kBlockN, 1, splits);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = shared_bytes<kBlockN>();
+  config.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 1;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = splits;
+  config.attrs = &cluster;
+  config.numAttrs = splits > 1 ? 1 : 0;  // no cluster launch when there is nothing to reduce
+  return cudaLaunchKernelEx(&config, split_k_gemm<kBlockN>, in_map, weight_map, o.bias, o.out, o.rows, o.n,
+                            o.k / kBlockK, stamps);
+}
+
+struct Lt {
+  cublasLtHandle_t handle;
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, c;
+  cublasLtMatmulAlgo_t algo;
+  void* workspace;
+  size_t workspace_bytes = 32 << 20;
+};
+
+// cuBLASLt's first heuristic choice for out = in . weight^T + bias (fp16,
+// fp32 compute), as the backend calls it (column-major view: out^T = W . in^T).
+Lt make_lt(cublasLtHandle_t handle, const Operands& o) {
+  Lt lt{};
+  lt.handle = handle;
+  CHECK_CUBLAS(cublasLtMatmulDescCreate(&lt.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  const cudaDataType_t bias_type = CUDA_R_16F;
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o.bias, sizeof(o.bias)));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.a, CUDA_R_16F, o.k, o.n, o.k));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.b, CUDA_R_16F, o.k, o.rows, o.k));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.c, CUDA_R_16F, o.n, o.rows, o.n));
+  CHECK_CUDA(cudaMalloc(&lt.workspace, lt.workspace_bytes));
+  cublasLtMatmulPreference_t preference;
+  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
+  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &lt.workspace_bytes, sizeof(lt.workspace_bytes)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, lt.desc, lt.a, lt.b, lt.c, lt.c, preference, 1, &result, &found));
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (found == 0) {
+    std::fprintf(stderr, "no cuBLASLt algorithm\n");
+    std::exit(2);
+  }
+  lt.algo = result.algo;
+  return lt;
+}
+
+void run_lt(const Lt& lt, const Operands& o, const __half* weight, __half* out, cudaStream_t stream) {
+  const float one = 1.f, zero = 0.f;
+  CHECK_CUBLAS(cublasLtMatmul(lt.handle, lt.desc, &one, weight, lt.a, o.in, lt.b, &zero, out, lt.c, out, lt.c,
+                              &lt.algo, lt.workspace, lt.workspace_bytes, stream));
+}
+
+// Per-launch µs of `launch_one(i)` (i: launch index in the graph), from 30
+// graphs of 20 launches after warm-up; median.
+template <class F>
+double time_us(F launch_one, cudaStream_t stream) {
+  constexpr int kPerGraph = 20;
+  cudaGraph_t graph;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < kPerGraph; ++i) launch_one(i);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, end;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&end));
+  std::vector<double> samples;
+  for (int r = 0; r < 35; ++r) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(end, stream));
+    CHECK_CUDA(cudaEventSynchronize(end));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, end));
+    if (r >= 5) samples.push_back(1000.0 * ms / kPerGraph);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+void fill(__half* device, size_t count, float amplitude, uint64_t seed) {
+  std::vector<__half> host(count);
+  for (auto& v : host) {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    v = __float2half(amplitude * (static_cast<float>(seed >> 40) / 8388608.f - 1.f));
+  }
+  CHECK_CUDA(cudaMemcpy(device, host.data(), count * sizeof(__half), cudaMemcpyHostToDevice));
+}
+
+// Largest |ours - cuBLASLt| over the output, relative to the largest |cuBLASLt|.
+double relative_error(const Operands& o) {
+  const size_t count = static_cast<size_t>(o.rows) * o.n;
+  std::vector<__half> got(count), want(count);
+  CHECK_CUDA(cudaMemcpy(got.data(), o.out, count * sizeof(__half), cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(want.data(), o.expected, count * sizeof(__half), cudaMemcpyDeviceToHost));
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const double w = __half2float(want[i]);
+    const double g = __half2float(got[i]);
+    worst = std::isfinite(g) ? std::max(worst, std::fabs(g - w)) : INFINITY;
+    scale = std::max(scale, std::fabs(w));
+  }
+  return worst / std::max(scale, 1e-30);
+}
+
+template <int kBlockN>
+bool try_config(const Operands& o, int splits, double lt_warm, double lt_cold, const char* shape, cudaStream_t stream,
+                const std::vector<CUtensorMap>& weight_maps, const CUtensorMap& in_map) {
+  if (o.n % kBlockN != 0 || splits > o.k / kBlockK) return true;
+  CHECK_CUDA(cudaMemset(o.out, 0xFF, static_cast<size_t>(o.rows) * o.n * sizeof(__half)));
+  const cudaError_t launched = launch<kBlockN>(o, in_map, weight_maps[0], splits, stream);
+  if (launched != cudaSuccess) {
+    std::printf("| %s | %d | %d | %d | launch failed: %s | | | |\n", shape, o.rows, kBlockN, splits,
+                cudaGetErrorString(launched));
+    return true;  // a configuration the GPU cannot run (e.g. cluster size) is not a wrong result
+  }
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  const double error = relative_error(o);
+  const bool ok = error <= 1e-2;
+  const double warm = time_us([&](int) { launch<kBlockN>(o, in_map, weight_maps[0], splits, stream); }, stream);
+  const double cold = time_us(
+      [&](int i) { launch<kBlockN>(o, in_map, weight_maps[i % weight_maps.size()], splits, stream); }, stream);
+  // One more launch, warm, with every CTA's stamps: medians over CTAs of
+  // each phase, the spread of their start times, and first start to last exit.
+  const int ctas = o.n / kBlockN * splits;
+  uint64_t* stamps;
+  CHECK_CUDA(cudaMalloc(&stamps, sizeof(uint64_t) * kStamps * ctas));
+  CHECK_CUDA(launch<kBlockN>(o, in_map, weight_maps[0], splits, stream, stamps));
+  std::vector<uint64_t> t(static_cast<size_t>(kStamps) * ctas);
+  CHECK_CUDA(cudaMemcpy(t.data(), stamps, sizeof(uint64_t) * t.size(), cudaMemcpyDeviceToHost));
+  cudaFree(stamps);
+  uint64_t first_start = UINT64_MAX, last_start = 0, last_end = 0;
+  std::vector<double> phase[kStamps - 1];
+  for (int c = 0; c < ctas; ++c) {
+    const uint64_t* ct = &t[static_cast<size_t>(c) * kStamps];
+    first_start = std::min(first_start, ct[0]);
+    last_start = std::max(last_start, ct[0]);
+    last_end = std::max(last_end, ct[4]);
+    for (int p = 0; p < kStamps - 1; ++p) phase[p].push_back(static_cast<double>(ct[p + 1] - ct[p]) / 1000.0);
+  }
+  for (auto& v : phase) std::sort(v.begin(), v.end());
+  std::printf("| %s | %d | %d | %d | %.2e %s | %.2f | %.2f | %.2f / %.2f | %.2f / %.2f / %.2f / %.2f | %.2f | %.2f |\n",
+              shape, o.rows, kBlockN, splits, error, ok ? "ok" : "WRONG", warm, cold, lt_warm, lt_cold,
+              phase[0][ctas / 2], phase[1][ctas / 2], phase[2][ctas / 2], phase[3][ctas / 2],
+              (last_start - first_start) / 1000.0, (last_end - first_start) / 1000.0);
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rows = argc > 1 ? std::atoi(argv[1]) : 128;
+  if (rows < 1 || rows > kBlockM) {
+    std::fprintf(stderr, "rows must be 1..%d\n", kBlockM);
+    return 2;
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  if (prop.major != 9) {
+    std::fprintf(stderr, "needs an sm_90 GPU (this is sm_%d%d)\n", prop.major, prop.minor);
+    return 2;
+  }
+  CHECK_CUDA(cudaFuncSetAttribute(split_k_gemm<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes<64>()));
+  CHECK_CUDA(cudaFuncSetAttribute(split_k_gemm<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes<128>()));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  cublasLtHandle_t handle;
+  CHECK_CUBLAS(cublasLtCreate(&handle));
+  std::printf("wgmma_gemm on %s (%d SMs), %d rows\n\n", prop.name, prop.multiProcessorCount, rows);
+  std::printf("| GEMM | rows | tile N | splits | error vs cuBLASLt | warm us | cold us | cuBLASLt warm / cold us "
+              "| phases us (median CTA): first stage / MMA / exchange / store | CTA start spread us | first start to last exit us |\n");
+  std::printf("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
+  const Shape shapes[] = {{"QKV", 2304, 768}, {"O", 768, 768}, {"FFN1", 3072, 768}, {"FFN2", 768, 3072}};
+  bool all_ok = true;
+  constexpr int kCopies = 24;
+  for (const Shape& s : shapes) {
+    Operands o{rows, s.n, s.k, nullptr, nullptr, nullptr, nullptr, {}};
+    CHECK_CUDA(cudaMalloc(&o.in, static_cast<size_t>(rows) * s.k * sizeof(__half)));
+    CHECK_CUDA(cudaMalloc(&o.bias, s.n * sizeof(__half)));
+    CHECK_CUDA(cudaMalloc(&o.out, static_cast<size_t>(rows) * s.n * sizeof(__half)));
+    CHECK_CUDA(cudaMalloc(&o.expected, static_cast<size_t>(rows) * s.n * sizeof(__half)));
+    fill(o.in, static_cast<size_t>(rows) * s.k, 1.f, 11);
+    fill(o.bias, s.n, 0.5f, 13);
+    for (int c = 0; c < kCopies; ++c) {
+      __half* w;
+      CHECK_CUDA(cudaMalloc(&w, static_cast<size_t>(s.n) * s.k * sizeof(__half)));
+      if (c == 0) {
+        fill(w, static_cast<size_t>(s.n) * s.k, 0.05f, 17);
+      } else {
+        CHECK_CUDA(cudaMemcpy(w, o.weights[0], static_cast<size_t>(s.n) * s.k * sizeof(__half), cudaMemcpyDeviceToDevice));
+      }
+      o.weights.push_back(w);
+    }
+    const Lt lt = make_lt(handle, o);
+    run_lt(lt, o, o.weights[0], o.expected, stream);
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    const double lt_warm = time_us([&](int) { run_lt(lt, o, o.weights[0], o.out, stream); }, stream);
+    const double lt_cold = time_us([&](int i) { run_lt(lt, o, o.weights[i % kCopies], o.out, stream); }, stream);
+    const CUtensorMap in_map = tile_map(o.in, rows, s.k, kBlockM);
+    for (int tile_n : {64, 128}) {
+      std::vector<CUtensorMap> maps;
+      for (__half* w : o.weights) maps.push_back(tile_map(w, s.n, s.k, tile_n));
+      for (int splits : {1, 2, 3, 4, 6, 8}) {
+        all_ok &= tile_n == 64 ? try_config<64>(o, splits, lt_warm, lt_cold, s.name, stream, maps, in_map)
+                               : try_config<128>(o, splits, lt_warm, lt_cold, s.name, stream, maps, in_map);
+      }
+    }
+    for (__half* w : o.weights) cudaFree(w);
+    cudaFree(o.in);
+    cudaFree(o.bias);
+    cudaFree(o.out);
+    cudaFree(o.expected);
+  }
+  std::printf("\nwgmma_gemm: %s\n", all_ok ? "all results match cuBLASLt" : "SOME RESULTS WRONG");
+  return all_ok ? 0 : 1;
+}

@@ -5,9 +5,12 @@
 // wgmma (two m64 instructions cover the 128 rows), and split-K over the CTAs
 // of a thread-block cluster, whose partial tiles are summed through
 // distributed shared memory (each CTA sums a slice of the rows, adds the
-// bias and stores fp16), so no workspace and one launch. cuBLASLt's Hopper
-// kernels use few CTAs at 128 rows (one per output tile), each streaming a
-// weight slab alone; splitting K lets every SM stream a part.
+// bias and stores fp16), so no workspace and one launch. The bet was that
+// at 128 rows there are too few output tiles to keep every SM streaming
+// weights, and splitting K would fix that. It did not pay: the results
+// match cuBLASLt's, but the kernel is 1.1-1.6x slower on an H100, and its
+// phase stamps show load latency and the cross-CTA exchange taking what the
+// split saves (bench/RESULTS.md; decision 0008, second addendum).
 //
 //   nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a bench/gpu/wgmma_gemm.cu -lcublasLt -o /tmp/wgmma_gemm
 //   /tmp/wgmma_gemm [rows]

@@ -14,16 +14,20 @@
  * on and off, with the most time a run held the JS thread in the addon, each
  * followed by the event loop's longest stalls while 32 x 128 top-5 runs go
  * back to back (and idle, for the host's own), split into those a garbage
- * collection overlapped and the others.
+ * collection overlapped and the others. Last, the same probe in fresh
+ * processes (`fusedrt bench`) that only load the plan, as Node-RED does,
+ * with V8's default scavenger and with --no-parallel-scavenge (README,
+ * "Keeping the event loop under 1 ms").
  * Not a test: it prints a table and fails only when a run fails.
  */
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import { Engine } from '../../src/engine/engine';
 import { runGpuMs, runTiming, type RunTiming } from '../../src/engine/run-result';
-import { describeGc, measureLoopStalls } from '../../src/tools/loop-stalls';
+import { describeGc, measureLoopStalls, type LoopStalls } from '../../src/tools/loop-stalls';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
@@ -125,8 +129,23 @@ async function timeFillMask(work: string): Promise<void> {
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log(`\n${rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
+  for (const v8Flags of [[], ['--no-parallel-scavenge']]) stalls.push(probeInFreshProcess(plan, v8Flags));
   console.log(`event loop while 32x128 top-5 runs back to back (src/tools/loop-stalls.ts, ${LOOP_PROBE_MS / 1000} s each):`);
   for (const line of stalls) console.log(`  ${line}`);
+}
+
+/**
+ * The loop probe in a process that only loads the plan and runs it (spin
+ * wait on): this one has written and built BERT-base models, whose garbage
+ * a collection may still meet.
+ */
+function probeInFreshProcess(plan: string, v8Flags: string[]): string {
+  const cli = path.join(__dirname, '..', '..', 'src', 'cli.js');
+  const output = execFileSync(process.execPath, [...v8Flags, cli, 'bench', plan, '--device', 'cuda', '--batch', '32',
+    '--seq', '128', '--top-k', '5', '--runs', '20', '--loop-seconds', String(LOOP_PROBE_MS / 1000), '--json'], { encoding: 'utf8' });
+  const { eventLoop } = JSON.parse(output) as { eventLoop: LoopStalls };
+  return `fresh process${v8Flags.length > 0 ? `, ${v8Flags.join(' ')}` : ''}: ${eventLoop.requests} runs, longest stall `
+    + `${eventLoop.maxMs.toFixed(3)} ms, p99 ${eventLoop.p99Ms.toFixed(3)} ms in ${eventLoop.turns} turns, ${describeGc(eventLoop)}`;
 }
 
 async function timeFillMaskWith(engine: Engine, spinWait: boolean, rows: string[][], stalls: string[]): Promise<void> {

@@ -56,20 +56,6 @@ cpu::GemmParams gemm_params(const OpCall& c) {
 void run_gemm(const OpCall& c, cpu::ThreadPool& pool) { cpu::gemm(gemm_params(c), pool); }
 
 void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
-  if (c.op->select != RowSelect::kAll) {
-    cpu::AttentionRowsParams p{};
-    p.qkv = f32(c.in);
-    p.cu_seqlens = c.batch->cu_seqlens;
-    p.sequences = c.batch->shape.sequences;
-    p.heads = c.op->heads;
-    p.head_dim = c.op->head_dim;
-    p.scale = c.op->scale;
-    p.query_rows = selected_tokens(c);
-    p.rows = c.rows;
-    p.out = f32(c.out);
-    cpu::attention_rows(p, pool);
-    return;
-  }
   cpu::AttentionParams p{};
   p.qkv = f32(c.in);
   p.cu_seqlens = c.batch->cu_seqlens;
@@ -78,7 +64,11 @@ void run_attention(const OpCall& c, cpu::ThreadPool& pool) {
   p.head_dim = c.op->head_dim;
   p.scale = c.op->scale;
   p.out = f32(c.out);
-  cpu::attention(p, pool);
+  if (c.op->select == RowSelect::kAll) {
+    cpu::attention(p, pool);
+  } else {
+    cpu::attention_rows({p, selected_tokens(c), c.rows}, pool);
+  }
 }
 
 void run_add_layernorm(const OpCall& c, cpu::ThreadPool& pool) {

@@ -36,14 +36,8 @@
 #include <cstdlib>
 #include <vector>
 
-#define CHECK_CUDA(call)                                                                               \
-  do {                                                                                                 \
-    const cudaError_t error_ = (call);                                                                 \
-    if (error_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(2);                                                                                    \
-    }                                                                                                  \
-  } while (0)
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA: exit status 2 when the probe cannot run
+
 #define CHECK_CUBLAS(call)                                                                                   \
   do {                                                                                                       \
     const cublasStatus_t status_ = (call);                                                                   \

@@ -15,7 +15,7 @@ namespace {
 
 // The sequence holding `token`, or -1 when the token lies past the batch
 // (a padding entry of query_rows). cu_seqlens is non-decreasing.
-int64_t sequence_of(const AttentionRowsParams& p, int64_t token) {
+int64_t sequence_of(const AttentionParams& p, int64_t token) {
   if (token < 0 || token >= p.cu_seqlens[p.sequences]) return -1;
   const int32_t* end = p.cu_seqlens + p.sequences + 1;
   // The last boundary <= token starts its sequence; upper_bound skips empty ones.
@@ -26,12 +26,11 @@ int64_t sequence_of(const AttentionRowsParams& p, int64_t token) {
 // softmax (row maximum subtracted, exp_fast as in attention()), then the
 // probability-weighted sum of the values.
 FUSEDRT_SIMD_CLONES
-void attend_row(const AttentionRowsParams& p, int64_t row, int64_t head, std::vector<float>& scores) {
+void attend_row(const AttentionParams& p, int64_t token, int64_t row, int64_t head, std::vector<float>& scores) {
   const int64_t dim = p.head_dim;
   const int64_t width = p.heads * dim;
   const int64_t stride = 3 * width;
   float* out = p.out + row * width + head * dim;
-  const int64_t token = p.query_rows[row];
   const int64_t sequence = sequence_of(p, token);
   if (sequence < 0) {
     std::fill(out, out + dim, 0.0f);
@@ -69,11 +68,15 @@ void attend_row(const AttentionRowsParams& p, int64_t row, int64_t head, std::ve
 }  // namespace
 
 void attention_rows(const AttentionRowsParams& p, ThreadPool& pool) {
+  const AttentionParams& a = p.attention;
   int64_t longest = 0;
-  for (int64_t b = 0; b < p.sequences; ++b) longest = std::max<int64_t>(longest, p.cu_seqlens[b + 1] - p.cu_seqlens[b]);
-  pool.parallel_for(p.rows * p.heads, 4, [&](int64_t begin, int64_t end) {
+  for (int64_t b = 0; b < a.sequences; ++b) longest = std::max<int64_t>(longest, a.cu_seqlens[b + 1] - a.cu_seqlens[b]);
+  pool.parallel_for(p.rows * a.heads, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(longest));
-    for (int64_t item = begin; item < end; ++item) attend_row(p, item / p.heads, item % p.heads, scores);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t row = item / a.heads;
+      attend_row(a, p.query_rows[row], row, item % a.heads, scores);
+    }
   });
 }
 

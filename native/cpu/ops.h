@@ -85,19 +85,14 @@ struct AttentionParams {
 };
 void attention(const AttentionParams& p, ThreadPool& pool);
 
-// attention() for some query rows only: out row r is the attention output of
-// token query_rows[r] (against the keys of its own sequence), or zeros when
-// that index is outside [0, cu_seqlens[sequences]) (padding entries).
+// attention() for some query rows only: row r of attention.out is the
+// attention output of token query_rows[r] (against the keys of its own
+// sequence), or zeros when that index is outside [0, cu_seqlens[sequences])
+// (padding entries).
 struct AttentionRowsParams {
-  const float* qkv;  // [tokens, 3 * heads * head_dim]: Q | K | V
-  const int32_t* cu_seqlens;
-  int64_t sequences;
-  int64_t heads;
-  int64_t head_dim;
-  float scale;
+  AttentionParams attention;  // its out is [rows, heads * head_dim] here
   const int32_t* query_rows;  // [rows]
   int64_t rows;
-  float* out;  // [rows, heads * head_dim]
 };
 void attention_rows(const AttentionRowsParams& p, ThreadPool& pool);
 

@@ -346,7 +346,7 @@ void check_attention_rows(ThreadPool& pool, const std::vector<int32_t>& lengths,
   attention({qkv.data(), cu.data(), sequences, heads, head_dim, scale, full.data()}, pool);
   const int64_t rows = static_cast<int64_t>(query_rows.size());
   std::vector<float> out(static_cast<size_t>(rows * width), NAN);
-  attention_rows({qkv.data(), cu.data(), sequences, heads, head_dim, scale, query_rows.data(), rows, out.data()}, pool);
+  attention_rows({{qkv.data(), cu.data(), sequences, heads, head_dim, scale, out.data()}, query_rows.data(), rows}, pool);
 
   double worst = 0;
   for (int64_t r = 0; r < rows; ++r) {

@@ -29,7 +29,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -42,6 +41,7 @@ namespace {
 
 using fusedrt::gpu::AttentionRowsArgs;
 using fusedrt::test::DeviceBuffer;
+using fusedrt::test::median_us;
 using fusedrt::test::Rng;
 
 constexpr double kTolerance32 = 1e-5;
@@ -322,47 +322,6 @@ void run_checks(Rng& rng) {
   }
   std::printf("\n");
   check_rejections();
-}
-
-// Median over `samples` of the time of one launch: each sample is a CUDA
-// graph of `per_sample` launches back to back (as in a captured run, and
-// without the host's launch rate in it) between two events, divided by
-// per_sample; per_sample = 1 times single launches.
-double median_us(const std::function<void(cudaStream_t)>& launch, int per_sample, int samples) {
-  cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaGraphExec_t graph = nullptr;
-  if (per_sample > 1) {
-    cudaGraph_t captured;
-    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < per_sample; ++i) launch(stream);
-    CHECK_CUDA(cudaStreamEndCapture(stream, &captured));
-    CHECK_CUDA(cudaGraphInstantiate(&graph, captured, 0));
-    CHECK_CUDA(cudaGraphDestroy(captured));
-  }
-  const auto run = [&] {
-    if (graph != nullptr) {
-      CHECK_CUDA(cudaGraphLaunch(graph, stream));
-    } else {
-      launch(stream);
-    }
-  };
-  for (int i = 0; i < 10; ++i) run();  // warm-up
-  std::vector<cudaEvent_t> events(2 * samples);
-  for (auto& e : events) CHECK_CUDA(cudaEventCreate(&e));
-  for (int i = 0; i < samples; ++i) {
-    CHECK_CUDA(cudaEventRecord(events[2 * i], stream));
-    run();
-    CHECK_CUDA(cudaEventRecord(events[2 * i + 1], stream));
-  }
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<float> ms(samples);
-  for (int i = 0; i < samples; ++i) CHECK_CUDA(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
-  for (auto& e : events) CHECK_CUDA(cudaEventDestroy(e));
-  if (graph != nullptr) CHECK_CUDA(cudaGraphExecDestroy(graph));
-  CHECK_CUDA(cudaStreamDestroy(stream));
-  std::sort(ms.begin(), ms.end());
-  return 1e3 * ms[samples / 2] / per_sample;
 }
 
 void run_timing(Rng& rng) {

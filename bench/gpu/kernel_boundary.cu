@@ -9,8 +9,9 @@
 //
 // A graph of 96 kernels in a chain, each reading what the one before wrote
 // (so none may start early), timed with events around the graph (median of
-// 50 launches after warm-up), per kernel; for grids of 1, 132 and 528 blocks
-// of 128 threads, each kernel doing almost nothing (a few loads and stores)
+// 50 launches after warm-up, test_support's median_us), per kernel; for
+// grids of 1, 132 and 528 blocks of 128 threads, each kernel doing almost
+// nothing (a few loads and stores)
 // or about 2 µs of dependent arithmetic. Then the same chains with
 // programmatic dependent launch: each kernel may start while the previous
 // one finishes and waits for it with griddepcontrol.wait, and the previous
@@ -18,11 +19,9 @@
 // their reads.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, median_us
 
 namespace {
 
@@ -44,11 +43,9 @@ __global__ void step(float* x, int n, int spin) {
   if constexpr (kDependent) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
-double per_kernel_us(int blocks, int spin, bool dependent, float* x, cudaStream_t stream) {
+double per_kernel_us(int blocks, int spin, bool dependent, float* x) {
   const int n = blocks * kThreads;
-  cudaGraph_t graph;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int k = 0; k < kKernels; ++k) {
+  const auto launch = [&](cudaStream_t stream) {
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(blocks);
     config.blockDim = dim3(kThreads);
@@ -63,29 +60,8 @@ double per_kernel_us(int blocks, int spin, bool dependent, float* x, cudaStream_
     } else {
       CHECK_CUDA(cudaLaunchKernelEx(&config, step<false>, x, n, spin));
     }
-  }
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, end;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&end));
-  std::vector<double> us;
-  for (int r = 0; r < 60; ++r) {
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(end, stream));
-    CHECK_CUDA(cudaEventSynchronize(end));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, end));
-    if (r >= 10) us.push_back(1000.0 * ms / kKernels);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(end));
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  };
+  return fusedrt::test::median_us(launch, kKernels, 50);
 }
 
 }  // namespace
@@ -98,19 +74,16 @@ int main() {
   float* x;
   CHECK_CUDA(cudaMalloc(&x, sizeof(float) * 528 * kThreads));
   CHECK_CUDA(cudaMemset(x, 0, sizeof(float) * 528 * kThreads));
-  cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::printf("| blocks | work per kernel | plain us | dependent launch us |\n| ---: | --- | ---: | ---: |\n");
   for (int blocks : {1, 132, 528}) {
     for (int spin : {0, 1000}) {
-      const double plain = per_kernel_us(blocks, spin, false, x, stream);
-      const double dependent = per_kernel_us(blocks, spin, true, x, stream);
+      const double plain = per_kernel_us(blocks, spin, false, x);
+      const double dependent = per_kernel_us(blocks, spin, true, x);
       std::printf("| %d | %s | %.2f | %.2f |\n", blocks, spin == 0 ? "a load and a store" : "1000 dependent FMAs", plain,
                   dependent);
     }
   }
   CHECK_CUDA(cudaFree(x));
-  CHECK_CUDA(cudaStreamDestroy(stream));
   std::printf("\nkernel_boundary: done\n");
   return 0;
 }

@@ -36,7 +36,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA: exit status 2 when the probe cannot run
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA (exit status 2 when the probe cannot run), median_us
 
 #define CHECK_CUBLAS(call)                                                                                   \
   do {                                                                                                       \
@@ -48,6 +48,7 @@
   } while (0)
 
 namespace cg = cooperative_groups;
+using fusedrt::test::median_us;
 
 namespace {
 
@@ -440,38 +441,6 @@ void run_lt(const Lt& lt, const Operands& o, const __half* weight, __half* out, 
                               &lt.algo, lt.workspace, lt.workspace_bytes, stream));
 }
 
-// Per-launch µs of `launch_one(i)` (i: launch index in the graph), from 30
-// graphs of 20 launches after warm-up; median.
-template <class F>
-double time_us(F launch_one, cudaStream_t stream) {
-  constexpr int kPerGraph = 20;
-  cudaGraph_t graph;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < kPerGraph; ++i) launch_one(i);
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, end;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&end));
-  std::vector<double> samples;
-  for (int r = 0; r < 35; ++r) {
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(end, stream));
-    CHECK_CUDA(cudaEventSynchronize(end));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, end));
-    if (r >= 5) samples.push_back(1000.0 * ms / kPerGraph);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(end);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
 void fill(__half* device, size_t count, float amplitude, uint64_t seed) {
   std::vector<__half> host(count);
   for (auto& v : host) {
@@ -513,9 +482,11 @@ bool try_config(const Operands& o, int splits, double lt_warm, double lt_cold, c
   CHECK_CUDA(cudaStreamSynchronize(stream));
   const double error = relative_error(o);
   const bool ok = error <= 1e-2;
-  const double warm = time_us([&](int) { launch<kBlockN>(o, in_map, weight_maps[0], splits, stream); }, stream);
-  const double cold = time_us(
-      [&](int i) { launch<kBlockN>(o, in_map, weight_maps[i % weight_maps.size()], splits, stream); }, stream);
+  // Per launch, from 30 graphs of 20; cold: the launches of a graph take the weight copies in turn.
+  const double warm = median_us([&](cudaStream_t s) { launch<kBlockN>(o, in_map, weight_maps[0], splits, s); }, 20, 30);
+  const double cold = median_us(
+      [&, i = size_t{0}](cudaStream_t s) mutable { launch<kBlockN>(o, in_map, weight_maps[i++ % weight_maps.size()], splits, s); },
+      20, 30);
   // One more launch, warm, with every CTA's stamps: medians over CTAs of
   // each phase, the spread of their start times, and first start to last exit.
   const int ctas = o.n / kBlockN * splits;
@@ -590,8 +561,9 @@ int main(int argc, char** argv) {
     const Lt lt = make_lt(handle, o);
     run_lt(lt, o, o.weights[0], o.expected, stream);
     CHECK_CUDA(cudaStreamSynchronize(stream));
-    const double lt_warm = time_us([&](int) { run_lt(lt, o, o.weights[0], o.out, stream); }, stream);
-    const double lt_cold = time_us([&](int i) { run_lt(lt, o, o.weights[i % kCopies], o.out, stream); }, stream);
+    const double lt_warm = median_us([&](cudaStream_t s) { run_lt(lt, o, o.weights[0], o.out, s); }, 20, 30);
+    const double lt_cold =
+        median_us([&, i = 0](cudaStream_t s) mutable { run_lt(lt, o, o.weights[i++ % kCopies], o.out, s); }, 20, 30);
     const CUtensorMap in_map = tile_map(o.in, rows, s.k, kBlockM);
     for (int tile_n : {64, 128}) {
       std::vector<CUtensorMap> maps;

@@ -1,7 +1,9 @@
 // CUDA add_layernorm: out = LN((in + bias) + residual), the semantics of
 // native/cpu/README.md ("add_layernorm"), with activations in T (float or
 // __half), parameters in fp32 and fp32 statistics; out may alias in or
-// residual.
+// residual. `in` may instead come as the fp32 partial products of a split-K
+// GEMM, which the kernel adds up first (docs/cuda.md, "Split-K partials
+// into the LayerNorm").
 #pragma once
 
 #include <cuda_fp16.h>
@@ -22,6 +24,11 @@ struct AddLayerNormArgs {
   int64_t rows;
   int64_t cols;
   T* out;  // [rows, cols]; may alias in or residual
+  // With partial_count > 0, `in` is not read: its values are the sum, in
+  // fp32 and in order, of partial_count arrays of [rows, cols] fp32 that
+  // follow one another from `partials`.
+  const float* partials = nullptr;
+  int partial_count = 0;
 };
 
 // Queues the op on stream; returns the launch error, if any. T: float, __half.

@@ -59,6 +59,35 @@ const T* as(const void* p) { return static_cast<const T*>(p); }
 template <class T>
 T* as(void* p) { return static_cast<T*>(p); }
 
+// The GEMMs (plain: no bias, no activation) whose product is read only by
+// the next op, an add_layernorm, as its `in`: BERT's attention output
+// projection and FFN2, whose bias rides in that LayerNorm. The context may
+// hand such a LayerNorm split-K partial products instead
+// (GemmRunner::run_into_partials; docs/cuda.md, "Split-K partials into the
+// LayerNorm"), since nothing else will ever read the product.
+std::vector<size_t> gemms_feeding_layernorm(const Plan& plan) {
+  std::vector<size_t> found;
+  for (size_t i = 0; i + 1 < plan.ops.size(); ++i) {
+    const PlanOp& gemm = plan.ops[i];
+    const PlanOp& norm = plan.ops[i + 1];
+    const int product = gemm.out;
+    if (gemm.type != OpType::kGemm || gemm.bias >= 0 || gemm.activation != Activation::kNone ||
+        norm.type != OpType::kAddLayerNorm || norm.in != product || norm.residual == product) {
+      continue;
+    }
+    const bool is_output = std::any_of(plan.outputs.begin(), plan.outputs.end(),
+                                       [&](const PlanOutput& output) { return output.buffer == product; });
+    bool read_later = false;
+    for (size_t j = i + 1; j < plan.ops.size() && !read_later; ++j) {
+      const PlanOp& op = plan.ops[j];
+      read_later = j > i + 1 && (op.in == product || op.residual == product);
+      if (op.out == product) break;  // overwritten: later reads see the new values
+    }
+    if (!is_output && !read_later) found.push_back(i);
+  }
+  return found;
+}
+
 }  // namespace
 
 struct CudaBackend::State {
@@ -70,6 +99,16 @@ struct CudaBackend::State {
   Precision precision = Precision::kFp32;
   DType activations = DType::kF32;
   std::vector<int64_t> topk_cols;  // columns of each plan output with selected rows
+  // gemms_feeding_layernorm's ops (the runtime keeps the plan configure()
+  // saw for the backend's life) and the widest of their products.
+  std::unordered_set<const PlanOp*> gemms_into_partials;
+  int64_t partial_cols = 0;
+};
+
+// What a context's split-K partials (GemmRunner::run_into_partials) need.
+struct PartialSizes {
+  std::unordered_set<const PlanOp*> gemms;
+  int64_t capacity = 0;  // floats
 };
 
 // What a context's softmax top-k needs (cuda/topk.cuh) for up to `rows`
@@ -82,8 +121,10 @@ struct TopKSizes {
 class CudaBackend::Context : public BackendContext {
  public:
   // Called under the device's resource lock.
-  Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations, TopKSizes topk)
-      : device_(device), graphs_enabled_(graphs_enabled), activations_(activations) {
+  Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations, TopKSizes topk,
+          PartialSizes partials)
+      : device_(device), graphs_enabled_(graphs_enabled), activations_(activations),
+        gemms_into_partials_(std::move(partials.gemms)) {
     // The destructor does not run when this throws: clean up here.
     try {
       check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -91,6 +132,7 @@ class CudaBackend::Context : public BackendContext {
       check(cudaEventCreate(&work_end_), "cudaEventCreate");
       gemms_ = std::make_unique<GemmRunner>(device.lt(), stream_, precision);
       if (topk.rows > 0 && topk.scratch_bytes > 0) allocate_topk(topk);
+      if (partials.capacity > 0 && !gemms_into_partials_.empty()) allocate_partials(partials.capacity);
     } catch (...) {
       release_resources();
       throw;
@@ -203,10 +245,21 @@ class CudaBackend::Context : public BackendContext {
     check(gpu::softmax_topk(args, stream_), "the softmax top-k kernel");
   }
 
+  void allocate_partials(int64_t capacity) {
+    const size_t bytes = static_cast<size_t>(capacity) * sizeof(float);
+    check(cudaMalloc(&partials_, bytes), "cudaMalloc of the split-K partials");
+    partial_capacity_ = capacity;
+    g_native_memory_bytes += static_cast<int64_t>(bytes);
+  }
+
   void release_resources() {
     for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
     graphs_.clear();
     gemms_.reset();
+    if (partials_) cudaFree(partials_);
+    g_native_memory_bytes -= partial_capacity_ * static_cast<int64_t>(sizeof(float));
+    partials_ = nullptr;
+    partial_capacity_ = 0;
     if (topk_scratch_) cudaFree(topk_scratch_);
     if (topk_counters_) cudaFree(topk_counters_);
     g_native_memory_bytes -= static_cast<int64_t>(topk_bytes_);
@@ -275,6 +328,8 @@ class CudaBackend::Context : public BackendContext {
 
   template <class T>
   void run_op(const OpCall& c) {
+    // Partials are for the op right after their GEMM only.
+    const PendingPartials pending = std::exchange(pending_partials_, {});
     switch (c.op->type) {
       case OpType::kEmbedLayerNorm: {
         gpu::EmbedLayerNormArgs<T> p{};
@@ -304,7 +359,11 @@ class CudaBackend::Context : public BackendContext {
         g.bias = c.bias;
         g.activation = c.op->activation;
         g.out = c.out;
-        gemms_->run(g);
+        if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
+          pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};
+        } else {
+          gemms_->run(g);
+        }
         return;
       }
       case OpType::kAttention:
@@ -321,6 +380,11 @@ class CudaBackend::Context : public BackendContext {
         p.rows = c.rows;
         p.cols = c.out_cols;
         p.out = as<T>(c.out);
+        if (pending.splits > 0 && pending.product == c.in) {
+          p.in = nullptr;
+          p.partials = partials_;
+          p.partial_count = pending.splits;
+        }
         check(gpu::add_layernorm(p, stream_), "the add_layernorm kernel");
         return;
       }
@@ -381,6 +445,17 @@ class CudaBackend::Context : public BackendContext {
   cudaEvent_t work_start_ = nullptr;
   cudaEvent_t work_end_ = nullptr;
   std::unique_ptr<GemmRunner> gemms_;
+  // Split-K partials: which GEMMs may write them, where, and what the last
+  // one wrote (its product's buffer, which it left unwritten, and the count;
+  // 0 after a plain GEMM).
+  struct PendingPartials {
+    const void* product = nullptr;
+    int splits = 0;
+  };
+  const std::unordered_set<const PlanOp*> gemms_into_partials_;
+  float* partials_ = nullptr;
+  int64_t partial_capacity_ = 0;
+  PendingPartials pending_partials_;
   uint32_t* topk_counters_ = nullptr;
   void* topk_scratch_ = nullptr;
   size_t topk_bytes_ = 0;  // both, as counted in g_native_memory_bytes
@@ -465,6 +540,8 @@ std::optional<DeviceInfo> CudaBackend::device_info() const { return state_->devi
 DeviceStorage CudaBackend::configure(const Plan& plan) {
   state_->precision = plan.precision;
   state_->topk_cols.clear();
+  state_->gemms_into_partials.clear();
+  state_->partial_cols = 0;
   for (const PlanOutput& output : plan.outputs) {
     const BufferInfo& buffer = plan.buffers[output.buffer];
     if (buffer.rows == RowsKind::kSelected) state_->topk_cols.push_back(buffer.cols);
@@ -501,6 +578,10 @@ DeviceStorage CudaBackend::configure(const Plan& plan) {
     }
   }
   state_->activations = storage.activations;
+  for (const size_t i : gemms_feeding_layernorm(plan)) {
+    state_->gemms_into_partials.insert(&plan.ops[i]);
+    state_->partial_cols = std::max(state_->partial_cols, plan.buffers[plan.ops[i].out].cols);
+  }
   return storage;
 }
 
@@ -522,9 +603,13 @@ std::unique_ptr<BackendContext> CudaBackend::create_context(const BatchShape& li
   for (int64_t cols : state_->topk_cols) {
     topk.scratch_bytes = std::max(topk.scratch_bytes, gpu::softmax_topk_scratch_bytes(limits.selected, cols, cpu::kMaxTopK));
   }
+  PartialSizes partials;
+  partials.gemms = state_->gemms_into_partials;
+  partials.capacity = GemmRunner::partials_capacity(state_->precision, limits.tokens, state_->partial_cols);
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   state_->device->select();
-  return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations, topk);
+  return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations, topk,
+                                   std::move(partials));
 }
 
 void* CudaBackend::allocate(size_t bytes) {

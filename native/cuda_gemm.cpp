@@ -64,6 +64,23 @@ constexpr int64_t kSmallGemmMaxRows = 256;
 constexpr int64_t kTileCounters = 4096;
 constexpr size_t kRunnerDeviceBytes = kGemmWorkspaceBytes + kTileCounters * sizeof(int32_t);
 
+// Split-K into partials (run_into_partials; docs/cuda.md, "Split-K partials
+// into the LayerNorm"). Candidates, in the order they are timed:
+constexpr int kPartialSplits[] = {2, 3, 4, 6, 8, 12, 16};
+// Slices narrower than this are not worth a batch member.
+constexpr int64_t kMinPartialSlice = 64;
+// Above this many rows a GEMM fills the GPU without splitting, and the
+// partials' fp32 traffic would only cost.
+constexpr int64_t kPartialsMaxRows = 1024;
+// Partials per execution context at most: 16 splits of 128 x 768 products,
+// 4 of 512 x 768.
+constexpr int64_t kPartialsMaxBytes = 16 * 128 * 768 * sizeof(float);
+// What add_layernorm pays per extra byte of partials, as a rate: measured
+// at 128 x 768 on an H100 (cuda/tests/layernorm_test.cu: 2.26 us from one
+// fp16 input, 2.65 / 2.96 / 3.80 us from 2 / 4 / 8 fp32 partials), about
+// 2 TB/s although they come from L2: the loads' latency, not bandwidth.
+constexpr double kPartialReadBytesPerUs = 2e6;
+
 bool env_equals(const char* name, const char* value) {
   const char* set = std::getenv(name);
   return set != nullptr && std::string(set) == value;
@@ -76,6 +93,25 @@ bool tuning_enabled() {
 bool tuning_logged() {
   static const bool logged = env_equals("FUSEDRT_GEMM_TUNING_LOG", "1");
   return logged;
+}
+
+// FUSEDRT_GEMM_PARTIALS (docs/cuda.md, "Split-K partials into the
+// LayerNorm"): unset, the split is timed per shape; 0 turns
+// run_into_partials into run; N > 0 splits every GEMM it can into N (for
+// tests). Read once.
+int forced_partial_splits() {
+  static const int forced = [] {
+    const char* set = std::getenv("FUSEDRT_GEMM_PARTIALS");
+    return set == nullptr ? -1 : std::max(0, std::atoi(set));
+  }();
+  return forced;
+}
+bool partials_enabled() { return forced_partial_splits() != 0; }
+
+std::string format_us(double us) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f us", us);
+  return text;
 }
 
 // FUSEDRT_GEMM_TACTICS (docs/cuda.md, "GEMM tactics"): which kinds of tactic
@@ -141,11 +177,11 @@ GemmEpilogue gemm_epilogue(Activation activation, bool has_bias, bool half_activ
 
 // The heuristic assumes 256-byte aligned matrices unless told otherwise, and
 // plan tensors and workspace buffers are only 64-byte aligned.
-uint32_t alignment_of(const void* ptr) {
-  const auto address = reinterpret_cast<uintptr_t>(ptr);
-  const uintptr_t lowest_bit = address & (~address + 1);
+uint32_t alignment_of_offset(uint64_t bytes) {
+  const uint64_t lowest_bit = bytes & (~bytes + 1);
   return lowest_bit == 0 || lowest_bit > 256 ? 256u : static_cast<uint32_t>(lowest_bit);
 }
+uint32_t alignment_of(const void* ptr) { return alignment_of_offset(reinterpret_cast<uintptr_t>(ptr)); }
 
 struct GemmKey {
   int64_t rows, n, k;
@@ -153,11 +189,14 @@ struct GemmKey {
   cublasComputeType_t compute;
   cublasLtEpilogue_t epilogue;
   uint32_t align_weight, align_in, align_out, align_bias;
+  // > 0: a product into fp32 partials over this many slices of K
+  // (run_into_partials); the alignments are then those of every slice.
+  int splits;
 
   bool operator<(const GemmKey& o) const {
-    return std::tie(rows, n, k, data_type, compute, epilogue, align_weight, align_in, align_out, align_bias) <
+    return std::tie(rows, n, k, data_type, compute, epilogue, align_weight, align_in, align_out, align_bias, splits) <
            std::tie(o.rows, o.n, o.k, o.data_type, o.compute, o.epilogue, o.align_weight, o.align_in, o.align_out,
-                    o.align_bias);
+                    o.align_bias, o.splits);
   }
 };
 
@@ -185,6 +224,8 @@ struct GemmSetup {
   // The heuristic found nothing with the fused epilogue, so its algorithms
   // run a plain product and the epilogue kernel adds bias and activation.
   bool epilogue_in_kernel = false;
+  // A key with splits: the product goes to the call's partials, not out.
+  bool into_partials = false;
 
   GemmSetup() = default;
   GemmSetup(const GemmSetup&) = delete;
@@ -214,12 +255,36 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)), "TRANSB");
   check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
         "EPILOGUE");
-  const auto k = static_cast<uint64_t>(key.k);
   const auto n = static_cast<uint64_t>(key.n);
   const auto rows = static_cast<uint64_t>(key.rows);
-  check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
-  check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
-  check(cublasLtMatrixLayoutCreate(&setup->out, key.data_type, n, rows, key.n), "layout of out");
+  if (key.splits == 0) {
+    const auto k = static_cast<uint64_t>(key.k);
+    check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
+    check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
+    check(cublasLtMatrixLayoutCreate(&setup->out, key.data_type, n, rows, key.n), "layout of out");
+  } else {
+    // A strided batch, one member per slice of K: weight and in advance by
+    // the slice's width along their rows, the fp32 partials by a whole
+    // rows x n product.
+    const int64_t slice = key.k / key.splits;
+    const int64_t product = key.rows * key.n;
+    check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, static_cast<uint64_t>(slice), n, key.k),
+          "layout of weight");
+    check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, static_cast<uint64_t>(slice), rows, key.k),
+          "layout of in");
+    check(cublasLtMatrixLayoutCreate(&setup->out, CUDA_R_32F, n, rows, key.n), "layout of partials");
+    const std::pair<cublasLtMatrixLayout_t, int64_t> batched[] = {
+        {setup->weight, slice}, {setup->in, slice}, {setup->out, product}};
+    for (const auto& [layout, offset] : batched) {
+      const int32_t count = key.splits;
+      check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)),
+            "BATCH_COUNT");
+      check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset,
+                                             sizeof(offset)),
+            "STRIDED_BATCH_OFFSET");
+    }
+    setup->into_partials = true;
+  }
 
   MatmulPreference preference;
   check(cublasLtMatmulPreferenceCreate(&preference.preference), "cublasLtMatmulPreferenceCreate");
@@ -294,7 +359,7 @@ gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* 
 // from its key.
 std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
   std::vector<Tactic> tactics;
-  if (key.data_type != CUDA_R_16F || key.rows > kSmallGemmMaxRows) return tactics;
+  if (key.data_type != CUDA_R_16F || key.rows > kSmallGemmMaxRows || key.splits > 0) return tactics;
   const bool aligned =
       key.align_in >= gpu::kSmallGemmLoadAlignment && key.align_weight >= gpu::kSmallGemmLoadAlignment &&
       key.align_out >= gpu::kSmallGemmStoreAlignment &&
@@ -356,8 +421,9 @@ cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, c
                                const GemmArgs& c) {
   const float one = 1.f;
   const float zero = 0.f;
-  return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.out, setup.out,
-                        c.out, setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
+  void* out = setup.into_partials ? static_cast<void*>(c.partials) : c.out;
+  return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, out, setup.out, out,
+                        setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
 }
 
 // Queues one call with a tactic: the product, bias and activation (with
@@ -371,6 +437,7 @@ void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& ta
     return;
   }
   check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
+  if (setup.into_partials) return;  // no bias or activation (run_into_partials)
   gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, c.rows, c.n};
   if (setup.epilogue_in_kernel) {
     check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
@@ -403,6 +470,24 @@ bool find_tuned(int device, const GemmKey& key, Tactic* tactic) {
 Tactic publish_tuned(int device, const GemmKey& key, const Tactic& tactic) {
   const std::lock_guard<std::mutex> lock(g_tuned_mutex);
   return g_tuned.try_emplace({device, key}, tactic).first->second;
+}
+
+// run_into_partials' choice per (device ordinal, key of the plain GEMM), for
+// the whole process like the algorithms: splits, or 0 for the plain GEMM.
+std::mutex g_splits_mutex;
+std::map<std::pair<int, GemmKey>, int> g_splits;
+
+bool find_splits(int device, const GemmKey& key, int* splits) {
+  const std::lock_guard<std::mutex> lock(g_splits_mutex);
+  const auto found = g_splits.find({device, key});
+  if (found == g_splits.end()) return false;
+  *splits = found->second;
+  return true;
+}
+
+int publish_splits(int device, const GemmKey& key, int splits) {
+  const std::lock_guard<std::mutex> lock(g_splits_mutex);
+  return g_splits.try_emplace({device, key}, splits).first->second;
 }
 
 struct GraphExecDestroy {
@@ -448,6 +533,19 @@ class Tuner {
   Tuner(const LaunchTarget& target, QueueGemm queue, const GemmSetup& setup, const GemmArgs& args)
       : target_(target), queue_(queue), setup_(setup), args_(args) {}
 
+  // Per launch, the GPU time of one tactic, timed as tuning times the
+  // heuristic's first; 0 when it fails on these operands or cannot be
+  // captured.
+  double time_us(const Tactic& tactic) {
+    check(cudaStreamSynchronize(target_.stream), "cudaStreamSynchronize (GEMM tuning)");
+    if (!queued(tactic)) return 0;
+    int reps = 1;
+    double span_us = 0;
+    const GraphExecPtr graph = capture_spanning(tactic, reps, span_us);
+    if (!graph) return 0;
+    return median(measure(graph.get(), kSamples, true)) / reps;
+  }
+
   TuneResult run() {
     TuneResult result;
     const std::vector<Tactic>& candidates = setup_.candidates;
@@ -478,20 +576,11 @@ class Tuner {
       return;
     }
     int reps = 1;
-    GraphExecPtr first;
     double span_us = 0;
-    for (;;) {
-      first = capture(result.tactic, reps);
-      if (!first) {
-        result.not_tuned = "the heuristic's first cannot be captured";
-        return;
-      }
-      // A single launch goes without a lead: that spares a large GEMM a run,
-      // and a small one is launched again with more reps anyway.
-      span_us = measure(first.get(), 1, reps > 1).front();
-      if (span_us >= kTargetSpanUs || reps == kMaxReps) break;
-      const double scaled = std::ceil(1.2 * reps * kTargetSpanUs / std::max(span_us, 0.5));
-      reps = std::min(kMaxReps, std::max(reps + 1, static_cast<int>(scaled)));
+    GraphExecPtr first = capture_spanning(result.tactic, reps, span_us);
+    if (!first) {
+      result.not_tuned = "the heuristic's first cannot be captured";
+      return;
     }
     // Timing the first (a lead and kSamples spans) and two rivals (a lead and
     // a span each, at the least) must fit the budget, or tuning cannot pay.
@@ -526,6 +615,22 @@ class Tuner {
     }
     if (result.best_us >= kMinGain * result.first_us) result.chosen = 0;
     result.tactic = candidates[result.chosen];
+  }
+
+  // The tactic captured as a graph of `reps` launches, reps grown from the
+  // value passed in until one run of the graph spans kTargetSpanUs (or
+  // kMaxReps); span_us is that run's time. nullptr when it cannot be captured.
+  GraphExecPtr capture_spanning(const Tactic& tactic, int& reps, double& span_us) {
+    for (;;) {
+      GraphExecPtr graph = capture(tactic, reps);
+      if (!graph) return nullptr;
+      // A single launch goes without a lead: that spares a large GEMM a run,
+      // and a small one is launched again with more reps anyway.
+      span_us = measure(graph.get(), 1, reps > 1).front();
+      if (span_us >= kTargetSpanUs || reps == kMaxReps) return graph;
+      const double scaled = std::ceil(1.2 * reps * kTargetSpanUs / std::max(span_us, 0.5));
+      reps = std::min(kMaxReps, std::max(reps + 1, static_cast<int>(scaled)));
+    }
   }
 
   // Queues the tactic once: eagerly, that loads the kernel's module before it
@@ -689,21 +794,12 @@ struct GemmRunner::State {
   }
 
   template <class T>
-  void run(const GemmArgs& c) {
-    const int64_t rows = c.rows;
-    const int64_t n = c.n;
-    const int64_t k = c.k;
-    if (k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
-      const gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, rows, n};
-      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(rows * n) * sizeof(T), target.stream), "gemm (k = 0)");
-      check(gpu::bias_activation(epilogue, target.stream), "the gemm epilogue kernel");
-      return;
-    }
+  GemmKey key_of(const GemmArgs& c) const {
     const GemmEpilogue plan = gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2);
     GemmKey key{};
-    key.rows = rows;
-    key.n = n;
-    key.k = k;
+    key.rows = c.rows;
+    key.n = c.n;
+    key.k = c.k;
     key.data_type = sizeof(T) == 2 ? CUDA_R_16F : CUDA_R_32F;
     key.compute = precision == Precision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     key.epilogue = plan.epilogue;
@@ -711,6 +807,22 @@ struct GemmRunner::State {
     key.align_in = alignment_of(c.in);
     key.align_out = alignment_of(c.out);
     key.align_bias = c.bias != nullptr ? alignment_of(c.bias) : 0;
+    key.splits = c.splits;
+    if (c.splits > 0) {
+      // Every slice and every partial must keep the alignment claimed.
+      const uint32_t slice = alignment_of_offset(static_cast<uint64_t>(c.k / c.splits) * sizeof(T));
+      key.align_weight = std::min(key.align_weight, slice);
+      key.align_in = std::min(key.align_in, slice);
+      key.align_out = std::min(alignment_of(c.partials),
+                               alignment_of_offset(static_cast<uint64_t>(c.rows * c.n) * sizeof(float)));
+    }
+    return key;
+  }
+
+  // The setup of a key, made on its first use, with the call's bias pointer
+  // set; a fresh setup's tactic is chosen on the call's operands.
+  template <class T>
+  GemmSetup& setup_of(const GemmKey& key, const GemmArgs& c) {
     auto found = setups.find(key);
     const bool fresh = found == setups.end();
     if (fresh) {
@@ -726,7 +838,98 @@ struct GemmRunner::State {
             "BIAS_POINTER");
     }
     if (fresh) choose_tactic<T>(setup, key, c);  // tuning times the real call, bias included
+    return setup;
+  }
+
+  template <class T>
+  void run(const GemmArgs& c) {
+    if (c.k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
+      const gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, c.rows, c.n};
+      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(c.rows * c.n) * sizeof(T), target.stream), "gemm (k = 0)");
+      check(gpu::bias_activation(epilogue, target.stream), "the gemm epilogue kernel");
+      return;
+    }
+    GemmSetup& setup = setup_of<T>(key_of<T>(c), c);
     queue_gemm<T>(target, setup, setup.tactic, c);
+  }
+
+  // Whether run_into_partials may split c into `splits`: equal slices of K
+  // that keep 16-byte loads (not narrower than kMinPartialSlice unless the
+  // split is forced), and partials that fit.
+  static bool can_split(const GemmArgs& c, int splits, int64_t capacity) {
+    const int64_t slice = c.k / splits;
+    const int64_t min_slice = forced_partial_splits() > 0 ? 8 : kMinPartialSlice;
+    return c.k % splits == 0 && slice >= min_slice && slice % 8 == 0 && splits * c.rows * c.n <= capacity;
+  }
+
+  template <class T>
+  int run_into_partials(const GemmArgs& plain, float* partials, int64_t capacity) {
+    const bool eligible = capacity > 0 && partials_enabled() && sizeof(T) == 2 && plain.bias == nullptr &&
+                          plain.activation == Activation::kNone && plain.k > 0 && plain.rows <= kPartialsMaxRows;
+    if (!eligible) {
+      run<T>(plain);
+      return 0;
+    }
+    const GemmKey plain_key = key_of<T>(plain);
+    int splits = forced_partial_splits() > 0 ? forced_partial_splits() : 0;
+    if (splits == 0 && !find_splits(device, plain_key, &splits)) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      check(cudaStreamIsCapturing(target.stream, &capture), "cudaStreamIsCapturing");
+      // Undecided while capturing (the backend decides in its eager run
+      // first) or with tuning off: the plain GEMM.
+      if (capture == cudaStreamCaptureStatusNone && tuning_enabled()) {
+        splits = publish_splits(device, plain_key, choose_splits<T>(plain, plain_key, partials, capacity));
+      }
+    }
+    if (splits == 0 || !can_split(plain, splits, capacity)) {
+      run<T>(plain);
+      return 0;
+    }
+    GemmArgs into = plain;
+    into.partials = partials;
+    into.splits = splits;
+    GemmSetup& setup = setup_of<T>(key_of<T>(into), into);
+    queue_gemm<T>(target, setup, setup.tactic, into);
+    return splits;
+  }
+
+  // Times the plain GEMM and its splits (each with its own best algorithm);
+  // a split wins when its time, plus what add_layernorm then reads more,
+  // is under the plain GEMM's by kMinGain. 0: none does.
+  template <class T>
+  int choose_splits(const GemmArgs& plain, const GemmKey& plain_key, float* partials, int64_t capacity) {
+    GemmSetup& plain_setup = setup_of<T>(plain_key, plain);
+    const double plain_us = Tuner(target, &queue_gemm<T>, plain_setup, plain).time_us(plain_setup.tactic);
+    std::string log = "plain " + format_us(plain_us);
+    int best = 0;
+    double best_us = plain_us * kMinGain;
+    for (const int splits : kPartialSplits) {
+      if (plain_us == 0 || !can_split(plain, splits, capacity)) continue;
+      GemmArgs into = plain;
+      into.partials = partials;
+      into.splits = splits;
+      GemmSetup* setup = nullptr;
+      try {
+        setup = &setup_of<T>(key_of<T>(into), into);
+      } catch (const FusedError&) {
+        continue;  // no cuBLASLt algorithm for this split
+      }
+      const double gemm_us = Tuner(target, &queue_gemm<T>, *setup, into).time_us(setup->tactic);
+      // add_layernorm reads splits fp32 products instead of one fp16 one.
+      const double extra_bytes = static_cast<double>(plain.rows * plain.n) * (splits * sizeof(float) - sizeof(T));
+      const double us = gemm_us + extra_bytes / kPartialReadBytesPerUs;
+      log += ", " + std::to_string(splits) + " splits " + format_us(gemm_us) + " + " +
+             format_us(us - gemm_us) + " read";
+      if (gemm_us > 0 && us < best_us) {
+        best = splits;
+        best_us = us;
+      }
+    }
+    if (tuning_logged()) {
+      std::fprintf(stderr, "fusedrt gemm partials: %lldx%lldx%lld: %s: chose %d\n", static_cast<long long>(plain.rows),
+                   static_cast<long long>(plain.n), static_cast<long long>(plain.k), log.c_str(), best);
+    }
+    return best;
   }
 };
 
@@ -754,6 +957,17 @@ void GemmRunner::run(const GemmArgs& args) {
   } else {
     state_->run<float>(args);
   }
+}
+
+int64_t GemmRunner::partials_capacity(Precision precision, int64_t max_rows, int64_t n) {
+  if (precision != Precision::kFp16 || !partials_enabled()) return 0;
+  const int64_t most_splits = *std::max_element(std::begin(kPartialSplits), std::end(kPartialSplits));
+  return std::min<int64_t>(kPartialsMaxBytes / sizeof(float), most_splits * std::min(max_rows, kPartialsMaxRows) * n);
+}
+
+int GemmRunner::run_into_partials(const GemmArgs& args, float* partials, int64_t partial_capacity) {
+  if (state_->precision == Precision::kFp16) return state_->run_into_partials<__half>(args, partials, partial_capacity);
+  return state_->run_into_partials<float>(args, partials, partial_capacity);
 }
 
 }  // namespace fusedrt

@@ -25,6 +25,10 @@ struct GemmArgs {
   const void* bias = nullptr;  // [n] or nullptr
   Activation activation = Activation::kNone;
   void* out = nullptr;
+  // Filled in by GemmRunner::run_into_partials, which says what they mean;
+  // callers leave them as they are.
+  float* partials = nullptr;
+  int splits = 0;
 };
 
 // Runs the GEMMs of one stream. Setup (descriptors, layouts) is made once
@@ -46,6 +50,20 @@ class GemmRunner {
   // Queues the GEMM (and, where cuBLASLt cannot fuse it, the epilogue
   // kernel) on the stream.
   void run(const GemmArgs& args);
+
+  // For a GEMM whose only reader is an add_layernorm that can add up partial
+  // products (docs/cuda.md, "Split-K partials into the LayerNorm"): either
+  // queues it as `splits` products over equal slices of K, each written in
+  // fp32 to partials + j * rows * n (no bias, no activation; args.out is not
+  // written), and returns splits; or, when that is not faster for the shape
+  // (or not possible), runs it as run() does and returns 0. The choice is
+  // made once per shape and device, by timing, like the algorithms.
+  // partials holds partial_capacity floats.
+  int run_into_partials(const GemmArgs& args, float* partials, int64_t partial_capacity);
+  // The floats of partials that run_into_partials can use for GEMMs of up
+  // to max_rows rows and n columns on a plan of this precision (0: it never
+  // splits them).
+  static int64_t partials_capacity(Precision precision, int64_t max_rows, int64_t n);
 
  private:
   struct State;

@@ -134,10 +134,24 @@ void check(const std::string& op, const std::string& label, int64_t rows, int64_
 
 enum class Alias { none, in, residual };
 
+// partial_count > 0: `in` comes as that many fp32 partial products (a
+// split-K GEMM's), which the kernel must add up in order, in fp32.
 template <class T>
 void add_case(Rng& rng, int64_t rows, int64_t cols, bool with_residual, bool with_bias, Alias alias = Alias::none,
-              bool unaligned = false) {
-  const HostTensor<T> in = random_rows<T>(rng, rows, cols, 4.f);
+              bool unaligned = false, int partial_count = 0) {
+  HostTensor<T> in = random_rows<T>(rng, rows, cols, 4.f);
+  std::vector<float> partials;
+  for (int j = 0; j < partial_count; ++j) {
+    const HostTensor<float> part = random_rows<float>(rng, rows, cols, 4.f / partial_count);
+    partials.insert(partials.end(), part.values.begin(), part.values.end());
+  }
+  if (partial_count > 0) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      float sum = 0.f;
+      for (int j = 0; j < partial_count; ++j) sum += partials[static_cast<size_t>(j * rows * cols + i)];
+      in.values[static_cast<size_t>(i)] = sum;
+    }
+  }
   const HostTensor<T> residual = random_rows<T>(rng, rows, cols, 1.f);
   const std::vector<float> bias = random_vector(rng, cols, -0.5f, 0.5f);
   const std::vector<float> gamma = random_vector(rng, cols, 0.5f, 1.5f);
@@ -158,8 +172,10 @@ void add_case(Rng& rng, int64_t rows, int64_t cols, bool with_residual, bool wit
   const size_t count = static_cast<size_t>(rows * cols);
   const size_t shift = unaligned ? 1 : 0;  // one element: no 16-byte loads
   DeviceBuffer<T> in_d(count + 1), residual_d(count), out_d(count);
-  DeviceBuffer<float> bias_d(cols), gamma_d(cols), beta_d(cols);
+  DeviceBuffer<float> bias_d(cols), gamma_d(cols), beta_d(cols), partials_d(partials.size() + 1);
   CHECK_CUDA(cudaMemcpy(in_d.ptr + shift, in.stored.data(), count * sizeof(T), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(partials_d.ptr + shift, partials.data(), partials.size() * sizeof(float),
+                        cudaMemcpyHostToDevice));
   upload(residual_d.ptr, residual.stored);
   upload(bias_d.ptr, bias);
   upload(gamma_d.ptr, gamma);
@@ -176,6 +192,11 @@ void add_case(Rng& rng, int64_t rows, int64_t cols, bool with_residual, bool wit
   p.rows = rows;
   p.cols = cols;
   p.out = alias == Alias::in ? in_d.ptr + shift : alias == Alias::residual ? residual_d.ptr : out_d.ptr;
+  if (partial_count > 0) {
+    p.in = nullptr;
+    p.partials = partials_d.ptr + shift;
+    p.partial_count = partial_count;
+  }
   CHECK_CUDA(fusedrt::gpu::add_layernorm(p, nullptr));
 
   std::string label = with_residual && with_bias ? "residual + bias"
@@ -184,7 +205,8 @@ void add_case(Rng& rng, int64_t rows, int64_t cols, bool with_residual, bool wit
                                                   : "no residual, no bias";
   if (alias == Alias::in) label += ", out = in";
   if (alias == Alias::residual) label += ", out = residual";
-  if (unaligned) label += ", in unaligned";
+  if (partial_count > 0) label = std::to_string(partial_count) + " partials, " + label;
+  if (unaligned) label += partial_count > 0 ? ", partials unaligned" : ", in unaligned";
   check("add_layernorm", label, rows, cols, p.out, want, rows);
 }
 
@@ -261,18 +283,20 @@ void time_row(const char* op, int64_t rows, double bytes, size_t l2_bytes,
               bytes < 0.5 * static_cast<double>(l2_bytes) ? " (L2)" : "", single, graphed, bytes / (graphed * 1e3));
 }
 
-// BERT-base width, fp16 activations, fp32 parameters and bias.
-void time_add_layernorm(int64_t rows, size_t l2_bytes) {
+// BERT-base width, fp16 activations, fp32 parameters and bias; `in` as
+// partial_count fp32 partials when that is > 0.
+void time_add_layernorm(int64_t rows, size_t l2_bytes, int partial_count = 0) {
   constexpr int64_t kCols = 768;
   Rng rng{0x51ed2701u + static_cast<uint64_t>(rows)};
   const HostTensor<__half> in = random_rows<__half>(rng, rows, kCols, 1.f);
   const HostTensor<__half> residual = random_rows<__half>(rng, rows, kCols, 1.f);
   const std::vector<float> params = random_vector(rng, 3 * kCols, 0.5f, 1.5f);  // bias, gamma, beta
   DeviceBuffer<__half> in_d(in.stored.size()), residual_d(residual.stored.size()), out_d(in.stored.size());
-  DeviceBuffer<float> params_d(params.size());
+  DeviceBuffer<float> params_d(params.size()), partials_d(static_cast<size_t>(partial_count * rows * kCols));
   upload(in_d.ptr, in.stored);
   upload(residual_d.ptr, residual.stored);
   upload(params_d.ptr, params);
+  CHECK_CUDA(cudaMemset(partials_d.ptr, 0, static_cast<size_t>(partial_count * rows * kCols) * sizeof(float)));
   fusedrt::gpu::AddLayerNormArgs<__half> p{};
   p.in = in_d.ptr;
   p.residual = residual_d.ptr;
@@ -283,8 +307,12 @@ void time_add_layernorm(int64_t rows, size_t l2_bytes) {
   p.rows = rows;
   p.cols = kCols;
   p.out = out_d.ptr;
-  const double bytes = 3.0 * rows * kCols * sizeof(__half) + 3.0 * kCols * sizeof(float);
-  time_row("add_layernorm", rows, bytes, l2_bytes,
+  p.partials = partial_count > 0 ? partials_d.ptr : nullptr;
+  p.partial_count = partial_count;
+  const double bytes = (partial_count > 0 ? 2.0 * sizeof(__half) + partial_count * sizeof(float) : 3.0 * sizeof(__half)) *
+                           rows * kCols + 3.0 * kCols * sizeof(float);
+  const std::string op = partial_count > 0 ? "add_layernorm, " + std::to_string(partial_count) + " partials" : "add_layernorm";
+  time_row(op.c_str(), rows, bytes, l2_bytes,
            [&](cudaStream_t s) { CHECK_CUDA(fusedrt::gpu::add_layernorm(p, s)); });
 }
 
@@ -345,6 +373,12 @@ void add_checks(Rng& rng) {
   add_case<T>(rng, 1029, 768, true, true, Alias::residual);
   add_case<T>(rng, 37, 768, true, true, Alias::in);
   add_case<T>(rng, 37, 768, true, true, Alias::none, true);
+  for (int partials : {1, 2, 3, 4, 5, 8}) {
+    for (int64_t cols : {768, 1024, 2048, 100}) add_case<T>(rng, 37, cols, true, true, Alias::residual, false, partials);
+  }
+  add_case<T>(rng, 1029, 768, true, true, Alias::none, false, 4);  // several rows per block
+  add_case<T>(rng, 37, 4104, true, true, Alias::none, false, 3);   // multi-pass
+  add_case<T>(rng, 37, 768, false, true, Alias::none, true, 2);    // scalar
 }
 
 template <class T>
@@ -383,6 +417,8 @@ int main() {
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
   for (int64_t rows : {128, 4096, 49152}) time_add_layernorm(rows, l2);
+  for (int partials : {2, 4, 8}) time_add_layernorm(128, l2, partials);
+  time_add_layernorm(1024, l2, 4);
   time_embed_layernorm(1, 128, l2);
   time_embed_layernorm(32, 128, l2);
   time_embed_layernorm(128, 384, l2);

@@ -43,6 +43,11 @@ if step build node scripts/build-native.js; then
   # fp16 GEMM it takes, whether or not tuning would choose it.
   step gpu-tests-own-gemm env FUSEDRT_GEMM_TACTICS=fusedrt node_modules/.bin/mocha --no-config --timeout 600000 \
     dist/test/gpu/cuda-backend.gpu.js
+  # And with every GEMM that feeds an add_layernorm split into two fp32
+  # partials (tuning splits only where that is faster, so the tests above may
+  # not take that path).
+  step gpu-tests-partials env FUSEDRT_GEMM_PARTIALS=2 node_modules/.bin/mocha --no-config --timeout 600000 \
+    dist/test/gpu/cuda-backend.gpu.js
   step timing node dist/test/gpu/cuda-timing.js
   # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
   # (The Node-RED tests need dev packages the device pack leaves out.)

@@ -237,17 +237,18 @@ cudaError_t attention(const cpu::AttentionParams& p, int64_t tokens, cudaStream_
 // Grid: x = sequence * tiles_per_sequence + query tile, y = head; tiles per
 // sequence come from max_seqlen, so the host never reads cu_seqlens.
 //
-// Costs for head_dim 64, per block: 45 KB shared and 99 registers, so 4
-// blocks per SM (at 130 registers, before the row loader and the FFMA
-// softmax, 3): batch 32 x 128's 768 blocks take 1.45 waves of 132 SMs
-// instead of 1.94. Per stage and warp 64 mma and 32 ldmatrix.x4: 512 bytes
-// of shared reads (4 clk at 128 B/clk/SM) per 2 mma (~3 clk of an SM's
+// Costs for head_dim 64, per block: 45 KB shared (stages of 64 keys) and at
+// most 128 registers (the launch bound of 4 blocks per SM; unbounded, CUDA
+// 13's ptxas takes 141, which leaves 3). Batch 32 x 128's 768 blocks then
+// take 1.45 waves of 132 SMs, so short sequences run stages of 32 keys at 6
+// blocks per SM (27 KB, 80 registers): one wave (launch_fp16_by_length).
+// Per stage and warp of 64 keys, 64 mma and 32 ldmatrix.x4: 512 bytes of
+// shared reads (4 clk at 128 B/clk/SM) per 2 mma (~3 clk of an SM's
 // mma.sync rate by our estimate), so long sequences are bound by
 // shared-memory reads rather than by the tensor cores. (Registers: sm_90,
-// -Xptxas -v, no spills; blocks per SM: H100/H200. The timings at the top of
-// this file were taken at 126 registers, with the same mma, ldmatrix and ex2
-// instructions, while the kernel shared its code with the split-keys tiling,
-// whose key-slot branch changed ptxas's allocation.)
+// -Xptxas -v, no spills but 4 bytes for padded head dims 40-56 in the
+// short tiling; blocks per SM: H100/H200. The timings at the top of this
+// file were taken at 126 registers, before the launch bounds.)
 
 namespace {
 
@@ -364,7 +365,7 @@ __device__ __forceinline__ void attend_stage(const uint32_t (&q_frag)[Traits::kH
 }
 
 template <class Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     attention_fp16_kernel(const AttentionHalfParams p, int tiles_per_sequence) {
   constexpr int kD = Traits::kHeadDim;
   constexpr int kM = Traits::kBlockM;
@@ -456,20 +457,64 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 }
 
-template <int kHeadDim, bool kPadded>
-cudaError_t launch_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
-  using Traits = AttentionHalfTraits<kHeadDim, kPadded>;
-  auto kernel = attention_fp16_kernel<Traits>;
+// Sequences up to this long are latency-bound per block, so that filling the
+// GPU in one wave matters more than a stage's width.
+constexpr int64_t kShortSequence = 128;
+
+template <class Traits>
+cudaError_t prepare_fp16(const AttentionHalfParams& p) {
   const int64_t tiles = (p.max_seqlen + Traits::kBlockM - 1) / Traits::kBlockM;
   if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
-  if (Traits::kSharedBytes > 48 * 1024) {
-    cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(Traits::kSharedBytes));
-    if (error != cudaSuccess) return error;
-  }
+  if (Traits::kSharedBytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(attention_fp16_kernel<Traits>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(Traits::kSharedBytes));
+}
+
+template <class Traits>
+cudaError_t launch_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
+  const cudaError_t prepared = prepare_fp16<Traits>(p);
+  if (prepared != cudaSuccess) return prepared;
+  const int64_t tiles = (p.max_seqlen + Traits::kBlockM - 1) / Traits::kBlockM;
   const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
-  kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(p, static_cast<int>(tiles));
+  attention_fp16_kernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(p, static_cast<int>(tiles));
   return cudaGetLastError();
+}
+
+// Waves of the grid over the device's SMs at the kernel's occupancy; 0
+// when the device cannot say.
+template <class Traits>
+int64_t waves_fp16(const AttentionHalfParams& p) {
+  int device = 0, sms = 0, per_sm = 0;
+  if (prepare_fp16<Traits>(p) != cudaSuccess || cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attention_fp16_kernel<Traits>, Traits::kThreads,
+                                                    Traits::kSharedBytes) != cudaSuccess ||
+      sms * per_sm == 0) {
+    cudaGetLastError();
+    return 0;
+  }
+  const int64_t blocks = (p.max_seqlen + Traits::kBlockM - 1) / Traits::kBlockM * p.sequences * p.heads;
+  return (blocks + int64_t{sms} * per_sm - 1) / (int64_t{sms} * per_sm);
+}
+
+// Head dims up to 64: 4 blocks per SM with stages of 64 keys (128
+// registers on sm_90), or, for short sequences whose grid that would spread
+// over more waves, 6 per SM with stages of 32 keys (80 registers). On an
+// H100 (cuda/tests/attention_test.cu, BERT-base, warm L2): 32 x 128 16.0 ->
+// 14.0 us with the short tiling; 128 x 384 278 -> 264 us and 32 x 384 77.2
+// -> 73.5 us with 4 blocks per SM instead of the 3 that 141 registers left;
+// 1 x 128 and 8 x 128 unchanged. Head dim 128 keeps one block as its bound
+// (at 4 it would spill).
+template <int kHeadDim, bool kPadded>
+cudaError_t launch_fp16_by_length(const AttentionHalfParams& p, cudaStream_t stream) {
+  using Long = AttentionHalfTraits<kHeadDim, kPadded, 64, 4>;
+  using Short = AttentionHalfTraits<kHeadDim, kPadded, 32, 6>;
+  if (p.max_seqlen <= kShortSequence) {
+    const int64_t long_waves = waves_fp16<Long>(p);
+    const int64_t short_waves = waves_fp16<Short>(p);
+    if (short_waves > 0 && short_waves < long_waves) return launch_fp16<Short>(p, stream);
+  }
+  return launch_fp16<Long>(p, stream);
 }
 
 }  // namespace
@@ -482,11 +527,12 @@ cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t str
   if (p.sequences <= 0 || p.heads <= 0 || p.max_seqlen <= 0) return cudaSuccess;
   if (!attention_fp16_supports(p.head_dim) || p.heads > 65535) return cudaErrorInvalidValue;
   if (!aligned16(p.qkv) || (reinterpret_cast<uintptr_t>(p.out) & 3u) != 0) return cudaErrorInvalidValue;
-  if (p.head_dim == 32) return launch_fp16<32, false>(p, stream);
-  if (p.head_dim == 64) return launch_fp16<64, false>(p, stream);
-  if (p.head_dim < 32) return launch_fp16<32, true>(p, stream);
-  if (p.head_dim < 64) return launch_fp16<64, true>(p, stream);
-  return p.head_dim == 128 ? launch_fp16<128, false>(p, stream) : launch_fp16<128, true>(p, stream);
+  if (p.head_dim == 32) return launch_fp16_by_length<32, false>(p, stream);
+  if (p.head_dim == 64) return launch_fp16_by_length<64, false>(p, stream);
+  if (p.head_dim < 32) return launch_fp16_by_length<32, true>(p, stream);
+  if (p.head_dim < 64) return launch_fp16_by_length<64, true>(p, stream);
+  if (p.head_dim == 128) return launch_fp16<AttentionHalfTraits<128, false>>(p, stream);
+  return launch_fp16<AttentionHalfTraits<128, true>>(p, stream);
 }
 
 }  // namespace fusedrt::gpu

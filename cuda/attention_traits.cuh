@@ -18,14 +18,20 @@ namespace fusedrt::gpu {
 // below it (a multiple of 8) runs with the columns past head_dim zero-filled
 // (kPadded): the dot products do not change and the extra output columns are
 // not stored.
-template <int kHeadDimT, bool kPaddedT>
+//
+// kBlockN and kMinBlocksPerSm trade a stage's width for blocks resident per
+// SM (the latter is the kernel's launch bound, which caps its registers):
+// 64 keys and 4 blocks suit long sequences, 32 keys and 6 blocks short ones
+// whose grid would otherwise need a second wave (launch_attention_fp16).
+template <int kHeadDimT, bool kPaddedT, int kBlockNT = 64, int kMinBlocksPerSmT = 1>
 struct AttentionHalfTraits {
   static constexpr int kHeadDim = kHeadDimT;
   static constexpr bool kPadded = kPaddedT;
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kBlockM = 16 * kWarps;  // query rows per block
-  static constexpr int kBlockN = 64;           // keys per stage
+  static constexpr int kBlockN = kBlockNT;     // keys per stage
+  static constexpr int kMinBlocksPerSm = kMinBlocksPerSmT;
   // Shared-memory row stride in halves: 16 bytes of padding so that the 8 row
   // addresses of one ldmatrix fall in 8 different 16-byte bank groups (a
   // stride of 64, 128 or 256 bytes would put all 8 in the same group).

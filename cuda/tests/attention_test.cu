@@ -204,6 +204,17 @@ void run_checks(Rng& rng) {
     check("24 random lengths in [1, 600]", random_batch);
     Batch empty_batch(with_empty, 3, head_dim, 2.f, rng);
     check("empty (first, middle, last) and length-1", empty_batch);
+    // Enough short sequences that head dims up to 64 take the short tiling
+    // (stages of 32 keys, 6 blocks per SM), its stage edges included.
+    std::vector<int> short_edges;
+    for (int copy = 0; copy < 4; ++copy) {
+      for (int length : edges) {
+        if (length <= 128) short_edges.push_back(length);
+      }
+    }
+    Batch short_batch(short_edges, 12, head_dim, 2.f, rng);
+    short_batch.max_seqlen = 128;
+    check("edge lengths 1..128 x 4, 12 heads", short_batch);
     if (head_dim == 64) {
       random_batch.max_seqlen = 1024;
       check("24 random, max_seqlen 1024 (idle blocks)", random_batch);

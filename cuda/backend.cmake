@@ -18,7 +18,8 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/convert.cu
   ${CMAKE_CURRENT_LIST_DIR}/host_copy.cu
   ${CMAKE_CURRENT_LIST_DIR}/topk.cu
-  ${CMAKE_CURRENT_LIST_DIR}/small_gemm.cu)
+  ${CMAKE_CURRENT_LIST_DIR}/small_gemm.cu
+  ${CMAKE_CURRENT_LIST_DIR}/gemv.cu)
 
 set(FUSEDRT_WITH_CUDA OFF)
 find_package(CUDAToolkit QUIET)

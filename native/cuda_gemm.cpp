@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../cuda/gemm_epilogue.cuh"
+#include "../cuda/gemv.cuh"
 #include "../cuda/small_gemm.cuh"
 #include "backend.h"
 #include "cuda_check.h"
@@ -53,7 +54,8 @@ constexpr double kClearlySlower = 1.25;
 // heuristic's first only when it is at least 2% faster.
 constexpr double kMinGain = 0.98;
 // Wall time per GemmKey; candidates are tried in order (the heuristic's
-// first, the small-row kernel's, the heuristic's others) until it is spent.
+// first, the project's own kernels', the heuristic's others) until it is
+// spent.
 // Capturing and timing one candidate takes 1-3 ms (H100).
 constexpr double kTuningBudgetUs = 20000;
 // The small-row kernel (cuda/small_gemm.cu) joins the candidates of fp16
@@ -200,13 +202,15 @@ struct GemmKey {
   }
 };
 
-// One way to run a GemmKey: a cuBLASLt algorithm, or the project's small-row
-// kernel (cuda/small_gemm.cu) with one of its configurations, which fuses
-// bias and every activation itself.
+// One way to run a GemmKey: a cuBLASLt algorithm, the project's small-row
+// kernel (cuda/small_gemm.cu) with one of its configurations, or its
+// few-row matrix-vector kernel (cuda/gemv.cu); both fuse bias and every
+// activation themselves.
 struct Tactic {
   bool small_gemm = false;
   cublasLtMatmulAlgo_t algo{};
   gpu::SmallGemmConfig config;
+  bool gemv = false;
 };
 
 // Everything one GemmKey needs, owned: cuBLASLt's descriptors and the
@@ -384,6 +388,23 @@ std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
   return tactics;
 }
 
+// The few-row kernel's tactic for a key, if it takes the key's shape and
+// alignments.
+std::vector<Tactic> gemv_tactics(const GemmKey& key) {
+  gpu::GemvArgs shape;
+  shape.rows = key.rows;
+  shape.n = key.n;
+  shape.k = key.k;
+  // Stand-ins with the key's alignments: gemv_supports reads only those.
+  shape.in = reinterpret_cast<const __half*>(uintptr_t{key.align_in});
+  shape.weight = reinterpret_cast<const __half*>(uintptr_t{key.align_weight});
+  shape.out = reinterpret_cast<__half*>(uintptr_t{key.align_out});
+  if (key.data_type != CUDA_R_16F || key.splits > 0 || !gpu::gemv_supports(shape)) return {};
+  Tactic tactic;
+  tactic.gemv = true;
+  return {tactic};
+}
+
 std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& key, int sm_count) {
   const int max_candidates = tuning_enabled() ? kMaxCandidates : 1;
   std::unique_ptr<GemmSetup> setup = try_gemm_setup(lt, key, key.epilogue, max_candidates);
@@ -397,7 +418,12 @@ std::unique_ptr<GemmSetup> make_gemm_setup(cublasLtHandle_t lt, const GemmKey& k
                                   " GEMM of this precision");
   }
   const TacticKinds kinds = tactic_kinds();
-  std::vector<Tactic> own = kinds == TacticKinds::kCublasLt ? std::vector<Tactic>{} : small_gemm_tactics(key, sm_count);
+  std::vector<Tactic> own;
+  if (kinds != TacticKinds::kCublasLt) {
+    own = gemv_tactics(key);
+    const std::vector<Tactic> small = small_gemm_tactics(key, sm_count);
+    own.insert(own.end(), small.begin(), small.end());
+  }
   if (!own.empty() && kinds == TacticKinds::kFusedRT) setup->candidates.clear();
   if (!tuning_enabled() && !setup->candidates.empty()) own.clear();
   // After the heuristic's first: its other algorithms are mostly slower
@@ -434,6 +460,19 @@ void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& ta
   if (tactic.small_gemm) {
     check(gpu::small_gemm(small_gemm_args(c, to.workspace, to.tile_counters), tactic.config, to.stream),
           "the small_gemm kernel");
+    return;
+  }
+  if (tactic.gemv) {
+    gpu::GemvArgs a;
+    a.rows = c.rows;
+    a.n = c.n;
+    a.k = c.k;
+    a.in = as<__half>(c.in);
+    a.weight = as<__half>(c.weight);
+    a.bias = as<__half>(c.bias);
+    a.activation = c.activation;
+    a.out = as<__half>(c.out);
+    check(gpu::gemv(a, to.stream), "the gemv kernel");
     return;
   }
   check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
@@ -515,7 +554,7 @@ struct TuneResult {
   size_t chosen = 0;            // its index in the candidates
   double first_us = 0;          // per launch, the heuristic's first; 0 when not timed
   double best_us = 0;           // per launch, the fastest candidate timed
-  double small_gemm_us = 0;     // per launch, the fastest small-row kernel's first sample; 0 when none was timed
+  double own_us = 0;            // per launch, the fastest first sample of the project's kernels; 0 when none was timed
   int tried = 0;                // candidates timed, the first included
   std::string not_tuned;        // why the first was kept untimed, if it was
   double wall_ms = 0;           // the tuning's own cost, on the host's clock
@@ -601,8 +640,9 @@ class Tuner {
       if (!graph) continue;
       ++result.tried;
       std::vector<double> spans = measure(graph.get(), 1, true);
-      if (candidates[i].small_gemm && (result.small_gemm_us == 0 || spans.front() / reps < result.small_gemm_us)) {
-        result.small_gemm_us = spans.front() / reps;
+      const bool own = candidates[i].small_gemm || candidates[i].gemv;
+      if (own && (result.own_us == 0 || spans.front() / reps < result.own_us)) {
+        result.own_us = spans.front() / reps;
       }
       if (spans.front() / reps > kClearlySlower * result.best_us) continue;
       const std::vector<double> more = measure(graph.get(), kSamples - 1, true);
@@ -736,8 +776,8 @@ void log_tuning(const GemmKey& key, const TuneResult& r) {
                 epilogue_name(key.epilogue));
   char times[200];
   if (r.not_tuned.empty()) {
-    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, small_gemm %.1f us, %d tried, chose #%zu",
-                  r.first_us, r.best_us, r.small_gemm_us, r.tried, r.chosen);
+    std::snprintf(times, sizeof(times), "first %.1f us, best %.1f us, own %.1f us, %d tried, chose #%zu",
+                  r.first_us, r.best_us, r.own_us, r.tried, r.chosen);
   } else if (r.first_us > 0) {
     std::snprintf(times, sizeof(times), "first %.1f us, not tuned: %s", r.first_us, r.not_tuned.c_str());
   } else {
@@ -748,6 +788,8 @@ void log_tuning(const GemmKey& key, const TuneResult& r) {
   if (t.small_gemm) {
     line += " (small_gemm tile_rows " + std::to_string(t.config.tile_rows) + " splits " +
             std::to_string(t.config.splits) + ")";
+  } else if (t.gemv) {
+    line += " (gemv)";
   } else {
     line += " (cublaslt algo " + config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_ID) + " tile " +
             config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +

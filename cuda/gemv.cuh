@@ -1,0 +1,42 @@
+// fp16 GEMM for a handful of rows, as a matrix-vector product: out[rows, n]
+// = act(in[rows, k] . weight[n, k]^T + bias), row-major, fp32 accumulation,
+// bias and activation fused. At up to kGemvMaxRows rows a GEMM only streams
+// its weight once, so the kernel is built for bandwidth, not tensor cores:
+// each warp walks whole weight rows with 16-byte loads, many in flight. It is
+// one of the GEMM tactics the backend times (docs/cuda.md, "GEMM tactics"),
+// meant for the MLM decoder at batch 1-8 (30522 x 768: 47 MB of fp16 weight
+// per run).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "activation.h"
+
+namespace fusedrt::gpu {
+
+constexpr int64_t kGemvMaxRows = 8;
+
+struct GemvArgs {
+  int64_t rows = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  const __half* in = nullptr;      // [rows, k]
+  const __half* weight = nullptr;  // [n, k]
+  const __half* bias = nullptr;    // [n] or nullptr
+  Activation activation = Activation::kNone;
+  __half* out = nullptr;  // [rows, n]
+};
+
+// Whether the kernel takes a call: 1 to kGemvMaxRows rows, k a multiple of 8
+// whose rows of `in` fit the block's shared memory, in and weight 16-byte
+// aligned, every pointer present but bias.
+bool gemv_supports(const GemvArgs& args);
+
+// Queues the product on stream; cudaErrorInvalidValue for a call that
+// gemv_supports refuses, else the launch error, if any.
+cudaError_t gemv(const GemvArgs& args, cudaStream_t stream);
+
+}  // namespace fusedrt::gpu

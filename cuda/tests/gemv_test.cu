@@ -1,0 +1,226 @@
+// gemv (cuda/gemv.cu) against a double-precision host reference computed
+// from the same fp16 inputs: rows 1 to 8 (every kernel row count, with rows
+// it leaves unused), n from 1 to past a block's columns, k from one vector
+// to 3072 (vector loop tails included), with and without bias, under every
+// activation. Each call is queued twice: both outputs must be bit-identical,
+// and the sentinels around out untouched. Operands the kernel cannot take
+// must be refused with cudaErrorInvalidValue. Then the MLM decoder shape is
+// timed in CUDA graphs with the weight read from DRAM. Exit status 0 only if
+// every check passes.
+//
+//   nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/gemv_test cuda/tests/gemv_test.cu cuda/gemv.cu
+//   /tmp/gemv_test
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_support.cuh"
+#include "../gemv.cuh"
+
+namespace {
+
+using fusedrt::Activation;
+using fusedrt::gpu::GemvArgs;
+using fusedrt::test::DeviceBuffer;
+using fusedrt::test::median_us;
+using fusedrt::test::Rng;
+
+// Per element, against the reference from the same fp16 inputs: fp32 FMA
+// chains of k / 256 terms per lane and a 32-way butterfly, each rounding at
+// most an ulp of sums below ~16 here (inputs in [-1, 1], k <= 3072), so well
+// under kAccumTolerance * (1 + |want|); the fp16 output adds half an ulp.
+constexpr double kAccumTolerance = 2e-4;
+constexpr double kHalfUlp = 1.0 / 2048;
+constexpr int64_t kGuard = 64;  // halves of sentinel before and after out
+constexpr uint16_t kSentinel = 0x5a5a;
+
+constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
+                                       Activation::kRelu, Activation::kTanh};
+
+double activate(double x, Activation a) {
+  switch (a) {
+    case Activation::kNone: return x;
+    case Activation::kGelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case Activation::kGeluTanh: return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    case Activation::kRelu: return x > 0 ? x : 0;
+    case Activation::kTanh: return std::tanh(x);
+  }
+  return x;
+}
+
+std::vector<__half> random_halves(Rng& rng, int64_t count, float amplitude) {
+  std::vector<__half> v(static_cast<size_t>(count));
+  for (__half& h : v) h = __float2half_rn(rng.uniform(-amplitude, amplitude));
+  return v;
+}
+
+template <class T>
+void upload(T* dst, const std::vector<T>& src) {
+  CHECK_CUDA(cudaMemcpy(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice));
+}
+
+int failures = 0;
+
+void check_case(Rng& rng, int64_t rows, int64_t n, int64_t k, bool with_bias, Activation activation) {
+  const std::vector<__half> in = random_halves(rng, rows * k, 1.f);
+  const std::vector<__half> weight = random_halves(rng, n * k, 1.f);
+  const std::vector<__half> bias = random_halves(rng, n, 1.f);
+  DeviceBuffer<__half> in_d(in.size()), weight_d(weight.size()), bias_d(bias.size());
+  DeviceBuffer<__half> out_d(static_cast<size_t>(rows * n + 2 * kGuard));
+  upload(in_d.ptr, in);
+  upload(weight_d.ptr, weight);
+  upload(bias_d.ptr, bias);
+
+  GemvArgs a;
+  a.rows = rows;
+  a.n = n;
+  a.k = k;
+  a.in = in_d.ptr;
+  a.weight = weight_d.ptr;
+  a.bias = with_bias ? bias_d.ptr : nullptr;
+  a.activation = activation;
+  a.out = out_d.ptr + kGuard;
+
+  std::vector<std::vector<uint16_t>> outputs;
+  for (int launch = 0; launch < 2; ++launch) {
+    std::vector<uint16_t> fill(static_cast<size_t>(rows * n + 2 * kGuard), kSentinel);
+    CHECK_CUDA(cudaMemcpy(out_d.ptr, fill.data(), fill.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    CHECK_CUDA(fusedrt::gpu::gemv(a, nullptr));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    CHECK_CUDA(cudaMemcpy(fill.data(), out_d.ptr, fill.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    outputs.push_back(fill);
+  }
+
+  const std::vector<uint16_t>& got = outputs[0];
+  double worst_ratio = 0;
+  int64_t guards_touched = 0;
+  for (int64_t i = 0; i < kGuard; ++i) {
+    guards_touched += got[static_cast<size_t>(i)] != kSentinel;
+    guards_touched += got[static_cast<size_t>(kGuard + rows * n + i)] != kSentinel;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      double sum = with_bias ? __half2float(bias[static_cast<size_t>(c)]) : 0.0;
+      for (int64_t e = 0; e < k; ++e) {
+        sum += static_cast<double>(__half2float(in[static_cast<size_t>(r * k + e)])) *
+               __half2float(weight[static_cast<size_t>(c * k + e)]);
+      }
+      const double want = activate(sum, activation);
+      uint16_t bits = got[static_cast<size_t>(kGuard + r * n + c)];
+      __half value;
+      std::memcpy(&value, &bits, sizeof(bits));
+      const double error = std::fabs(static_cast<double>(__half2float(value)) - want);
+      const double tolerance = kAccumTolerance * (1 + std::fabs(want)) + kHalfUlp * std::fabs(want);
+      worst_ratio = std::max(worst_ratio, std::isnan(error) ? 1e9 : error / tolerance);
+    }
+  }
+  const bool repeatable = outputs[0] == outputs[1];
+  const bool ok = worst_ratio <= 1.0 && guards_touched == 0 && repeatable;
+  if (!ok) ++failures;
+  std::printf("| %lld x %lld x %lld | %s | %s | %.3f | %s%s%s |\n", static_cast<long long>(rows),
+              static_cast<long long>(n), static_cast<long long>(k), with_bias ? "bias" : "none",
+              activation_name(activation), worst_ratio, ok ? "ok" : "FAIL", guards_touched ? " (wrote outside out)" : "",
+              repeatable ? "" : " (launches differ)");
+}
+
+void check_refusals() {
+  DeviceBuffer<__half> buffer(4096);
+  GemvArgs good;
+  good.rows = 1;
+  good.n = 8;
+  good.k = 64;
+  good.in = buffer.ptr;
+  good.weight = buffer.ptr + 512;
+  good.out = buffer.ptr + 1024;
+  struct Refusal {
+    const char* what;
+    GemvArgs args;
+  };
+  std::vector<Refusal> refusals;
+  auto add = [&](const char* what, auto change) {
+    GemvArgs a = good;
+    change(a);
+    refusals.push_back({what, a});
+  };
+  add("0 rows", [](GemvArgs& a) { a.rows = 0; });
+  add("9 rows", [](GemvArgs& a) { a.rows = 9; });
+  add("k not a multiple of 8", [](GemvArgs& a) { a.k = 60; });
+  add("8 rows of 3072 (shared memory)", [](GemvArgs& a) { a.rows = 8; a.k = 3072; });
+  add("in unaligned", [&](GemvArgs& a) { a.in = buffer.ptr + 1; });
+  add("weight unaligned", [&](GemvArgs& a) { a.weight = buffer.ptr + 513; });
+  add("no out", [](GemvArgs& a) { a.out = nullptr; });
+  for (const Refusal& r : refusals) {
+    const bool refused = !fusedrt::gpu::gemv_supports(r.args) &&
+                         fusedrt::gpu::gemv(r.args, nullptr) == cudaErrorInvalidValue;
+    if (!refused) ++failures;
+    std::printf("| refused: %s | | | | %s |\n", r.what, refused ? "ok" : "FAIL");
+  }
+  if (!fusedrt::gpu::gemv_supports(good)) {
+    ++failures;
+    std::printf("| the good call is refused | | | | FAIL |\n");
+  }
+}
+
+// The decoder shape with the weight read from DRAM: launches cycle through
+// copies of the weight that together exceed the L2 several times.
+void time_decoder(int64_t rows, size_t l2_bytes) {
+  constexpr int64_t kN = 30522, kK = 768;
+  const size_t weight_bytes = kN * kK * sizeof(__half);
+  const int copies = static_cast<int>(4 * l2_bytes / weight_bytes) + 2;
+  DeviceBuffer<__half> weights(static_cast<size_t>(copies) * kN * kK), in(static_cast<size_t>(rows * kK)),
+      out(static_cast<size_t>(rows * kN)), bias(kN);
+  CHECK_CUDA(cudaMemset(weights.ptr, 0, static_cast<size_t>(copies) * weight_bytes));
+  CHECK_CUDA(cudaMemset(in.ptr, 0, static_cast<size_t>(rows * kK) * sizeof(__half)));
+  CHECK_CUDA(cudaMemset(bias.ptr, 0, kN * sizeof(__half)));
+  int next = 0;
+  const double us = median_us(
+      [&](cudaStream_t stream) {
+        GemvArgs a;
+        a.rows = rows;
+        a.n = kN;
+        a.k = kK;
+        a.in = in.ptr;
+        a.weight = weights.ptr + static_cast<size_t>(next) * kN * kK;
+        a.bias = bias.ptr;
+        a.out = out.ptr;
+        next = (next + 1) % copies;
+        CHECK_CUDA(fusedrt::gpu::gemv(a, stream));
+      },
+      copies, 20);
+  std::printf("| %lld x %lld x %lld | %.2f | %.0f |\n", static_cast<long long>(rows), static_cast<long long>(kN),
+              static_cast<long long>(kK), us, static_cast<double>(weight_bytes) / (us * 1e3));
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("gemv_test on %s (sm_%d%d, %d SMs)\n\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  std::printf("| rows x n x k | bias | activation | worst error / tolerance | result |\n");
+  std::printf("| --- | --- | --- | ---: | --- |\n");
+  Rng rng{0x6a09e667f3bcc909ull};
+  for (int64_t rows : {1, 2, 3, 4, 5, 8}) {
+    for (int64_t n : {1, 7, 64, 1000}) {
+      for (int64_t k : {8, 40, 264, 768}) check_case(rng, rows, n, k, n % 2 == 1, Activation::kNone);
+    }
+    check_case(rng, rows, 3000, 1024, true, Activation::kNone);
+  }
+  for (int64_t rows : {1, 4}) check_case(rng, rows, 768, 3072, true, Activation::kNone);
+  for (Activation a : kActivations) check_case(rng, 3, 129, 768, true, a);
+  check_refusals();
+
+  std::printf("\nTiming, MLM decoder (fp16, bias), weight from DRAM, median of 20 graphs cycling weight copies, us\n");
+  std::printf("per launch; GB/s of the weight:\n\n| rows x n x k | us | GB/s |\n| --- | ---: | ---: |\n");
+  for (int64_t rows : {1, 2, 4, 8}) time_decoder(rows, static_cast<size_t>(prop.l2CacheSize));
+
+  std::printf("\ngemv_test: %s (%d failure%s)\n", failures ? "FAILED" : "all checks passed", failures,
+              failures == 1 ? "" : "s");
+  return failures ? 1 : 0;
+}

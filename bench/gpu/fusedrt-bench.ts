@@ -85,6 +85,12 @@ export interface FusedResults {
     precision: Precision; case: string; max_abs: number; max_ref: number;
     /** Rows (masked positions) compared, those whose top-1 token matches, and the lowest cosine similarity of a row. */
     rows?: number; top1_same?: number; min_cosine?: number; error?: string;
+    /**
+     * Per row whose top-1 differs: how far apart the two tokens are in the
+     * reference (its logit of its own top-1 minus its logit of ours), to set
+     * against max_abs: a margin below the error is a tie at this precision.
+     */
+    top1_margins?: number[];
   }>;
   loop: LoopProbe[];
   notes: string[];
@@ -202,14 +208,25 @@ async function checkReferences(engine: Engine, precision: Precision, inputs: Ben
       }
       let top1Same = 0;
       let minCosine = 1;
+      const margins: number[] = [];
       for (let row = 0; row < logits.rows; row++) {
         const at = row * logits.cols;
-        if (argmax(got, at, logits.cols) === argmax(want, at, logits.cols)) top1Same++;
+        const ours = argmax(got, at, logits.cols);
+        const theirs = argmax(want, at, logits.cols);
+        if (ours === theirs) {
+          top1Same++;
+        } else {
+          margins.push(want[at + theirs] - want[at + ours]);
+        }
         minCosine = Math.min(minCosine, cosine(got, want, at, logits.cols));
       }
-      results.references.push({ precision, case: c.name, max_abs: maxAbs, max_ref: maxRef, rows: logits.rows, top1_same: top1Same, min_cosine: minCosine });
+      results.references.push({
+        precision, case: c.name, max_abs: maxAbs, max_ref: maxRef, rows: logits.rows, top1_same: top1Same,
+        min_cosine: minCosine, top1_margins: margins,
+      });
+      const marginText = margins.length === 0 ? '' : ` (reference margins of the others: ${margins.map((m) => m.toExponential(1)).join(', ')})`;
       console.log(`${precision} ${c.name}: max |FusedRT - transformers fp32| = ${maxAbs.toExponential(2)} (max |logit| ${maxRef.toFixed(2)}), `
-        + `top-1 same on ${top1Same}/${logits.rows} rows, lowest row cosine ${minCosine.toFixed(7)}`);
+        + `top-1 same on ${top1Same}/${logits.rows} rows${marginText}, lowest row cosine ${minCosine.toFixed(7)}`);
     } catch (e) {
       results.references.push({ precision, case: c.name, max_abs: NaN, max_ref: NaN, error: (e as Error).message });
       console.log(`${precision} ${c.name}: reference check failed: ${(e as Error).message}`);

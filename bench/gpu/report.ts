@@ -103,7 +103,8 @@ export function report(dir: string): string {
     lines.push('| check | result |');
     lines.push('| --- | --- |');
     for (const r of ours.references) {
-      const rows = r.rows === undefined ? '' : `; top-1 same on ${r.top1_same}/${r.rows} rows; lowest row cosine ${r.min_cosine!.toFixed(7)}`;
+      const margins = r.top1_margins?.length ? ` (the others' reference margins: ${r.top1_margins.map((m) => m.toExponential(1)).join(', ')})` : '';
+      const rows = r.rows === undefined ? '' : `; top-1 same on ${r.top1_same}/${r.rows} rows${margins}; lowest row cosine ${r.min_cosine!.toFixed(7)}`;
       lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})${rows}`} |`);
     }
     for (const l of ours.loop) {

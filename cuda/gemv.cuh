@@ -13,22 +13,13 @@
 
 #include <cstdint>
 
-#include "activation.h"
+#include "half_gemm_args.cuh"
 
 namespace fusedrt::gpu {
 
 constexpr int64_t kGemvMaxRows = 8;
 
-struct GemvArgs {
-  int64_t rows = 0;
-  int64_t n = 0;
-  int64_t k = 0;
-  const __half* in = nullptr;      // [rows, k]
-  const __half* weight = nullptr;  // [n, k]
-  const __half* bias = nullptr;    // [n] or nullptr
-  Activation activation = Activation::kNone;
-  __half* out = nullptr;  // [rows, n]
-};
+using GemvArgs = HalfGemmArgs;
 
 // Whether the kernel takes a call: 1 to kGemvMaxRows rows, k a multiple of 8
 // whose rows of `in` fit the block's shared memory, in and weight 16-byte

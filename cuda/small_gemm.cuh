@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "activation.h"
+#include "half_gemm_args.cuh"
 
 namespace fusedrt::gpu {
 
@@ -26,15 +26,7 @@ struct SmallGemmConfig {
   int splits = 1;
 };
 
-struct SmallGemmArgs {
-  int64_t rows = 0;
-  int64_t n = 0;
-  int64_t k = 0;
-  const __half* in = nullptr;      // [rows, k]
-  const __half* weight = nullptr;  // [n, k]
-  const __half* bias = nullptr;    // [n] or nullptr
-  Activation activation = Activation::kNone;
-  __half* out = nullptr;  // [rows, n]
+struct SmallGemmArgs : HalfGemmArgs {
   // With splits > 1: small_gemm_workspace_bytes() of fp32 partial sums, and
   // small_gemm_tiles() counters that are zero before the launch (each launch
   // leaves them zero again, so one zeroed array serves every launch queued

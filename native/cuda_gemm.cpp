@@ -338,10 +338,9 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   return setup;
 }
 
-// The small-row kernel's operands for a call; partials in the runner's
-// workspace (a runner's GEMMs never overlap, whichever tactic runs them).
-gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* tile_counters) {
-  gpu::SmallGemmArgs a;
+// A call's fp16 operands, as the project's own kernels take them.
+gpu::HalfGemmArgs half_operands(const GemmArgs& c) {
+  gpu::HalfGemmArgs a;
   a.rows = c.rows;
   a.n = c.n;
   a.k = c.k;
@@ -350,6 +349,14 @@ gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* 
   a.bias = as<__half>(c.bias);
   a.activation = c.activation;
   a.out = as<__half>(c.out);
+  return a;
+}
+
+// The small-row kernel's operands for a call; partials in the runner's
+// workspace (a runner's GEMMs never overlap, whichever tactic runs them).
+gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* tile_counters) {
+  gpu::SmallGemmArgs a;
+  static_cast<gpu::HalfGemmArgs&>(a) = half_operands(c);
   a.partials = as<float>(workspace);
   a.tile_counters = tile_counters;
   return a;
@@ -463,16 +470,7 @@ void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& ta
     return;
   }
   if (tactic.gemv) {
-    gpu::GemvArgs a;
-    a.rows = c.rows;
-    a.n = c.n;
-    a.k = c.k;
-    a.in = as<__half>(c.in);
-    a.weight = as<__half>(c.weight);
-    a.bias = as<__half>(c.bias);
-    a.activation = c.activation;
-    a.out = as<__half>(c.out);
-    check(gpu::gemv(a, to.stream), "the gemv kernel");
+    check(gpu::gemv(half_operands(c), to.stream), "the gemv kernel");
     return;
   }
   check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");

@@ -29,6 +29,8 @@ using fusedrt::Activation;
 using fusedrt::gpu::GemvArgs;
 using fusedrt::test::DeviceBuffer;
 using fusedrt::test::median_us;
+using fusedrt::test::activate;
+using fusedrt::test::kActivations;
 using fusedrt::test::Rng;
 
 // Per element, against the reference from the same fp16 inputs: fp32 FMA
@@ -40,19 +42,6 @@ constexpr double kHalfUlp = 1.0 / 2048;
 constexpr int64_t kGuard = 64;  // halves of sentinel before and after out
 constexpr uint16_t kSentinel = 0x5a5a;
 
-constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
-                                       Activation::kRelu, Activation::kTanh};
-
-double activate(double x, Activation a) {
-  switch (a) {
-    case Activation::kNone: return x;
-    case Activation::kGelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
-    case Activation::kGeluTanh: return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-    case Activation::kRelu: return x > 0 ? x : 0;
-    case Activation::kTanh: return std::tanh(x);
-  }
-  return x;
-}
 
 std::vector<__half> random_halves(Rng& rng, int64_t count, float amplitude) {
   std::vector<__half> v(static_cast<size_t>(count));

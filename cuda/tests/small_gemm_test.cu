@@ -38,6 +38,9 @@ using fusedrt::Activation;
 using fusedrt::gpu::SmallGemmArgs;
 using fusedrt::gpu::SmallGemmConfig;
 using fusedrt::test::DeviceBuffer;
+using fusedrt::test::activate;
+using fusedrt::test::kActivationCount;
+using fusedrt::test::kActivations;
 using fusedrt::test::Rng;
 
 // Tolerance per element, against the reference from the same fp16 inputs
@@ -69,20 +72,6 @@ constexpr uint16_t kSentinel = 0x5a5a;  // fp16 203.25: no output here comes nea
 constexpr size_t kWorkspaceGuard = 4096;  // bytes past the workspace that must keep their poison
 constexpr int kRepeats = 3;
 
-constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
-                                       Activation::kRelu, Activation::kTanh};
-constexpr int kActivationCount = 5;
-
-double activate(double x, Activation a) {
-  switch (a) {
-    case Activation::kNone: return x;
-    case Activation::kGelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
-    case Activation::kGeluTanh: return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-    case Activation::kRelu: return std::max(x, 0.0);
-    case Activation::kTanh: return std::tanh(x);
-  }
-  return x;
-}
 
 double tolerance(double want) { return kAccumTolerance * (1 + std::fabs(want)) + kHalfUlp * std::fabs(want); }
 

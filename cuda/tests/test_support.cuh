@@ -1,17 +1,21 @@
 // What the standalone kernel tests (cuda/tests/*_test.cu) share: a CUDA
 // status check that ends the test, a small seeded generator, the median time
-// of a launch, and an owning device buffer. Test code only.
+// of a launch, an owning device buffer, and the activations in double for
+// reference results. Test code only.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <vector>
+
+#include "activation.h"
 
 // Exit status 2: the test could not run (a failed check is status 1).
 #define CHECK_CUDA(call)                                                                              \
@@ -78,6 +82,22 @@ inline double median_us(const std::function<void(cudaStream_t)>& launch, int per
   CHECK_CUDA(cudaStreamDestroy(stream));
   std::sort(ms.begin(), ms.end());
   return 1e3 * ms[samples / 2] / per_sample;
+}
+
+constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
+                                       Activation::kRelu, Activation::kTanh};
+constexpr int kActivationCount = 5;
+
+// An activation of native/cpu/README.md in double precision.
+inline double activate(double x, Activation a) {
+  switch (a) {
+    case Activation::kNone: return x;
+    case Activation::kGelu: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+    case Activation::kGeluTanh: return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+    case Activation::kRelu: return std::max(x, 0.0);
+    case Activation::kTanh: return std::tanh(x);
+  }
+  return x;
 }
 
 template <class T>

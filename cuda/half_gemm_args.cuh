@@ -1,0 +1,25 @@
+// The operands of the project's own fp16 GEMM kernels (small_gemm.cuh,
+// gemv.cuh): out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias),
+// row-major, fp32 accumulation, bias and activation fused.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "activation.h"
+
+namespace fusedrt::gpu {
+
+struct HalfGemmArgs {
+  int64_t rows = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  const __half* in = nullptr;      // [rows, k]
+  const __half* weight = nullptr;  // [n, k]
+  const __half* bias = nullptr;    // [n] or nullptr
+  Activation activation = Activation::kNone;
+  __half* out = nullptr;  // [rows, n]
+};
+
+}  // namespace fusedrt::gpu

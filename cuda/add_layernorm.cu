@@ -149,7 +149,8 @@ template <class T>
 cudaError_t add_layernorm(const AddLayerNormArgs<T>& p, cudaStream_t stream) {
   if (p.rows <= 0 || p.cols <= 0) return cudaSuccess;
   constexpr int kVec = kVector16<T>;
-  const bool vectorised = p.cols % kVec == 0 && (p.partial_count > 0 ? aligned16(p.partials) : aligned16(p.in)) && aligned16(p.out) && aligned16(p.gamma) &&
+  const bool in_aligned = p.partial_count > 0 ? aligned16(p.partials) : aligned16(p.in);
+  const bool vectorised = p.cols % kVec == 0 && in_aligned && aligned16(p.out) && aligned16(p.gamma) &&
                           aligned16(p.beta) && (p.residual == nullptr || aligned16(p.residual)) &&
                           (p.bias == nullptr || aligned16(p.bias));
   if (vectorised && launch_rows_in_registers(p.cols / kVec, p.rows, [&](auto vecs, auto rows, dim3 grid, dim3 block) {

@@ -60,8 +60,8 @@ __device__ __forceinline__ void widen(const uint4& bits, float (&x)[kHalvesPerVe
   }
 }
 
-template <int kRows>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs p) {
+template <int kRows, class Out>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p) {
   extern __shared__ float4 x_shared[];  // [kRows][k / 4]
   const int64_t vecs = p.k / kHalvesPerVec;
   const int64_t quads = p.k / 4;
@@ -133,8 +133,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs p) {
       const int64_t column = n0 + output / kRows;
       const int64_t row = output % kRows;
       if (output < kOutputs && column < p.n && row < p.rows) {
-        const float biased = p.bias != nullptr ? mine[slot] + __half2float(p.bias[column]) : mine[slot];
-        p.out[row * p.n + column] = __float2half_rn(activate(biased, p.activation));
+        const float biased = p.bias != nullptr ? mine[slot] + to_float(p.bias[column]) : mine[slot];
+        p.out[row * p.n + column] = from_float<Out>(activate(biased, p.activation));
       }
     }
   }
@@ -147,35 +147,38 @@ int64_t kernel_rows(int64_t rows) {
   return kernel;
 }
 
-size_t shared_bytes(const GemvArgs& a) {
+template <class Out>
+size_t shared_bytes(const GemvArgs<Out>& a) {
   return static_cast<size_t>(kernel_rows(a.rows) * a.k) * sizeof(float);
 }
 
-template <int kRows>
-cudaError_t launch(const GemvArgs& a, cudaStream_t stream) {
+template <int kRows, class Out>
+cudaError_t launch(const GemvArgs<Out>& a, cudaStream_t stream) {
   const size_t shared = shared_bytes(a);
   int device = 0, sms = 0, per_sm = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess) {
-    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<kRows>, kThreads, shared);
+    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<kRows, Out>, kThreads, shared);
   }
   if (error != cudaSuccess) return error;
   const int64_t groups = (a.n + kCols - 1) / kCols;
   const int64_t blocks = std::min<int64_t>((groups + kWarps - 1) / kWarps, int64_t{std::max(per_sm, 1)} * sms);
-  gemv_kernel<kRows><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(a);
+  gemv_kernel<kRows, Out><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(a);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-bool gemv_supports(const GemvArgs& a) {
+template <class Out>
+bool gemv_supports(const GemvArgs<Out>& a) {
   return a.rows >= 1 && a.rows <= kGemvMaxRows && a.n >= 1 && a.k >= kHalvesPerVec && a.k % kHalvesPerVec == 0 &&
          shared_bytes(a) <= kSharedBudget && a.in != nullptr && a.weight != nullptr && a.out != nullptr &&
          aligned16(a.in) && aligned16(a.weight);
 }
 
-cudaError_t gemv(const GemvArgs& a, cudaStream_t stream) {
+template <class Out>
+cudaError_t gemv(const GemvArgs<Out>& a, cudaStream_t stream) {
   if (!gemv_supports(a)) return cudaErrorInvalidValue;
   switch (kernel_rows(a.rows)) {
     case 1: return launch<1>(a, stream);
@@ -184,5 +187,10 @@ cudaError_t gemv(const GemvArgs& a, cudaStream_t stream) {
     default: return launch<8>(a, stream);
   }
 }
+
+template bool gemv_supports(const GemvArgs<__half>&);
+template bool gemv_supports(const GemvArgs<float>&);
+template cudaError_t gemv(const GemvArgs<__half>&, cudaStream_t);
+template cudaError_t gemv(const GemvArgs<float>&, cudaStream_t);
 
 }  // namespace fusedrt::gpu

@@ -19,15 +19,19 @@ namespace fusedrt::gpu {
 
 constexpr int64_t kGemvMaxRows = 8;
 
-using GemvArgs = HalfGemmArgs;
+// Out: __half or float (half_gemm_args.cuh).
+template <class Out>
+using GemvArgs = HalfGemmArgs<Out>;
 
 // Whether the kernel takes a call: 1 to kGemvMaxRows rows, k a multiple of 8
 // whose rows of `in` fit the block's shared memory, in and weight 16-byte
 // aligned, every pointer present but bias.
-bool gemv_supports(const GemvArgs& args);
+template <class Out>
+bool gemv_supports(const GemvArgs<Out>& args);
 
 // Queues the product on stream; cudaErrorInvalidValue for a call that
 // gemv_supports refuses, else the launch error, if any.
-cudaError_t gemv(const GemvArgs& args, cudaStream_t stream);
+template <class Out>
+cudaError_t gemv(const GemvArgs<Out>& args, cudaStream_t stream);
 
 }  // namespace fusedrt::gpu

@@ -11,15 +11,19 @@
 
 namespace fusedrt::gpu {
 
+// Out is the type of out and bias: __half, or float for logits, which are
+// written from the fp32 accumulators without rounding to fp16 (docs/cuda.md,
+// "fp32 logits").
+template <class Out>
 struct HalfGemmArgs {
   int64_t rows = 0;
   int64_t n = 0;
   int64_t k = 0;
   const __half* in = nullptr;      // [rows, k]
   const __half* weight = nullptr;  // [n, k]
-  const __half* bias = nullptr;    // [n] or nullptr
+  const Out* bias = nullptr;       // [n] or nullptr
   Activation activation = Activation::kNone;
-  __half* out = nullptr;  // [rows, n]
+  Out* out = nullptr;  // [rows, n]
 };
 
 }  // namespace fusedrt::gpu

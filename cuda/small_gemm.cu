@@ -16,7 +16,7 @@
 // later reads back its own elements: coalesced, no shared memory), and the
 // last block of the tile to arrive sums all partials in split order (the
 // result does not depend on which block came last), adds the bias, applies
-// the activation and stores fp16. That block also resets the tile's counter,
+// the activation and stores (fp16, or fp32 for logits). That block also resets the tile's counter,
 // so the next launch finds it zero.
 #include "small_gemm.cuh"
 
@@ -101,8 +101,8 @@ __device__ __forceinline__ void load_rows(__half* tile, const __half* matrix, in
 }
 
 // One stage: the activations' tile (A), then the weight's (B).
-template <class Traits>
-__device__ __forceinline__ void load_stage(__half* stage, const SmallGemmArgs& p, int64_t row0, int64_t col0,
+template <class Traits, class Out>
+__device__ __forceinline__ void load_stage(__half* stage, const SmallGemmArgs<Out>& p, int64_t row0, int64_t col0,
                                            int64_t k0, int64_t k_end) {
   load_rows<Traits::kTileRows>(stage, p.in, p.rows, p.k, row0, k0, k_end);
   load_rows<kTileCols>(stage + Traits::kTileRows * kRowStride, p.weight, p.n, p.k, col0, k0, k_end);
@@ -136,8 +136,8 @@ __device__ __forceinline__ void multiply_stage(const __half* stage, int warp_m, 
 
 // Returns false in every block of a tile but the last to arrive, which gets
 // the sum of all splits' partials in acc.
-template <class Traits>
-__device__ __forceinline__ bool reduce_splits(const SmallGemmArgs& p, int splits, int split,
+template <class Traits, class Out>
+__device__ __forceinline__ bool reduce_splits(const SmallGemmArgs<Out>& p, int splits, int split,
                                               float (&acc)[Traits::kMTiles][Traits::kNTiles][4]) {
   __shared__ bool last_block;
   const int64_t tile = int64_t{blockIdx.y} * gridDim.x + blockIdx.x;
@@ -186,8 +186,18 @@ __device__ __forceinline__ bool reduce_splits(const SmallGemmArgs& p, int splits
   return true;
 }
 
-template <class Traits>
-__global__ void __launch_bounds__(kThreads) small_gemm_kernel(const SmallGemmArgs p, int splits) {
+// A pair of adjacent outputs, as one store.
+__device__ __forceinline__ void store_pair(__half* out, float x0, float x1) {
+  *reinterpret_cast<__half2*>(out) = __floats2half2_rn(x0, x1);
+}
+__device__ __forceinline__ void store_pair(float* out, float x0, float x1) {
+  *reinterpret_cast<float2*>(out) = make_float2(x0, x1);
+}
+__device__ __forceinline__ float2 load_pair(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
+__device__ __forceinline__ float2 load_pair(const float* p) { return *reinterpret_cast<const float2*>(p); }
+
+template <class Traits, class Out>
+__global__ void __launch_bounds__(kThreads) small_gemm_kernel(const SmallGemmArgs<Out> p, int splits) {
   constexpr int kStages = Traits::kStages;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   __half* stages = reinterpret_cast<__half*>(shared_bytes);
@@ -243,14 +253,14 @@ __global__ void __launch_bounds__(kThreads) small_gemm_kernel(const SmallGemmArg
       const int64_t col = col0 + warp_n * Traits::kWarpCols + ni * 8 + 2 * t;
       if (col >= p.n) continue;  // n is even, so col + 1 < n too
       float2 bias = make_float2(0.f, 0.f);
-      if (p.bias != nullptr) bias = __half22float2(*reinterpret_cast<const __half2*>(p.bias + col));
+      if (p.bias != nullptr) bias = load_pair(p.bias + col);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int64_t row = row0 + warp_m * Traits::kWarpRows + mi * 16 + g + half * 8;
         if (row >= p.rows) continue;
         const float x0 = activate(acc[mi][ni][2 * half] + bias.x, p.activation);
         const float x1 = activate(acc[mi][ni][2 * half + 1] + bias.y, p.activation);
-        *reinterpret_cast<__half2*>(p.out + row * p.n + col) = __floats2half2_rn(x0, x1);
+        store_pair(p.out + row * p.n + col, x0, x1);
       }
     }
   }
@@ -265,10 +275,10 @@ int64_t tiles_of(int64_t rows, int64_t n, int tile_rows) {
   return ((n + kTileCols - 1) / kTileCols) * ((rows + tile_rows - 1) / tile_rows);
 }
 
-template <int kTileRows>
-cudaError_t launch(const SmallGemmArgs& p, int splits, cudaStream_t stream) {
+template <int kTileRows, class Out>
+cudaError_t launch(const SmallGemmArgs<Out>& p, int splits, cudaStream_t stream) {
   using Traits = SmallGemmTraits<kTileRows>;
-  const auto kernel = small_gemm_kernel<Traits>;
+  const auto kernel = small_gemm_kernel<Traits, Out>;
   // On every launch, as for attention: the attribute is per device, and cheap.
   const cudaError_t opted_in =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes);
@@ -289,14 +299,15 @@ bool small_gemm_supports_shape(int64_t rows, int64_t n, int64_t k, const SmallGe
   return config.splits >= 1 && config.splits <= small_gemm_max_splits(k);
 }
 
-bool small_gemm_supports(const SmallGemmArgs& p, const SmallGemmConfig& config) {
+template <class Out>
+bool small_gemm_supports(const SmallGemmArgs<Out>& p, const SmallGemmConfig& config) {
   if (!small_gemm_supports_shape(p.rows, p.n, p.k, config)) return false;
   if (config.splits > 1 && (p.tile_counters == nullptr || !aligned_to(p.partials, kSmallGemmLoadAlignment))) {
     return false;
   }
   return aligned_to(p.in, kSmallGemmLoadAlignment) && aligned_to(p.weight, kSmallGemmLoadAlignment) &&
-         aligned_to(p.out, kSmallGemmStoreAlignment) &&
-         (p.bias == nullptr || aligned_to(p.bias, kSmallGemmStoreAlignment));
+         aligned_to(p.out, small_gemm_store_alignment(sizeof(Out))) &&
+         (p.bias == nullptr || aligned_to(p.bias, small_gemm_store_alignment(sizeof(Out))));
 }
 
 int small_gemm_max_splits(int64_t k) {
@@ -313,7 +324,8 @@ size_t small_gemm_workspace_bytes(int64_t rows, int64_t n, const SmallGemmConfig
          static_cast<size_t>(config.tile_rows) * kTileCols * sizeof(float);
 }
 
-cudaError_t small_gemm(const SmallGemmArgs& args, const SmallGemmConfig& config, cudaStream_t stream) {
+template <class Out>
+cudaError_t small_gemm(const SmallGemmArgs<Out>& args, const SmallGemmConfig& config, cudaStream_t stream) {
   if (!small_gemm_supports(args, config)) return cudaErrorInvalidValue;
   switch (config.tile_rows) {
     case 16: return launch<16>(args, config.splits, stream);
@@ -321,5 +333,10 @@ cudaError_t small_gemm(const SmallGemmArgs& args, const SmallGemmConfig& config,
     default: return launch<64>(args, config.splits, stream);
   }
 }
+
+template bool small_gemm_supports(const SmallGemmArgs<__half>&, const SmallGemmConfig&);
+template bool small_gemm_supports(const SmallGemmArgs<float>&, const SmallGemmConfig&);
+template cudaError_t small_gemm(const SmallGemmArgs<__half>&, const SmallGemmConfig&, cudaStream_t);
+template cudaError_t small_gemm(const SmallGemmArgs<float>&, const SmallGemmConfig&, cudaStream_t);
 
 }  // namespace fusedrt::gpu

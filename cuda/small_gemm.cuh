@@ -26,7 +26,9 @@ struct SmallGemmConfig {
   int splits = 1;
 };
 
-struct SmallGemmArgs : HalfGemmArgs {
+// Out: __half or float (half_gemm_args.cuh).
+template <class Out>
+struct SmallGemmArgs : HalfGemmArgs<Out> {
   // With splits > 1: small_gemm_workspace_bytes() of fp32 partial sums, and
   // small_gemm_tiles() counters that are zero before the launch (each launch
   // leaves them zero again, so one zeroed array serves every launch queued
@@ -39,15 +41,16 @@ struct SmallGemmArgs : HalfGemmArgs {
 constexpr int kSmallGemmStageK = 64;
 
 // The kernel copies in, weight and partials 16 bytes at a time, and stores
-// out (and reads bias) in fp16 pairs.
+// out (and reads bias) in pairs of Out.
 constexpr uintptr_t kSmallGemmLoadAlignment = 16;
-constexpr uintptr_t kSmallGemmStoreAlignment = 4;
+constexpr uintptr_t small_gemm_store_alignment(size_t out_bytes) { return 2 * out_bytes; }
 
 // Whether the kernel takes a shape: k a multiple of 8, n even, a
 // configuration the kernel has (splits at most the stages of k).
 bool small_gemm_supports_shape(int64_t rows, int64_t n, int64_t k, const SmallGemmConfig& config);
 // The same, and the pointers: present and aligned as above.
-bool small_gemm_supports(const SmallGemmArgs& args, const SmallGemmConfig& config);
+template <class Out>
+bool small_gemm_supports(const SmallGemmArgs<Out>& args, const SmallGemmConfig& config);
 // The most splits the kernel takes for this k (one stage each at least).
 int small_gemm_max_splits(int64_t k);
 int64_t small_gemm_tiles(int64_t rows, int64_t n, const SmallGemmConfig& config);
@@ -55,6 +58,7 @@ size_t small_gemm_workspace_bytes(int64_t rows, int64_t n, const SmallGemmConfig
 
 // Queues the GEMM on stream; cudaErrorInvalidValue for operands it does not
 // support, else the launch error, if any.
-cudaError_t small_gemm(const SmallGemmArgs& args, const SmallGemmConfig& config, cudaStream_t stream);
+template <class Out>
+cudaError_t small_gemm(const SmallGemmArgs<Out>& args, const SmallGemmConfig& config, cudaStream_t stream);
 
 }  // namespace fusedrt::gpu

@@ -48,8 +48,9 @@ struct BatchView {
 
 // One op of the plan bound to device memory for one batch. Scalars (eps,
 // heads, activation...) come from op; unused pointers are nullptr.
-// Activations (in, residual, out) have the dtype DeviceStorage::activations;
-// each weight has the dtype DeviceStorage::tensors gave its tensor.
+// Activations (in, residual, out) have the dtype DeviceStorage::buffers gave
+// their buffer; each weight has the dtype DeviceStorage::tensors gave its
+// tensor.
 struct OpCall {
   const PlanOp* op = nullptr;
   const BatchView* batch = nullptr;
@@ -77,11 +78,12 @@ inline const int32_t* selected_tokens(const OpCall& call) {
   return call.op->select == RowSelect::kFirst ? call.batch->cu_seqlens : call.batch->selected_rows;
 }
 
-// How a backend stores one plan: the dtype of every activation buffer, and
-// of every tensor (indexed like Plan::tensors; the runtime converts the
-// file's f32/f16 bytes to it at load). Only kF32 and kF16 are used.
+// How a backend stores one plan: the dtype of every activation buffer
+// (indexed like Plan::buffers) and of every tensor (indexed like
+// Plan::tensors; the runtime converts the file's f32/f16 bytes to it at
+// load). Only kF32 and kF16 are used.
 struct DeviceStorage {
-  DType activations = DType::kF32;
+  std::vector<DType> buffers;
   std::vector<DType> tensors;
 };
 
@@ -117,16 +119,16 @@ class BackendContext {
   };
   virtual void copy_to_device(const InputCopy* copies, int count) = 0;
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
-  // dst[i] = float(src[i]) on the device; src holds `count` activations of
-  // dtype DeviceStorage::activations when that is not kF32.
+  // dst[i] = float(src[i]) on the device; src holds `count` kF16
+  // activations (the runtime converts no other dtype).
   virtual void to_float(float* device_dst, const void* device_src, int64_t count) = 0;
   // Runs one op; the runtime has validated shapes and indices beforehand.
   virtual void run(const OpCall& call) = 0;
   // Softmax top-k of `rows` rows of `cols` logits (activations of dtype
-  // DeviceStorage::activations) into top_ids and top_scores [rows, k]
-  // (device or allocate_host() memory), semantics of native/cpu/topk.h.
+  // `dtype`, their buffer's) into top_ids and top_scores [rows, k] (device
+  // or allocate_host() memory), semantics of native/cpu/topk.h.
   // 1 <= k <= 64, k <= cols.
-  virtual void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+  virtual void softmax_topk(const void* logits, DType dtype, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                             float* top_scores) = 0;
   // Issues a run's queued work by calling enqueue, which makes only the
   // calls above, with pointers and sizes that depend on nothing but `key`.

@@ -131,7 +131,7 @@ bool CpuBackend::supports(OpType type) const { return find_op(type) != nullptr; 
 
 DeviceStorage CpuBackend::configure(const Plan& plan) {
   DeviceStorage storage;
-  storage.activations = DType::kF32;
+  storage.buffers.assign(plan.buffers.size(), DType::kF32);
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
   // Gemm weights are packed for gemm_packed, in place (the packed layout has
   // the same size), so the weight memory stays what the runtime allocated.
@@ -193,8 +193,9 @@ class CpuBackend::Context : public BackendContext {
     fail(ErrorCode::kNative, "the CPU backend has fp32 activations: nothing to convert");
   }
   void run(const OpCall& call) override { backend_.run(call); }
-  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+  void softmax_topk(const void* logits, DType dtype, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                     float* top_scores) override {
+    if (dtype != DType::kF32) fail(ErrorCode::kNative, "the CPU backend has fp32 activations only");
     cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, backend_.pool_);
   }
   // The kernels run as they are called: nothing to record or wait for.

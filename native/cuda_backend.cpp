@@ -88,6 +88,32 @@ std::vector<size_t> gemms_feeding_layernorm(const Plan& plan) {
   return found;
 }
 
+// The GEMMs that write logits on an fp16 plan: a plan output that a GEMM
+// writes and no op reads (the heads' last GEMMs). They write it in fp32,
+// with an fp32 bias, from fp32 accumulators: rounding logits to fp16 costs
+// them up to 1e-3 near the top of a BERT vocabulary, the size of the gap
+// between the best two tokens of a few rows in a hundred (docs/cuda.md,
+// "fp32 logits").
+std::vector<size_t> gemms_into_logits(const Plan& plan) {
+  std::vector<bool> read(plan.buffers.size(), false);
+  std::vector<int> writers(plan.buffers.size(), 0);
+  for (const PlanOp& op : plan.ops) {
+    for (int buffer : {op.in, op.residual}) {
+      if (buffer >= 0) read[static_cast<size_t>(buffer)] = true;
+    }
+    ++writers[static_cast<size_t>(op.out)];
+  }
+  std::vector<size_t> found;
+  for (size_t i = 0; i < plan.ops.size(); ++i) {
+    const PlanOp& op = plan.ops[i];
+    const auto out = static_cast<size_t>(op.out);
+    const bool is_output = std::any_of(plan.outputs.begin(), plan.outputs.end(),
+                                       [&](const PlanOutput& output) { return output.buffer == op.out; });
+    if (op.type == OpType::kGemm && is_output && !read[out] && writers[out] == 1) found.push_back(i);
+  }
+  return found;
+}
+
 }  // namespace
 
 struct CudaBackend::State {
@@ -97,7 +123,8 @@ struct CudaBackend::State {
   cudaStream_t load_stream = nullptr;
   // Set by configure().
   Precision precision = Precision::kFp32;
-  DType activations = DType::kF32;
+  DType activations = DType::kF32;  // of every buffer but fp32 logits
+  std::unordered_set<const PlanOp*> gemms_into_logits;  // see gemms_into_logits()
   std::vector<int64_t> topk_cols;  // columns of each plan output with selected rows
   // gemms_feeding_layernorm's ops (the runtime keeps the plan configure()
   // saw for the backend's life) and the widest of their products.
@@ -121,10 +148,10 @@ struct TopKSizes {
 class CudaBackend::Context : public BackendContext {
  public:
   // Called under the device's resource lock.
-  Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations, TopKSizes topk,
-          PartialSizes partials)
+  Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations,
+          std::unordered_set<const PlanOp*> gemms_into_logits, TopKSizes topk, PartialSizes partials)
       : device_(device), graphs_enabled_(graphs_enabled), activations_(activations),
-        gemms_into_partials_(std::move(partials.gemms)) {
+        gemms_into_logits_(std::move(gemms_into_logits)), gemms_into_partials_(std::move(partials.gemms)) {
     // The destructor does not run when this throws: clean up here.
     try {
       check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -175,7 +202,6 @@ class CudaBackend::Context : public BackendContext {
   }
 
   void to_float(float* device_dst, const void* device_src, int64_t count) override {
-    // Only fp16 activations need converting (DeviceStorage::activations).
     check(gpu::half_to_float(as<__half>(device_src), device_dst, count, stream_), "the fp16 -> fp32 output kernel");
   }
 
@@ -189,9 +215,9 @@ class CudaBackend::Context : public BackendContext {
 
   // rows never exceed the limits the context was made for, and its calls are
   // all on its own stream, so they may share its counters and scratch.
-  void softmax_topk(const void* logits, int64_t rows, int64_t cols, int k, int32_t* top_ids,
+  void softmax_topk(const void* logits, DType dtype, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                     float* top_scores) override {
-    if (activations_ == DType::kF16) {
+    if (dtype == DType::kF16) {
       softmax_topk_of(as<__half>(logits), rows, cols, k, top_ids, top_scores);
     } else {
       softmax_topk_of(as<float>(logits), rows, cols, k, top_ids, top_scores);
@@ -359,6 +385,7 @@ class CudaBackend::Context : public BackendContext {
         g.bias = c.bias;
         g.activation = c.op->activation;
         g.out = c.out;
+        g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 plans
         if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
           pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};
         } else {
@@ -440,6 +467,7 @@ class CudaBackend::Context : public BackendContext {
   CudaDevice& device_;
   const bool graphs_enabled_;
   const DType activations_;
+  const std::unordered_set<const PlanOp*> gemms_into_logits_;
   cudaStream_t stream_ = nullptr;
   // Around the device work of each execute(): the run's GPU time.
   cudaEvent_t work_start_ = nullptr;
@@ -541,43 +569,56 @@ DeviceStorage CudaBackend::configure(const Plan& plan) {
   state_->precision = plan.precision;
   state_->topk_cols.clear();
   state_->gemms_into_partials.clear();
+  state_->gemms_into_logits.clear();
   state_->partial_cols = 0;
   for (const PlanOutput& output : plan.outputs) {
     const BufferInfo& buffer = plan.buffers[output.buffer];
     if (buffer.rows == RowsKind::kSelected) state_->topk_cols.push_back(buffer.cols);
   }
   DeviceStorage storage;
+  storage.buffers.assign(plan.buffers.size(), DType::kF32);
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
   if (plan.precision != Precision::kFp16) return storage;
 
-  storage.activations = DType::kF16;
-  auto half = [&](int tensor) {
-    if (tensor >= 0) storage.tensors[tensor] = DType::kF16;
+  state_->activations = DType::kF16;
+  storage.buffers.assign(plan.buffers.size(), DType::kF16);
+  for (const size_t i : gemms_into_logits(plan)) {
+    state_->gemms_into_logits.insert(&plan.ops[i]);
+    storage.buffers[plan.ops[i].out] = DType::kF32;
+  }
+  // Each tensor gets one dtype: fp16 for GEMM weights and biases and for
+  // embedding tables; fp32 for LayerNorm parameters (and add_layernorm's
+  // bias) and for the bias of a GEMM into fp32 logits.
+  std::vector<int> half_use(plan.tensors.size(), -1);
+  std::vector<int> float_use(plan.tensors.size(), -1);
+  const auto use = [&](std::vector<int>& uses, int tensor, size_t op) {
+    if (tensor >= 0 && uses[tensor] < 0) uses[tensor] = static_cast<int>(op);
   };
-  for (const PlanOp& op : plan.ops) {
+  for (size_t i = 0; i < plan.ops.size(); ++i) {
+    const PlanOp& op = plan.ops[i];
     if (op.type == OpType::kGemm) {
-      half(op.weight);
-      half(op.bias);
+      use(half_use, op.weight, i);
+      use(state_->gemms_into_logits.count(&op) != 0 ? float_use : half_use, op.bias, i);
     } else if (op.type == OpType::kEmbedLayerNorm) {
-      half(op.word);
-      half(op.position);
-      half(op.token_type);
+      use(half_use, op.word, i);
+      use(half_use, op.position, i);
+      use(half_use, op.token_type, i);
     } else if (op.type == OpType::kAttention && !gpu::attention_fp16_supports(op.head_dim)) {
       fail(ErrorCode::kShape, "the CUDA fp16 attention kernel does not support head_dim " +
                                   std::to_string(op.head_dim) + " (multiples of 8 up to 128); build the plan with --precision fp32");
     }
+    use(float_use, op.gamma, i);
+    use(float_use, op.beta, i);
+    if (op.type == OpType::kAddLayerNorm) use(float_use, op.bias, i);
   }
-  // LayerNorm parameters (and add_layernorm's bias) stay fp32; a tensor that
-  // is also a GEMM operand or embedding table cannot be both.
-  for (const PlanOp& op : plan.ops) {
-    for (int tensor : {op.gamma, op.beta, op.type == OpType::kAddLayerNorm ? op.bias : -1}) {
-      if (tensor >= 0 && storage.tensors[tensor] == DType::kF16) {
-        fail(ErrorCode::kBackend, "tensor \"" + plan.tensors[tensor].name +
-                                      "\" is used both as a LayerNorm parameter and as a GEMM or embedding operand");
-      }
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    if (half_use[t] >= 0 && float_use[t] >= 0) {
+      fail(ErrorCode::kBackend, "tensor \"" + plan.tensors[t].name + "\" is an fp16 operand of op " +
+                                    std::to_string(half_use[t]) + " and an fp32 one of op " + std::to_string(float_use[t]) +
+                                    " (a LayerNorm parameter or a logits bias)");
     }
+    if (half_use[t] >= 0) storage.tensors[t] = DType::kF16;
   }
-  state_->activations = storage.activations;
   for (const size_t i : gemms_feeding_layernorm(plan)) {
     state_->gemms_into_partials.insert(&plan.ops[i]);
     state_->partial_cols = std::max(state_->partial_cols, plan.buffers[plan.ops[i].out].cols);
@@ -608,8 +649,8 @@ std::unique_ptr<BackendContext> CudaBackend::create_context(const BatchShape& li
   partials.capacity = GemmRunner::partials_capacity(state_->precision, limits.tokens, state_->partial_cols);
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   state_->device->select();
-  return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations, topk,
-                                   std::move(partials));
+  return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations,
+                                   state_->gemms_into_logits, topk, std::move(partials));
 }
 
 void* CudaBackend::allocate(size_t bytes) {

@@ -28,7 +28,8 @@ class CudaBackend : public Backend {
   bool contexts_overlap() const override { return true; }  // one stream each
   std::optional<DeviceInfo> device_info() const override;
   // fp16 plans: fp16 activations, GEMM weights and biases, embedding tables;
-  // fp32 LayerNorm parameters. fp32 and tf32 plans: fp32 everywhere.
+  // fp32 LayerNorm parameters, and fp32 logits with their GEMM's bias
+  // (gemms_into_logits). fp32 and tf32 plans: fp32 everywhere.
   DeviceStorage configure(const Plan& plan) override;
   // Buckets (docs/cuda.md, "Launch shapes and CUDA graphs").
   BatchShape launch_shape(const BatchShape& real, const BatchShape& limits) const override;

@@ -138,7 +138,8 @@ T* as(void* p) { return static_cast<T*>(p); }
 //
 // Types by plan precision: fp32: fp32 data, CUBLAS_COMPUTE_32F (true fp32,
 // for the 1e-4 tolerance); tf32: fp32 data, CUBLAS_COMPUTE_32F_FAST_TF32;
-// fp16: fp16 A, B, C, D and bias, CUBLAS_COMPUTE_32F with fp32 scalars.
+// fp16: fp16 A, B, C, D and bias, CUBLAS_COMPUTE_32F with fp32 scalars; a
+// GEMM into logits (float_out) has fp32 C, D and bias.
 //
 // Epilogues: none, bias, relu (+bias) and tanh-GELU (+bias) run inside
 // cuBLASLt (its GELU epilogue is the tanh approximation, which is what
@@ -187,7 +188,8 @@ uint32_t alignment_of(const void* ptr) { return alignment_of_offset(reinterpret_
 
 struct GemmKey {
   int64_t rows, n, k;
-  cudaDataType_t data_type;
+  cudaDataType_t data_type;  // of in and weight
+  cudaDataType_t out_type;   // of out and bias
   cublasComputeType_t compute;
   cublasLtEpilogue_t epilogue;
   uint32_t align_weight, align_in, align_out, align_bias;
@@ -196,9 +198,9 @@ struct GemmKey {
   int splits;
 
   bool operator<(const GemmKey& o) const {
-    return std::tie(rows, n, k, data_type, compute, epilogue, align_weight, align_in, align_out, align_bias, splits) <
-           std::tie(o.rows, o.n, o.k, o.data_type, o.compute, o.epilogue, o.align_weight, o.align_in, o.align_out,
-                    o.align_bias, o.splits);
+    return std::tie(rows, n, k, data_type, out_type, compute, epilogue, align_weight, align_in, align_out, align_bias,
+                    splits) < std::tie(o.rows, o.n, o.k, o.data_type, o.out_type, o.compute, o.epilogue, o.align_weight,
+                                       o.align_in, o.align_out, o.align_bias, o.splits);
   }
 };
 
@@ -265,7 +267,7 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
     const auto k = static_cast<uint64_t>(key.k);
     check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
     check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
-    check(cublasLtMatrixLayoutCreate(&setup->out, key.data_type, n, rows, key.n), "layout of out");
+    check(cublasLtMatrixLayoutCreate(&setup->out, key.out_type, n, rows, key.n), "layout of out");
   } else {
     // A strided batch, one member per slice of K: weight and in advance by
     // the slice's width along their rows, the fp32 partials by a whole
@@ -338,25 +340,28 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   return setup;
 }
 
-// A call's fp16 operands, as the project's own kernels take them.
-gpu::HalfGemmArgs half_operands(const GemmArgs& c) {
-  gpu::HalfGemmArgs a;
+// A call's operands, as the project's own kernels take them: fp16 in and
+// weight, out and bias of type Out.
+template <class Out>
+gpu::HalfGemmArgs<Out> half_operands(const GemmArgs& c) {
+  gpu::HalfGemmArgs<Out> a;
   a.rows = c.rows;
   a.n = c.n;
   a.k = c.k;
   a.in = as<__half>(c.in);
   a.weight = as<__half>(c.weight);
-  a.bias = as<__half>(c.bias);
+  a.bias = as<Out>(c.bias);
   a.activation = c.activation;
-  a.out = as<__half>(c.out);
+  a.out = as<Out>(c.out);
   return a;
 }
 
 // The small-row kernel's operands for a call; partials in the runner's
 // workspace (a runner's GEMMs never overlap, whichever tactic runs them).
-gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* tile_counters) {
-  gpu::SmallGemmArgs a;
-  static_cast<gpu::HalfGemmArgs&>(a) = half_operands(c);
+template <class Out>
+gpu::SmallGemmArgs<Out> small_gemm_args(const GemmArgs& c, void* workspace, int32_t* tile_counters) {
+  gpu::SmallGemmArgs<Out> a;
+  static_cast<gpu::HalfGemmArgs<Out>&>(a) = half_operands<Out>(c);
   a.partials = as<float>(workspace);
   a.tile_counters = tile_counters;
   return a;
@@ -371,10 +376,10 @@ gpu::SmallGemmArgs small_gemm_args(const GemmArgs& c, void* workspace, int32_t* 
 std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
   std::vector<Tactic> tactics;
   if (key.data_type != CUDA_R_16F || key.rows > kSmallGemmMaxRows || key.splits > 0) return tactics;
-  const bool aligned =
-      key.align_in >= gpu::kSmallGemmLoadAlignment && key.align_weight >= gpu::kSmallGemmLoadAlignment &&
-      key.align_out >= gpu::kSmallGemmStoreAlignment &&
-      (key.align_bias == 0 || key.align_bias >= gpu::kSmallGemmStoreAlignment);
+  const uintptr_t store_alignment = gpu::small_gemm_store_alignment(key.out_type == CUDA_R_32F ? sizeof(float) : 2);
+  const bool aligned = key.align_in >= gpu::kSmallGemmLoadAlignment &&
+                       key.align_weight >= gpu::kSmallGemmLoadAlignment && key.align_out >= store_alignment &&
+                       (key.align_bias == 0 || key.align_bias >= store_alignment);
   if (!aligned) return tactics;
   for (const int tile_rows : {16, 32, 64}) {
     if (tile_rows < 64 && key.rows > 2 * tile_rows) continue;
@@ -398,7 +403,7 @@ std::vector<Tactic> small_gemm_tactics(const GemmKey& key, int sm_count) {
 // The few-row kernel's tactic for a key, if it takes the key's shape and
 // alignments.
 std::vector<Tactic> gemv_tactics(const GemmKey& key) {
-  gpu::GemvArgs shape;
+  gpu::GemvArgs<__half> shape;  // only the alignments and sizes matter
   shape.rows = key.rows;
   shape.n = key.n;
   shape.k = key.k;
@@ -461,21 +466,23 @@ cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, c
 
 // Queues one call with a tactic: the product, bias and activation (with
 // cuBLASLt, the epilogue kernel follows where cuBLASLt cannot fuse them).
-// Throws FusedError.
-template <class T>
+// T: the type of in and weight; Out: of out and bias. Throws FusedError.
+template <class T, class Out>
 void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& tactic, const GemmArgs& c) {
-  if (tactic.small_gemm) {
-    check(gpu::small_gemm(small_gemm_args(c, to.workspace, to.tile_counters), tactic.config, to.stream),
-          "the small_gemm kernel");
-    return;
-  }
-  if (tactic.gemv) {
-    check(gpu::gemv(half_operands(c), to.stream), "the gemv kernel");
-    return;
+  if constexpr (std::is_same_v<T, __half>) {
+    if (tactic.small_gemm) {
+      check(gpu::small_gemm(small_gemm_args<Out>(c, to.workspace, to.tile_counters), tactic.config, to.stream),
+            "the small_gemm kernel");
+      return;
+    }
+    if (tactic.gemv) {
+      check(gpu::gemv(half_operands<Out>(c), to.stream), "the gemv kernel");
+      return;
+    }
   }
   check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
   if (setup.into_partials) return;  // no bias or activation (run_into_partials)
-  gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, c.rows, c.n};
+  gpu::BiasActivationArgs<Out> epilogue{as<Out>(c.out), as<Out>(c.bias), c.activation, c.rows, c.n};
   if (setup.epilogue_in_kernel) {
     check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
   } else if (gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2).separate_activation) {
@@ -737,7 +744,7 @@ class Tuner {
 };
 
 const char* type_name(const GemmKey& key) {
-  if (key.data_type == CUDA_R_16F) return "fp16";
+  if (key.data_type == CUDA_R_16F) return key.out_type == CUDA_R_32F ? "fp16 into fp32" : "fp16";
   return key.compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "fp32";
 }
 
@@ -822,18 +829,18 @@ struct GemmRunner::State {
   // (synchronising then would be illegal), it is tuned now; else the
   // heuristic's first runs. The backend runs every launch shape eagerly
   // before capturing it, so captures find their keys chosen.
-  template <class T>
+  template <class T, class Out>
   void choose_tactic(GemmSetup& setup, const GemmKey& key, const GemmArgs& c) {
     if (!tuning_enabled() || find_tuned(device, key, &setup.tactic)) return;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     check(cudaStreamIsCapturing(target.stream, &capture), "cudaStreamIsCapturing");
     if (capture != cudaStreamCaptureStatusNone) return;
-    const TuneResult tuned = Tuner(target, &queue_gemm<T>, setup, c).run();
+    const TuneResult tuned = Tuner(target, &queue_gemm<T, Out>, setup, c).run();
     setup.tactic = publish_tuned(device, key, tuned.tactic);
     if (tuning_logged()) log_tuning(key, tuned);
   }
 
-  template <class T>
+  template <class T, class Out>
   GemmKey key_of(const GemmArgs& c) const {
     const GemmEpilogue plan = gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2);
     GemmKey key{};
@@ -841,6 +848,7 @@ struct GemmRunner::State {
     key.n = c.n;
     key.k = c.k;
     key.data_type = sizeof(T) == 2 ? CUDA_R_16F : CUDA_R_32F;
+    key.out_type = sizeof(Out) == 2 ? CUDA_R_16F : CUDA_R_32F;
     key.compute = precision == Precision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     key.epilogue = plan.epilogue;
     key.align_weight = alignment_of(c.weight);
@@ -861,7 +869,7 @@ struct GemmRunner::State {
 
   // The setup of a key, made on its first use, with the call's bias pointer
   // set; a fresh setup's tactic is chosen on the call's operands.
-  template <class T>
+  template <class T, class Out>
   GemmSetup& setup_of(const GemmKey& key, const GemmArgs& c) {
     auto found = setups.find(key);
     const bool fresh = found == setups.end();
@@ -877,20 +885,30 @@ struct GemmRunner::State {
       check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
             "BIAS_POINTER");
     }
-    if (fresh) choose_tactic<T>(setup, key, c);  // tuning times the real call, bias included
+    if (fresh) choose_tactic<T, Out>(setup, key, c);  // tuning times the real call, bias included
     return setup;
   }
 
+  // run() with the output type the call asks for.
   template <class T>
+  void run_as_asked(const GemmArgs& c) {
+    if (c.float_out) {
+      run<T, float>(c);
+    } else {
+      run<T, T>(c);
+    }
+  }
+
+  template <class T, class Out>
   void run(const GemmArgs& c) {
     if (c.k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
-      const gpu::BiasActivationArgs<T> epilogue{as<T>(c.out), as<T>(c.bias), c.activation, c.rows, c.n};
-      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(c.rows * c.n) * sizeof(T), target.stream), "gemm (k = 0)");
+      const gpu::BiasActivationArgs<Out> epilogue{as<Out>(c.out), as<Out>(c.bias), c.activation, c.rows, c.n};
+      check(cudaMemsetAsync(c.out, 0, static_cast<size_t>(c.rows * c.n) * sizeof(Out), target.stream), "gemm (k = 0)");
       check(gpu::bias_activation(epilogue, target.stream), "the gemm epilogue kernel");
       return;
     }
-    GemmSetup& setup = setup_of<T>(key_of<T>(c), c);
-    queue_gemm<T>(target, setup, setup.tactic, c);
+    GemmSetup& setup = setup_of<T, Out>(key_of<T, Out>(c), c);
+    queue_gemm<T, Out>(target, setup, setup.tactic, c);
   }
 
   // Whether run_into_partials may split c into `splits`: equal slices of K
@@ -904,13 +922,14 @@ struct GemmRunner::State {
 
   template <class T>
   int run_into_partials(const GemmArgs& plain, float* partials, int64_t capacity) {
-    const bool eligible = capacity > 0 && partials_enabled() && sizeof(T) == 2 && plain.bias == nullptr &&
-                          plain.activation == Activation::kNone && plain.k > 0 && plain.rows <= kPartialsMaxRows;
+    const bool eligible = capacity > 0 && partials_enabled() && sizeof(T) == 2 && !plain.float_out &&
+                          plain.bias == nullptr && plain.activation == Activation::kNone && plain.k > 0 &&
+                          plain.rows <= kPartialsMaxRows;
     if (!eligible) {
-      run<T>(plain);
+      run_as_asked<T>(plain);
       return 0;
     }
-    const GemmKey plain_key = key_of<T>(plain);
+    const GemmKey plain_key = key_of<T, T>(plain);
     int splits = forced_partial_splits() > 0 ? forced_partial_splits() : 0;
     if (splits == 0 && !find_splits(device, plain_key, &splits)) {
       cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -922,14 +941,14 @@ struct GemmRunner::State {
       }
     }
     if (splits == 0 || !can_split(plain, splits, capacity)) {
-      run<T>(plain);
+      run_as_asked<T>(plain);
       return 0;
     }
     GemmArgs into = plain;
     into.partials = partials;
     into.splits = splits;
-    GemmSetup& setup = setup_of<T>(key_of<T>(into), into);
-    queue_gemm<T>(target, setup, setup.tactic, into);
+    GemmSetup& setup = setup_of<T, T>(key_of<T, T>(into), into);
+    queue_gemm<T, T>(target, setup, setup.tactic, into);
     return splits;
   }
 
@@ -938,8 +957,8 @@ struct GemmRunner::State {
   // is under the plain GEMM's by kMinGain. 0: none does.
   template <class T>
   int choose_splits(const GemmArgs& plain, const GemmKey& plain_key, float* partials, int64_t capacity) {
-    GemmSetup& plain_setup = setup_of<T>(plain_key, plain);
-    const double plain_us = Tuner(target, &queue_gemm<T>, plain_setup, plain).time_us(plain_setup.tactic);
+    GemmSetup& plain_setup = setup_of<T, T>(plain_key, plain);
+    const double plain_us = Tuner(target, &queue_gemm<T, T>, plain_setup, plain).time_us(plain_setup.tactic);
     std::string log = "plain " + format_us(plain_us);
     int best = 0;
     double best_us = plain_us * kMinGain;
@@ -950,11 +969,11 @@ struct GemmRunner::State {
       into.splits = splits;
       GemmSetup* setup = nullptr;
       try {
-        setup = &setup_of<T>(key_of<T>(into), into);
+        setup = &setup_of<T, T>(key_of<T, T>(into), into);
       } catch (const FusedError&) {
         continue;  // no cuBLASLt algorithm for this split
       }
-      const double gemm_us = Tuner(target, &queue_gemm<T>, *setup, into).time_us(setup->tactic);
+      const double gemm_us = Tuner(target, &queue_gemm<T, T>, *setup, into).time_us(setup->tactic);
       // add_layernorm reads splits fp32 products instead of one fp16 one.
       const double extra_bytes = static_cast<double>(plain.rows * plain.n) * (splits * sizeof(float) - sizeof(T));
       const double us = gemm_us + extra_bytes / kPartialReadBytesPerUs;
@@ -993,9 +1012,9 @@ GemmRunner::~GemmRunner() = default;
 
 void GemmRunner::run(const GemmArgs& args) {
   if (state_->precision == Precision::kFp16) {
-    state_->run<__half>(args);
+    state_->run_as_asked<__half>(args);
   } else {
-    state_->run<float>(args);
+    state_->run_as_asked<float>(args);
   }
 }
 

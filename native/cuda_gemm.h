@@ -15,7 +15,8 @@
 namespace fusedrt {
 
 // out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), row-major; all
-// operands have the activations' dtype (fp16 on fp16 plans, else fp32).
+// operands have the activations' dtype (fp16 on fp16 plans, else fp32),
+// except with float_out.
 struct GemmArgs {
   int64_t rows = 0;
   int64_t n = 0;
@@ -25,6 +26,9 @@ struct GemmArgs {
   const void* bias = nullptr;  // [n] or nullptr
   Activation activation = Activation::kNone;
   void* out = nullptr;
+  // On an fp16 plan: out and bias are fp32 (logits; the accumulators are
+  // written without rounding to fp16).
+  bool float_out = false;
   // Filled in by GemmRunner::run_into_partials, which says what they mean;
   // callers leave them as they are.
   float* partials = nullptr;

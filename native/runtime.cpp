@@ -96,6 +96,10 @@ std::unique_ptr<Runtime> Runtime::load(PlanSource& source, std::unique_ptr<Backe
   }
   std::unique_ptr<Runtime> runtime(new Runtime(std::move(plan), std::move(backend), options));
   runtime->storage_ = runtime->backend_->configure(runtime->plan_);
+  if (runtime->storage_.buffers.size() != runtime->plan_.buffers.size() ||
+      runtime->storage_.tensors.size() != runtime->plan_.tensors.size()) {
+    fail(ErrorCode::kNative, "the backend's storage does not cover the plan");
+  }
   runtime->load_weights(source);
   runtime->plan_workspace();
   return runtime;
@@ -160,13 +164,13 @@ void Runtime::load_weights(PlanSource& source) {
 
 void Runtime::plan_workspace() {
   const char* what = "the workspace";
-  const size_t activation_bytes = dtype_bytes(storage_.activations);
   const auto max_rows = [&](RowsKind kind) { return static_cast<size_t>(rows_of(kind, limits_)); };
   size_t total = 0;
   buffer_offsets_.resize(plan_.buffers.size());
   for (size_t i = 0; i < plan_.buffers.size(); ++i) {
     const BufferInfo& b = plan_.buffers[i];
-    const size_t bytes = checked_mul(checked_mul(max_rows(b.rows), static_cast<size_t>(b.cols), what), activation_bytes, what);
+    const size_t bytes =
+        checked_mul(checked_mul(max_rows(b.rows), static_cast<size_t>(b.cols), what), dtype_bytes(storage_.buffers[i]), what);
     buffer_offsets_[i] = place(total, bytes, what);
   }
   size_t inputs = 0;
@@ -180,9 +184,10 @@ void Runtime::plan_workspace() {
   output_f32_offsets_.assign(plan_.outputs.size(), 0);
   output_staging_offsets_.assign(plan_.outputs.size(), 0);
   for (size_t i = 0; i < plan_.outputs.size(); ++i) {
-    const BufferInfo& b = plan_.buffers[plan_.outputs[i].buffer];
+    const int buffer = plan_.outputs[i].buffer;
+    const BufferInfo& b = plan_.buffers[buffer];
     const size_t bytes = checked_mul(checked_mul(max_rows(b.rows), static_cast<size_t>(b.cols), what), sizeof(float), what);
-    if (storage_.activations != DType::kF32) output_f32_offsets_[i] = place(total, bytes, what);
+    if (storage_.buffers[buffer] != DType::kF32) output_f32_offsets_[i] = place(total, bytes, what);
     output_staging_offsets_[i] = place(staging, bytes, what);
   }
   // Top-k results: ids and scores (4 bytes each) for kMaxTopK per selected row.
@@ -412,24 +417,25 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
 
   for (size_t i = 0; i < plan_.outputs.size(); ++i) {
     if (!requested_outputs[i]) continue;
-    const BufferInfo& b = plan_.buffers[plan_.outputs[i].buffer];
+    const int buffer = plan_.outputs[i].buffer;
+    const BufferInfo& b = plan_.buffers[buffer];
     const int64_t count = rows_of(b.rows, shape) * b.cols;
     if (count == 0) continue;
-    const void* source = buffer_data(context, plan_.outputs[i].buffer);
+    const void* source = buffer_data(context, buffer);
     if (top_k_applies(i, top_k)) {
       // Only ids and scores cross to the host, written into staging by the
-      // kernel itself (no copy follows); it reads the activations as they
-      // are (fp16 on an fp16 plan) and computes in fp32.
+      // kernel itself (no copy follows); it reads the logits in their
+      // buffer's dtype and computes in fp32.
       const int64_t rows = rows_of(b.rows, shape);
       auto* ids = reinterpret_cast<int32_t*>(staging + topk_staging_offsets_[i]);
       auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
-      backend.softmax_topk(source, rows, b.cols, top_k, ids, scores);
+      backend.softmax_topk(source, storage_.buffers[buffer], rows, b.cols, top_k, ids, scores);
       continue;
     }
     // Full outputs are widened in device memory and then copied: a copy
     // engine moves megabytes across the bus faster than kernels writing the
     // staging do (bench/RESULTS.md).
-    if (storage_.activations != DType::kF32) {
+    if (storage_.buffers[buffer] != DType::kF32) {
       auto* widened = reinterpret_cast<float*>(workspace + output_f32_offsets_[i]);
       backend.to_float(widened, source, count);
       source = widened;

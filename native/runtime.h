@@ -2,10 +2,10 @@
 //
 // At load the backend chooses how the plan is stored (Backend::configure:
 // fp32 everywhere on the CPU, fp16 weights and activations for fp16 plans on
-// CUDA); the runtime converts and uploads the weights accordingly, and plans
-// one workspace for (maxTokens, maxSequences): every plan buffer gets a fixed
-// region sized for its rows kind, plus the int32 inputs and, when
-// activations are not fp32, an fp32 copy of each output. Host staging
+// CUDA, but fp32 logits); the runtime converts and uploads the weights
+// accordingly, and plans one workspace for (maxTokens, maxSequences): every
+// plan buffer gets a fixed region sized for its rows kind and dtype, plus the
+// int32 inputs and an fp32 copy of each output whose buffer is not fp32. Host staging
 // (page-locked and mapped on a GPU) mirrors the inputs and outputs (the
 // top-k kernel writes its results there directly), so a run copies
 // asynchronously and waits once. A run validates its inputs, works out which
@@ -144,8 +144,8 @@ class Runtime {
   int64_t workspace_bytes() const;
 
  private:
-  // Device workspace: plan buffers, int32 inputs, fp32 outputs (only when
-  // activations are not fp32). Host staging: the int32 inputs at the same
+  // Device workspace: plan buffers, int32 inputs, fp32 copies of the outputs
+  // whose buffers are not fp32. Host staging: the int32 inputs at the same
   // offsets as in the workspace's input region, then one region per output.
   // Every context has both, laid out alike (the offsets below).
   struct Context {

@@ -6,8 +6,10 @@
  * process.hrtime: host overhead included (packing, the upload, the logits'
  * download into a Float32Array), which is what a user of the API waits for.
  * Also measures the event loop's longest stall while batches run back to back.
+ * Accuracy: the logits of the cases pytorch_bench.py saved a reference for,
+ * and the top-1 token of every token of those cases (its top1-*.json).
  *
- *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--budget-s 2] [--device cuda]
+ *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--budget-s 2] [--device cuda] [--accuracy-only]
  *
  * Writes OUT/fusedrt.json (after every case, so a crash keeps what was measured).
  */
@@ -17,7 +19,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
-import { runGpuMs } from '../../src/engine/run-result';
+import { isTopK, runGpuMs } from '../../src/engine/run-result';
 import { describeGc, measureLoopStalls } from '../../src/tools/loop-stalls';
 import type { DeviceOption, PackedBatch } from '../../src/engine/types';
 
@@ -92,11 +94,24 @@ export interface FusedResults {
      */
     top1_margins?: number[];
   }>;
+  /** Top-1 over every token of a reference case (top1-*.json), against fp32 eager transformers. */
+  top1: Array<{
+    precision: Precision; case: string; rows: number; top1_same: number;
+    /** The same count for PyTorch's own fp16 (SDPA) on the same rows. */
+    torch_fp16_same: number;
+    /** The largest reference margin (best minus second logit) of a row whose top-1 differs: below the error, all are ties. */
+    largest_missed_margin: number;
+  }>;
   loop: LoopProbe[];
   notes: string[];
 }
 
-function parseArgs(argv: string[]): { modelDir: string; inputs: string; out: string; referenceDir: string; planDir: string; budgetS: number; device: DeviceOption } {
+function parseArgs(argv: string[]): {
+  modelDir: string; inputs: string; out: string; referenceDir: string; planDir: string; budgetS: number; device: DeviceOption;
+  accuracyOnly: boolean;
+} {
+  const accuracyOnly = argv.includes('--accuracy-only');
+  argv = argv.filter((a) => a !== '--accuracy-only');
   const args = new Map<string, string>();
   for (let i = 0; i < argv.length; i += 2) args.set(argv[i], argv[i + 1]);
   const need = (name: string) => {
@@ -113,6 +128,8 @@ function parseArgs(argv: string[]): { modelDir: string; inputs: string; out: str
     budgetS: Number(args.get('--budget-s') ?? 2),
     // Another device only to smoke-test this script where there is no GPU.
     device: (args.get('--device') ?? 'cuda') as DeviceOption,
+    // The accuracy checks without the timings (e.g. to compare two builds).
+    accuracyOnly,
   };
 }
 
@@ -234,6 +251,39 @@ async function checkReferences(engine: Engine, precision: Precision, inputs: Ben
   }
 }
 
+/**
+ * The top-1 token of every token of each case with a top1-*.json, as
+ * selected rows, at most `maxSelected` a run, with topK 1 on the device;
+ * against fp32 eager transformers, with PyTorch fp16 SDPA's agreement on the
+ * same rows beside it (issue 3: the same top-1 on at least 99% of rows).
+ */
+async function checkTop1EveryToken(engine: Engine, precision: Precision, inputs: BenchInputs, dir: string, maxSelected: number,
+  results: FusedResults): Promise<void> {
+  for (const c of inputs.cases) {
+    const file = path.join(dir, `top1-${c.name}.json`);
+    if (!fs.existsSync(file)) continue;
+    const want = JSON.parse(fs.readFileSync(file, 'utf8')) as { ids: number[]; margins: number[]; torch_fp16_sdpa_ids: number[] };
+    const batch = packedBatch(c);
+    const rows = want.ids.length;
+    let same = 0;
+    let largestMissed = 0;
+    for (let first = 0; first < rows; first += maxSelected) {
+      const selectedRows = Int32Array.from({ length: Math.min(maxSelected, rows - first) }, (_, i) => first + i);
+      const top = (await engine.run({ ...batch, selectedRows, topK: 1 })).logits;
+      if (!isTopK(top)) throw new Error('topK 1 gave full logits');
+      top.topIds.forEach((id, i) => {
+        if (id === want.ids[first + i]) same++;
+        else largestMissed = Math.max(largestMissed, want.margins[first + i]);
+      });
+    }
+    const torchSame = want.ids.filter((id, i) => id === want.torch_fp16_sdpa_ids[i]).length;
+    results.top1.push({ precision, case: c.name, rows, top1_same: same, torch_fp16_same: torchSame, largest_missed_margin: largestMissed });
+    const pct = (n: number) => `${n}/${rows} (${((100 * n) / rows).toFixed(2)}%)`;
+    console.log(`${precision} ${c.name}: top-1 of every token vs transformers fp32: ours ${pct(same)}, `
+      + `PyTorch fp16 SDPA ${pct(torchSame)}; largest reference margin of a row we miss ${largestMissed.toExponential(1)}`);
+  }
+}
+
 async function benchPrecision(precision: Precision, inputs: BenchInputs, args: ReturnType<typeof parseArgs>, results: FusedResults, save: () => void): Promise<void> {
   const plan = path.join(args.planDir, `bench-bert-base-${precision}.plan`);
   const buildStart = Date.now();
@@ -248,7 +298,9 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
     console.log(`${precision}: backend ${engine.info.backend}, weights ${(engine.info.weightBytes / 2 ** 20).toFixed(0)} MiB, `
       + `workspace ${(engine.info.workspaceBytes / 2 ** 20).toFixed(0)} MiB`);
     await checkReferences(engine, precision, inputs, args.referenceDir, results);
+    await checkTop1EveryToken(engine, precision, inputs, args.referenceDir, maxSequences, results);
     save();
+    if (args.accuracyOnly) return;
     for (const c of inputs.cases) {
       const batch = packedBatch(c);
       const entry: FusedTiming = { precision, case: c.name };
@@ -295,6 +347,7 @@ async function main(): Promise<void> {
     host: os.cpus()[0]?.model ?? 'unknown',
     timings: [],
     references: [],
+    top1: [],
     loop: [],
     notes: [
       'times are process.hrtime around await engine.run(): host packing, upload, GPU work, logits download included',

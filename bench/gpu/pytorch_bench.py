@@ -13,8 +13,11 @@ FusedRT does: hidden states, gather the rows, then model.cls.
 Writes DIR/{config.json,model.safetensors,vocab.txt,tokenizer_config.json},
 OUT/inputs.json, REFERENCE_DIR/reference-*.f32 (default OUT; fp32 eager
 logits of the variable-length cases of batch 8 and 128, to prove FusedRT runs
-the same model and to hold its logits and top-1 tokens to them) and
-OUT/torch.json.
+the same model and to hold its logits and top-1 tokens to them),
+REFERENCE_DIR/top1-*.json (for the same cases, the MLM head on every token,
+not only the [MASK] ones: fp32 eager's best token and its margin over the
+second, and fp16 SDPA's best token, so that top-1 agreement is counted over
+some 45,000 rows and set against PyTorch's own fp16) and OUT/torch.json.
 """
 import argparse
 import json
@@ -116,6 +119,21 @@ def forward(model, case, mask):
     return model.cls(hidden[case.rows, case.cols])
 
 
+def top1_every_token(model, case):
+    """The MLM head on every real token (packed order): best token id, and its logit's margin over the second."""
+    hidden = model.bert(input_ids=case.input_ids, attention_mask=case.attention_mask,
+                        token_type_ids=case.token_type_ids)[0]
+    positions = torch.arange(case.spec["seq"], device=hidden.device)
+    lengths = torch.tensor(case.spec["lengths"], device=hidden.device)
+    rows = hidden[positions[None, :] < lengths[:, None]]
+    ids, margins = [], []
+    for chunk in rows.split(4096):
+        top = model.cls(chunk).float().topk(2, dim=1)
+        ids.append(top.indices[:, 0])
+        margins.append(top.values[:, 0] - top.values[:, 1])
+    return torch.cat(ids).cpu().tolist(), torch.cat(margins).cpu().tolist()
+
+
 def time_cuda(fn, budget_s):
     """Median ms over CUDA events; 100 runs unless that would pass budget_s (then fewer, at least MIN_RUNS)."""
     t0 = time.perf_counter()
@@ -210,19 +228,31 @@ def main():
 
     modes = [("fp16", "eager", False), ("fp16", "sdpa", False), ("fp16", "sdpa", True),
              ("fp32", "eager", False), ("fp32", "sdpa", False)]
+    reference_specs = [spec for spec in cases if spec["batch"] in REFERENCE_BATCHES and spec["kind"] == "varlen"]
+    fp16_top1 = {}
     with torch.inference_mode():
         for dtype in ("fp16", "fp32"):
             # The fp32 model is the saved fp16 weights widened: both engines run the same numbers.
             model = model.to(torch.float16 if dtype == "fp16" else torch.float32)
+            if dtype == "fp16":
+                set_attention(model, "sdpa")
+                for spec in reference_specs:
+                    fp16_top1[spec["name"]] = top1_every_token(model, Case(spec, device))[0]
             if dtype == "fp32":
-                for spec in cases:
-                    if spec["batch"] in REFERENCE_BATCHES and spec["kind"] == "varlen":
-                        set_attention(model, "eager")
-                        reference = Case(spec, device)
-                        logits = forward(model, reference, reference.attention_mask).float().cpu().contiguous()
-                        path = os.path.join(args.reference_dir or args.out, f"reference-{spec['name']}.f32")
-                        logits.numpy().tofile(path)
-                        result["notes"].append(f"reference logits {spec['name']} (fp32 eager) in {os.path.basename(path)}")
+                for spec in reference_specs:
+                    set_attention(model, "eager")
+                    reference = Case(spec, device)
+                    logits = forward(model, reference, reference.attention_mask).float().cpu().contiguous()
+                    path = os.path.join(args.reference_dir or args.out, f"reference-{spec['name']}.f32")
+                    logits.numpy().tofile(path)
+                    result["notes"].append(f"reference logits {spec['name']} (fp32 eager) in {os.path.basename(path)}")
+                    ids, margins = top1_every_token(model, reference)
+                    torch_ids = fp16_top1[spec["name"]]
+                    same = sum(a == b for a, b in zip(ids, torch_ids))
+                    with open(os.path.join(args.reference_dir or args.out, f"top1-{spec['name']}.json"), "w") as f:
+                        json.dump(dict(ids=ids, margins=margins, torch_fp16_sdpa_ids=torch_ids), f)
+                    result["notes"].append(f"top-1 over every token of {spec['name']}: torch fp16 sdpa agrees with fp32 "
+                                           f"eager on {same}/{len(ids)} rows")
             for mode_dtype, attention, graphed in modes:
                 if mode_dtype != dtype:
                     continue

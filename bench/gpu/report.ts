@@ -107,6 +107,20 @@ export function report(dir: string): string {
       const rows = r.rows === undefined ? '' : `; top-1 same on ${r.top1_same}/${r.rows} rows${margins}; lowest row cosine ${r.min_cosine!.toFixed(7)}`;
       lines.push(`| ${r.precision} logits vs transformers fp32, ${r.case} | ${r.error ?? `max abs ${r.max_abs.toExponential(2)} (max logit ${r.max_ref.toFixed(2)})${rows}`} |`);
     }
+    for (const t of ours.top1 ?? []) {
+      const pct = (n: number) => `${n}/${t.rows} (${((100 * n) / t.rows).toFixed(2)}%)`;
+      lines.push(`| ${t.precision} top-1 of every token vs transformers fp32, ${t.case} | ours ${pct(t.top1_same)}, `
+        + `PyTorch fp16 SDPA ${pct(t.torch_fp16_same)}; largest reference margin of a row we miss ${t.largest_missed_margin.toExponential(1)} |`);
+    }
+    for (const precision of ['fp16', 'fp32']) {
+      const all = (ours.top1 ?? []).filter((t) => t.precision === precision);
+      if (all.length < 2) continue;
+      const sum = (f: (t: typeof all[number]) => number) => all.reduce((a, t) => a + f(t), 0);
+      const rows = sum((t) => t.rows);
+      const pct = (n: number) => `${n}/${rows} (${((100 * n) / rows).toFixed(2)}%)`;
+      lines.push(`| ${precision} top-1 of every token vs transformers fp32, all ${all.length} cases | ours ${pct(sum((t) => t.top1_same))}, `
+        + `PyTorch fp16 SDPA ${pct(sum((t) => t.torch_fp16_same))} |`);
+    }
     for (const l of ours.loop) {
       lines.push(`| ${l.precision} event loop, ${l.label} | ${l.requests} requests: longest stall ${l.max_stall_ms.toFixed(3)} ms, p99 ${l.p99_stall_ms.toFixed(3)} ms, ${l.gc ?? `${l.stalls_over_1ms ?? '?'} over 1 ms`} |`);
     }

@@ -3,7 +3,8 @@
 // 1, 2, 3, 5, 7 and one split per 64-wide K stage (as far as k has stages),
 // on shapes with partial row and column tiles (rows 1 to 200, n 2 to 768),
 // partial last K stages (k 8, 40, 776, 1000), with and without bias, under
-// every activation. Each configuration is queued three times back to back on
+// every activation; fp32 output (logits) on a shape with tails, every tile,
+// with and without splits. Each configuration is queued three times back to back on
 // one set of tile counters that is never re-zeroed: the three outputs must be
 // bit-identical, the counters zero afterwards, nothing written around out
 // (sentinels before it and past rows x n, as far as a whole last tile
@@ -36,6 +37,7 @@ namespace {
 
 using fusedrt::Activation;
 using fusedrt::gpu::SmallGemmArgs;
+using HalfArgs = SmallGemmArgs<__half>;
 using fusedrt::gpu::SmallGemmConfig;
 using fusedrt::test::DeviceBuffer;
 using fusedrt::test::activate;
@@ -179,7 +181,7 @@ struct Operands {
 // promises.
 void check_config(const Shape& s, const SmallGemmConfig& config, Operands& d, SplitState& split,
                   const std::vector<double> (&wants)[kActivationCount], int own, cudaStream_t stream, Tally& tally) {
-  SmallGemmArgs args{};
+  HalfArgs args{};
   args.rows = s.rows;
   args.n = s.n;
   args.k = s.k;
@@ -347,7 +349,7 @@ void check_chain(const SmallGemmConfig& config, SplitState& split, Rng& rng, cud
   CHECK_CUDA(cudaMemcpy(w2_d.ptr, w2.stored.data(), w2.stored.size() * sizeof(__half), cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemset(y_d.ptr, kSentinelByte, count * sizeof(__half)));
 
-  SmallGemmArgs first{};
+  HalfArgs first{};
   first.rows = kRows;
   first.n = kWidth;
   first.k = kWidth;
@@ -358,7 +360,7 @@ void check_chain(const SmallGemmConfig& config, SplitState& split, Rng& rng, cud
     first.partials = split.partials.ptr;
     first.tile_counters = split.counters.ptr;
   }
-  SmallGemmArgs second = first;
+  HalfArgs second = first;
   second.in = y_d.ptr;
   second.weight = w2_d.ptr;
   second.out = x_d.ptr;
@@ -376,6 +378,74 @@ void check_chain(const SmallGemmConfig& config, SplitState& split, Rng& rng, cud
   std::snprintf(label, sizeof label, "back to back, 64 x 768 x 768, tile %d, splits %d: / tol %.3f, %.3f",
                 config.tile_rows, config.splits, first_ratio, second_ratio);
   report(label, first_ratio <= 1 && second_ratio <= 1);
+}
+
+// fp32 out and bias (what logits use): every tile, no split and 3 splits,
+// row, column and K tails; against the reference without fp16's rounding,
+// twice (bit-identical), nothing written around out. out must then be
+// 8-byte aligned: 4 is refused.
+void check_float_out(SplitState& split, Rng& rng, cudaStream_t stream) {
+  constexpr int64_t kRows = 37, kN = 130, kK = 776, kBody = kRows * kN;
+  constexpr uint32_t kFloatSentinel = 0x5a5a5a5a;  // 1.5e16: no output comes near it
+  const Halves in = random_halves(rng, kRows * kK, 1.f);
+  const Halves weight = random_halves(rng, kN * kK, 0.05f);
+  std::vector<float> bias(kN);
+  for (float& b : bias) b = rng.uniform(-0.1f, 0.1f);
+  std::vector<double> want = matmul(in.values, weight.values, kRows, kN, kK);
+  for (size_t i = 0; i < want.size(); ++i) want[i] += bias[i % kN];
+  // Sentinels before out and past it, as far as a whole last tile reaches.
+  const int64_t total = kGuard + round_up(kRows, 64) * kN + kTileCols;
+  DeviceBuffer<__half> in_d(in.stored.size()), weight_d(weight.stored.size());
+  DeviceBuffer<float> bias_d(kN), out_d(2 * total);
+  CHECK_CUDA(cudaMemcpy(in_d.ptr, in.stored.data(), in.stored.size() * sizeof(__half), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(weight_d.ptr, weight.stored.data(), weight.stored.size() * sizeof(__half),
+                        cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(bias_d.ptr, bias.data(), kN * sizeof(float), cudaMemcpyHostToDevice));
+  SmallGemmArgs<float> args{};
+  args.rows = kRows;
+  args.n = kN;
+  args.k = kK;
+  args.in = in_d.ptr;
+  args.weight = weight_d.ptr;
+  args.bias = bias_d.ptr;
+  args.partials = split.partials.ptr;
+  args.tile_counters = split.counters.ptr;
+  for (int tile_rows : kTileRows) {
+    for (int splits : {1, 3}) {
+      const SmallGemmConfig config{tile_rows, splits};
+      CHECK_CUDA(cudaMemset(out_d.ptr, kSentinelByte, 2 * total * sizeof(float)));
+      for (int launch = 0; launch < 2; ++launch) {
+        args.out = out_d.ptr + launch * total + kGuard;
+        CHECK_CUDA(fusedrt::gpu::small_gemm(args, config, stream));
+      }
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      std::vector<float> got(2 * total);
+      CHECK_CUDA(cudaMemcpy(got.data(), out_d.ptr, got.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      double worst = 0;
+      for (int64_t i = 0; i < kBody; ++i) {
+        const double g = got[kGuard + i];
+        const double limit = kAccumTolerance * (1 + std::fabs(want[i]));
+        worst = std::max(worst, std::isnan(g) ? std::numeric_limits<double>::infinity() : std::fabs(g - want[i]) / limit);
+      }
+      int64_t outside = 0;
+      for (int64_t i = 0; i < 2 * total; ++i) {
+        const int64_t at = i % total;
+        uint32_t bits;
+        std::memcpy(&bits, &got[i], sizeof bits);
+        if ((at < kGuard || at >= kGuard + kBody) && bits != kFloatSentinel) ++outside;
+      }
+      const bool same = std::memcmp(got.data(), got.data() + total, total * sizeof(float)) == 0;
+      char label[128];
+      std::snprintf(label, sizeof label, "fp32 out, 37 x 130 x 776, bias, tile %d, splits %d: / tol %.3f%s%s",
+                    tile_rows, splits, worst, same ? "" : ", launches differ", outside ? ", wrote outside out" : "");
+      report(label, worst <= 1 && same && outside == 0);
+    }
+  }
+  args.out = out_d.ptr + kGuard + 1;
+  const cudaError_t status = fusedrt::gpu::small_gemm(args, SmallGemmConfig{16, 1}, stream);
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  report("refused: fp32 out 4-byte aligned (pairs are stored 8 bytes at a time)",
+         status == cudaErrorInvalidValue && !fusedrt::gpu::small_gemm_supports(args, SmallGemmConfig{16, 1}));
 }
 
 // Each bad operand alone, on an otherwise good launch: refused, and nothing
@@ -396,7 +466,7 @@ void check_refusals(SplitState& split, cudaStream_t stream) {
                : std::any_of(host.begin(), host.end(), written);
   };
 
-  SmallGemmArgs good{};
+  HalfArgs good{};
   good.rows = kRows;
   good.n = kN;
   good.k = kK;
@@ -410,7 +480,7 @@ void check_refusals(SplitState& split, cudaStream_t stream) {
 
   struct Bad {
     const char* what;
-    SmallGemmArgs args;
+    HalfArgs args;
     SmallGemmConfig config;
   };
   std::vector<Bad> bad(14, Bad{"", good, good_config});
@@ -533,7 +603,7 @@ void time_gemm(const TimedGemm& g, const cudaDeviceProp& prop, const DeviceBuffe
   DeviceBuffer<int32_t> counters(most_tiles);
   CHECK_CUDA(cudaMemset(counters.ptr, 0, most_tiles * sizeof(int32_t)));
 
-  SmallGemmArgs args{};
+  HalfArgs args{};
   args.rows = g.rows;
   args.n = g.n;
   args.k = g.k;
@@ -638,6 +708,7 @@ int main() {
   for (const SmallGemmConfig& config : {SmallGemmConfig{16, 1}, SmallGemmConfig{16, 4}, SmallGemmConfig{64, 3}}) {
     check_chain(config, split, rng, stream);
   }
+  check_float_out(split, rng, stream);
   check_refusals(split, stream);
 
   if (failures == 0) {

@@ -2,13 +2,15 @@
  * The CUDA softmax top-k (cuda/topk.cu) on the GPU machine: against the TS
  * reference over the same engine's full logits (exact ids, scores 1e-6), in
  * fp32 and fp16, graphs on and off, k = 1, 5, 64, on a 30522-token
- * vocabulary; against the CPU backend's top-k on the same plan; and gpuMs.
+ * vocabulary; against the CPU backend's top-k on the same plan; gpuMs; and
+ * fp16 plans' logits in fp32.
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
+import { float32ToHalfBits, halfToFloat32 } from '../../src/build/safetensors';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
 import { isTopK, runGpuMs } from '../../src/engine/run-result';
@@ -98,6 +100,22 @@ describe('CUDA softmax top-k', function () {
       });
     }
   }
+
+  it('fp16: the logits come out in fp32, not rounded to fp16 (docs/cuda.md, "fp32 logits")', async () => {
+    for (const cudaGraphs of [true, false]) {
+      const engine = await Engine.load(plans.get('fp16')!, { device: 'cuda', cudaGraphs });
+      try {
+        const { logits } = await engine.run(batchOf(2, 32, 7));
+        assert.ok(!isTopK(logits));
+        let halves = 0;
+        for (const v of logits.data) if (halfToFloat32(Uint16Array.of(float32ToHalfBits(v)))[0] === v) halves++;
+        // fp32 values of this size are fp16 values about once in 8192.
+        assert.ok(halves < 0.01 * logits.data.length, `${halves} of ${logits.data.length} logits are fp16 values`);
+      } finally {
+        await engine.dispose();
+      }
+    }
+  });
 
   it('fp32: CUDA and the CPU agree (ids where the logits are not near ties, scores 1e-4)', async () => {
     const [gpu, cpu] = await Promise.all([

@@ -3,7 +3,8 @@
 #   source .device/env.sh && bash tools/device/gpu-check.sh
 # with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
 # tsconfig.json) carried. Builds and runs the kernel tests (cuda/tests),
-# builds the addon with CUDA, runs
+# holds every op to PyTorch (cuda/tests/torch_ops_test.py), builds the addon
+# with CUDA, runs
 # dist/test/gpu/*.gpu.js, times a BERT-base-shaped plan
 # (dist/test/gpu/cuda-timing.js), and writes everything to $OUT/gpu-check.log (or
 # ./gpu-check.log without $OUT). Keeps going after a failed step so one call
@@ -33,6 +34,11 @@ for test in cuda/tests/*_test.cu; do
   name=$(basename "$test" .cu)
   step "$name" sh -c "nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/$name $test /tmp/fusedrt_kernels.a && /tmp/$name"
 done
+# Every op and the backend's GEMM against PyTorch's own ops
+# (cuda/tests/torch_ops_test.py, through cuda/tests/ops_c_api.cu).
+step torch_ops_test sh -c 'nvcc -std=c++17 -O3 -arch=native -shared -Xcompiler -fPIC -DFUSEDRT_WITH_CUDA=1 -I native \
+  -o /tmp/libfusedrt_ops.so cuda/tests/ops_c_api.cu cuda/*.cu native/cuda_gemm.cpp -lcublasLt -lcublas &&
+  python3 cuda/tests/torch_ops_test.py /tmp/libfusedrt_ops.so'
 # A fresh build tree: the carried checkout must not reuse a CPU-only cache.
 rm -rf build
 if step build node scripts/build-native.js; then

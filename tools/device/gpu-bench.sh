@@ -40,7 +40,7 @@ rm -rf build  # a fresh build tree: the carried checkout must not reuse a CPU-on
 step build node scripts/build-native.js
 step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" --budget-s "$budget"
 if [ -f "$out/inputs.json" ] && [ -f build/Release/fusedrt.node ]; then
-  step fusedrt node dist/bench/gpu/fusedrt-bench.js --model-dir "$work/bert-base" --inputs "$out/inputs.json" \
+  step fusedrt node --expose-gc dist/bench/gpu/fusedrt-bench.js --model-dir "$work/bert-base" --inputs "$out/inputs.json" \
     --out "$out" --reference-dir "$work" --plan-dir "$work" --budget-s "$budget"
 fi
 node dist/bench/gpu/report.js --dir "$out" > "$out/report.txt" 2>&1 || echo "report failed (see $out/report.txt)" >> "$summary"

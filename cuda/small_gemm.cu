@@ -16,8 +16,8 @@
 // later reads back its own elements: coalesced, no shared memory), and the
 // last block of the tile to arrive sums all partials in split order (the
 // result does not depend on which block came last), adds the bias, applies
-// the activation and stores (fp16, or fp32 for logits). That block also resets the tile's counter,
-// so the next launch finds it zero.
+// the activation and stores (fp16, or fp32 for logits). That block also
+// resets the tile's counter, so the next launch finds it zero.
 #include "small_gemm.cuh"
 
 #include <algorithm>
@@ -193,8 +193,10 @@ __device__ __forceinline__ void store_pair(__half* out, float x0, float x1) {
 __device__ __forceinline__ void store_pair(float* out, float x0, float x1) {
   *reinterpret_cast<float2*>(out) = make_float2(x0, x1);
 }
-__device__ __forceinline__ float2 load_pair(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
-__device__ __forceinline__ float2 load_pair(const float* p) { return *reinterpret_cast<const float2*>(p); }
+__device__ __forceinline__ float2 load_pair(const __half* in) {
+  return __half22float2(*reinterpret_cast<const __half2*>(in));
+}
+__device__ __forceinline__ float2 load_pair(const float* in) { return *reinterpret_cast<const float2*>(in); }
 
 template <class Traits, class Out>
 __global__ void __launch_bounds__(kThreads) small_gemm_kernel(const SmallGemmArgs<Out> p, int splits) {

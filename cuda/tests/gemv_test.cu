@@ -144,8 +144,8 @@ void check_case(Rng& rng, int64_t rows, int64_t n, int64_t k, bool with_bias, Ac
   if (!ok) ++failures;
   std::printf("| %lld x %lld x %lld | %s | %s | %s | %.3f | %s%s%s |\n", static_cast<long long>(rows),
               static_cast<long long>(n), static_cast<long long>(k), Type::kName, with_bias ? "bias" : "none",
-              activation_name(activation), worst_ratio, ok ? "ok" : "FAIL", guards_touched ? " (wrote outside out)" : "",
-              repeatable ? "" : " (launches differ)");
+              activation_name(activation), worst_ratio, ok ? "ok" : "FAIL",
+              guards_touched ? " (wrote outside out)" : "", repeatable ? "" : " (launches differ)");
 }
 
 void check_refusals() {

@@ -15,6 +15,8 @@
 //    column among it), each winner inserted into a sorted running list of k
 //    held two entries a lane; a round whose winner does not beat the list's
 //    k-th ends the chunk, so later chunks of long slices cost a few rounds.
+//    The first chunk's winners just append (the list is empty, and they
+//    come best first): k rounds, each without the insertion's shuffles.
 // The warp stores its (max, sum) and list in scratch, fences and counts
 // itself in its row's counter; the last warp of the row merges: log-sum-exp
 // over the parts, then exactly k rounds of arg-max over the parts' sorted
@@ -241,15 +243,24 @@ __global__ void __launch_bounds__(kThreads) softmax_topk_kernel(SoftmaxTopKArgs<
     const auto column = [&](int slot) {
       return static_cast<uint32_t>(first + (int64_t{slot / kVec} * kWarpSize + lane) * kVec + slot % kVec);
     };
-    for (;;) {
+    // The first chunk finds the list empty, and a chunk's winners come out
+    // best first, so there the r-th winner simply takes rank r: no
+    // ballots, no shifting, and no round to find that the list is full.
+    const bool fresh = c == 0;
+    for (int round = 0;; ++round) {
       const Best best = lane_best(group);
       const Entry mine{best.key, best.key == 0 ? kNoId : column(best.slot)};
       const Entry winner = warp_best(mine);
       if (winner.key == 0) break;
-      const int rank = __popc(__ballot_sync(kFullMask, lane < k && better(list[0], winner))) +
-                       __popc(__ballot_sync(kFullMask, lane + kWarpSize < k && better(list[1], winner)));
-      if (rank >= k) break;
-      insert(list, winner, rank, lane);
+      if (fresh) {
+        if (lane == round % kWarpSize) (round < kWarpSize ? list[0] : list[1]) = winner;
+      } else {
+        const int rank = __popc(__ballot_sync(kFullMask, lane < k && better(list[0], winner))) +
+                         __popc(__ballot_sync(kFullMask, lane + kWarpSize < k && better(list[1], winner)));
+        if (rank >= k) break;
+        insert(list, winner, rank, lane);
+      }
+      if (fresh && round + 1 == k) break;
       if (mine.id == winner.id) {
         switch (best.slot / kGroup) {
           case 0: take<0>(key, group, best.slot); break;

@@ -11,15 +11,16 @@ namespace fusedrt {
 namespace {
 
 // A Float32Array over `values` itself: the one copy out of staging is the
-// last; the array frees the vector when it is collected. Saves a second copy
-// on the JS thread (3.9 MB for 32 rows of BERT logits).
-Napi::Float32Array float_array_taking(Napi::Env env, std::vector<float>&& values) {
+// last; the array releases the buffer (to the pool, output_buffer.h) when it
+// is collected. Saves a second copy on the JS thread (3.9 MB for 32 rows of
+// BERT logits).
+Napi::Float32Array float_array_taking(Napi::Env env, OutputBuffer&& values) {
   if (values.empty()) return Napi::Float32Array::New(env, 0);
-  auto owned = std::make_unique<std::vector<float>>(std::move(values));
+  auto owned = std::make_unique<OutputBuffer>(std::move(values));
   const size_t count = owned->size();
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
       env, owned->data(), count * sizeof(float),
-      [](Napi::Env, void*, std::vector<float>* vector) { delete vector; }, owned.get());
+      [](Napi::Env, void*, OutputBuffer* released) { delete released; }, owned.get());
   owned.release();  // the buffer's finalizer owns it now
   return Napi::Float32Array::New(env, count, buffer, 0);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <limits>
 
 #include "cpu/ops.h"
@@ -528,7 +529,8 @@ void Runtime::collect(Context& context, const RunRequest& request, const Prepare
       out.top_scores.assign(scores, scores + out.rows * out.k);
     } else {
       const auto* staged = reinterpret_cast<const float*>(context.staging.data() + output_staging_offsets_[index]);
-      out.data.assign(staged, staged + out.rows * out.cols);
+      out.data = OutputBuffer(static_cast<size_t>(out.rows * out.cols));
+      std::memcpy(out.data.data(), staged, out.data.size() * sizeof(float));
     }
     result.outputs.push_back(std::move(out));
   }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "output_buffer.h"
 #include "plan_reader.h"
 
 namespace fusedrt {
@@ -57,7 +58,7 @@ struct RunRequest {
 
 struct RunOutput {
   std::string name;
-  std::vector<float> data;  // row-major [rows, cols]; empty for a top-k output
+  OutputBuffer data;  // row-major [rows, cols]; empty for a top-k output
   int64_t rows = 0;
   int64_t cols = 0;
   int k = 0;                       // > 0: a top-k output, the two vectors below hold it

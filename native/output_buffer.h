@@ -1,0 +1,49 @@
+// Host memory for a run's full outputs (RunOutput::data), recycled.
+//
+// A full output is copied out of the context's staging into memory that the
+// result's Float32Array then owns until it is collected. glibc serves a fresh
+// multi-megabyte allocation as a new mapping, and faulting its pages in (and
+// unmapping them at free) costs several times the copy itself: on an H100
+// host, copying 3.8 MB of staging into freshly malloc'd memory took 2.4-2.7
+// ms, into memory used before 0.32-0.38 ms (bench/RESULTS.md). So buffers of
+// at least kPooledBytes go back to a process-wide pool when released, and
+// the next output of the same size class reuses one, its pages already in.
+// The pool keeps at most kMaxPooledBytes of free buffers; the rest is freed.
+// Thread-safe: buffers are filled on the thread that finishes a run and
+// released on the JS thread, by the array's finalizer.
+#pragma once
+
+#include <cstddef>
+
+namespace fusedrt {
+
+class OutputBuffer {
+ public:
+  // Buffers of this size and above are pooled, in power-of-two classes.
+  static constexpr size_t kPooledBytes = size_t{256} << 10;
+  static constexpr size_t kMaxPooledBytes = size_t{256} << 20;
+
+  OutputBuffer() = default;
+  // `count` floats, not initialised. Throws FusedError E_OOM when the memory
+  // cannot be had.
+  explicit OutputBuffer(size_t count);
+  OutputBuffer(OutputBuffer&& other) noexcept;
+  OutputBuffer& operator=(OutputBuffer&& other) noexcept;
+  OutputBuffer(const OutputBuffer&) = delete;
+  OutputBuffer& operator=(const OutputBuffer&) = delete;
+  ~OutputBuffer();
+
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  void release();
+
+  float* data_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_bytes_ = 0;  // of the allocation; a pool class when pooled
+};
+
+}  // namespace fusedrt

@@ -1,6 +1,5 @@
 #include "output_buffer.h"
 
-#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -37,7 +36,8 @@ int class_of(size_t bytes) {
 
 OutputBuffer::OutputBuffer(size_t count) : size_(count) {
   if (count == 0) return;
-  if (count > SIZE_MAX / sizeof(float)) fail(ErrorCode::kOom, "an output does not fit in memory");
+  // Far beyond any memory, and keeps the size classes' shifts defined.
+  if (count > (size_t{1} << 60) / sizeof(float)) fail(ErrorCode::kOom, "an output does not fit in memory");
   const size_t bytes = count * sizeof(float);
   if (bytes >= kPooledBytes) {
     const int size_class = class_of(bytes);

@@ -5,7 +5,7 @@
 // multi-megabyte allocation as a new mapping, and faulting its pages in (and
 // unmapping them at free) costs several times the copy itself: on an H100
 // host, copying 3.8 MB of staging into freshly malloc'd memory took 2.4-2.7
-// ms, into memory used before 0.32-0.38 ms (bench/RESULTS.md). So buffers of
+// ms, into memory used before 0.37-0.38 ms (bench/RESULTS.md). So buffers of
 // at least kPooledBytes go back to a process-wide pool when released, and
 // the next output of the same size class reuses one, its pages already in.
 // The pool keeps at most kMaxPooledBytes of free buffers; the rest is freed.

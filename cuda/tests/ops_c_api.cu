@@ -55,7 +55,9 @@ const T* as(const void* p) { return static_cast<const T*>(p); }
 template <class T>
 T* as(void* p) { return static_cast<T*>(p); }
 
-// Device memory the ops need besides their operands, grown on demand.
+// Device memory the ops need besides their operands, grown on demand. The
+// top-k's row counters and small_gemm's tile counters share g_counters:
+// both need them zero before a launch and leave them zero after it.
 struct Scratch {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -138,7 +140,7 @@ void small(int64_t rows, int64_t n, int64_t k, const void* in, const void* weigh
   gpu::SmallGemmArgs<Out> a;
   static_cast<gpu::HalfGemmArgs<Out>&>(a) = half_gemm_args<Out>(rows, n, k, in, weight, bias, activation, out);
   const gpu::SmallGemmConfig config{tile_rows, splits};
-  a.partials = static_cast<float*>(g_scratch.at_least(gpu::small_gemm_workspace_bytes(rows, n, config) + 16));
+  a.partials = static_cast<float*>(g_scratch.at_least(gpu::small_gemm_workspace_bytes(rows, n, config)));
   a.tile_counters = static_cast<int32_t*>(
       g_counters.at_least(static_cast<size_t>(gpu::small_gemm_tiles(rows, n, config)) * sizeof(int32_t)));
   check(gpu::small_gemm(a, config, nullptr), "small_gemm");

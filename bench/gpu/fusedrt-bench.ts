@@ -9,7 +9,10 @@
  * Accuracy: the logits of the cases pytorch_bench.py saved a reference for,
  * and the top-1 token of every token of those cases (its top1-*.json).
  *
- *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--budget-s 2] [--device cuda] [--accuracy-only]
+ *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--seq 128|384] [--device cuda] [--accuracy-only]
+ *
+ * --seq runs only the cases of one sequence length (the benchmark is split
+ * over two device calls that way; report.js joins their results).
  *
  * Writes OUT/fusedrt.json (after every case, so a crash keeps what was measured).
  */
@@ -24,10 +27,15 @@ import { describeGc, measureLoopStalls } from '../../src/tools/loop-stalls';
 import type { DeviceOption, PackedBatch } from '../../src/engine/types';
 
 const WARMUP_RUNS = 10;
+/**
+ * Warm-up also lasts at least this long, so that the first case of a
+ * process is not timed while V8 still compiles the run path (10 runs of
+ * 1 x 128 take 5 ms).
+ */
+const WARMUP_MIN_S = 0.3;
 /** Fewer warm-up runs (at least 3) for the slowest cases. */
 const WARMUP_BUDGET_S = 1;
-const MAX_RUNS = 100;
-const MIN_RUNS = 20;
+const RUNS = 100;
 /** The event-loop probe: this case back to back for this long (src/tools/loop-stalls.ts). */
 const LOOP_CASE = 's128-b32-fixed';
 const LOOP_PROBE_MS = 3000;
@@ -107,7 +115,7 @@ export interface FusedResults {
 }
 
 function parseArgs(argv: string[]): {
-  modelDir: string; inputs: string; out: string; referenceDir: string; planDir: string; budgetS: number; device: DeviceOption;
+  modelDir: string; inputs: string; out: string; referenceDir: string; planDir: string; seq: number | undefined; device: DeviceOption;
   accuracyOnly: boolean;
 } {
   const accuracyOnly = argv.includes('--accuracy-only');
@@ -125,7 +133,7 @@ function parseArgs(argv: string[]): {
     out: need('--out'),
     referenceDir: args.get('--reference-dir') ?? path.dirname(need('--inputs')),
     planDir: args.get('--plan-dir') ?? os.tmpdir(),
-    budgetS: Number(args.get('--budget-s') ?? 2),
+    seq: args.has('--seq') ? Number(args.get('--seq')) : undefined,
     // Another device only to smoke-test this script where there is no GPU.
     device: (args.get('--device') ?? 'cuda') as DeviceOption,
     // The accuracy checks without the timings (e.g. to compare two builds).
@@ -146,21 +154,18 @@ function median(sorted: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** Median wall ms of `once`; 100 runs unless that passes budgetS (then fewer, at least MIN_RUNS). */
-async function timeRuns(once: () => Promise<object>, budgetS: number): Promise<Timing> {
+/** Median wall ms of `once` over RUNS runs, after warm-up. */
+async function timeRuns(once: () => Promise<object>): Promise<Timing> {
   const warmupStart = process.hrtime.bigint();
-  for (let i = 0; i < WARMUP_RUNS; i++) {
+  for (let i = 0; ; i++) {
     await once();
-    if (i >= 2 && Number(process.hrtime.bigint() - warmupStart) / 1e9 > WARMUP_BUDGET_S) break;
+    const elapsedS = Number(process.hrtime.bigint() - warmupStart) / 1e9;
+    if ((i + 1 >= WARMUP_RUNS && elapsedS >= WARMUP_MIN_S) || (i >= 2 && elapsedS > WARMUP_BUDGET_S)) break;
   }
-  const probeStart = process.hrtime.bigint();
-  for (let i = 0; i < 3; i++) await once();
-  const perRunS = Number(process.hrtime.bigint() - probeStart) / 3e9;
-  const runs = Math.max(MIN_RUNS, Math.min(MAX_RUNS, Math.floor(budgetS / Math.max(perRunS, 1e-6))));
   const times: number[] = [];
   const gpu: number[] = [];
   const overhead: number[] = [];
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < RUNS; i++) {
     const start = process.hrtime.bigint();
     const result = await once();
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
@@ -173,8 +178,8 @@ async function timeRuns(once: () => Promise<object>, budgetS: number): Promise<T
   }
   const sort = (v: number[]) => v.sort((a, b) => a - b);
   sort(times);
-  const timing: Timing = { median_ms: median(times), p90_ms: times[Math.floor(0.9 * (runs - 1))], runs };
-  if (gpu.length === runs) {
+  const timing: Timing = { median_ms: median(times), p90_ms: times[Math.floor(0.9 * (RUNS - 1))], runs: RUNS };
+  if (gpu.length === RUNS) {
     timing.gpu_median_ms = median(sort(gpu));
     timing.overhead_median_us = median(sort(overhead));
   }
@@ -316,8 +321,8 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
       // a case is timed, not during it.
       (globalThis as { gc?: () => void }).gc?.();
       try {
-        Object.assign(entry, await timeRuns(() => engine.run(batch), args.budgetS));
-        entry.topk5 = await timeRuns(() => engine.run({ ...batch, topK: 5 }), args.budgetS);
+        Object.assign(entry, await timeRuns(() => engine.run(batch)));
+        entry.topk5 = await timeRuns(() => engine.run({ ...batch, topK: 5 }));
         const gpuNote = (t: Timing) => (t.gpu_median_ms === undefined ? ''
           : `, GPU ${t.gpu_median_ms.toFixed(3)} ms, wall - GPU ${t.overhead_median_us!.toFixed(0)} us`);
         console.log(`${precision} ${c.name.padEnd(18)} ${entry.median_ms!.toFixed(3)} ms (${entry.runs} runs${gpuNote(entry as Timing)}); `
@@ -353,6 +358,10 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const inputs = JSON.parse(fs.readFileSync(args.inputs, 'utf8')) as BenchInputs;
+  if (args.seq !== undefined) {
+    inputs.cases = inputs.cases.filter((c) => c.seq === args.seq);
+    if (inputs.cases.length === 0) throw new Error(`--seq ${args.seq}: no case of that sequence length in ${args.inputs}`);
+  }
   fs.mkdirSync(args.out, { recursive: true });
   const results: FusedResults = {
     node: process.version,

@@ -8,7 +8,11 @@ them: fp16 eager, SDPA and SDPA under a CUDA graph, fp32 eager and SDPA.
 The MLM head runs on the masked rows only (one [MASK] per sequence), as
 FusedRT does: hidden states, gather the rows, then model.cls.
 
-    python3 bench/gpu/pytorch_bench.py --model-dir DIR --out DIR [--reference-dir DIR] [--budget-s 2]
+    python3 bench/gpu/pytorch_bench.py --model-dir DIR --out DIR [--reference-dir DIR] [--seq 128|384]
+
+--seq times (and writes references for) the cases of one sequence length
+only, so that the benchmark can be split over two device calls; inputs.json
+always holds every case.
 
 Writes DIR/{config.json,model.safetensors,vocab.txt,tokenizer_config.json},
 OUT/inputs.json, REFERENCE_DIR/reference-*.f32 (default OUT; fp32 eager
@@ -40,8 +44,7 @@ CLS, SEP, MASK = 101, 102, 103
 FIRST_WORD_ID = 1000
 WARMUP = 10
 WARMUP_BUDGET_S = 1.0  # fewer warm-up runs (at least 3) for the slowest cases
-MAX_RUNS = 100
-MIN_RUNS = 20
+RUNS = 100
 # The cases whose fp32 eager logits are saved as the reference FusedRT is
 # checked against: 2 x (8 + 128) masked rows over both sequence lengths.
 REFERENCE_BATCHES = (8, 128)
@@ -134,8 +137,8 @@ def top1_every_token(model, case):
     return torch.cat(ids).cpu().tolist(), torch.cat(margins).cpu().tolist()
 
 
-def time_cuda(fn, budget_s):
-    """Median ms over CUDA events; 100 runs unless that would pass budget_s (then fewer, at least MIN_RUNS)."""
+def time_cuda(fn):
+    """Median ms over CUDA events of RUNS runs, after warm-up."""
     t0 = time.perf_counter()
     for i in range(WARMUP):
         fn()
@@ -144,21 +147,15 @@ def time_cuda(fn, budget_s):
             if time.perf_counter() - t0 > WARMUP_BUDGET_S:
                 break
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    per_run = (time.perf_counter() - t0) / 3
-    runs = max(MIN_RUNS, min(MAX_RUNS, int(budget_s / max(per_run, 1e-6))))
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    for i in range(runs):
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(RUNS)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(RUNS)]
+    for i in range(RUNS):
         starts[i].record()
         fn()
         ends[i].record()
     torch.cuda.synchronize()
     times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return dict(median_ms=statistics.median(times), p90_ms=times[int(0.9 * (runs - 1))], runs=runs)
+    return dict(median_ms=statistics.median(times), p90_ms=times[int(0.9 * (RUNS - 1))], runs=RUNS)
 
 
 def graph_runner(model, case):
@@ -196,7 +193,7 @@ def dense_gemm_tflops(device):
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.float16)
     b = torch.randn(n, n, device=device, dtype=torch.float16)
-    stats = time_cuda(lambda: torch.matmul(a, b), budget_s=1.0)
+    stats = time_cuda(lambda: torch.matmul(a, b))
     return dict(n=n, median_ms=stats["median_ms"], runs=stats["runs"], tflops=2 * n ** 3 / stats["median_ms"] / 1e9)
 
 
@@ -205,7 +202,7 @@ def main():
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--reference-dir", help="where the reference logits go (default: --out); they are large")
-    ap.add_argument("--budget-s", type=float, default=2.0, help="timed seconds per case before runs drop below 100")
+    ap.add_argument("--seq", type=int, choices=SEQ_LENGTHS, help="only the cases of this sequence length")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     device = torch.device("cuda")
@@ -220,6 +217,8 @@ def main():
     cases = make_inputs(random.Random(SEED))
     with open(os.path.join(args.out, "inputs.json"), "w") as f:
         json.dump(dict(seed=SEED, model=BERT_BASE, cases=cases), f)
+    if args.seq is not None:
+        cases = [spec for spec in cases if spec["seq"] == args.seq]
     model = model.to(device)
 
     result = dict(device=torch.cuda.get_device_name(0), torch=torch.__version__, transformers=transformers.__version__,
@@ -268,9 +267,9 @@ def main():
                             if replay is None:
                                 raise RuntimeError("capture failed: " + " | ".join(errors))
                             entry["graph_mask"], entry["graph_vs_eager_max_abs"] = label, diff
-                            entry.update(time_cuda(replay, args.budget_s))
+                            entry.update(time_cuda(replay))
                         else:
-                            entry.update(time_cuda(lambda: forward(model, case, case.attention_mask), args.budget_s))
+                            entry.update(time_cuda(lambda: forward(model, case, case.attention_mask)))
                     except Exception as e:  # noqa: BLE001 - one failed case must not end the run
                         entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
                     result["timings"].append(entry)

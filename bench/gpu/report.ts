@@ -4,7 +4,12 @@
  * the measured dense FP16 GEMM rate. Either side may be missing or partial
  * (a failed step); its columns then say so.
  *
- *   node dist/bench/gpu/report.js --dir OUT   (reads OUT/{inputs,torch,fusedrt}.json, writes OUT/report.md)
+ *   node dist/bench/gpu/report.js --dir OUT [--dir OUT2 ...] [--out FILE]
+ *
+ * Reads each OUT's {inputs,torch,fusedrt}.json; the results of several
+ * directories (one device call per sequence length: gpu-bench.sh with
+ * BENCH_SEQ) are joined into one table. Writes FILE (default: the first
+ * OUT's report.md) and prints it.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -30,16 +35,39 @@ function readJson<T>(file: string): T | undefined {
   }
 }
 
+/** The results of several runs of the benchmark as one: cases from the first inputs.json, timings and checks of all. */
+function joined(dirs: string[]): { inputs?: BenchInputs; torch?: TorchResults; ours?: FusedResults; sources: string[] } {
+  const inputs = dirs.map((d) => readJson<BenchInputs>(path.join(d, 'inputs.json'))).find((i) => i !== undefined);
+  const torchParts = dirs.map((d) => readJson<TorchResults>(path.join(d, 'torch.json'))).filter((t) => t !== undefined);
+  const ourParts = dirs.map((d) => readJson<FusedResults>(path.join(d, 'fusedrt.json'))).filter((o) => o !== undefined);
+  const torch = torchParts.length === 0 ? undefined : {
+    ...torchParts[0],
+    timings: torchParts.flatMap((t) => t.timings),
+    notes: torchParts.flatMap((t) => t.notes),
+  };
+  const ours = ourParts.length === 0 ? undefined : {
+    ...ourParts[0],
+    timings: ourParts.flatMap((o) => o.timings),
+    references: ourParts.flatMap((o) => o.references),
+    top1: ourParts.flatMap((o) => o.top1 ?? []),
+    loop: ourParts.flatMap((o) => o.loop),
+    notes: [...new Set(ourParts.flatMap((o) => o.notes))],
+  };
+  // Several calls may land on several hosts: say what each measured on.
+  const sources = torchParts.length > 1
+    ? torchParts.map((t, i) => `part ${i + 1}: ${t.device}, dense FP16 GEMM ${t.gemm.tflops.toFixed(0)} TFLOP/s`)
+    : [];
+  return { inputs, torch, ours, sources };
+}
+
 function cell(ms: number | undefined, runs: number | undefined): string {
   if (ms === undefined) return '—';
   return `${ms.toFixed(2)}${runs !== undefined && runs < 100 ? ` (${runs})` : ''}`;
 }
 
-export function report(dir: string): string {
-  const inputs = readJson<BenchInputs>(path.join(dir, 'inputs.json'));
-  const torch = readJson<TorchResults>(path.join(dir, 'torch.json'));
-  const ours = readJson<FusedResults>(path.join(dir, 'fusedrt.json'));
-  if (!inputs) return `no ${path.join(dir, 'inputs.json')}: the PyTorch step did not get far enough to write the inputs\n`;
+export function report(dirs: string[]): string {
+  const { inputs, torch, ours, sources } = joined(dirs);
+  if (!inputs) return `no inputs.json in ${dirs.join(', ')}: the PyTorch step did not get far enough to write the inputs\n`;
   const gemm = torch?.gemm.tflops;
   const lines: string[] = [];
   const m = inputs.model;
@@ -47,7 +75,8 @@ export function report(dir: string): string {
   lines.push('');
   lines.push(`${torch ? `${torch.device}; torch ${torch.torch}, transformers ${torch.transformers}` : 'no PyTorch results'}; `
     + `${ours ? `FusedRT on Node ${ours.node}` : 'no FusedRT results'}. `
-    + `Dense FP16 GEMM (torch.matmul 8192³): ${gemm ? `${gemm.toFixed(0)} TFLOP/s` : 'not measured'}.`);
+    + `Dense FP16 GEMM (torch.matmul 8192³): ${gemm ? `${gemm.toFixed(0)} TFLOP/s` : 'not measured'}.`
+    + (sources.length > 0 ? ` Joined from ${sources.length} calls (${sources.join('; ')}).` : ''));
   lines.push('Milliseconds, median (run count in brackets when under 100). FusedRT: wall time of `await engine.run()` in Node, '
     + 'host work and logits download included. PyTorch: CUDA events around the forward (GPU stream time, no download); '
     + 'variable lengths padded to S with an attention mask, fixed lengths without a mask.');
@@ -58,6 +87,7 @@ export function report(dir: string): string {
     + ' | fp16 speed-up vs best torch fp16 | ours fp16 TFLOP/s |');
   lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ' + TORCH_MODES.map(() => '---:').join(' | ') + ' | ---: | ---: |');
   for (const c of inputs.cases) {
+    if (!ourMs('fp16', c.name) && !torchMs('fp16-eager', c.name)) continue;  // not in the runs joined
     const tokens = c.lengths.reduce((a, b) => a + b, 0);
     const flops = bertMlmFlops(inputs.model, c.lengths, c.batch);
     const fp16 = ourMs('fp16', c.name);
@@ -133,9 +163,10 @@ export function report(dir: string): string {
 }
 
 if (require.main === module) {
-  const at = process.argv.indexOf('--dir');
-  const dir = at >= 0 ? process.argv[at + 1] : '.';
-  const text = report(dir);
-  fs.writeFileSync(path.join(dir, 'report.md'), text);
+  const valuesOf = (flag: string) => process.argv.flatMap((a, i) => (a === flag && i + 1 < process.argv.length ? [process.argv[i + 1]] : []));
+  const dirs = valuesOf('--dir');
+  if (dirs.length === 0) dirs.push('.');
+  const text = report(dirs);
+  fs.writeFileSync(valuesOf('--out')[0] ?? path.join(dirs[0], 'report.md'), text);
   process.stdout.write(text);
 }

@@ -7,8 +7,10 @@
 # (saves the model and the inputs), FusedRT on the same model and inputs,
 # then the combined table. Keeps going after a failed step; everything is
 # logged to $OUT/gpu-bench.log, JSON results go to $OUT, the table is last.
-# BENCH_BUDGET_S (default 2): timed seconds per case before runs drop below
-# 100 (at least 20 are kept); lower it if the call nears its time limit.
+# Every case is timed 100 times; all of them take longer than one device
+# call may run, so BENCH_SEQ=128 or BENCH_SEQ=384 runs the cases of one
+# sequence length (one call each; dist/bench/gpu/report.js --dir A --dir B
+# joins the two). Without it, every case.
 set -uo pipefail
 out="${OUT:-$PWD/bench-out}"
 mkdir -p "$out"
@@ -31,17 +33,17 @@ step() {
 # The model (about 220 MB) stays off $OUT, which comes back to the caller.
 work=/tmp/fusedrt-gpu-bench
 mkdir -p "$work"
-budget=${BENCH_BUDGET_S:-2}
+seq_option=${BENCH_SEQ:+--seq $BENCH_SEQ}
 nvcc=$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")
 
 step environment sh -c 'node --version; "$0" --version | tail -1; nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"' "$nvcc"
 step attention-test sh -c "$nvcc -std=c++17 -O3 -arch=native -I native -o $work/attention_test cuda/tests/attention_test.cu cuda/attention.cu && $work/attention_test"
 rm -rf build  # a fresh build tree: the carried checkout must not reuse a CPU-only cache
 step build node scripts/build-native.js
-step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" --budget-s "$budget"
+step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" $seq_option
 if [ -f "$out/inputs.json" ] && [ -f build/Release/fusedrt.node ]; then
   step fusedrt node --expose-gc dist/bench/gpu/fusedrt-bench.js --model-dir "$work/bert-base" --inputs "$out/inputs.json" \
-    --out "$out" --reference-dir "$work" --plan-dir "$work" --budget-s "$budget"
+    --out "$out" --reference-dir "$work" --plan-dir "$work" $seq_option
 fi
 node dist/bench/gpu/report.js --dir "$out" > "$out/report.txt" 2>&1 || echo "report failed (see $out/report.txt)" >> "$summary"
 echo

@@ -130,11 +130,23 @@ class BackendContext {
   // 1 <= k <= 64, k <= cols.
   virtual void softmax_topk(const void* logits, DType dtype, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                             float* top_scores) = 0;
+  // Where one of a run's full outputs lands instead of its staging region:
+  // enqueue copies it into `staged`, as always (so a recording stays valid
+  // for every run of its key), and for this run the copy goes to `landed`,
+  // page-locked memory (OutputBuffer, pinned) at least as large. The
+  // context sets `done` when it did so; otherwise the output is in staging.
+  // Only contexts of a backend whose lands_outputs() is true are given any.
+  struct OutputLanding {
+    const void* staged;
+    void* landed;
+    bool done;
+  };
   // Issues a run's queued work by calling enqueue, which makes only the
   // calls above, with pointers and sizes that depend on nothing but `key`.
   // So a context may record the calls once per key and replay them (CUDA
   // graphs) instead of calling enqueue again.
-  virtual void execute(const std::string& key, const std::function<void()>& enqueue) = 0;
+  virtual void execute(const std::string& key, const std::function<void()>& enqueue,
+                       std::vector<OutputLanding>& landings) = 0;
   // Whether this context records the work of a key and replays it later;
   // then replays(key) says when it would for that key: issuing the run then
   // takes microseconds, so it may be done on a thread that must not block
@@ -170,6 +182,10 @@ class Backend {
   // Whether work of different contexts runs at the same time on the device
   // (CUDA streams) or one after another (the CPU's one thread pool).
   virtual bool contexts_overlap() const = 0;
+  // Whether its contexts land full outputs in page-locked result buffers
+  // (BackendContext::OutputLanding): a GPU, whose copy engine then writes
+  // them where JS reads them. The CPU's outputs are host memory already.
+  virtual bool lands_outputs() const { return false; }
   // The GPU, when there is one.
   virtual std::optional<DeviceInfo> device_info() const { return std::nullopt; }
   // Called once at load, before anything is allocated: chooses the storage

@@ -199,7 +199,7 @@ class CpuBackend::Context : public BackendContext {
     cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, backend_.pool_);
   }
   // The kernels run as they are called: nothing to record or wait for.
-  void execute(const std::string&, const std::function<void()>& enqueue) override {
+  void execute(const std::string&, const std::function<void()>& enqueue, std::vector<OutputLanding>&) override {
     std::lock_guard<std::mutex> lock(backend_.compute_mutex_);
     enqueue();
   }

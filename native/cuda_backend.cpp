@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -36,6 +37,7 @@
 #include "cuda_device.h"
 #include "cuda_gemm.h"
 #include "errors.h"
+#include "output_buffer.h"
 
 namespace fusedrt {
 
@@ -52,6 +54,27 @@ int64_t next_power_of_two(int64_t n) {
   int64_t p = 1;
   while (p < n) p *= 2;
   return p;
+}
+
+// Page-locked result buffers (OutputBuffer::register_pinned_allocator),
+// portable, so every device's copies may land in them. Allocated with the
+// first CUDA engine's device current, so that a thread that has not used
+// CUDA yet does not start a context on device 0 for it.
+int g_pinned_device = 0;
+void* allocate_pinned(size_t bytes) {
+  int current = 0;
+  void* p = nullptr;
+  const bool got = cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(g_pinned_device) == cudaSuccess &&
+                   cudaHostAlloc(&p, bytes, cudaHostAllocPortable) == cudaSuccess;
+  if (!got) {
+    p = nullptr;
+    cudaGetLastError();  // a refusal is answered by an ordinary buffer, not an error
+  }
+  cudaSetDevice(current);
+  return p;
+}
+void free_pinned(void* p) {
+  if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();  // at process teardown CUDA may be gone already
 }
 
 template <class T>
@@ -193,6 +216,11 @@ class CudaBackend::Context : public BackendContext {
   }
 
   void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
+    if (OutputLanding* landing = landing_for(host_dst)) {
+      check(cudaMemcpyAsync(landing->landed, device_src, bytes, cudaMemcpyDeviceToHost, stream_), "copy of an output");
+      landing->done = true;
+      return;
+    }
     const gpu::CopyRange range{host_dst, device_src, bytes};
     if (gpu::copy_ranges_supports(&range, 1)) {
       check(gpu::copy_ranges(&range, 1, stream_), "the output copy kernel");
@@ -224,7 +252,8 @@ class CudaBackend::Context : public BackendContext {
     }
   }
 
-  void execute(const std::string& key, const std::function<void()>& enqueue) override;
+  void execute(const std::string& key, const std::function<void()>& enqueue,
+               std::vector<OutputLanding>& landings) override;
   bool records() const override { return graphs_enabled_; }
   bool replays(const std::string& key) const override { return graphs_enabled_ && graphs_.count(key) > 0; }
 
@@ -247,10 +276,83 @@ class CudaBackend::Context : public BackendContext {
   }
 
  private:
+  // A recorded copy of an output into staging, which a replay points at
+  // the run's landing instead (cudaGraphExecMemcpyNodeSetParams1D).
+  struct OutputCopy {
+    cudaGraphNode_t node;
+    void* staged;
+    const void* source;
+    size_t bytes;
+    void* current;  // where the instantiated graph copies it now
+  };
   struct Graph {
     cudaGraphExec_t exec = nullptr;
+    cudaGraph_t graph = nullptr;  // kept: its nodes name the copies to re-point
+    std::vector<OutputCopy> output_copies;
     uint64_t last_use = 0;
   };
+  static void destroy(Graph& g) {
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+    if (g.graph != nullptr) cudaGraphDestroy(g.graph);
+  }
+
+  // The landing of the output staged at host_dst in the run being issued
+  // eagerly, if any (none while recording: a graph copies into staging).
+  OutputLanding* landing_for(const void* host_dst) {
+    if (landings_ == nullptr) return nullptr;
+    for (OutputLanding& l : *landings_) {
+      if (l.staged == host_dst) return &l;
+    }
+    return nullptr;
+  }
+
+  // Every device-to-host copy node of a recorded graph.
+  static std::vector<OutputCopy> output_copies_of(cudaGraph_t graph) {
+    size_t count = 0;
+    check(cudaGraphGetNodes(graph, nullptr, &count), "cudaGraphGetNodes");
+    std::vector<cudaGraphNode_t> nodes(count);
+    check(cudaGraphGetNodes(graph, nodes.data(), &count), "cudaGraphGetNodes");
+    std::vector<OutputCopy> copies;
+    for (cudaGraphNode_t node : nodes) {
+      cudaGraphNodeType type{};
+      check(cudaGraphNodeGetType(node, &type), "cudaGraphNodeGetType");
+      if (type != cudaGraphNodeTypeMemcpy) continue;
+      cudaMemcpy3DParms params{};
+      check(cudaGraphMemcpyNodeGetParams(node, &params), "cudaGraphMemcpyNodeGetParams");
+      if (params.kind != cudaMemcpyDeviceToHost) continue;
+      copies.push_back({node, params.dstPtr.ptr, params.srcPtr.ptr, params.extent.width, params.dstPtr.ptr});
+    }
+    return copies;
+  }
+
+  // Points each recorded output copy of g at this run's landing, or back at
+  // staging; a landing the driver refuses stays undone (its output is read
+  // from staging).
+  void aim_output_copies(Graph& g, std::vector<OutputLanding>& landings) {
+    for (OutputCopy& copy : g.output_copies) {
+      OutputLanding* landing = nullptr;
+      for (OutputLanding& l : landings) {
+        if (l.staged == copy.staged) landing = &l;
+      }
+      if (landing != nullptr && landing->landed != copy.current) {
+        if (cudaGraphExecMemcpyNodeSetParams1D(g.exec, copy.node, landing->landed, copy.source, copy.bytes,
+                                               cudaMemcpyDeviceToHost) == cudaSuccess) {
+          copy.current = landing->landed;
+        } else {
+          cudaGetLastError();
+          landing = nullptr;
+        }
+      }
+      if (landing != nullptr) {
+        landing->done = true;
+      } else if (copy.current != copy.staged) {
+        check(cudaGraphExecMemcpyNodeSetParams1D(g.exec, copy.node, copy.staged, copy.source, copy.bytes,
+                                                 cudaMemcpyDeviceToHost),
+              "re-pointing an output copy at staging");
+        copy.current = copy.staged;
+      }
+    }
+  }
 
   void allocate_topk(const TopKSizes& topk) {
     const size_t counter_bytes = static_cast<size_t>(topk.rows) * sizeof(uint32_t);
@@ -279,7 +381,7 @@ class CudaBackend::Context : public BackendContext {
   }
 
   void release_resources() {
-    for (auto& [key, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
+    for (auto& [key, graph] : graphs_) destroy(graph);
     graphs_.clear();
     gemms_.reset();
     if (partials_) cudaFree(partials_);
@@ -436,30 +538,32 @@ class CudaBackend::Context : public BackendContext {
   // cache, so nothing unsafe happens while capturing.
   void capture(const std::string& key, const std::function<void()>& enqueue) {
     check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    cudaGraph_t graph = nullptr;
+    Graph g;
+    std::vector<OutputLanding>* const landings = std::exchange(landings_, nullptr);  // record copies into staging
     try {
       enqueue();
     } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);
-      if (graph != nullptr) cudaGraphDestroy(graph);
+      landings_ = landings;
+      cudaStreamEndCapture(stream_, &g.graph);
+      if (g.graph != nullptr) cudaGraphDestroy(g.graph);
       cudaGetLastError();
       throw;
     }
-    check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    check(instantiated, "cudaGraphInstantiate");
-    if (graphs_.size() >= kMaxGraphs) {
-      auto oldest = std::min_element(graphs_.begin(), graphs_.end(),
-                                     [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
-      cudaGraphExecDestroy(oldest->second.exec);
-      graphs_.erase(oldest);
-    }
+    landings_ = landings;
+    check(cudaStreamEndCapture(stream_, &g.graph), "cudaStreamEndCapture");
     try {
-      graphs_.emplace(key, Graph{exec, ++graph_clock_});
+      check(cudaGraphInstantiate(&g.exec, g.graph, 0), "cudaGraphInstantiate");
+      g.output_copies = output_copies_of(g.graph);
+      if (graphs_.size() >= kMaxGraphs) {
+        auto oldest = std::min_element(graphs_.begin(), graphs_.end(),
+                                       [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
+        destroy(oldest->second);
+        graphs_.erase(oldest);
+      }
+      g.last_use = ++graph_clock_;
+      graphs_.emplace(key, g);
     } catch (...) {
-      cudaGraphExecDestroy(exec);  // a failed insert must not leak the instantiated graph
+      destroy(g);  // a failed instantiation or insert must not leak the graph
       throw;
     }
   }
@@ -488,13 +592,21 @@ class CudaBackend::Context : public BackendContext {
   void* topk_scratch_ = nullptr;
   size_t topk_bytes_ = 0;  // both, as counted in g_native_memory_bytes
   std::unordered_map<std::string, Graph> graphs_;
+  // The landings of the run execute() is issuing; nullptr outside it.
+  std::vector<OutputLanding>* landings_ = nullptr;
   uint64_t graph_clock_ = 0;
   // With graphs off: keys run so far (execute()); emptied at kMaxGraphs.
   std::unordered_set<std::string> seen_keys_;
 };
 
-void CudaBackend::Context::execute(const std::string& key, const std::function<void()>& enqueue) {
+void CudaBackend::Context::execute(const std::string& key, const std::function<void()>& enqueue,
+                                   std::vector<OutputLanding>& landings) {
   device_.select();
+  landings_ = &landings;
+  struct Reset {
+    std::vector<OutputLanding>*& landings;
+    ~Reset() { landings = nullptr; }
+  } reset{landings_};
   // The events are recorded outside any capture, so a replay is timed too.
   const auto timed = [&](const auto& work) {
     check(cudaEventRecord(work_start_, stream_), "cudaEventRecord");
@@ -505,6 +617,7 @@ void CudaBackend::Context::execute(const std::string& key, const std::function<v
     auto found = graphs_.find(key);
     if (found != graphs_.end()) {
       found->second.last_use = ++graph_clock_;
+      aim_output_copies(found->second, landings);
       timed([&] { check(cudaGraphLaunch(found->second.exec, stream_), "cudaGraphLaunch"); });
       return;
     }
@@ -539,6 +652,11 @@ int cuda_device_count() {
 CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique<State>()) {
   state_->device = CudaDevice::acquire(device);
   state_->graphs_enabled = cuda_graphs;
+  static std::once_flag pinned_registered;
+  std::call_once(pinned_registered, [device] {
+    g_pinned_device = device;
+    OutputBuffer::register_pinned_allocator({allocate_pinned, free_pinned});
+  });
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   state_->device->select();
   check(cudaStreamCreateWithFlags(&state_->load_stream, cudaStreamNonBlocking), "cudaStreamCreate");

@@ -26,6 +26,9 @@ class CudaBackend : public Backend {
   int threads() const override { return 1; }  // host threads driving the device
   bool supports(OpType type) const override;
   bool contexts_overlap() const override { return true; }  // one stream each
+  // Into page-locked result buffers; a replayed graph's copies are re-pointed
+  // at them (docs/runtime.md, "Outputs land in their result").
+  bool lands_outputs() const override { return true; }
   std::optional<DeviceInfo> device_info() const override;
   // fp16 plans: fp16 activations, GEMM weights and biases, embedding tables;
   // fp32 LayerNorm parameters, and fp32 logits with their GEMM's bias

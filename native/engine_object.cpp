@@ -28,9 +28,10 @@ constexpr int kMaxThreads = 1024;
 // stages the next batch and reads the last one out (docs/runtime.md).
 constexpr int kDefaultCpuContexts = 1;
 constexpr int kDefaultCudaContexts = 2;
-// Spin wait reads a run's outputs out on the JS thread: up to 1 MB (about
-// 0.1 ms; every top-k result, and full logits of a few rows). Larger ones go
-// to a worker, which keeps the event loop free of long copies.
+// Spin wait reads a run's outputs out on the JS thread: up to 1 MB of copies
+// (about 0.1 ms; every top-k result, and full logits of a few rows; outputs
+// that landed in their results cost none). Larger ones go to a worker, which
+// keeps the event loop free of long copies.
 constexpr size_t kSpinMaxOutputBytes = 1u << 20;
 
 std::unique_ptr<Backend> make_backend(int cuda_device, int threads, bool cuda_graphs) {

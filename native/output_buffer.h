@@ -11,6 +11,14 @@
 // The pool keeps at most kMaxPooledBytes of free buffers; the rest is freed.
 // Thread-safe: buffers are filled on the thread that finishes a run and
 // released on the JS thread, by the array's finalizer.
+//
+// A buffer may also be page-locked (Memory::kPinned), from an allocator a
+// GPU backend registers: its copy engine then writes the run's output
+// straight into the buffer the result hands to JS, and no host copy is left
+// (docs/runtime.md, "Outputs land in their result"). Pinned buffers have a
+// pool of their own and a cap on what is page-locked at once
+// (kMaxPinnedBytes, in use and free); past it, or without an allocator, a
+// buffer asked for as pinned is an ordinary one (pinned() says which).
 #pragma once
 
 #include <cstddef>
@@ -22,11 +30,22 @@ class OutputBuffer {
   // Buffers of this size and above are pooled, in power-of-two classes.
   static constexpr size_t kPooledBytes = size_t{256} << 10;
   static constexpr size_t kMaxPooledBytes = size_t{256} << 20;
+  static constexpr size_t kMaxPinnedBytes = size_t{1} << 30;
+
+  enum class Memory { kPageable, kPinned };
+  // How page-locked memory is had and given back (cudaHostAlloc,
+  // cudaFreeHost); allocate returns nullptr when it cannot. Registered once
+  // per process; later calls are ignored.
+  struct PinnedAllocator {
+    void* (*allocate)(size_t bytes);
+    void (*free)(void* p);
+  };
+  static void register_pinned_allocator(PinnedAllocator allocator);
 
   OutputBuffer() = default;
-  // `count` floats, not initialised. Throws FusedError E_OOM when the memory
-  // cannot be had.
-  explicit OutputBuffer(size_t count);
+  // `count` floats, not initialised. Pinned only from kPooledBytes on.
+  // Throws FusedError E_OOM when the memory cannot be had.
+  explicit OutputBuffer(size_t count, Memory memory = Memory::kPageable);
   OutputBuffer(OutputBuffer&& other) noexcept;
   OutputBuffer& operator=(OutputBuffer&& other) noexcept;
   OutputBuffer(const OutputBuffer&) = delete;
@@ -37,6 +56,9 @@ class OutputBuffer {
   const float* data() const { return data_; }
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  bool pinned() const { return pinned_; }
+  // Keeps the first `count` floats (at most size()) as the buffer's content.
+  void shrink(size_t count);
 
  private:
   void release();
@@ -44,6 +66,7 @@ class OutputBuffer {
   float* data_ = nullptr;
   size_t size_ = 0;
   size_t capacity_bytes_ = 0;  // of the allocation; a pool class when pooled
+  bool pinned_ = false;
 };
 
 }  // namespace fusedrt

@@ -42,6 +42,7 @@ Napi::Object timing_object(Napi::Env env, const RunTiming& t, const HostPhases& 
   };
   for (const auto& [name, value] : values) timing.Set(name, Napi::Number::New(env, value));
   // Issued on the JS thread: queueUs then overlaps deviceWaitUs.
+  timing.Set("landedOutputs", Napi::Number::New(env, t.landed_outputs));
   timing.Set("issuedOnJsThread", Napi::Boolean::New(env, phases.issued_on_js_thread));
   timing.Set("spinWait", Napi::Boolean::New(env, phases.polled));
   return timing;

@@ -493,9 +493,29 @@ std::string Runtime::launch_key(const BatchShape& launch, const std::vector<bool
 }
 
 void Runtime::issue(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
-                    RunTiming& timing) const {
+                    Destinations& destinations, RunTiming& timing) const {
   Clock::time_point lap = Clock::now();
   stage_inputs(context, request, launch);
+  // Large full outputs get their result buffer now, page-locked where the
+  // backend lands them there (its copy then writes the launch's rows, of
+  // which the result keeps the real ones).
+  const size_t requested = request.outputs.size();
+  destinations.buffers.resize(requested);
+  destinations.landing.assign(requested, -1);
+  for (size_t i = 0; i < requested; ++i) {
+    const size_t index = prepared.output_index[i];
+    if (top_k_applies(index, request.top_k)) continue;
+    const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
+    const auto count = static_cast<size_t>(rows_of(b.rows, launch) * b.cols);
+    if (count * sizeof(float) < OutputBuffer::kPooledBytes) continue;
+    const bool land = backend_->lands_outputs();
+    destinations.buffers[i] = OutputBuffer(count, land ? OutputBuffer::Memory::kPinned : OutputBuffer::Memory::kPageable);
+    if (land && destinations.buffers[i].pinned()) {
+      destinations.landing[i] = static_cast<int>(destinations.landings.size());
+      destinations.landings.push_back({context.staging.data() + output_staging_offsets_[index],
+                                       destinations.buffers[i].data(), false});
+    }
+  }
   BatchView batch;
   batch.shape = launch;
   const uint8_t* device_inputs = context.workspace.data() + inputs_offset_;
@@ -505,12 +525,14 @@ void Runtime::issue(Context& context, const RunRequest& request, const Prepared&
   batch.selected_rows = reinterpret_cast<const int32_t*>(device_inputs + selected_offset_);
   const std::string key = launch_key(launch, prepared.requested, request.top_k);
   timing.stage_us = lap_us(lap);
-  context.backend->execute(key, [&] { enqueue_run(context, batch, prepared.requested, prepared.needed, request.top_k); });
+  context.backend->execute(
+      key, [&] { enqueue_run(context, batch, prepared.requested, prepared.needed, request.top_k); },
+      destinations.landings);
   timing.launch_us = lap_us(lap);
 }
 
 void Runtime::collect(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
-                      RunResult& result) const {
+                      Destinations& destinations, RunResult& result) const {
   result.gpu_ms = context.backend->last_execute_ms();
   for (size_t i = 0; i < request.outputs.size(); ++i) {
     const size_t index = prepared.output_index[i];
@@ -528,9 +550,16 @@ void Runtime::collect(Context& context, const RunRequest& request, const Prepare
       out.top_ids.assign(ids, ids + out.rows * out.k);
       out.top_scores.assign(scores, scores + out.rows * out.k);
     } else {
-      const auto* staged = reinterpret_cast<const float*>(context.staging.data() + output_staging_offsets_[index]);
-      out.data = OutputBuffer(static_cast<size_t>(out.rows * out.cols));
-      std::memcpy(out.data.data(), staged, out.data.size() * sizeof(float));
+      const auto count = static_cast<size_t>(out.rows * out.cols);
+      const int landing = destinations.landing[i];
+      out.data = destinations.buffers[i].empty() ? OutputBuffer(count) : std::move(destinations.buffers[i]);
+      out.data.shrink(count);
+      if (landing >= 0 && destinations.landings[static_cast<size_t>(landing)].done) {
+        ++result.timing.landed_outputs;
+      } else {
+        const auto* staged = reinterpret_cast<const float*>(context.staging.data() + output_staging_offsets_[index]);
+        std::memcpy(out.data.data(), staged, count * sizeof(float));
+      }
     }
     result.outputs.push_back(std::move(out));
   }
@@ -546,11 +575,22 @@ RunResult Runtime::run(const RunRequest& request) {
   Context& context = **lease;
   timing.context_wait_us = lap_us(lap);
   const BatchShape launch = backend_->launch_shape(prepared.real, limits_);
-  issue(context, request, prepared, launch, timing);
-  lap = Clock::now();
-  context.backend->synchronize();
+  Destinations destinations;
+  try {
+    issue(context, request, prepared, launch, destinations, timing);
+    lap = Clock::now();
+    context.backend->synchronize();
+  } catch (...) {
+    // Work already queued may still write the destinations: wait for it
+    // before they are released (a failed run reports the first error).
+    try {
+      context.backend->synchronize();
+    } catch (...) {
+    }
+    throw;
+  }
   timing.device_wait_us = lap_us(lap);
-  collect(context, request, prepared, launch, result);
+  collect(context, request, prepared, launch, destinations, result);
   timing.collect_us = lap_us(lap);
   return result;
 }
@@ -565,13 +605,18 @@ std::unique_ptr<Runtime::InFlight> Runtime::try_issue(const RunRequest& request)
   const BatchShape launch = backend_->launch_shape(prepared.real, limits_);
   if (!context.backend->replays(launch_key(launch, prepared.requested, request.top_k))) return nullptr;
   std::unique_ptr<InFlight> run(new InFlight());
+  // Held by the run from here: if issuing fails, its destructor waits for
+  // what was queued before the destinations go.
+  run->lease = std::move(lease);
   run->result.timing.context_wait_us = context_wait_us;
   run->result.timing.validate_us = lap_us(lap);
-  issue(context, request, prepared, launch, run->result.timing);
+  issue(context, request, prepared, launch, run->destinations, run->result.timing);
   run->issued = Clock::now();
   run->request.outputs = request.outputs;  // all that finish() reads of it
   run->request.top_k = request.top_k;
   for (size_t i = 0; i < request.outputs.size(); ++i) {
+    const int landing = run->destinations.landing[i];
+    if (landing >= 0 && run->destinations.landings[static_cast<size_t>(landing)].done) continue;
     const size_t index = prepared.output_index[i];
     const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
     const int64_t rows = rows_of(b.rows, prepared.real);
@@ -580,7 +625,6 @@ std::unique_ptr<Runtime::InFlight> Runtime::try_issue(const RunRequest& request)
   }
   run->prepared = std::move(prepared);
   run->launch = launch;
-  run->lease = std::move(lease);
   return run;
 }
 
@@ -592,7 +636,7 @@ RunResult Runtime::finish(InFlight& run) {
   context.backend->synchronize();
   Clock::time_point lap = Clock::now();
   timing.device_wait_us = std::chrono::duration<double, std::micro>(lap - run.issued).count();
-  collect(context, run.request, run.prepared, run.launch, run.result);
+  collect(context, run.request, run.prepared, run.launch, run.destinations, run.result);
   timing.collect_us = lap_us(lap);
   run.lease.reset();
   return std::move(run.result);

@@ -75,6 +75,7 @@ struct RunTiming {
   double launch_us = 0;        // issuing the device work (a graph launch when replayed)
   double device_wait_us = 0;   // from issued to finished on the device
   double collect_us = 0;       // outputs out of staging
+  int landed_outputs = 0;      // full outputs the device wrote into their result, with no copy left to do
 };
 
 struct RunResult {
@@ -183,14 +184,25 @@ class Runtime {
     std::vector<bool> needed;          // per plan op
   };
   Prepared prepare(const RunRequest& request) const;
+  // The result buffers of a run's full outputs of at least
+  // OutputBuffer::kPooledBytes, made before the run is issued: where the
+  // backend lands them (BackendContext::OutputLanding), or else where
+  // collect() copies them. Must outlive the run's device work.
+  struct Destinations {
+    std::vector<OutputBuffer> buffers;  // per requested output; empty: made at collect()
+    std::vector<int> landing;           // per requested output: its index in landings, or -1
+    std::vector<BackendContext::OutputLanding> landings;
+  };
   // The key under which a context may record a run's work (BackendContext::execute).
   static std::string launch_key(const BatchShape& launch, const std::vector<bool>& requested, int top_k);
-  // Stages the inputs and issues the work on the leased context.
+  // Stages the inputs, makes the destinations and issues the work on the
+  // leased context.
   void issue(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
-             RunTiming& timing) const;
-  // Reads the outputs out of the context's staging, after synchronize().
+             Destinations& destinations, RunTiming& timing) const;
+  // Reads the outputs out of the context's staging (or takes the landed
+  // ones), after synchronize().
   void collect(Context& context, const RunRequest& request, const Prepared& prepared, const BatchShape& launch,
-               RunResult& result) const;
+               Destinations& destinations, RunResult& result) const;
 
   Runtime(Plan plan, std::unique_ptr<Backend> backend, const RuntimeOptions& options);
   void load_weights(PlanSource& source);
@@ -241,7 +253,8 @@ class Runtime::InFlight {
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
 
-  // What finish() copies out of staging for the outputs, in bytes.
+  // What finish() copies out of staging for the outputs, in bytes (landed
+  // outputs cost none).
   size_t output_bytes() const { return output_bytes_; }
 
  private:
@@ -251,6 +264,7 @@ class Runtime::InFlight {
   Prepared prepared;
   BatchShape launch;
   RunResult result;  // its timing so far
+  Destinations destinations;  // declared before the lease: released after the destructor's wait
   std::unique_ptr<Lease> lease;
   std::chrono::steady_clock::time_point issued;
   size_t output_bytes_ = 0;

@@ -121,6 +121,7 @@ describe('native engine', function () {
     assert.strictEqual(timing.issuedOnJsThread, false);
     assert.strictEqual(timing.spinWait, false, 'the CPU backend always finishes on a worker');
     assert.ok(timing.jsThreadUs > 0 && timing.jsThreadUs < wallUs, `JS thread ${timing.jsThreadUs} us of ${wallUs}`);
+    assert.strictEqual(timing.landedOutputs, 0, 'only a GPU lands outputs in their results');
   });
 
   it('treats missing token type ids as zeros and returns only the outputs asked for', async () => {

@@ -45,6 +45,12 @@ export interface RunTiming {
   deviceWaitUs: number;
   collectUs: number;
   deliverUs: number;
+  /**
+   * Full outputs that a GPU's copy engine wrote straight into the result's
+   * own page-locked memory, leaving the host nothing to copy (docs/runtime.md,
+   * "Outputs land in their result").
+   */
+  landedOutputs: number;
 }
 
 /** The host timing of the native run a result came from; undefined for results cut from or joined of several runs. */

@@ -16,6 +16,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
+import { runTiming } from '../../src/engine/run-result';
 import { writeRandomBertModel } from '../../src/tools/random-model';
 import { addon, NativeEngine, NativeLoadOptions, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
 
@@ -266,6 +267,40 @@ describe('CUDA backend (GPU machine)', function () {
         if (half) assert.ok(worstCosine >= HALF_RANDOM_MIN_COSINE, `${precision}: least row cosine ${worstCosine}`);
       } finally {
         await Promise.all([on.dispose(), off.dispose(), cpu.dispose()]);
+      }
+    });
+  }
+
+  for (const precision of ['fp32', 'fp16'] as const) {
+    it(`full outputs land in their results (${precision}): results held by JS stay intact while later runs of the shape replay`, async () => {
+      // hidden is 128 wide: 1000 tokens are 500 KB of output, above
+      // OutputBuffer::kPooledBytes, so each run's copy engine writes its own
+      // page-locked result; every batch is in the 1024-token bucket, so all
+      // runs after the first replay one graph whose copy is re-pointed.
+      const plan = await randomPlan(work, 'graphs-128-2-gelu', { hidden: 128, heads: 2, act: 'gelu' }, precision);
+      const limits = { maxTokens: 1024, maxSequences: 16, maxSelectedRows: 64 };
+      const on = await addon.loadEngine(plan, loadOptions('cuda', limits));
+      const off = await addon.loadEngine(plan, loadOptions('cuda', { ...limits, cudaGraphs: false }));
+      try {
+        const batches = [[500, 500], [400, 600], [300, 300, 400], [333, 333, 334], [600, 390, 20]].map(
+          (lengths, i) => randomBatch(lengths, 500, ['hidden', 'logits'], 40 + i, 8));
+        const held = [];
+        for (const batch of batches) held.push(await on.run(batch));
+        held.push(await on.run(batches[0]));
+        for (const [i, result] of held.entries()) {
+          // hidden lands; logits (8 rows x 500) are below the pooled size and come through staging.
+          assert.equal(runTiming(result)?.landedOutputs, 1, `${precision}: run ${i} did not land its hidden states`);
+        }
+        for (const [i, batch] of batches.entries()) {
+          const eager = await off.run(batch);
+          const d = compareOutputs(`landed run ${i}`, held[i], eager);
+          assert.equal(d.maxAbs, 0, `${precision}: run ${i}, held while later runs replayed, differs from graphs off by ${d.maxAbs}`);
+        }
+        assert.equal(compareOutputs('landed again', held[batches.length], held[0]).maxAbs, 0, 'a replay of the first batch differs');
+        assert.ok(compareOutputs('landed 0 vs 1', held[1], held[0]).maxAbs > 0, 'two different batches gave one result');
+        record(`landed outputs ${precision}: held results = graphs off`, 'cuda', 0, 0);
+      } finally {
+        await Promise.all([on.dispose(), off.dispose()]);
       }
     });
   }

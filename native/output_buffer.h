@@ -8,7 +8,8 @@
 // ms, into memory used before 0.37-0.38 ms (bench/RESULTS.md). So buffers of
 // at least kPooledBytes go back to a process-wide pool when released, and
 // the next output of the same size class reuses one, its pages already in.
-// The pool keeps at most kMaxPooledBytes of free buffers; the rest is freed.
+// The pool keeps at most kMaxPooledBytes of free buffers of each kind
+// (below); the rest is freed.
 // Thread-safe: buffers are filled on the thread that finishes a run and
 // released on the JS thread, by the array's finalizer.
 //

@@ -15,8 +15,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
-import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { runTiming } from '../../src/engine/run-result';
+import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
 import { addon, NativeEngine, NativeLoadOptions, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
 

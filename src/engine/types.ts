@@ -42,7 +42,8 @@ export interface EngineOptions {
    * by a libuv worker waiting for it: about 30-90 µs sooner per run (H100),
    * for one busy CPU core while runs are in flight. The event loop keeps
    * turning; docs/runtime.md, "Spin wait", has its measured stalls. Runs
-   * with more than 1 MB of outputs always use a worker. Default: true.
+   * with more than 1 MB of outputs to copy always use a worker (outputs the
+   * GPU wrote into their results copy nothing). Default: true.
    */
   spinWait?: boolean;
   /**

@@ -2,17 +2,8 @@
 // every op against a double-precision reference. The binary is built next to
 // the addon by the top-level CMake build (npm install / npm run build:native).
 import { strict as assert } from 'assert';
-import { spawnSync } from 'child_process';
-import { existsSync } from 'fs';
-import * as path from 'path';
+import { runNativeTestBinary } from './support/native-test-binary';
 
-const repoRoot = path.resolve(__dirname, '..', '..');
-const binary = path.join(
-  repoRoot,
-  'build',
-  'Release',
-  process.platform === 'win32' ? 'fusedrt_cpu_ops_test.exe' : 'fusedrt_cpu_ops_test',
-);
 const ops = [
   'thread_pool',
   'gemm',
@@ -27,12 +18,7 @@ describe('CPU ops (native test binary)', function () {
   this.timeout(300_000);
 
   it('passes every case and covers every op', function () {
-    assert.ok(existsSync(binary), `${binary} is missing: build it with npm run build:native`);
-    const run = spawnSync(binary, [], { encoding: 'utf8', timeout: 240_000 });
-    const output = `${run.stdout ?? ''}${run.stderr ?? ''}`;
-    assert.equal(run.error, undefined, `could not run ${binary}: ${String(run.error)}\n${output}`);
-    assert.equal(run.status, 0, `cpu op test failed (exit ${run.status}, signal ${run.signal}):\n${output}`);
-
+    const output = runNativeTestBinary('fusedrt_cpu_ops_test', 240_000);
     const lines = output.split('\n');
     assert.deepEqual(lines.filter((line) => line.startsWith('FAIL ')), [], output);
     for (const op of ops) {

@@ -3,12 +3,8 @@
 // ordinary memory where they cannot be had. Built next to the addon by the
 // top-level CMake build (npm install / npm run build:native).
 import { strict as assert } from 'assert';
-import { spawnSync } from 'child_process';
-import { existsSync } from 'fs';
-import * as path from 'path';
+import { runNativeTestBinary } from './support/native-test-binary';
 
-const binary = path.join(path.resolve(__dirname, '..', '..'), 'build', 'Release',
-  process.platform === 'win32' ? 'fusedrt_output_buffer_test.exe' : 'fusedrt_output_buffer_test');
 const cases = ['pinned_without_allocator', 'pinned_from_allocator_and_recycled', 'pageable_stays_pageable',
   'refusal_falls_back', 'cap_on_page_locked_bytes', 'shrink_keeps_the_prefix', 'absurd_size_is_e_oom'];
 
@@ -16,11 +12,7 @@ describe('result buffers (native test binary)', function () {
   this.timeout(60_000);
 
   it('recycles page-locked buffers within their cap and falls back to ordinary memory', function () {
-    assert.ok(existsSync(binary), `${binary} is missing: build it with npm run build:native`);
-    const run = spawnSync(binary, [], { encoding: 'utf8', timeout: 50_000 });
-    const output = `${run.stdout ?? ''}${run.stderr ?? ''}`;
-    assert.equal(run.error, undefined, `could not run ${binary}: ${String(run.error)}\n${output}`);
-    assert.equal(run.status, 0, `output buffer test failed (exit ${run.status}, signal ${run.signal}):\n${output}`);
+    const output = runNativeTestBinary('fusedrt_output_buffer_test', 50_000);
     const lines = output.split('\n');
     for (const name of cases) assert.ok(lines.includes(`PASS ${name}`), `no pass for ${name}:\n${output}`);
     assert.match(output, new RegExp(`^OK: ${cases.length} cases, 0 failed$`, 'm'));

@@ -8,8 +8,8 @@
 // ms, into memory used before 0.37-0.38 ms (bench/RESULTS.md). So buffers of
 // at least kPooledBytes go back to a process-wide pool when released, and
 // the next output of the same size class reuses one, its pages already in.
-// The pool keeps at most kMaxPooledBytes of free buffers of each kind
-// (below); the rest is freed.
+// The pool keeps at most kMaxPooledBytes of free ordinary buffers; the rest
+// is freed.
 // Thread-safe: buffers are filled on the thread that finishes a run and
 // released on the JS thread, by the array's finalizer.
 //
@@ -20,6 +20,12 @@
 // pool of their own and a cap on what is page-locked at once
 // (kMaxPinnedBytes, in use and free); past it, or without an allocator, a
 // buffer asked for as pinned is an ordinary one (pinned() says which).
+// Allocating and giving back page-locked memory take milliseconds each
+// (on an H100 host, runs that had 16 MB page-locked and gave as much back
+// held the JS thread 6-9 ms) and hold up the device's other work,
+// so a pinned buffer, once had, is never given back but kept free for the
+// next result, and a helper thread allocates spares ahead: when a buffer
+// of a class is taken, up to two more of it (none above 64 MB).
 #pragma once
 
 #include <cstddef>
@@ -36,12 +42,16 @@ class OutputBuffer {
   enum class Memory { kPageable, kPinned };
   // How page-locked memory is had and given back (cudaHostAlloc,
   // cudaFreeHost); allocate returns nullptr when it cannot. Registered once
-  // per process; later calls are ignored.
+  // per process; later calls are ignored. Both may be called on the pool's
+  // helper thread.
   struct PinnedAllocator {
     void* (*allocate)(size_t bytes);
     void (*free)(void* p);
   };
   static void register_pinned_allocator(PinnedAllocator allocator);
+  // Waits until the helper thread has done what it was asked (allocations
+  // ahead, buffers to give back), so that what is page-locked is known.
+  static void settle();
 
   OutputBuffer() = default;
   // `count` floats, not initialised. Pinned only from kPooledBytes on.

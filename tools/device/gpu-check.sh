@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on the GPU machine (docs/cuda.md). Run there as
-#   source .device/env.sh && bash tools/device/gpu-check.sh
+#   source .device/env.sh && bash tools/device/gpu-check.sh [kernels|addon]
+# The whole check takes longer than one device call (600 s): its two parts,
+# the kernels on their own and the addon, fit one call each.
 # with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
 # tsconfig.json) carried. Builds and runs the kernel tests (cuda/tests),
 # holds every op to PyTorch (cuda/tests/torch_ops_test.py), builds the addon
@@ -10,6 +12,8 @@
 # ./gpu-check.log without $OUT). Keeps going after a failed step so one call
 # reports as much as it can; the exit status is the first failure's.
 set -uo pipefail
+part=${1:-all}
+case "$part" in kernels|addon|all) ;; *) echo "usage: $0 [kernels|addon]" >&2; exit 2 ;; esac
 log="${OUT:-.}/gpu-check.log"
 : > "$log"
 status=0
@@ -26,39 +30,43 @@ step() {
 }
 : > "$log.summary"
 step environment sh -c 'node --version; nvcc --version | tail -1; nvidia-smi; cmake --version | head -1'
-# The kernels and the CPU top-k reference once into a library for this GPU,
-# then every kernel test (cuda/tests/*_test.cu: checks against a CPU
-# reference, then timings).
-step kernel-library sh -c 'nvcc -std=c++17 -O3 -arch=native -I native -lib -o /tmp/fusedrt_kernels.a cuda/*.cu native/cpu/topk.cpp native/cpu/thread_pool.cpp'
-for test in cuda/tests/*_test.cu; do
-  name=$(basename "$test" .cu)
-  step "$name" sh -c "nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/$name $test /tmp/fusedrt_kernels.a && /tmp/$name"
-done
-# Every op and the backend's GEMM against PyTorch's own ops
-# (cuda/tests/torch_ops_test.py, through cuda/tests/ops_c_api.cu).
-step torch_ops_test sh -c 'nvcc -std=c++17 -O3 -arch=native -shared -Xcompiler -fPIC -DFUSEDRT_WITH_CUDA=1 -I native \
-  -o /tmp/libfusedrt_ops.so cuda/tests/ops_c_api.cu cuda/*.cu native/cuda_gemm.cpp -lcublasLt -lcublas &&
-  python3 cuda/tests/torch_ops_test.py /tmp/libfusedrt_ops.so'
-# A fresh build tree: the carried checkout must not reuse a CPU-only cache.
-rm -rf build
-if step build node scripts/build-native.js; then
-  # Most informative first: the device call has a time limit, and what the
-  # log holds when it is cut off still comes back.
-  step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
-  # The backend tests again with the project's small-row GEMM kernel in every
-  # fp16 GEMM it takes, whether or not tuning would choose it.
-  step gpu-tests-own-gemm env FUSEDRT_GEMM_TACTICS=fusedrt node_modules/.bin/mocha --no-config --timeout 600000 \
-    dist/test/gpu/cuda-backend.gpu.js
-  # And with every GEMM that feeds an add_layernorm split into two fp32
-  # partials (tuning splits only where that is faster, so the tests above may
-  # not take that path).
-  step gpu-tests-partials env FUSEDRT_GEMM_PARTIALS=2 node_modules/.bin/mocha --no-config --timeout 600000 \
-    dist/test/gpu/cuda-backend.gpu.js
-  step timing node dist/test/gpu/cuda-timing.js
-  # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
-  # (The Node-RED tests need dev packages the device pack leaves out.)
-  step cpu-suite node_modules/.bin/mocha --no-config --timeout 600000 dist/test/numerics.test.js \
-    dist/test/native-engine.test.js dist/test/plan-fuzz.test.js dist/test/cli-run.test.js
+if [ "$part" != addon ]; then
+  # The kernels and the CPU top-k reference once into a library for this GPU,
+  # then every kernel test (cuda/tests/*_test.cu: checks against a CPU
+  # reference, then timings).
+  step kernel-library sh -c 'nvcc -std=c++17 -O3 -arch=native -I native -lib -o /tmp/fusedrt_kernels.a cuda/*.cu native/cpu/topk.cpp native/cpu/thread_pool.cpp'
+  for test in cuda/tests/*_test.cu; do
+    name=$(basename "$test" .cu)
+    step "$name" sh -c "nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/$name $test /tmp/fusedrt_kernels.a && /tmp/$name"
+  done
+  # Every op and the backend's GEMM against PyTorch's own ops
+  # (cuda/tests/torch_ops_test.py, through cuda/tests/ops_c_api.cu).
+  step torch_ops_test sh -c 'nvcc -std=c++17 -O3 -arch=native -shared -Xcompiler -fPIC -DFUSEDRT_WITH_CUDA=1 -I native \
+    -o /tmp/libfusedrt_ops.so cuda/tests/ops_c_api.cu cuda/*.cu native/cuda_gemm.cpp -lcublasLt -lcublas &&
+    python3 cuda/tests/torch_ops_test.py /tmp/libfusedrt_ops.so'
+fi
+if [ "$part" != kernels ]; then
+  # A fresh build tree: the carried checkout must not reuse a CPU-only cache.
+  rm -rf build
+  if step build node scripts/build-native.js; then
+    # Most informative first: the device call has a time limit, and what the
+    # log holds when it is cut off still comes back.
+    step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
+    # The backend tests again with the project's small-row GEMM kernel in every
+    # fp16 GEMM it takes, whether or not tuning would choose it.
+    step gpu-tests-own-gemm env FUSEDRT_GEMM_TACTICS=fusedrt node_modules/.bin/mocha --no-config --timeout 600000 \
+      dist/test/gpu/cuda-backend.gpu.js
+    # And with every GEMM that feeds an add_layernorm split into two fp32
+    # partials (tuning splits only where that is faster, so the tests above may
+    # not take that path).
+    step gpu-tests-partials env FUSEDRT_GEMM_PARTIALS=2 node_modules/.bin/mocha --no-config --timeout 600000 \
+      dist/test/gpu/cuda-backend.gpu.js
+    step timing node dist/test/gpu/cuda-timing.js
+    # Engine tests of the CPU suite again with this build: 'auto' now picks CUDA.
+    # (The Node-RED tests need dev packages the device pack leaves out.)
+    step cpu-suite node_modules/.bin/mocha --no-config --timeout 600000 dist/test/numerics.test.js \
+      dist/test/native-engine.test.js dist/test/plan-fuzz.test.js dist/test/cli-run.test.js
+  fi
 fi
 echo
 echo "--- last lines of the GPU tests (full log: $log) ---"

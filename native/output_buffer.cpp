@@ -200,15 +200,18 @@ OutputBuffer::OutputBuffer(size_t count, Memory memory) : size_(count) {
   // Far beyond any memory, and keeps the size classes' shifts defined.
   if (count > (size_t{1} << 60) / sizeof(float)) fail(ErrorCode::kOom, "an output does not fit in memory");
   const size_t bytes = count * sizeof(float);
-  if (bytes >= kPooledBytes) {
-    const int size_class = class_of(bytes);
-    capacity_bytes_ = size_t{1} << size_class;
-    Pool& p = pool();
-    if (memory == Memory::kPinned) {
-      data_ = static_cast<float*>(take_pinned(p, size_class));
-      pinned_ = data_ != nullptr;
-      if (pinned_) return;
+  const int size_class = class_of(bytes);
+  Pool& p = pool();
+  if (memory == Memory::kPinned && bytes >= kPinnedMinBytes) {
+    data_ = static_cast<float*>(take_pinned(p, size_class));
+    pinned_ = data_ != nullptr;
+    if (pinned_) {
+      capacity_bytes_ = size_t{1} << size_class;
+      return;
     }
+  }
+  if (bytes >= kPooledBytes) {
+    capacity_bytes_ = size_t{1} << size_class;
     std::lock_guard<std::mutex> lock(p.mutex);
     data_ = static_cast<float*>(take_free(p, kPageableKind, size_class));
     if (data_ != nullptr) return;
@@ -248,7 +251,7 @@ void OutputBuffer::release() {
   if (data_ == nullptr) return;
   Pool& p = pool();
   void (*free_pinned)(void*) = nullptr;
-  if (capacity_bytes_ >= kPooledBytes) {
+  if (pinned_ || capacity_bytes_ >= kPooledBytes) {
     std::lock_guard<std::mutex> lock(p.mutex);
     if (pinned_) {
       if (keep_free_pinned(p, data_, capacity_bytes_)) {

@@ -38,6 +38,10 @@ class OutputBuffer {
   static constexpr size_t kPooledBytes = size_t{256} << 10;
   static constexpr size_t kMaxPooledBytes = size_t{256} << 20;
   static constexpr size_t kMaxPinnedBytes = size_t{1} << 30;
+  // Page-locked buffers from this size on (pooled in the same classes):
+  // below it a GPU's copy of an output is a kernel writing the staging
+  // (cuda/host_copy.cuh), which cannot be pointed elsewhere.
+  static constexpr size_t kPinnedMinBytes = size_t{64} << 10;
 
   enum class Memory { kPageable, kPinned };
   // How page-locked memory is had and given back (cudaHostAlloc,
@@ -54,7 +58,7 @@ class OutputBuffer {
   static void settle();
 
   OutputBuffer() = default;
-  // `count` floats, not initialised. Pinned only from kPooledBytes on.
+  // `count` floats, not initialised. Pinned only from kPinnedMinBytes on.
   // Throws FusedError E_OOM when the memory cannot be had.
   explicit OutputBuffer(size_t count, Memory memory = Memory::kPageable);
   OutputBuffer(OutputBuffer&& other) noexcept;

@@ -507,8 +507,8 @@ void Runtime::issue(Context& context, const RunRequest& request, const Prepared&
     if (top_k_applies(index, request.top_k)) continue;
     const BufferInfo& b = plan_.buffers[plan_.outputs[index].buffer];
     const auto count = static_cast<size_t>(rows_of(b.rows, launch) * b.cols);
-    if (count * sizeof(float) < OutputBuffer::kPooledBytes) continue;
     const bool land = backend_->lands_outputs();
+    if (count * sizeof(float) < (land ? OutputBuffer::kPinnedMinBytes : OutputBuffer::kPooledBytes)) continue;
     destinations.buffers[i] = OutputBuffer(count, land ? OutputBuffer::Memory::kPinned : OutputBuffer::Memory::kPageable);
     if (land && destinations.buffers[i].pinned()) {
       destinations.landing[i] = static_cast<int>(destinations.landings.size());

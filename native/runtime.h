@@ -185,7 +185,8 @@ class Runtime {
   };
   Prepared prepare(const RunRequest& request) const;
   // The result buffers of a run's full outputs of at least
-  // OutputBuffer::kPooledBytes, made before the run is issued: where the
+  // OutputBuffer::kPooledBytes (kPinnedMinBytes where the backend lands
+  // outputs), made before the run is issued: where the
   // backend lands them (BackendContext::OutputLanding), or else where
   // collect() copies them. Must outlive the run's device work.
   struct Destinations {

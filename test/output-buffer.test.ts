@@ -6,7 +6,7 @@ import { strict as assert } from 'assert';
 import { runNativeTestBinary } from './support/native-test-binary';
 
 const cases = ['pinned_without_allocator', 'pinned_from_allocator_and_recycled', 'spares_are_had_off_the_taking_thread',
-  'pageable_stays_pageable',
+  'pinned_from_64_kb', 'pageable_stays_pageable',
   'refusal_falls_back', 'cap_on_page_locked_bytes', 'shrink_keeps_the_prefix', 'absurd_size_is_e_oom'];
 
 describe('result buffers (native test binary)', function () {

@@ -288,7 +288,7 @@ describe('CUDA backend (GPU machine)', function () {
         for (const batch of batches) held.push(await on.run(batch));
         held.push(await on.run(batches[0]));
         for (const [i, result] of held.entries()) {
-          // hidden lands; logits (8 rows x 500) are below the pooled size and come through staging.
+          // hidden lands; logits (8 rows x 500, 16 KB) are below OutputBuffer::kPinnedMinBytes and come through staging.
           assert.equal(runTiming(result)?.landedOutputs, 1, `${precision}: run ${i} did not land its hidden states`);
         }
         for (const [i, batch] of batches.entries()) {
@@ -297,6 +297,15 @@ describe('CUDA backend (GPU machine)', function () {
           assert.equal(d.maxAbs, 0, `${precision}: run ${i}, held while later runs replayed, differs from graphs off by ${d.maxAbs}`);
         }
         assert.equal(compareOutputs('landed again', held[batches.length], held[0]).maxAbs, 0, 'a replay of the first batch differs');
+        // 40 selected rows: the 64-row launch's logits are 128 KB, above
+        // kPinnedMinBytes, so they land too, eagerly and on a replay.
+        const wide = randomBatch([500, 500], 500, ['hidden', 'logits'], 60, 40);
+        const wideRuns = [await on.run(wide), await on.run(wide)];
+        const wideEager = await off.run(wide);
+        for (const [i, result] of wideRuns.entries()) {
+          assert.equal(runTiming(result)?.landedOutputs, 2, `${precision}: 40-row run ${i} did not land both outputs`);
+          assert.equal(compareOutputs(`40 rows, run ${i}`, result, wideEager).maxAbs, 0, `${precision}: 40-row run ${i} differs from graphs off`);
+        }
         assert.ok(compareOutputs('landed 0 vs 1', held[1], held[0]).maxAbs > 0, 'two different batches gave one result');
         record(`landed outputs ${precision}: held results = graphs off`, 'cuda', 0, 0);
       } finally {

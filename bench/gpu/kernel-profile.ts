@@ -5,11 +5,13 @@
  * its own. One [MASK] row per sequence, top-5 on the device, as fill-mask
  * runs it.
  *
- *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs]
+ *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs] [--varlen]
  *
  * With --graphs (not under ncu) it times the same runs with CUDA graphs on
  * and prints the median GPU time (CUDA events), to set against the sum of
- * the profiled kernel durations: the difference is launch gaps.
+ * the profiled kernel durations: the difference is launch gaps. With
+ * --varlen the sequences' lengths are uniform in [seq/8, seq] (fixed seed),
+ * as the benchmark's variable-length cases are.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -46,10 +48,15 @@ async function main(): Promise<void> {
   const engine = await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64, cudaGraphs: graphs });
   let state = 7;
   const next = () => { state = (Math.imul(state, 1664525) + 1013904223) >>> 0; return state / 2 ** 32; };
+  const shortest = Math.max(1, Math.floor(seq / 8));
+  const lengths = Array.from({ length: batch },
+    () => (process.argv.includes('--varlen') ? shortest + Math.floor(next() * (seq - shortest + 1)) : seq));
+  const starts = lengths.map((_, b) => lengths.slice(0, b).reduce((a, n) => a + n, 0));
+  const tokens = lengths.reduce((a, n) => a + n, 0);
   const request = {
-    inputIds: Int32Array.from({ length: batch * seq }, () => 1000 + Math.floor(next() * (VOCAB_SIZE - 1000))),
-    cuSeqlens: Int32Array.from({ length: batch + 1 }, (_, b) => b * seq),
-    selectedRows: Int32Array.from({ length: batch }, (_, b) => b * seq + 5),
+    inputIds: Int32Array.from({ length: tokens }, () => 1000 + Math.floor(next() * (VOCAB_SIZE - 1000))),
+    cuSeqlens: Int32Array.from([...starts, tokens]),
+    selectedRows: Int32Array.from(lengths, (n, b) => starts[b] + Math.min(5, n - 1)),
     outputs: ['logits'],
     topK: 5,
   };
@@ -63,7 +70,7 @@ async function main(): Promise<void> {
     await engine.dispose();
   }
   gpuMs.sort((a, b) => a - b);
-  console.log(`${batch}x${seq} graphs ${graphs ? 'on' : 'off'}: ${warmup} warm-up runs, ${runs} runs, `
+  console.log(`${batch}x${seq}${tokens < batch * seq ? ` (${tokens} tokens)` : ''} graphs ${graphs ? 'on' : 'off'}: ${warmup} warm-up runs, ${runs} runs, `
     + `median GPU time ${gpuMs[gpuMs.length >> 1].toFixed(4)} ms`);
 }
 

@@ -2,9 +2,10 @@
 # Per-kernel GPU times of one BERT-base MLM run (fp16, top-5 on the device)
 # under Nsight Compute, on the GPU machine (docs/cuda.md, "Profiling"). Run
 # there as
-#   source .device/env.sh && bash tools/device/kernel-profile.sh [BATCHxSEQ ...]
+#   source .device/env.sh && bash tools/device/kernel-profile.sh [BATCHxSEQ[v] ...]
 # after the addon is built with CUDA (node scripts/build-native.js) and with
-# dist carried. Default cases: 1x128 32x128. For each case it prints every
+# dist carried. Default cases: 1x128 32x128; a trailing v (32x128v) makes
+# the lengths uniform in [SEQ/8, SEQ] (kernel-profile.js --varlen). For each case it prints every
 # kernel of the last profiled run (name, grid, block, microseconds), totals
 # per kernel name, and the run's GPU time with CUDA graphs on for comparison
 # (also with cuBLASLt's GEMMs only).
@@ -19,16 +20,18 @@ if [ -z "$ncu" ]; then echo "ncu not found"; exit 1; fi
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(1x128 32x128)
 for c in "${cases[@]}"; do
-  batch=${c%x*}; seq=${c#*x}
+  spec=${c%v}
+  varlen=$([ "$spec" != "$c" ] && echo --varlen)
+  batch=${spec%x*}; seq=${spec#*x}
   # GPU time with graphs, then with cuBLASLt's GEMMs only, for comparison
   # within the run (docs/cuda.md, "GEMM tactics").
   for variant in "" FUSEDRT_GEMM_TACTICS=cublaslt; do
     echo "variant: ${variant:-default}"
-    env $variant node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" --warmup 20 \
+    env $variant node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 20 \
       --runs 200 --graphs
   done
   "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" --warmup 2 --runs 1 \
+    node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 2 --runs 1 \
     > "$out/ncu-$c.csv" 2> "$out/ncu-$c.err" || { echo "ncu failed for $c:"; tail -5 "$out/ncu-$c.err"; continue; }
   python3 tools/device/kernel_table.py "$out/ncu-$c.csv" "$c"
 done

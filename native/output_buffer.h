@@ -34,13 +34,14 @@ namespace fusedrt {
 
 class OutputBuffer {
  public:
-  // Buffers of this size and above are pooled, in power-of-two classes.
+  // Ordinary buffers of this size and above are pooled, in power-of-two
+  // classes.
   static constexpr size_t kPooledBytes = size_t{256} << 10;
   static constexpr size_t kMaxPooledBytes = size_t{256} << 20;
   static constexpr size_t kMaxPinnedBytes = size_t{1} << 30;
-  // Page-locked buffers from this size on (pooled in the same classes):
-  // below it a GPU's copy of an output is a kernel writing the staging
-  // (cuda/host_copy.cuh), which cannot be pointed elsewhere.
+  // Page-locked buffers from this size on (pooled in the same classes): up
+  // to 64 KB a GPU's copy of an output is a kernel writing the staging
+  // (cuda/host_copy.cuh), which a recorded graph cannot point elsewhere.
   static constexpr size_t kPinnedMinBytes = size_t{64} << 10;
 
   enum class Memory { kPageable, kPinned };
@@ -53,8 +54,8 @@ class OutputBuffer {
     void (*free)(void* p);
   };
   static void register_pinned_allocator(PinnedAllocator allocator);
-  // Waits until the helper thread has done what it was asked (allocations
-  // ahead, buffers to give back), so that what is page-locked is known.
+  // Waits until the helper thread has allocated the spares asked for, so
+  // that what is page-locked is known (for tests).
   static void settle();
 
   OutputBuffer() = default;

@@ -7,8 +7,8 @@
 // never written, so
 // the stand-in's allocations cost address space only. Prints PASS/FAIL per
 // case and "OK: N cases, 0 failed" (test/output-buffer.test.ts runs it).
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on the GPU machine (docs/cuda.md). Run there as
 #   source .device/env.sh && bash tools/device/gpu-check.sh [kernels|addon]
-# The whole check takes longer than one device call (600 s): its two parts,
-# the kernels on their own and the addon, fit one call each.
 # with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
-# tsconfig.json) carried. Builds and runs the kernel tests (cuda/tests),
+# tsconfig.json) carried. The whole check takes longer than one device call
+# (600 s); its two parts, the kernels on their own (kernels) and the addon
+# (addon), fit one call each. Builds and runs the kernel tests (cuda/tests),
 # holds every op to PyTorch (cuda/tests/torch_ops_test.py), builds the addon
 # with CUDA, runs
 # dist/test/gpu/*.gpu.js, times a BERT-base-shaped plan

@@ -32,7 +32,7 @@ constexpr size_t kSpareBytes = size_t{64} << 20;
 struct Pool {
   std::mutex mutex;
   std::vector<void*> free_lists[2][64];
-  size_t free_bytes[2] = {0, 0};
+  size_t free_pageable_bytes = 0;  // bounded by kMaxPooledBytes; free pinned ones by kMaxPinnedBytes
   size_t pinned_bytes = 0;  // page-locked now, in use, free or being allocated
   OutputBuffer::PinnedAllocator pinned{nullptr, nullptr};
 
@@ -65,7 +65,7 @@ void* take_free(Pool& p, int kind, int size_class) {
   if (list.empty()) return nullptr;
   void* buffer = list.back();
   list.pop_back();
-  p.free_bytes[kind] -= size_t{1} << size_class;
+  if (kind == kPageableKind) p.free_pageable_bytes -= size_t{1} << size_class;
   return buffer;
 }
 
@@ -75,7 +75,6 @@ void* take_free(Pool& p, int kind, int size_class) {
 bool keep_free_pinned(Pool& p, void* buffer, size_t bytes) {
   try {
     p.free_lists[kPinnedKind][class_of(bytes)].push_back(buffer);
-    p.free_bytes[kPinnedKind] += bytes;
     return true;
   } catch (const std::bad_alloc&) {
     p.pinned_bytes -= bytes;  // no room to remember it: given back
@@ -259,10 +258,10 @@ void OutputBuffer::release() {
       } else {
         free_pinned = p.pinned.free;
       }
-    } else if (p.free_bytes[kPageableKind] + capacity_bytes_ <= kMaxPooledBytes) {
+    } else if (p.free_pageable_bytes + capacity_bytes_ <= kMaxPooledBytes) {
       try {
         p.free_lists[kPageableKind][class_of(capacity_bytes_)].push_back(data_);
-        p.free_bytes[kPageableKind] += capacity_bytes_;
+        p.free_pageable_bytes += capacity_bytes_;
         data_ = nullptr;
       } catch (const std::bad_alloc&) {
         // No room to remember it: freed below.

@@ -32,19 +32,29 @@ Array typed_array_of(Napi::Env env, const std::vector<T>& values) {
   return array;
 }
 
-Napi::Object timing_object(Napi::Env env, const RunTiming& t, const HostPhases& phases) {
-  Napi::Object timing = Napi::Object::New(env);
-  const std::pair<const char*, double> values[] = {
-      {"queueUs", phases.queue_us},         {"validateUs", t.validate_us},
-      {"contextWaitUs", t.context_wait_us}, {"stageUs", t.stage_us},
-      {"launchUs", t.launch_us},            {"deviceWaitUs", t.device_wait_us},
-      {"collectUs", t.collect_us},          {"deliverUs", phases.deliver_us},
-  };
-  for (const auto& [name, value] : values) timing.Set(name, Napi::Number::New(env, value));
-  // Issued on the JS thread: queueUs then overlaps deviceWaitUs.
-  timing.Set("landedOutputs", Napi::Number::New(env, t.landed_outputs));
-  timing.Set("issuedOnJsThread", Napi::Boolean::New(env, phases.issued_on_js_thread));
-  timing.Set("spinWait", Napi::Boolean::New(env, phases.polled));
+// The run's host timing, packed: building an object of twelve named
+// properties took a third of a small result's JS-thread time. runTiming()
+// (src/engine/run-result.ts) unpacks it; the order is its TIMING_FIELDS.
+enum TimingField {
+  kQueueUs, kValidateUs, kContextWaitUs, kStageUs, kLaunchUs, kDeviceWaitUs, kCollectUs, kDeliverUs,
+  kLandedOutputs, kIssuedOnJsThread, kSpinWait, kJsThreadUs, kTimingFields
+};
+
+Napi::Float64Array packed_timing(Napi::Env env, const RunTiming& t, const HostPhases& phases) {
+  Napi::Float64Array timing = Napi::Float64Array::New(env, kTimingFields);
+  double* v = timing.Data();
+  v[kQueueUs] = phases.queue_us;
+  v[kValidateUs] = t.validate_us;
+  v[kContextWaitUs] = t.context_wait_us;
+  v[kStageUs] = t.stage_us;
+  v[kLaunchUs] = t.launch_us;
+  v[kDeviceWaitUs] = t.device_wait_us;
+  v[kCollectUs] = t.collect_us;
+  v[kDeliverUs] = phases.deliver_us;  // issued on the JS thread: queueUs then overlaps deviceWaitUs
+  v[kLandedOutputs] = static_cast<double>(t.landed_outputs);
+  v[kIssuedOnJsThread] = phases.issued_on_js_thread ? 1 : 0;
+  v[kSpinWait] = phases.polled ? 1 : 0;
+  v[kJsThreadUs] = 0;  // set last, when the object is built
   return timing;
 }
 
@@ -67,19 +77,19 @@ Napi::Object run_result_object(Napi::Env env, RunResult& result, const HostPhase
     }
     object.Set(out.name, tensor);
   }
-  Napi::Object timing = timing_object(env, result.timing, phases);
-  // The JS thread's share of the run: run(), the read-out when it polled,
-  // and building this object.
-  const double building_us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - building).count();
-  const double polled_us = phases.polled ? result.timing.collect_us : 0;
-  timing.Set("jsThreadUs", Napi::Number::New(env, phases.js_call_us + polled_us + building_us));
+  Napi::Float64Array timing = packed_timing(env, result.timing, phases);
   // Not enumerable: iterating a result visits its outputs only.
   object.DefineProperty(Napi::PropertyDescriptor::Value("timing", timing, napi_default));
   if (result.gpu_ms >= 0) {
     const Napi::Number gpu_ms = Napi::Number::New(env, result.gpu_ms);
     object.DefineProperty(Napi::PropertyDescriptor::Value("gpuMs", gpu_ms, napi_default));
   }
+  // The JS thread's share of the run: run(), the read-out when it polled,
+  // and building this object.
+  const double building_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - building).count();
+  const double polled_us = phases.polled ? result.timing.collect_us : 0;
+  timing.Data()[kJsThreadUs] = phases.js_call_us + polled_us + building_us;
   return object;
 }
 

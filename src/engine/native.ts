@@ -73,7 +73,9 @@ function chooseOpenBlasCore(): void {
 
 export function loadAddon(): NativeAddon {
   if (addon) return addon;
-  const file = path.join(PACKAGE_ROOT, 'build', 'Release', 'fusedrt.node');
+  // FUSEDRT_ADDON names another build of the addon, e.g. one with
+  // AddressSanitizer (docs/runtime.md, "Checking memory safety").
+  const file = process.env.FUSEDRT_ADDON || path.join(PACKAGE_ROOT, 'build', 'Release', 'fusedrt.node');
   chooseOpenBlasCore();
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports

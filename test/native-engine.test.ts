@@ -3,6 +3,7 @@
  * reference, input validation, concurrency, disposal and memory accounting.
  */
 import * as assert from 'assert';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -265,6 +266,22 @@ describe('native engine', function () {
     } finally {
       await fromBytes.dispose();
     }
+  });
+
+  it('loads the addon build FUSEDRT_ADDON names (a sanitizer build), and names it when it cannot', () => {
+    const native = path.join(__dirname, '..', 'src', 'engine', 'native.js');
+    const load = (file: string) => spawnSync(process.execPath,
+      ['-e', `console.log(require(${JSON.stringify(native)}).loadAddon().backends().join(','))`],
+      { env: { ...process.env, FUSEDRT_ADDON: file }, encoding: 'utf8' });
+    const built = path.join(__dirname, '..', '..', 'build', 'Release', 'fusedrt.node');
+    const copy = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-addon-')), 'other.node');
+    fs.copyFileSync(built, copy);
+    const loaded = load(copy);
+    assert.strictEqual(loaded.status, 0, loaded.stderr);
+    assert.match(loaded.stdout, /cpu/);
+    const missing = load('/nonexistent/fusedrt.node');
+    assert.notStrictEqual(missing.status, 0);
+    assert.match(missing.stderr, /E_NATIVE[\s\S]*\/nonexistent\/fusedrt\.node/);
   });
 
   it('rejects bad load arguments with stable codes', async () => {

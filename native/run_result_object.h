@@ -1,8 +1,8 @@
 // The JS object a run resolves with: one entry per output ({topIds,
 // topScores, rows, k} or {data, rows, cols}) and, not enumerable, gpuMs and
 // timing, a Float64Array that runTiming() unpacks (src/engine/run-result.ts).
-// Built on the JS thread, for runs a
-// libuv worker finished and for runs the JS thread polled (EngineObject).
+// Built on the JS thread, for runs a libuv worker finished and for runs the
+// JS thread polled (EngineObject).
 #pragma once
 
 #include <napi.h>

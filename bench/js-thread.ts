@@ -14,11 +14,7 @@ import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
 import { Engine } from '../src/engine/engine';
 import { runTiming } from '../src/engine/run-result';
-
-function option(name: string, fallback: string): string {
-  const at = process.argv.indexOf(name);
-  return at >= 0 && process.argv[at + 1] !== undefined ? process.argv[at + 1] : fallback;
-}
+import { option } from './args';
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <string>
@@ -45,7 +46,6 @@ struct Pool {
   std::condition_variable work_changed;
   std::deque<int> to_allocate;
   int under_way[64] = {};  // allocations ahead asked for or running, per class
-  bool allocating = false;
 };
 
 Pool& pool() {
@@ -90,11 +90,9 @@ void helper_loop(Pool& p) {
     const int size_class = p.to_allocate.front();
     p.to_allocate.pop_front();
     const size_t bytes = size_t{1} << size_class;
-    p.allocating = true;
     lock.unlock();
     void* buffer = p.pinned.allocate(bytes);
     lock.lock();
-    p.allocating = false;
     --p.under_way[size_class];
     if (buffer == nullptr) {
       p.pinned_bytes -= bytes;
@@ -190,7 +188,8 @@ void OutputBuffer::settle() {
   Pool& p = pool();
   std::unique_lock<std::mutex> lock(p.mutex);
   p.work_changed.wait(lock, [&p] {
-    return p.helper != Pool::Helper::kRunning || (!p.allocating && p.to_allocate.empty());
+    return p.helper != Pool::Helper::kRunning ||
+           std::all_of(std::begin(p.under_way), std::end(p.under_way), [](int n) { return n == 0; });
   });
 }
 

@@ -20,13 +20,9 @@ import { Engine } from '../../src/engine/engine';
 import { runGpuMs } from '../../src/engine/run-result';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
+import { option } from '../args';
 
 const VOCAB_SIZE = 30522;
-
-function option(name: string, fallback: string): string {
-  const at = process.argv.indexOf(name);
-  return at >= 0 && process.argv[at + 1] !== undefined ? process.argv[at + 1] : fallback;
-}
 
 async function main(): Promise<void> {
   const work = option('--work', '/tmp/fusedrt-profile');

@@ -12,7 +12,7 @@
 // phase stamps show load latency and the cross-CTA exchange taking what the
 // split saves (bench/RESULTS.md; decision 0008, second addendum).
 //
-//   nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a bench/gpu/wgmma_gemm.cu -lcublasLt -o /tmp/wgmma_gemm
+//   nvcc -std=c++17 -O3 -Inative -gencode arch=compute_90a,code=sm_90a bench/gpu/wgmma_gemm.cu -lcublasLt -o /tmp/wgmma_gemm
 //   /tmp/wgmma_gemm [rows]
 //
 // For BERT-base's four GEMM shapes it checks every configuration (tile width
@@ -36,16 +36,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA (exit status 2 when the probe cannot run), median_us
-
-#define CHECK_CUBLAS(call)                                                                                   \
-  do {                                                                                                       \
-    const cublasStatus_t status_ = (call);                                                                   \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, static_cast<int>(status_)); \
-      std::exit(2);                                                                                          \
-    }                                                                                                        \
-  } while (0)
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS (exit status 2 when the probe cannot run), median_us
 
 namespace cg = cooperative_groups;
 using fusedrt::test::median_us;

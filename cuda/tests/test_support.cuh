@@ -27,6 +27,16 @@
     }                                                                                                 \
   } while (0)
 
+// The same for cuBLAS(Lt) calls, in the probes that link it.
+#define CHECK_CUBLAS(call)                                                                                   \
+  do {                                                                                                       \
+    const cublasStatus_t status_ = (call);                                                                   \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                                  \
+      std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, static_cast<int>(status_)); \
+      std::exit(2);                                                                                          \
+    }                                                                                                        \
+  } while (0)
+
 namespace fusedrt::test {
 
 // xorshift64: reproducible inputs from a seed.

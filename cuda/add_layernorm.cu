@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kRowThreadsMax) add_layernorm_registers_kernel
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     store_share_normalised(x[r], mean[r], inv_std[r], gamma, beta, first + r < p.rows ? vectors : 0,
-                           p.out + (first + r) * p.cols);
+                           p.out + (first + r) * p.cols, p.out8 != nullptr ? p.out8 + (first + r) * p.cols : nullptr);
   }
 }
 
@@ -140,7 +140,8 @@ __global__ void __launch_bounds__(kRowsPerWarpBlock * kWarpSize) add_layernorm_m
       for (int i = 0; i < kVec; ++i) x[i] += r[i];
     }
   };
-  layernorm_row_warp<kVec>(row_value, p.gamma, p.beta, p.eps, p.cols, p.out + row * p.cols);
+  layernorm_row_warp<kVec>(row_value, p.gamma, p.beta, p.eps, p.cols, p.out + row * p.cols,
+                           p.out8 != nullptr ? p.out8 + row * p.cols : nullptr);
 }
 
 }  // namespace
@@ -150,7 +151,7 @@ cudaError_t add_layernorm(const AddLayerNormArgs<T>& p, cudaStream_t stream) {
   if (p.rows <= 0 || p.cols <= 0) return cudaSuccess;
   constexpr int kVec = kVector16<T>;
   const bool in_aligned = p.partial_count > 0 ? aligned16(p.partials) : aligned16(p.in);
-  const bool vectorised = p.cols % kVec == 0 && in_aligned && aligned16(p.out) && aligned16(p.gamma) &&
+  const bool vectorised = p.cols % kVec == 0 && in_aligned && aligned16(p.out) && aligned16(p.out8) && aligned16(p.gamma) &&
                           aligned16(p.beta) && (p.residual == nullptr || aligned16(p.residual)) &&
                           (p.bias == nullptr || aligned16(p.bias));
   if (vectorised && launch_rows_in_registers(p.cols / kVec, p.rows, [&](auto vecs, auto rows, dim3 grid, dim3 block) {

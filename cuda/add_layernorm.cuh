@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -24,6 +25,9 @@ struct AddLayerNormArgs {
   int64_t rows;
   int64_t cols;
   T* out;  // [rows, cols]; may alias in or residual
+  // [rows, cols] or nullptr: also gets out's values (before rounding to T)
+  // rounded to E4M3 (row_math.cuh, store_e4m3).
+  __nv_fp8_e4m3* out8 = nullptr;
   // With partial_count > 0, `in` is not read: its values are the sum, in
   // fp32 and in order, of partial_count arrays of [rows, cols] fp32 that
   // follow one another from `partials`.

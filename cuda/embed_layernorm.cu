@@ -90,13 +90,16 @@ __global__ void __launch_bounds__(kRowThreadsMax) embed_layernorm_registers_kern
   for (int r = 0; r < kRows; ++r) {
     const int64_t t = first + r;
     T* out = p.out + t * p.hidden;
+    __nv_fp8_e4m3* out8 = p.out8 != nullptr ? p.out8 + t * p.hidden : nullptr;
     if (gathered[r]) {
-      store_share_normalised(x[r], mean[r], inv_std[r], gamma, beta, vectors, out);
+      store_share_normalised(x[r], mean[r], inv_std[r], gamma, beta, vectors, out, out8);
     } else if (t < p.tokens) {  // padding row of a bucket: deterministic zeros
       const float zeros[kPer] = {};
 #pragma unroll
       for (int i = 0; i < kVecs; ++i) {
-        if (share_vector(i) < vectors) store_floats<kPer>(out + share_vector(i) * kPer, zeros);
+        if (share_vector(i) >= vectors) continue;
+        store_floats<kPer>(out + share_vector(i) * kPer, zeros);
+        if (out8 != nullptr) store_e4m3<kPer>(out8 + share_vector(i) * kPer, zeros);
       }
     }
   }
@@ -110,8 +113,12 @@ __global__ void __launch_bounds__(kRowsPerWarpBlock * kWarpSize) embed_layernorm
   const int64_t t = int64_t{blockIdx.x} * kRowsPerWarpBlock + threadIdx.x / kWarpSize;
   if (t >= p.tokens) return;
   T* out = p.out + t * p.hidden;
+  __nv_fp8_e4m3* out8 = p.out8 != nullptr ? p.out8 + t * p.hidden : nullptr;
   if (t >= p.cu_seqlens[p.sequences]) {  // padding row of a bucket: deterministic zeros
-    for (int64_t c = threadIdx.x % kWarpSize; c < p.hidden; c += kWarpSize) out[c] = from_float<T>(0.f);
+    for (int64_t c = threadIdx.x % kWarpSize; c < p.hidden; c += kWarpSize) {
+      out[c] = from_float<T>(0.f);
+      if (out8 != nullptr) out8[c] = __nv_fp8_e4m3(0.f);
+    }
     return;
   }
   const int64_t position = t - p.cu_seqlens[sequence_of(p.cu_seqlens, p.sequences, t)];
@@ -127,7 +134,7 @@ __global__ void __launch_bounds__(kRowsPerWarpBlock * kWarpSize) embed_layernorm
 #pragma unroll
     for (int i = 0; i < kVec; ++i) x[i] = (x[i] + tt[i]) + ps[i];
   };
-  layernorm_row_warp<kVec>(row_value, p.gamma, p.beta, p.eps, p.hidden, out);
+  layernorm_row_warp<kVec>(row_value, p.gamma, p.beta, p.eps, p.hidden, out, out8);
 }
 
 }  // namespace
@@ -137,7 +144,8 @@ cudaError_t embed_layernorm(const EmbedLayerNormArgs<T>& p, cudaStream_t stream)
   if (p.tokens <= 0 || p.hidden <= 0) return cudaSuccess;
   constexpr int kVec = kVector16<T>;
   const bool vectorised = p.hidden % kVec == 0 && aligned16(p.word) && aligned16(p.position) &&
-                          aligned16(p.token_type) && aligned16(p.gamma) && aligned16(p.beta) && aligned16(p.out);
+                          aligned16(p.token_type) && aligned16(p.gamma) && aligned16(p.beta) && aligned16(p.out) &&
+                          aligned16(p.out8);
   if (vectorised &&
       launch_rows_in_registers(p.hidden / kVec, p.tokens, [&](auto vecs, auto rows, dim3 grid, dim3 block) {
         embed_layernorm_registers_kernel<T, decltype(vecs)::value, decltype(rows)::value>

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -25,6 +26,9 @@ struct EmbedLayerNormArgs {
   const float* beta;    // [hidden]
   float eps;
   T* out;  // [tokens, hidden]
+  // [tokens, hidden] or nullptr: also gets out's values (before rounding to
+  // T) rounded to E4M3 (row_math.cuh, store_e4m3).
+  __nv_fp8_e4m3* out8 = nullptr;
 };
 
 // Queues the op on stream; returns the launch error, if any. T: float, __half.

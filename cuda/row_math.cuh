@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -96,6 +97,33 @@ __device__ __forceinline__ void store_floats(T* dst, const float (&x)[kVec]) {
   }
 }
 
+// kVec values rounded to E4M3 (to nearest even, saturating at +-448 as
+// cvt.satfinite does; NaN stays NaN). With an even kVec of at most 8, dst
+// must be kVec-byte aligned: one store.
+template <int kVec>
+__device__ __forceinline__ void store_e4m3(__nv_fp8_e4m3* dst, const float (&x)[kVec]) {
+  if constexpr (kVec % 2 == 0 && kVec <= 8) {
+    uint16_t pairs[kVec / 2];
+#pragma unroll
+    for (int i = 0; i < kVec / 2; ++i) {
+      pairs[i] = __nv_cvt_float2_to_fp8x2(make_float2(x[2 * i], x[2 * i + 1]), __NV_SATFINITE, __NV_E4M3);
+    }
+    if constexpr (kVec == 8) {
+      *reinterpret_cast<uint2*>(dst) = make_uint2(pairs[0] | uint32_t{pairs[1]} << 16, pairs[2] | uint32_t{pairs[3]} << 16);
+    } else if constexpr (kVec == 4) {
+      *reinterpret_cast<uint32_t*>(dst) = pairs[0] | uint32_t{pairs[1]} << 16;
+    } else if constexpr (kVec == 2) {
+      *reinterpret_cast<uint16_t*>(dst) = pairs[0];
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVec / 2; ++i) reinterpret_cast<uint16_t*>(dst)[i] = pairs[i];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) dst[i] = __nv_fp8_e4m3(x[i]);
+  }
+}
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // LayerNorm of one row by one warp: out = (x - mean) / sqrt(var + eps) * gamma
@@ -104,10 +132,11 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 // row_value(c, x) yields the pre-norm values (fp32) of columns c .. c + kVec
 // - 1. It is called three times per column, always by the same lane, and
 // that lane alone writes out's columns, so out may alias what row_value
-// reads. cols must be a multiple of kVec.
+// reads. cols must be a multiple of kVec. out8, unless nullptr, gets the
+// same values rounded to E4M3.
 template <int kVec, class T, class RowValue>
 __device__ __forceinline__ void layernorm_row_warp(RowValue row_value, const float* gamma, const float* beta, float eps,
-                                                   int64_t cols, T* out) {
+                                                   int64_t cols, T* out, __nv_fp8_e4m3* out8) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t step = int64_t{kWarpSize} * kVec;
   float sum = 0.f;
@@ -134,6 +163,7 @@ __device__ __forceinline__ void layernorm_row_warp(RowValue row_value, const flo
 #pragma unroll
     for (int i = 0; i < kVec; ++i) x[i] = (x[i] - mean) * inv_std * g[i] + b[i];
     store_floats<kVec>(out + c, x);
+    if (out8 != nullptr) store_e4m3<kVec>(out8 + c, x);
   }
 }
 
@@ -254,7 +284,8 @@ __device__ __forceinline__ void share_statistics(const float (&x)[kRows][kVecs][
 template <int kVecs, int kPer, class T>
 __device__ __forceinline__ void store_share_normalised(const float (&x)[kVecs][kPer], float mean, float inv_std,
                                                        const float (&gamma)[kVecs][kPer],
-                                                       const float (&beta)[kVecs][kPer], int64_t vectors, T* row) {
+                                                       const float (&beta)[kVecs][kPer], int64_t vectors, T* row,
+                                                       __nv_fp8_e4m3* row8) {
 #pragma unroll
   for (int i = 0; i < kVecs; ++i) {
     const int64_t v = share_vector(i);
@@ -263,6 +294,7 @@ __device__ __forceinline__ void store_share_normalised(const float (&x)[kVecs][k
 #pragma unroll
       for (int k = 0; k < kPer; ++k) y[k] = (x[i][k] - mean) * inv_std * gamma[i][k] + beta[i][k];
       store_floats<kPer>(row + v * kPer, y);
+      if (row8 != nullptr) store_e4m3<kPer>(row8 + v * kPer, y);
     }
   }
 }

@@ -61,6 +61,7 @@ struct OpCall {
   const void* in = nullptr;
   const void* residual = nullptr;
   void* out = nullptr;
+  void* out8 = nullptr;  // layernorm ops with out8: an fp8 buffer (E4M3 on a GPU, rounded fp32 on the CPU)
   const void* word = nullptr;
   const void* position = nullptr;
   const void* token_type = nullptr;
@@ -81,7 +82,9 @@ inline const int32_t* selected_tokens(const OpCall& call) {
 // How a backend stores one plan: the dtype of every activation buffer
 // (indexed like Plan::buffers) and of every tensor (indexed like
 // Plan::tensors; the runtime converts the file's f32/f16 bytes to it at
-// load). Only kF32 and kF16 are used.
+// load, and widens E4M3 tensors to kF32, scale applied, or keeps them).
+// Activations are kF32 or kF16; fp8 buffers (BufferInfo::fp8) kF8E4M3 or,
+// holding the rounded values in fp32, kF32.
 struct DeviceStorage {
   std::vector<DType> buffers;
   std::vector<DType> tensors;

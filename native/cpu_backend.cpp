@@ -7,6 +7,7 @@
 
 #include "cpu/ops.h"
 #include "cpu/topk.h"
+#include "e4m3.h"
 #include "errors.h"
 
 namespace fusedrt {
@@ -131,8 +132,11 @@ bool CpuBackend::supports(OpType type) const { return find_op(type) != nullptr; 
 
 DeviceStorage CpuBackend::configure(const Plan& plan) {
   DeviceStorage storage;
+  // fp8 buffers and E4M3 weights too: fp32 holding the E4M3 values.
   storage.buffers.assign(plan.buffers.size(), DType::kF32);
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
+  fp8_buffers_.clear();
+  for (const BufferInfo& buffer : plan.buffers) fp8_buffers_.push_back(buffer.fp8);
   // Gemm weights are packed for gemm_packed, in place (the packed layout has
   // the same size), so the weight memory stays what the runtime allocated.
   // A tensor any op reads otherwise stays plain.
@@ -220,9 +224,19 @@ void CpuBackend::run(const OpCall& call) {
   }
   if (call.op->type == OpType::kGemm && gemm_weights_[call.op->weight] != GemmWeight::kNone) {
     run_packed_gemm(call);
-    return;
+  } else {
+    entry->run(call, pool_);
   }
-  entry->run(call, pool_);
+  // An fp8 buffer holds what its writer computed, rounded to E4M3.
+  const int64_t count = call.rows * call.out_cols;
+  if (fp8_buffers_[static_cast<size_t>(call.op->out)]) round_to_e4m3(f32(call.out), f32(call.out), count);
+  if (call.out8 != nullptr) round_to_e4m3(f32(call.out), f32(call.out8), count);
+}
+
+void CpuBackend::round_to_e4m3(const float* from, float* to, int64_t count) {
+  pool_.parallel_for(count, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) to[i] = fusedrt::round_to_e4m3(from[i]);
+  });
 }
 
 // The packing happens on the weight's first run rather than at load: the

@@ -41,9 +41,11 @@ class CpuBackend : public Backend {
   enum class GemmWeight : uint8_t { kNone, kPackOnFirstUse, kPacked };
   void run(const OpCall& call);
   void run_packed_gemm(const OpCall& call);
+  void round_to_e4m3(const float* from, float* to, int64_t count);
 
   cpu::ThreadPool pool_;
   std::vector<GemmWeight> gemm_weights_;
+  std::vector<bool> fp8_buffers_;  // per plan buffer: BufferInfo::fp8
   // Held by a context for the whole of its execute(): the pool and the
   // first-use packing of gemm_weights_ serve one run at a time.
   std::mutex compute_mutex_;

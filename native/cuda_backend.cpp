@@ -14,6 +14,7 @@
 
 #include <cublasLt.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -95,7 +96,8 @@ std::vector<size_t> gemms_feeding_layernorm(const Plan& plan) {
     const PlanOp& norm = plan.ops[i + 1];
     const int product = gemm.out;
     if (gemm.type != OpType::kGemm || gemm.bias >= 0 || gemm.activation != Activation::kNone ||
-        norm.type != OpType::kAddLayerNorm || norm.in != product || norm.residual == product) {
+        plan.tensors[gemm.weight].dtype == DType::kF8E4M3 || norm.type != OpType::kAddLayerNorm ||
+        norm.in != product || norm.residual == product) {
       continue;
     }
     const bool is_output = std::any_of(plan.outputs.begin(), plan.outputs.end(),
@@ -139,6 +141,14 @@ std::vector<size_t> gemms_into_logits(const Plan& plan) {
 
 }  // namespace
 
+// What a context needs for an fp8 plan's fp8 GEMMs (cuda_gemm.h, GemmArgs):
+// per plan tensor, the device address of its scale (nullptr unless E4M3),
+// and per plan buffer whether it holds E4M3. Both empty on other plans.
+struct Fp8Operands {
+  std::vector<const float*> weight_scales;
+  std::vector<bool> e4m3_buffers;
+};
+
 struct CudaBackend::State {
   std::shared_ptr<CudaDevice> device;
   bool graphs_enabled = true;
@@ -153,6 +163,10 @@ struct CudaBackend::State {
   // saw for the backend's life) and the widest of their products.
   std::unordered_set<const PlanOp*> gemms_into_partials;
   int64_t partial_cols = 0;
+  Fp8Operands fp8;
+  // The E4M3 weights' scales, 16 bytes apart (cuBLASLt's alignment).
+  float* scales = nullptr;
+  size_t scales_bytes = 0;
 };
 
 // What a context's split-K partials (GemmRunner::run_into_partials) need.
@@ -172,9 +186,10 @@ class CudaBackend::Context : public BackendContext {
  public:
   // Called under the device's resource lock.
   Context(CudaDevice& device, bool graphs_enabled, Precision precision, DType activations,
-          std::unordered_set<const PlanOp*> gemms_into_logits, TopKSizes topk, PartialSizes partials)
+          std::unordered_set<const PlanOp*> gemms_into_logits, TopKSizes topk, PartialSizes partials, Fp8Operands fp8)
       : device_(device), graphs_enabled_(graphs_enabled), activations_(activations),
-        gemms_into_logits_(std::move(gemms_into_logits)), gemms_into_partials_(std::move(partials.gemms)) {
+        gemms_into_logits_(std::move(gemms_into_logits)), fp8_(std::move(fp8)),
+        gemms_into_partials_(std::move(partials.gemms)) {
     // The destructor does not run when this throws: clean up here.
     try {
       check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -474,6 +489,7 @@ class CudaBackend::Context : public BackendContext {
         p.beta = as<float>(c.beta);
         p.eps = c.op->eps;
         p.out = as<T>(c.out);
+        p.out8 = as<__nv_fp8_e4m3>(c.out8);
         check(gpu::embed_layernorm(p, stream_), "the embed_layernorm kernel");
         return;
       }
@@ -487,7 +503,11 @@ class CudaBackend::Context : public BackendContext {
         g.bias = c.bias;
         g.activation = c.op->activation;
         g.out = c.out;
-        g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 plans
+        g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 and fp8 plans
+        if (!fp8_.weight_scales.empty()) {
+          g.weight_scale = fp8_.weight_scales[static_cast<size_t>(c.op->weight)];
+          g.e4m3_out = fp8_.e4m3_buffers[static_cast<size_t>(c.op->out)];
+        }
         if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
           pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};
         } else {
@@ -509,6 +529,7 @@ class CudaBackend::Context : public BackendContext {
         p.rows = c.rows;
         p.cols = c.out_cols;
         p.out = as<T>(c.out);
+        p.out8 = as<__nv_fp8_e4m3>(c.out8);
         if (pending.splits > 0 && pending.product == c.in) {
           p.in = nullptr;
           p.partials = partials_;
@@ -572,6 +593,7 @@ class CudaBackend::Context : public BackendContext {
   const bool graphs_enabled_;
   const DType activations_;
   const std::unordered_set<const PlanOp*> gemms_into_logits_;
+  const Fp8Operands fp8_;
   cudaStream_t stream_ = nullptr;
   // Around the device work of each execute(): the run's GPU time.
   cudaEvent_t work_start_ = nullptr;
@@ -667,6 +689,10 @@ CudaBackend::~CudaBackend() {
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   cudaSetDevice(state_->device->ordinal());
   cudaStreamDestroy(state_->load_stream);
+  if (state_->scales != nullptr) {
+    cudaFree(state_->scales);
+    g_native_memory_bytes -= static_cast<int64_t>(state_->scales_bytes);
+  }
 }
 
 bool CudaBackend::supports(OpType type) const {
@@ -696,7 +722,8 @@ DeviceStorage CudaBackend::configure(const Plan& plan) {
   DeviceStorage storage;
   storage.buffers.assign(plan.buffers.size(), DType::kF32);
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
-  if (plan.precision != Precision::kFp16) return storage;
+  check_fp8_support(plan);
+  if (plan.precision != Precision::kFp16 && plan.precision != Precision::kFp8) return storage;
 
   state_->activations = DType::kF16;
   storage.buffers.assign(plan.buffers.size(), DType::kF16);
@@ -715,7 +742,7 @@ DeviceStorage CudaBackend::configure(const Plan& plan) {
   for (size_t i = 0; i < plan.ops.size(); ++i) {
     const PlanOp& op = plan.ops[i];
     if (op.type == OpType::kGemm) {
-      use(half_use, op.weight, i);
+      if (plan.tensors[op.weight].dtype != DType::kF8E4M3) use(half_use, op.weight, i);
       use(state_->gemms_into_logits.count(&op) != 0 ? float_use : half_use, op.bias, i);
     } else if (op.type == OpType::kEmbedLayerNorm) {
       use(half_use, op.word, i);
@@ -741,7 +768,56 @@ DeviceStorage CudaBackend::configure(const Plan& plan) {
     state_->gemms_into_partials.insert(&plan.ops[i]);
     state_->partial_cols = std::max(state_->partial_cols, plan.buffers[plan.ops[i].out].cols);
   }
+  if (plan.precision == Precision::kFp8) store_fp8(plan, storage);
   return storage;
+}
+
+void CudaBackend::check_fp8_support(const Plan& plan) const {
+  const bool has_fp8 =
+      std::any_of(plan.tensors.begin(), plan.tensors.end(), [](const TensorInfo& t) { return t.dtype == DType::kF8E4M3; }) ||
+      std::any_of(plan.buffers.begin(), plan.buffers.end(), [](const BufferInfo& b) { return b.fp8; });
+  if (has_fp8 && plan.precision != Precision::kFp8) {
+    fail(ErrorCode::kBackend, "the CUDA backend runs f8e4m3 tensors and buffers only in plans of precision fp8");
+  }
+  const int capability = state_->device->compute_capability();
+  if (plan.precision == Precision::kFp8 && capability < 89) {
+    fail(ErrorCode::kBackend, "fp8 plans need a GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, "
+                              "Hopper); " + state_->device->info().name + " is " + std::to_string(capability / 10) +
+                                  "." + std::to_string(capability % 10) +
+                                  ". Run this plan on the CPU, or build one with --precision fp16");
+  }
+}
+
+// E4M3 weights stay E4M3, fp8 buffers are E4M3, and each E4M3 weight's
+// scale goes to device memory, where cuBLASLt reads it.
+void CudaBackend::store_fp8(const Plan& plan, DeviceStorage& storage) {
+  Fp8Operands& fp8 = state_->fp8;
+  fp8.e4m3_buffers.clear();
+  for (size_t b = 0; b < plan.buffers.size(); ++b) {
+    fp8.e4m3_buffers.push_back(plan.buffers[b].fp8);
+    if (plan.buffers[b].fp8) storage.buffers[b] = DType::kF8E4M3;
+  }
+  constexpr size_t kScaleStride = 4;  // floats: 16 bytes
+  std::vector<float> scales;
+  std::vector<size_t> slot(plan.tensors.size(), SIZE_MAX);
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    if (plan.tensors[t].dtype != DType::kF8E4M3) continue;
+    storage.tensors[t] = DType::kF8E4M3;
+    slot[t] = scales.size();
+    scales.resize(scales.size() + kScaleStride, 0.f);
+    scales[slot[t]] = plan.tensors[t].scale;
+  }
+  std::lock_guard<std::mutex> lock(state_->device->resource_lock());
+  state_->device->select();
+  state_->scales_bytes = std::max<size_t>(scales.size(), 1) * sizeof(float);
+  check(cudaMalloc(&state_->scales, state_->scales_bytes), "cudaMalloc of the fp8 scales");
+  g_native_memory_bytes += static_cast<int64_t>(state_->scales_bytes);
+  check(cudaMemcpy(state_->scales, scales.data(), scales.size() * sizeof(float), cudaMemcpyHostToDevice),
+        "copy of the fp8 scales");
+  fp8.weight_scales.assign(plan.tensors.size(), nullptr);
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    if (slot[t] != SIZE_MAX) fp8.weight_scales[t] = state_->scales + slot[t];
+  }
 }
 
 BatchShape CudaBackend::launch_shape(const BatchShape& real, const BatchShape& limits) const {
@@ -768,7 +844,7 @@ std::unique_ptr<BackendContext> CudaBackend::create_context(const BatchShape& li
   std::lock_guard<std::mutex> lock(state_->device->resource_lock());
   state_->device->select();
   return std::make_unique<Context>(*state_->device, state_->graphs_enabled, state_->precision, state_->activations,
-                                   state_->gemms_into_logits, topk, std::move(partials));
+                                   state_->gemms_into_logits, topk, std::move(partials), state_->fp8);
 }
 
 void* CudaBackend::allocate(size_t bytes) {

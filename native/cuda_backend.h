@@ -48,6 +48,9 @@ class CudaBackend : public Backend {
  private:
   class Context;
   struct State;
+  // E_BACKEND unless the plan's E4M3 parts can run here.
+  void check_fp8_support(const Plan& plan) const;
+  void store_fp8(const Plan& plan, DeviceStorage& storage);
   std::unique_ptr<State> state_;
 };
 

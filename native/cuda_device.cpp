@@ -52,6 +52,7 @@ CudaDevice::CudaDevice(int ordinal) : ordinal_(ordinal) {
   check(cudaGetDeviceProperties(&properties, ordinal), "cudaGetDeviceProperties");
   name_ = properties.name;
   multiprocessors_ = properties.multiProcessorCount;
+  compute_capability_ = properties.major * 10 + properties.minor;
   memory_bytes_ = static_cast<int64_t>(properties.totalGlobalMem);
   check(cublasLtCreate(&lt_), "cublasLtCreate");
 }

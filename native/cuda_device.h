@@ -29,6 +29,8 @@ class CudaDevice : public std::enable_shared_from_this<CudaDevice> {
   // Safe to use from several threads at once: cuBLASLt takes the stream and
   // the workspace per call, and nothing here changes the handle's settings.
   cublasLtHandle_t lt() const { return lt_; }
+  // Compute capability as major * 10 + minor (an H100: 90).
+  int compute_capability() const { return compute_capability_; }
   // engines: how many holders it has now (each CudaBackend holds it once).
   DeviceInfo info() const;
   // The current device is per host thread, and libuv workers change: every
@@ -50,6 +52,7 @@ class CudaDevice : public std::enable_shared_from_this<CudaDevice> {
   int ordinal_;
   std::string name_;
   int multiprocessors_ = 0;
+  int compute_capability_ = 0;
   int64_t memory_bytes_ = 0;
   cublasLtHandle_t lt_ = nullptr;
   mutable std::mutex resource_lock_;

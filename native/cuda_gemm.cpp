@@ -2,6 +2,7 @@
 #include "cuda_gemm.h"
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 #include <array>
@@ -64,7 +65,10 @@ constexpr int64_t kSmallGemmMaxRows = 256;
 // Split-K tile counters per runner: a split candidate needs one per output
 // tile (BERT-base's largest, the MLM decoder at 64 rows, has 477).
 constexpr int64_t kTileCounters = 4096;
-constexpr size_t kRunnerDeviceBytes = kGemmWorkspaceBytes + kTileCounters * sizeof(int32_t);
+// After them, a float 1 for fp8 GEMMs' input and output scales, which
+// cuBLASLt reads from device memory.
+constexpr size_t kOneOffset = kGemmWorkspaceBytes + kTileCounters * sizeof(int32_t);
+constexpr size_t kRunnerDeviceBytes = kOneOffset + 16;
 
 // Split-K into partials (run_into_partials; docs/cuda.md, "Split-K partials
 // into the LayerNorm"). Candidates, in the order they are timed:
@@ -131,6 +135,16 @@ const T* as(const void* p) { return static_cast<const T*>(p); }
 template <class T>
 T* as(void* p) { return static_cast<T*>(p); }
 
+// The element types of a GEMM's operands: float, __half, __nv_fp8_e4m3.
+template <class T>
+constexpr cudaDataType_t cuda_type() {
+  if constexpr (std::is_same_v<T, float>) return CUDA_R_32F;
+  if constexpr (std::is_same_v<T, __half>) return CUDA_R_16F;
+  return CUDA_R_8F_E4M3;
+}
+template <class T>
+constexpr bool kIsE4M3 = std::is_same_v<T, __nv_fp8_e4m3>;
+
 // out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), all row-major. In
 // cuBLASLt's column-major terms the same bytes are C (n x rows, ld n) =
 // op(A) . B with A = weight seen as k x n (ld k) and transposed, B = in seen as
@@ -139,7 +153,11 @@ T* as(void* p) { return static_cast<T*>(p); }
 // Types by plan precision: fp32: fp32 data, CUBLAS_COMPUTE_32F (true fp32,
 // for the 1e-4 tolerance); tf32: fp32 data, CUBLAS_COMPUTE_32F_FAST_TF32;
 // fp16: fp16 A, B, C, D and bias, CUBLAS_COMPUTE_32F with fp32 scalars; a
-// GEMM into logits (float_out) has fp32 C, D and bias.
+// GEMM into logits (float_out) has fp32 C, D and bias. fp8 plans run their
+// other GEMMs as fp16 ones, and those with an E4M3 weight with E4M3 A and B,
+// cuBLASLt's A scale the weight's scale and B's (and an E4M3 D's) 1, fast
+// accumulation, fp16 bias and C, D fp16 or E4M3 (cuBLASLt asks the C of an
+// E4M3 D to be fp16; it is never read, beta being 0).
 //
 // Epilogues: none, bias, relu (+bias) and tanh-GELU (+bias) run inside
 // cuBLASLt (its GELU epilogue is the tanh approximation, which is what
@@ -232,11 +250,14 @@ struct GemmSetup {
   bool epilogue_in_kernel = false;
   // A key with splits: the product goes to the call's partials, not out.
   bool into_partials = false;
+  // An E4M3 out: C's layout (fp16), which differs from out's.
+  cublasLtMatrixLayout_t unread_c = nullptr;
 
   GemmSetup() = default;
   GemmSetup(const GemmSetup&) = delete;
   GemmSetup& operator=(const GemmSetup&) = delete;
   ~GemmSetup() {
+    if (unread_c) cublasLtMatrixLayoutDestroy(unread_c);
     if (out) cublasLtMatrixLayoutDestroy(out);
     if (in) cublasLtMatrixLayoutDestroy(in);
     if (weight) cublasLtMatrixLayoutDestroy(weight);
@@ -261,6 +282,18 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof(keep)), "TRANSB");
   check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
         "EPILOGUE");
+  if (key.data_type == CUDA_R_8F_E4M3) {
+    // 1.2-1.5x the precise accumulation's speed at BERT's 4096-row GEMMs
+    // (bench/RESULTS.md), with no difference beside E4M3's own rounding.
+    const int8_t fast = 1;
+    check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)),
+          "FAST_ACCUM");
+    // Left unset, it would follow D, which may be E4M3.
+    const cudaDataType_t bias_type = CUDA_R_16F;
+    check(cublasLtMatmulDescSetAttribute(setup->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                         sizeof(bias_type)),
+          "BIAS_DATA_TYPE");
+  }
   const auto n = static_cast<uint64_t>(key.n);
   const auto rows = static_cast<uint64_t>(key.rows);
   if (key.splits == 0) {
@@ -268,6 +301,9 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
     check(cublasLtMatrixLayoutCreate(&setup->weight, key.data_type, k, n, key.k), "layout of weight");
     check(cublasLtMatrixLayoutCreate(&setup->in, key.data_type, k, rows, key.k), "layout of in");
     check(cublasLtMatrixLayoutCreate(&setup->out, key.out_type, n, rows, key.n), "layout of out");
+    if (key.out_type == CUDA_R_8F_E4M3) {
+      check(cublasLtMatrixLayoutCreate(&setup->unread_c, CUDA_R_16F, n, rows, key.n), "layout of C");
+    }
   } else {
     // A strided batch, one member per slice of K: weight and in advance by
     // the slice's width along their rows, the fp32 partials by a whole
@@ -318,7 +354,8 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
                                                &reduction_schemes, sizeof(reduction_schemes)),
           "REDUCTION_SCHEME_MASK");
     int found = 0;
-    check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in, setup->out, setup->out,
+    check(cublasLtMatmulAlgoGetHeuristic(lt, setup->desc, setup->weight, setup->in,
+                                         setup->unread_c != nullptr ? setup->unread_c : setup->out, setup->out,
                                          preference.preference, max_candidates, results.data(), &found),
           "cublasLtMatmulAlgoGetHeuristic");
     for (int i = 0; i < found && static_cast<int>(setup->candidates.size()) < max_candidates; ++i) {
@@ -460,6 +497,12 @@ cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, c
   const float one = 1.f;
   const float zero = 0.f;
   void* out = setup.into_partials ? static_cast<void*>(c.partials) : c.out;
+  if (setup.unread_c != nullptr) {
+    // Any address but out's: the same one with another layout would make
+    // cuBLASLt take the call for an invalid in-place one.
+    return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.in,
+                          setup.unread_c, out, setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
+  }
   return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, out, setup.out, out,
                         setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
 }
@@ -480,14 +523,23 @@ void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& ta
       return;
     }
   }
-  check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
-  if (setup.into_partials) return;  // no bias or activation (run_into_partials)
-  gpu::BiasActivationArgs<Out> epilogue{as<Out>(c.out), as<Out>(c.bias), c.activation, c.rows, c.n};
-  if (setup.epilogue_in_kernel) {
-    check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
-  } else if (gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2).separate_activation) {
-    epilogue.bias = nullptr;  // cuBLASLt added it
-    check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
+  if constexpr (kIsE4M3<T>) {
+    // The epilogue kernel takes no E4M3; fp8 plans' GEMMs have bias and
+    // tanh GELU at most, which cuBLASLt fuses.
+    if (setup.epilogue_in_kernel || gemm_epilogue(c.activation, c.bias != nullptr, true).separate_activation) {
+      fail(ErrorCode::kBackend, "cuBLASLt cannot fuse this fp8 GEMM's bias and activation");
+    }
+    check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul (fp8)");
+  } else {
+    check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
+    if (setup.into_partials) return;  // no bias or activation (run_into_partials)
+    gpu::BiasActivationArgs<Out> epilogue{as<Out>(c.out), as<Out>(c.bias), c.activation, c.rows, c.n};
+    if (setup.epilogue_in_kernel) {
+      check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
+    } else if (gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2).separate_activation) {
+      epilogue.bias = nullptr;  // cuBLASLt added it
+      check(gpu::bias_activation(epilogue, to.stream), "the gemm epilogue kernel");
+    }
   }
 }
 using QueueGemm = void (*)(const LaunchTarget&, const GemmSetup&, const Tactic&, const GemmArgs&);
@@ -744,6 +796,7 @@ class Tuner {
 };
 
 const char* type_name(const GemmKey& key) {
+  if (key.data_type == CUDA_R_8F_E4M3) return key.out_type == CUDA_R_8F_E4M3 ? "fp8 into fp8" : "fp8";
   if (key.data_type == CUDA_R_16F) return key.out_type == CUDA_R_32F ? "fp16 into fp32" : "fp16";
   return key.compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "fp32";
 }
@@ -842,13 +895,13 @@ struct GemmRunner::State {
 
   template <class T, class Out>
   GemmKey key_of(const GemmArgs& c) const {
-    const GemmEpilogue plan = gemm_epilogue(c.activation, c.bias != nullptr, sizeof(T) == 2);
+    const GemmEpilogue plan = gemm_epilogue(c.activation, c.bias != nullptr, !std::is_same_v<T, float>);
     GemmKey key{};
     key.rows = c.rows;
     key.n = c.n;
     key.k = c.k;
-    key.data_type = sizeof(T) == 2 ? CUDA_R_16F : CUDA_R_32F;
-    key.out_type = sizeof(Out) == 2 ? CUDA_R_16F : CUDA_R_32F;
+    key.data_type = cuda_type<T>();
+    key.out_type = cuda_type<Out>();
     key.compute = precision == Precision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     key.epilogue = plan.epilogue;
     key.align_weight = alignment_of(c.weight);
@@ -878,12 +931,21 @@ struct GemmRunner::State {
       found = setups.emplace(key, make_gemm_setup(target.lt, key, sm_count)).first;
     }
     GemmSetup& setup = *found->second;
+    // The per-call attributes: the descriptor is shared by every GEMM of
+    // this shape, and calls on one runner never overlap.
     if (c.bias != nullptr && !setup.epilogue_in_kernel) {
-      // The one per-call attribute: the descriptor is shared by every GEMM of
-      // this shape, and calls on one runner never overlap.
       const void* bias = c.bias;
       check(cublasLtMatmulDescSetAttribute(setup.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
             "BIAS_POINTER");
+    }
+    if constexpr (kIsE4M3<T>) {
+      const float* scales[] = {c.weight_scale, one(), one()};
+      const cublasLtMatmulDescAttributes_t attributes[] = {CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                           CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                           CUBLASLT_MATMUL_DESC_D_SCALE_POINTER};
+      for (int i = 0; i < (kIsE4M3<Out> ? 3 : 2); ++i) {
+        check(cublasLtMatmulDescSetAttribute(setup.desc, attributes[i], &scales[i], sizeof(scales[i])), "SCALE_POINTER");
+      }
     }
     if (fresh) choose_tactic<T, Out>(setup, key, c);  // tuning times the real call, bias included
     return setup;
@@ -897,6 +959,16 @@ struct GemmRunner::State {
     } else {
       run<T, T>(c);
     }
+  }
+
+  const float* one() const {
+    return reinterpret_cast<const float*>(static_cast<const char*>(target.workspace) + kOneOffset);
+  }
+
+  template <class Out>
+  void run_fp8(const GemmArgs& c) {
+    GemmSetup& setup = setup_of<__nv_fp8_e4m3, Out>(key_of<__nv_fp8_e4m3, Out>(c), c);
+    queue_gemm<__nv_fp8_e4m3, Out>(target, setup, setup.tactic, c);
   }
 
   template <class T, class Out>
@@ -1006,12 +1078,26 @@ GemmRunner::GemmRunner(cublasLtHandle_t lt, cudaStream_t stream, Precision preci
   g_native_memory_bytes += static_cast<int64_t>(kRunnerDeviceBytes);
   s.target.tile_counters = reinterpret_cast<int32_t*>(static_cast<char*>(s.target.workspace) + kGemmWorkspaceBytes);
   check(cudaMemsetAsync(s.target.tile_counters, 0, kTileCounters * sizeof(int32_t), stream), "the tile counters");
+  static const float kOne = 1.f;  // static: the copy may still read it after this returns
+  check(cudaMemcpyAsync(static_cast<char*>(s.target.workspace) + kOneOffset, &kOne, sizeof(kOne),
+                        cudaMemcpyHostToDevice, stream),
+        "the GEMM scale 1");
 }
 
 GemmRunner::~GemmRunner() = default;
 
+namespace {
+bool half_activations(Precision precision) { return precision == Precision::kFp16 || precision == Precision::kFp8; }
+}  // namespace
+
 void GemmRunner::run(const GemmArgs& args) {
-  if (state_->precision == Precision::kFp16) {
+  if (args.weight_scale != nullptr) {
+    if (args.e4m3_out) {
+      state_->run_fp8<__nv_fp8_e4m3>(args);
+    } else {
+      state_->run_fp8<__half>(args);
+    }
+  } else if (half_activations(state_->precision)) {
     state_->run_as_asked<__half>(args);
   } else {
     state_->run_as_asked<float>(args);
@@ -1019,13 +1105,13 @@ void GemmRunner::run(const GemmArgs& args) {
 }
 
 int64_t GemmRunner::partials_capacity(Precision precision, int64_t max_rows, int64_t n) {
-  if (precision != Precision::kFp16 || !partials_enabled()) return 0;
+  if (!half_activations(precision) || !partials_enabled()) return 0;
   const int64_t most_splits = *std::max_element(std::begin(kPartialSplits), std::end(kPartialSplits));
   return std::min<int64_t>(kPartialsMaxBytes / sizeof(float), most_splits * std::min(max_rows, kPartialsMaxRows) * n);
 }
 
 int GemmRunner::run_into_partials(const GemmArgs& args, float* partials, int64_t partial_capacity) {
-  if (state_->precision == Precision::kFp16) return state_->run_into_partials<__half>(args, partials, partial_capacity);
+  if (half_activations(state_->precision)) return state_->run_into_partials<__half>(args, partials, partial_capacity);
   return state_->run_into_partials<float>(args, partials, partial_capacity);
 }
 

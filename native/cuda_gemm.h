@@ -15,8 +15,8 @@
 namespace fusedrt {
 
 // out[rows, n] = act(in[rows, k] . weight[n, k]^T + bias), row-major; all
-// operands have the activations' dtype (fp16 on fp16 plans, else fp32),
-// except with float_out.
+// operands have the activations' dtype (fp16 on fp16 and fp8 plans, else
+// fp32), except with float_out or weight_scale.
 struct GemmArgs {
   int64_t rows = 0;
   int64_t n = 0;
@@ -29,6 +29,11 @@ struct GemmArgs {
   // On an fp16 plan: out and bias are fp32 (logits; the accumulators are
   // written without rounding to fp16).
   bool float_out = false;
+  // An fp8 GEMM (on fp8 plans): in and weight are E4M3, the weight's values
+  // times *weight_scale (device memory), accumulation in fp32 (cuBLASLt's
+  // fast FP8 accumulation); bias fp16; out fp16, or E4M3 with e4m3_out.
+  const float* weight_scale = nullptr;
+  bool e4m3_out = false;
   // Filled in by GemmRunner::run_into_partials, which says what they mean;
   // callers leave them as they are.
   float* partials = nullptr;

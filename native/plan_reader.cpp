@@ -171,8 +171,11 @@ class HeaderValidator {
     expect_one_of(F::string(root_, "task", "header"), "header.task",
                   {"fill-mask", "classification", "token-classification", "question-answering", "embedding"});
     const std::string& precision = F::string(root_, "precision", "header");
-    expect_one_of(precision, "header.precision", {"fp32", "fp16", "tf32"});
-    plan_.precision = precision == "fp16" ? Precision::kFp16 : precision == "tf32" ? Precision::kTf32 : Precision::kFp32;
+    expect_one_of(precision, "header.precision", {"fp32", "fp16", "tf32", "fp8"});
+    plan_.precision = precision == "fp16"   ? Precision::kFp16
+                      : precision == "tf32" ? Precision::kTf32
+                      : precision == "fp8"  ? Precision::kFp8
+                                            : Precision::kFp32;
     if (const json::Value* labels = F::optional(root_, "labels")) {
       F::expect_type(*labels, json::Type::kArray, "header.labels");
       for (size_t i = 0; i < labels->items().size(); ++i) {
@@ -232,8 +235,22 @@ class HeaderValidator {
       } else if (dtype == "u8") {
         t.dtype = DType::kU8;
         element_bytes = 1;
+      } else if (dtype == "f8e4m3") {
+        t.dtype = DType::kF8E4M3;
+        element_bytes = 1;
       } else {
         corrupt("tensor \"" + t.name + "\" has unknown dtype \"" + dtype + "\"");
+      }
+      const json::Value* scale = F::optional(entry, "scale");
+      if (t.dtype != DType::kF8E4M3) {
+        if (scale != nullptr) corrupt("tensor \"" + t.name + "\" has a scale, which only f8e4m3 tensors have");
+      } else {
+        if (scale == nullptr) corrupt("f8e4m3 tensor \"" + t.name + "\" has no scale");
+        t.scale = static_cast<float>(F::number(entry, "scale", where));
+        if (!(t.scale > 0) || !std::isfinite(t.scale)) {
+          corrupt("f8e4m3 tensor \"" + t.name + "\" has scale " + F::format(scale->number()) +
+                  ", which must be a positive finite float");
+        }
       }
       const auto& shape = F::array(entry, "shape", where);
       if (shape.empty() || shape.size() > 8) corrupt("tensor \"" + t.name + "\" must have 1 to 8 dimensions");
@@ -304,6 +321,11 @@ class HeaderValidator {
         corrupt("buffer \"" + b.name + "\" has unknown rows kind \"" + rows + "\"");
       }
       b.cols = F::integer(entries[i], "cols", 1, kMaxDim, where);
+      if (F::optional(entries[i], "dtype")) {
+        const std::string& dtype = F::string(entries[i], "dtype", where);
+        if (dtype != "f8e4m3") corrupt("buffer \"" + b.name + "\" has unknown dtype \"" + dtype + "\"");
+        b.fp8 = true;
+      }
       plan_.buffers.push_back(std::move(b));
     }
   }
@@ -327,7 +349,9 @@ class HeaderValidator {
     return index;
   }
 
-  int tensor_field(const json::Value& op, const char* key, const std::string& where, bool required) {
+  // Only a GEMM's weight may be E4M3 (allow_fp8).
+  int tensor_field(const json::Value& op, const char* key, const std::string& where, bool required,
+                   bool allow_fp8 = false) {
     const json::Value* value = required ? &F::require(op, key, where) : F::optional(op, key);
     if (value == nullptr) return -1;
     F::expect_type(*value, json::Type::kString, where + "." + key);
@@ -335,6 +359,9 @@ class HeaderValidator {
     if (found == tensor_index_.end()) corrupt(where + "." + key + " names unknown tensor \"" + value->string() + "\"");
     TensorInfo& t = plan_.tensors[found->second];
     if (t.dtype == DType::kU8) corrupt(where + "." + key + " tensor \"" + t.name + "\" is u8, ops need f32 or f16");
+    if (t.dtype == DType::kF8E4M3 && !allow_fp8) {
+      corrupt(where + "." + key + " tensor \"" + t.name + "\" is f8e4m3, which only a gemm's weight may be");
+    }
     t.used_by_ops = true;
     return found->second;
   }
@@ -383,6 +410,36 @@ class HeaderValidator {
     }
   }
 
+  // `out8` of a layernorm op: an fp8 buffer shaped as `out`.
+  int out8_field(const json::Value& json, int out, const std::string& where) {
+    const int out8 = buffer_field(json, "out8", where, false);
+    if (out8 < 0) return -1;
+    if (!buffer(out8).fp8) corrupt(where + ".out8 names buffer \"" + buffer(out8).name + "\", which is not f8e4m3");
+    expect_rows(out8, buffer(out).rows, where + ".out8");
+    expect_cols(out8, buffer(out).cols, where + ".out8");
+    return out8;
+  }
+
+  // fp8 buffers are written by GEMMs with an E4M3 weight and by `out8`, and
+  // read only by GEMMs with an E4M3 weight.
+  void expect_fp8_rules(const PlanOp& op, const std::string& where) {
+    const bool fp8_gemm = op.type == OpType::kGemm && plan_.tensors[op.weight].dtype == DType::kF8E4M3;
+    if (op.type == OpType::kGemm && op.in >= 0 && buffer(op.in).fp8 != fp8_gemm) {
+      corrupt(where + ": a gemm " + (fp8_gemm ? "with an f8e4m3 weight reads an f8e4m3 buffer, not \""
+                                              : "with a float weight reads a float buffer, not \"") +
+              buffer(op.in).name + "\"");
+    }
+    if (op.type != OpType::kGemm && op.in >= 0 && buffer(op.in).fp8) {
+      corrupt(where + " reads f8e4m3 buffer \"" + buffer(op.in).name + "\": only gemms with an f8e4m3 weight may");
+    }
+    if (op.residual >= 0 && buffer(op.residual).fp8) {
+      corrupt(where + " reads f8e4m3 buffer \"" + buffer(op.residual).name + "\" as residual");
+    }
+    if (buffer(op.out).fp8 && !fp8_gemm) {
+      corrupt(where + " writes f8e4m3 buffer \"" + buffer(op.out).name + "\" as out: only gemms with an f8e4m3 weight may");
+    }
+  }
+
   void expect_distinct(int in, int out, const std::string& where) {
     if (in == out) corrupt(where + " must not write its input buffer \"" + buffer(in).name + "\"");
   }
@@ -410,11 +467,12 @@ class HeaderValidator {
     }
     expect_shape(op.gamma, {hidden}, where);
     expect_shape(op.beta, {hidden}, where);
+    op.out8 = out8_field(json, op.out, where);
   }
 
   void validate_gemm(const json::Value& json, PlanOp& op, const std::string& where) {
     op.in = read_buffer(json, "in", where, true);
-    op.weight = tensor_field(json, "weight", where, true);
+    op.weight = tensor_field(json, "weight", where, true, true);
     op.bias = tensor_field(json, "bias", where, false);
     op.out = buffer_field(json, "out", where, true);
     expect_distinct(op.in, op.out, where);
@@ -480,6 +538,7 @@ class HeaderValidator {
     if (op.bias >= 0) expect_shape(op.bias, {cols}, where);
     expect_shape(op.gamma, {cols}, where);
     expect_shape(op.beta, {cols}, where);
+    op.out8 = out8_field(json, op.out, where);
   }
 
   // "first" or "selected", with `out` a buffer of the matching rows kind.
@@ -534,7 +593,9 @@ class HeaderValidator {
       } else {
         corrupt(where + " has unknown op type");
       }
+      expect_fp8_rules(op, where);
       written_[op.out] = true;
+      if (op.out8 >= 0) written_[op.out8] = true;
       plan_.ops.push_back(op);
     }
   }
@@ -552,6 +613,7 @@ class HeaderValidator {
         if (other.name == output.name) corrupt("output \"" + output.name + "\" appears twice");
       }
       output.buffer = read_buffer(entries[i], "buffer", where, true);
+      if (plan_.buffers[output.buffer].fp8) corrupt(where + " names f8e4m3 buffer \"" + plan_.buffers[output.buffer].name + "\"");
       plan_.outputs.push_back(std::move(output));
     }
   }

@@ -17,15 +17,18 @@
 
 namespace fusedrt {
 
-enum class DType { kF32, kF16, kU8 };
+// kF8E4M3: OCP FP8 E4M3 (cuda_fp8.h's __nv_fp8_e4m3); as a tensor, each
+// byte times TensorInfo::scale.
+enum class DType { kF32, kF16, kU8, kF8E4M3 };
 enum class RowsKind { kTokens, kSequences, kSelected };
 enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows };
 // Which rows an op produces: all tokens, the first token of each sequence
 // (a `sequences` buffer) or the caller's selected rows (a `selected` buffer).
 enum class RowSelect { kAll, kFirst, kSelected };
 // header.precision: how the weights are stored and, on CUDA, how GEMMs compute
-// (docs/plan-format.md). tf32 plans store fp32 weights.
-enum class Precision { kFp32, kFp16, kTf32 };
+// (docs/plan-format.md). tf32 plans store fp32 weights; fp8 plans store some
+// GEMM weights as E4M3 and everything else as fp16 does.
+enum class Precision { kFp32, kFp16, kTf32, kFp8 };
 
 const char* op_type_name(OpType type);
 const char* rows_kind_name(RowsKind kind);
@@ -49,6 +52,7 @@ struct TensorInfo {
   int64_t elements = 0;
   uint64_t offset = 0;  // relative to the data section
   uint64_t size = 0;    // bytes in the file
+  float scale = 1;      // kF8E4M3 only: an element's value is its E4M3 value times this
   bool used_by_ops = false;
 };
 
@@ -56,6 +60,9 @@ struct BufferInfo {
   std::string name;
   RowsKind rows = RowsKind::kTokens;
   int64_t cols = 0;
+  // Holds values rounded to E4M3 (header "dtype": "f8e4m3"), the input of
+  // GEMMs whose weight is E4M3; otherwise a float buffer.
+  bool fp8 = false;
 };
 
 // One op of the plan with names resolved to indices into Plan::buffers and
@@ -65,6 +72,7 @@ struct PlanOp {
   int in = -1;
   int residual = -1;
   int out = -1;
+  int out8 = -1;  // layernorm ops: an fp8 buffer that also gets out, rounded to E4M3
   int word = -1;
   int position = -1;
   int token_type = -1;

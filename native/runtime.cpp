@@ -9,6 +9,7 @@
 #include "cpu/ops.h"
 #include "cpu/topk.h"
 #include "errors.h"
+#include "e4m3.h"
 #include "half.h"
 
 namespace fusedrt {
@@ -120,7 +121,15 @@ void Runtime::load_weights(PlanSource& source) {
   for (size_t i = 0; i < plan_.tensors.size(); ++i) {
     const TensorInfo& t = plan_.tensors[i];
     if (!t.used_by_ops) continue;
-    const size_t bytes = checked_mul(static_cast<size_t>(t.elements), dtype_bytes(storage_.tensors[i]), "the weights");
+    // The conversions below: f32 <-> f16, and E4M3 widened to f32.
+    const DType stored = storage_.tensors[i];
+    const bool convertible = t.dtype == stored || (stored == DType::kF32 && t.dtype != DType::kU8) ||
+                             (stored == DType::kF16 && t.dtype == DType::kF32);
+    if (!convertible) {
+      fail(ErrorCode::kNative, "the backend chose a storage dtype for tensor \"" + t.name +
+                                   "\" that its file's dtype does not convert to");
+    }
+    const size_t bytes = checked_mul(static_cast<size_t>(t.elements), dtype_bytes(stored), "the weights");
     offsets[i] = place(total, bytes, "the weights");
   }
   weights_ = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
@@ -134,6 +143,10 @@ void Runtime::load_weights(PlanSource& source) {
     // Pieces start at multiples of 64 bytes, so they never split an element.
     if (t.dtype == stored) {
       backend_->upload(dst + offset, bytes, n);
+    } else if (t.dtype == DType::kF8E4M3) {  // a backend computing in fp32 on E4M3 weights
+      widened.resize(n);
+      for (size_t i = 0; i < n; ++i) widened[i] = e4m3_to_float(bytes[i]) * t.scale;
+      backend_->upload(dst + offset * 4, widened.data(), widened.size() * sizeof(float));
     } else if (t.dtype == DType::kF16) {
       widened.resize(n / 2);
       cpu::half_to_float(reinterpret_cast<const uint16_t*>(bytes), widened.data(), static_cast<int64_t>(n / 2));
@@ -332,9 +345,10 @@ std::vector<bool> Runtime::ops_needed_for(const std::vector<bool>& requested_out
   std::vector<bool> needed(plan_.ops.size(), false);
   for (size_t i = plan_.ops.size(); i-- > 0;) {
     const PlanOp& op = plan_.ops[i];
-    if (!live[op.out]) continue;
+    if (!live[op.out] && (op.out8 < 0 || !live[op.out8])) continue;
     needed[i] = true;
     live[op.out] = false;
+    if (op.out8 >= 0) live[op.out8] = false;
     if (op.in >= 0) live[op.in] = true;
     if (op.residual >= 0) live[op.residual] = true;
   }
@@ -406,6 +420,7 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
     call.in = op.in >= 0 ? buffer_data(context, op.in) : nullptr;
     call.residual = op.residual >= 0 ? buffer_data(context, op.residual) : nullptr;
     call.out = buffer_data(context, op.out);
+    call.out8 = op.out8 >= 0 ? buffer_data(context, op.out8) : nullptr;
     call.word = weight(op.word);
     call.position = weight(op.position);
     call.token_type = weight(op.token_type);

@@ -3,9 +3,11 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
-import { readPlanFile, type PlanContents } from '../src/build/plan-file';
-import type { GemmOp, PlanHeader } from '../src/build/plan-types';
+import { e4m3ToFloat32 } from '../src/build/e4m3';
+import { parsePlan, readPlanFile, type PlanContents } from '../src/build/plan-file';
+import type { AddLayerNormOp, BufferDecl, GemmOp, PlanHeader, PlanOp, TensorEntry } from '../src/build/plan-types';
 import { halfToFloat32 } from '../src/build/safetensors';
+import { assemblePlan, splitPlan } from './support/tiny-bert-plan';
 import { makeTempDir, writeTinyBert, type TinyBertOptions, type TinyBertWeights } from './support/tiny-hf-bert';
 
 const LAYERS = 2;
@@ -243,6 +245,151 @@ describe('buildPlan', function () {
         hash.update(bytes);
       }
       assert.strictEqual(header.source.sha256, hash.digest('hex'));
+    });
+  });
+
+  describe('fp8', () => {
+    const E4M3_WEIGHT = /^encoder\.layer\.\d+\.(attention\.self\.qkv|intermediate\.dense|output\.dense)\.weight$/;
+
+    /** A plan tensor's values in the checkpoint; the fused QKV matrix is query, key and value one after another. */
+    function sourceValues(weights: TinyBertWeights, prefix: string, planName: string): Float32Array {
+      const parts = planName.endsWith('.qkv.weight')
+        ? ['query', 'key', 'value'].map((m) => `${prefix}${planName.replace('qkv', m)}`)
+        : [`${prefix}${planName}`];
+      return Float32Array.from(parts.flatMap((name) => [...weights.get(name)!.values]));
+    }
+
+    it('stores the QKV and feed-forward weights in E4M3 scaled by max |w| / 448, everything else as fp16 does', async () => {
+      for (const [architecture, prefix] of [['BertModel', ''], ['BertForMaskedLM', 'bert.']] as const) {
+        const fp16 = await build({ architecture, seed: 5 }, { precision: 'fp16' });
+        const { header, plan, weights } = await build({ architecture, seed: 5 }, { precision: 'fp8' });
+        assert.strictEqual(header.precision, 'fp8');
+        assert.deepStrictEqual(header.tensors.map((t) => t.name), fp16.header.tensors.map((t) => t.name));
+        const e4m3 = header.tensors.filter((t) => t.dtype === 'f8e4m3');
+        assert.deepStrictEqual(e4m3.map((t) => t.name), header.tensors.map((t) => t.name).filter((n) => E4M3_WEIGHT.test(n)));
+        assert.strictEqual(e4m3.length, 3 * LAYERS);
+        for (const t of e4m3) {
+          const source = sourceValues(weights, prefix, t.name);
+          assert.strictEqual(t.size, source.length, t.name);
+          // The runtime reads the scale as a float32.
+          assert.strictEqual(t.scale, Math.fround(source.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 448), t.name);
+          const decoded = e4m3ToFloat32(plan.tensorBytes(t.name), t.scale!);
+          // Within half a step: 2^-4 of the value for normals, scale · 2^-10 among the subnormals.
+          source.forEach((v, i) => assert.ok(Math.abs(decoded[i] - v) <= Math.max(Math.abs(v) * 2 ** -4, t.scale! * 2 ** -10), `${t.name}[${i}]: ${v} → ${decoded[i]}`));
+          assert.ok(decoded.some((v, i) => v !== source[i]), `${t.name} is rounded`);
+        }
+        for (const t of header.tensors.filter((e) => e.dtype !== 'f8e4m3')) {
+          const same = fp16.header.tensors.find((e) => e.name === t.name)!;
+          assert.deepStrictEqual({ ...t, offset: 0 }, { ...same, offset: 0 }, t.name);
+          assert.ok(!('scale' in t), t.name);
+          if (t.name !== 'tokenizer.json') assert.ok(Buffer.from(plan.tensorBytes(t.name)).equals(Buffer.from(fp16.plan.tensorBytes(t.name))), t.name);
+        }
+      }
+    });
+
+    it('feeds the E4M3 GEMMs from hidden8 and inter8, which embed_layernorm and add_layernorm write as out8', async () => {
+      const { header } = await build({ architecture: 'BertModel' }, { precision: 'fp8' });
+      const f8 = (name: string, rows: BufferDecl['rows'], cols: number): BufferDecl => ({ name, rows, cols, dtype: 'f8e4m3' });
+      assert.deepStrictEqual(header.buffers, [
+        { name: 'hidden', rows: 'tokens', cols: 16 }, f8('hidden8', 'tokens', 16), { name: 'qkv', rows: 'tokens', cols: 48 },
+        { name: 'ctx', rows: 'tokens', cols: 16 }, { name: 'proj', rows: 'tokens', cols: 16 }, f8('inter8', 'tokens', 32),
+        { name: 'first', rows: 'sequences', cols: 16 }, f8('first8', 'sequences', 16), { name: 'first_ctx', rows: 'sequences', cols: 16 },
+        { name: 'first_proj', rows: 'sequences', cols: 16 }, f8('first_inter8', 'sequences', 32), { name: 'pooled', rows: 'sequences', cols: 16 },
+      ]);
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 1);
+      assert.deepStrictEqual(header.ops[0], {
+        type: 'embed_layernorm', word: 'embeddings.word_embeddings.weight', position: 'embeddings.position_embeddings.weight',
+        tokenType: 'embeddings.token_type_embeddings.weight', gamma: 'embeddings.LayerNorm.weight', beta: 'embeddings.LayerNorm.bias',
+        eps: 1e-12, out: 'hidden', out8: 'hidden8',
+      });
+      const layer = (l: number, x: string, [ctx, proj, inter]: string[], last: boolean): PlanOp[] => [
+        { type: 'gemm', in: ctx, weight: `encoder.layer.${l}.attention.output.dense.weight`, activation: 'none', out: proj },
+        { type: 'add_layernorm', in: proj, residual: x, bias: `encoder.layer.${l}.attention.output.dense.bias`, gamma: `encoder.layer.${l}.attention.output.LayerNorm.weight`, beta: `encoder.layer.${l}.attention.output.LayerNorm.bias`, eps: 1e-12, out: x, out8: `${x}8` },
+        { type: 'gemm', in: `${x}8`, weight: `encoder.layer.${l}.intermediate.dense.weight`, bias: `encoder.layer.${l}.intermediate.dense.bias`, activation: 'gelu', out: inter },
+        { type: 'gemm', in: inter, weight: `encoder.layer.${l}.output.dense.weight`, activation: 'none', out: proj },
+        { type: 'add_layernorm', in: proj, residual: x, bias: `encoder.layer.${l}.output.dense.bias`, gamma: `encoder.layer.${l}.output.LayerNorm.weight`, beta: `encoder.layer.${l}.output.LayerNorm.bias`, eps: 1e-12, out: x, ...(last ? {} : { out8: `${x}8` }) },
+      ];
+      const qkv = (l: number): PlanOp => ({ type: 'gemm', in: 'hidden8', weight: `encoder.layer.${l}.attention.self.qkv.weight`, bias: `encoder.layer.${l}.attention.self.qkv.bias`, activation: 'none', out: 'qkv' });
+      const attention = { type: 'attention', in: 'qkv', out: 'ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) } as const;
+      assert.deepStrictEqual(header.ops.slice(1), [
+        qkv(0), attention, ...layer(0, 'hidden', ['ctx', 'proj', 'inter8'], false),
+        qkv(1),
+        { type: 'gather_rows', in: 'hidden', out: 'first', select: 'first' },
+        { ...attention, out: 'first_ctx', select: 'first' },
+        // The last layer's outputs have no E4M3 copy: no GEMM reads them.
+        ...layer(1, 'first', ['first_ctx', 'first_proj', 'first_inter8'], true),
+        attention, ...layer(1, 'hidden', ['ctx', 'proj', 'inter8'], true),
+        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
+      ]);
+    });
+
+    it('names the E4M3 buffers of the selected rows after sel, and adds none where no head rows are computed', async () => {
+      const mlm = await build({ architecture: 'BertForMaskedLM' }, { precision: 'fp8' });
+      assert.deepStrictEqual(mlm.header.buffers.filter((b) => b.dtype === 'f8e4m3').map((b) => [b.name, b.rows, b.cols]),
+        [['hidden8', 'tokens', 16], ['inter8', 'tokens', 32], ['sel8', 'selected', 16], ['sel_inter8', 'selected', 32]]);
+      assert.ok(mlm.header.ops.some((op) => op.type === 'gemm' && op.in === 'sel8' && op.out === 'sel_inter8'));
+      const tokens = await build({ architecture: 'BertForTokenClassification' }, { precision: 'fp8' });
+      assert.deepStrictEqual(tokens.header.buffers.filter((b) => b.dtype === 'f8e4m3').map((b) => b.name), ['hidden8', 'inter8']);
+      const norms = tokens.header.ops.filter((op): op is AddLayerNormOp => op.type === 'add_layernorm');
+      assert.deepStrictEqual(norms.map((op) => op.out8), ['hidden8', 'hidden8', 'hidden8', undefined]);
+      // Without fp8 the same model has no E4M3 buffer, tensor or out8.
+      const fp16 = await build({ architecture: 'BertForTokenClassification' }, { precision: 'fp16' });
+      assert.ok(!JSON.stringify(fp16.header).match(/f8e4m3|out8|hidden8|inter8/));
+    });
+
+    describe('the plan reader enforces the f8e4m3 rules', () => {
+      let bytes: Buffer;
+      before(async () => {
+        const dir = path.join(root, 'fp8-reader');
+        writeTinyBert(dir, { architecture: 'BertModel' });
+        await buildPlan(dir, path.join(dir, 'model.plan'), { precision: 'fp8' });
+        bytes = fs.readFileSync(path.join(dir, 'model.plan'));
+      });
+
+      const edited = (edit: (h: PlanHeader) => void): Buffer => {
+        const { headerText, data } = splitPlan(bytes);
+        const header = JSON.parse(headerText) as PlanHeader;
+        edit(header);
+        return assemblePlan(Buffer.from(JSON.stringify(header), 'utf8'), data);
+      };
+      const tensor = (h: PlanHeader, name: string): TensorEntry => h.tensors.find((t) => t.name === name)!;
+      const gemm = (h: PlanHeader, weight: string): GemmOp => h.ops.find((op): op is GemmOp => op.type === 'gemm' && op.weight === weight)!;
+      const opOf = <T extends PlanOp['type']>(h: PlanHeader, type: T) => h.ops.find((op): op is Extract<PlanOp, { type: T }> => op.type === type)!;
+      const QKV = 'encoder.layer.0.attention.self.qkv.weight';
+
+      it('reads the plan as built', () => {
+        assert.strictEqual(parsePlan(edited(() => undefined)).header.precision, 'fp8');
+      });
+
+      const cases: [string, (h: PlanHeader) => void, string][] = [
+        ['an f8e4m3 tensor without a scale', (h) => { delete tensor(h, QKV).scale; }, `f8e4m3 tensor "${QKV}" needs a finite scale > 0, has undefined`],
+        ['scale 0', (h) => { tensor(h, QKV).scale = 0; }, 'needs a finite scale > 0, has 0'],
+        ['a scale that is 0 as a float32', (h) => { tensor(h, QKV).scale = 1e-50; }, 'needs a finite scale > 0'],
+        ['a scale given as a string', (h) => { (tensor(h, QKV) as { scale: unknown }).scale = '0.5'; }, 'needs a finite scale > 0'],
+        ['an f16 tensor with a scale', (h) => { tensor(h, 'encoder.layer.0.attention.output.dense.weight').scale = 1; }, 'has a scale, which only f8e4m3 tensors have'],
+        ['an f8e4m3 tensor read as LayerNorm gamma', (h) => { Object.assign(tensor(h, 'embeddings.LayerNorm.weight'), { dtype: 'f8e4m3', scale: 1 }); }, 'reads f8e4m3 tensor "embeddings.LayerNorm.weight"'],
+        ['a gemm with an f8e4m3 weight reading a float buffer', (h) => { gemm(h, QKV).in = 'hidden'; }, `its weight "${QKV}" is f8e4m3, so its input must be an f8e4m3 buffer, not "hidden"`],
+        ['a gemm with an f16 weight reading an f8e4m3 buffer', (h) => { gemm(h, 'encoder.layer.0.attention.output.dense.weight').in = 'hidden8'; }, 'its input "hidden8" is an f8e4m3 buffer'],
+        ['a gemm with an f16 weight writing an f8e4m3 buffer', (h) => { gemm(h, 'pooler.dense.weight').out = 'first8'; }, 'writes f8e4m3 buffer "first8" as out'],
+        ['out8 naming a float buffer', (h) => { opOf(h, 'embed_layernorm').out8 = 'proj'; }, 'out8 names buffer "proj", which is not an f8e4m3 buffer'],
+        ['out8 of other cols', (h) => { opOf(h, 'embed_layernorm').out8 = 'inter8'; }, 'out8 buffer "inter8" (tokens × 32) is not shaped as out "hidden" (tokens × 16)'],
+        ['out8 of other rows', (h) => { opOf(h, 'add_layernorm').out8 = 'first8'; }, 'out8 buffer "first8" (sequences × 16) is not shaped as out "hidden"'],
+        ['a LayerNorm writing an f8e4m3 buffer as out', (h) => { opOf(h, 'add_layernorm').out = 'hidden8'; }, 'writes f8e4m3 buffer "hidden8" as out'],
+        ['an f8e4m3 buffer as a plan output', (h) => { h.outputs[0].buffer = 'hidden8'; }, 'output "hidden" names f8e4m3 buffer "hidden8"'],
+        ['an f8e4m3 buffer as attention input', (h) => { opOf(h, 'attention').in = 'hidden8'; }, 'reads f8e4m3 buffer "hidden8" as in'],
+        ['an f8e4m3 buffer as residual', (h) => { opOf(h, 'add_layernorm').residual = 'hidden8'; }, 'reads f8e4m3 buffer "hidden8" as residual'],
+        ['an f8e4m3 buffer as gather input', (h) => { opOf(h, 'gather_rows').in = 'hidden8'; }, 'reads f8e4m3 buffer "hidden8" as in'],
+        ['a buffer of another dtype', (h) => { (h.buffers[0] as { dtype?: string }).dtype = 'f16'; }, 'buffer "hidden" has unknown dtype "f16"'],
+      ];
+      for (const [what, edit, message] of cases) {
+        it(`rejects ${what}`, () => {
+          assert.throws(() => parsePlan(edited(edit)), (err: Error & { code?: string }) => {
+            assert.strictEqual(err.code, 'E_PLAN_CORRUPT', err.message);
+            assert.ok(err.message.includes(message), `"${err.message}" mentions "${message}"`);
+            return true;
+          });
+        });
+      }
     });
   });
 

@@ -12,6 +12,7 @@ const ops = [
   'add_layernorm',
   'gather_rows',
   'half_to_float',
+  'e4m3',
 ];
 
 describe('CPU ops (native test binary)', function () {

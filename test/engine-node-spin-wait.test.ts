@@ -85,7 +85,7 @@ describe('fusedrt-engine GPU wait field (Node-RED runtime)', function () {
 
   for (const [field, fields, message] of [
     ['GPU wait', { gpuWait: 'sometimes' }, 'GPU wait must be one of spin, block, got "sometimes"'],
-    ['precision', { precision: 'fp8' }, 'precision must be one of fp32, fp16, got "fp8"'],
+    ['precision', { precision: 'int8' }, 'precision must be one of fp32, fp16, fp8, got "int8"'],
   ] as const) {
     it(`a ${field} the node does not know fails the engine with E_INPUT, logged and sent to Catch`, async () => {
       await helper.load(NODES, flow(plan, fields));

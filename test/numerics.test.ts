@@ -13,14 +13,24 @@ import type { Precision, RowsKind } from '../src/build/plan-types';
 import { Engine } from '../src/engine/engine';
 import type { OutputTensor, PackedBatch, RunResult } from '../src/engine/types';
 
-/** Max abs error per element against transformers' float32 outputs. */
-const TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
+/** Max abs error per element against transformers' float32 outputs (fp8: see FP8_MIN_COSINE). */
+const TOLERANCE: Record<Exclude<Precision, 'fp8'>, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
 /**
  * One packed batch against the same sequences run apart. Not exact: a GEMM may
  * take another kernel (blocking, summation order) for another number of rows.
  * Any leak between sequences is orders of magnitude larger.
  */
 const BATCHING_TOLERANCE = 1e-5;
+/**
+ * fp8 plans on the CPU (E4M3 emulated) against transformers' float32: every
+ * encoder GEMM's input and weight rounded to 3 mantissa bits moves outputs
+ * by a few percent of their scale (the fixtures: row cosines 0.990-0.998,
+ * max |error| up to 0.37). A lost scale or a broken rounding moves them by
+ * their whole size.
+ */
+const FP8_MIN_COSINE = 0.98;
+const FP8_MAX_ERROR = 0.6;
+const COSINE_MIN_COLS = 16;
 const ARCHITECTURES = ['BertModel', 'BertForMaskedLM', 'BertForSequenceClassification',
   'BertForTokenClassification', 'BertForQuestionAnswering'];
 
@@ -127,6 +137,25 @@ function pickRows(t: OutputTensor, rows: number[]): Float32Array {
 
 interface Worst { error: number; index: number }
 
+/** The least cosine similarity of a row, over rows of at least COSINE_MIN_COLS columns (1 when none). */
+function leastRowCosine(got: ArrayLike<number>, want: ArrayLike<number>, cols: number): number {
+  let least = 1;
+  if (cols < COSINE_MIN_COLS) return least;
+  for (let r = 0; r * cols < want.length; r++) {
+    let dot = 0;
+    let gotNorm = 0;
+    let wantNorm = 0;
+    for (let c = r * cols; c < (r + 1) * cols; c++) {
+      dot += got[c] * want[c];
+      gotNorm += got[c] * got[c];
+      wantNorm += want[c] * want[c];
+    }
+    const cosine = dot / Math.sqrt(gotNorm * wantNorm);
+    least = Math.min(least, Number.isNaN(cosine) ? -1 : cosine);
+  }
+  return least;
+}
+
 /** The largest absolute difference; NaN counts as infinitely wrong. */
 function worstDifference(got: ArrayLike<number>, want: ArrayLike<number>): Worst {
   const worst: Worst = { error: 0, index: -1 };
@@ -218,6 +247,28 @@ describe('numerics against Hugging Face transformers', function () {
           });
         });
       }
+
+      it('stays near transformers with fp8 weights and GEMM inputs (E4M3 emulated on the CPU)', async () => {
+        const fixture = loadFixture(entry.name);
+        const names = Object.keys(fixture.outputs);
+        const batch = batchOf(fixture.inputs, names);
+        const [fp8, fp16] = [
+          await withEngine(await planFor('fp8'), (engine) => engine.run(batch)),
+          await withEngine(await planFor('fp16'), (engine) => engine.run(batch)),
+        ];
+        for (const name of names) {
+          const want = fixture.outputs[name];
+          const worst = worstDifference(fp8[name].data, want.data);
+          const cosine = leastRowCosine(fp8[name].data, want.data, want.cols);
+          assert.ok(worst.error <= FP8_MAX_ERROR && cosine >= FP8_MIN_COSINE,
+            `${entry.name} fp8 "${name}": max |error| ${worst.error.toExponential(3)}, least row cosine ${cosine.toFixed(5)}`);
+        }
+        // The rounding is in effect: E4M3 moves the hidden states well beyond what fp16 weights do.
+        const hidden = fixture.outputs.hidden.data;
+        const fp8Error = worstDifference(fp8.hidden.data, hidden).error;
+        const fp16Error = worstDifference(fp16.hidden.data, hidden).error;
+        assert.ok(fp8Error > 10 * fp16Error, `fp8 error ${fp8Error} is not beyond fp16's ${fp16Error}: is E4M3 applied?`);
+      });
 
       // A head that reads a few rows (fill-mask, the pooler) gets a last layer
       // computed on those rows alone when the full hidden states are not asked for.

@@ -7,6 +7,7 @@ import * as assert from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { buildPlan } from '../src/build/builder';
 import { addon, type NativeEngine } from './support/native-addon';
 import { assemblePlan, makeTinyBert, splitPlan, withRecomputedCrc, writeTinyBertPlan } from './support/tiny-bert-plan';
 import { mulberry32 } from './support/mulberry32';
@@ -205,6 +206,54 @@ describe('plan fuzzing', function () {
     for (const [what, edit, code] of cases) {
       it(`rejects ${what}`, async () => {
         await expectRejected(edited(edit), what, code ?? 'E_PLAN_CORRUPT');
+      });
+    }
+  });
+
+  // The fp8 rules (docs/plan-format.md, "FP8"), on an fp8 build of a fixture.
+  describe('fp8 header edits', () => {
+    type Header = Record<string, any>;
+    let fp8Header = '';
+    let fp8Data: Buffer;
+    before(async () => {
+      const planPath = path.join(dir, 'fp8.plan');
+      await buildPlan(path.join(__dirname, '..', '..', 'test', 'fixtures', 'bert', 'tiny32-mlm'), planPath, { precision: 'fp8' });
+      ({ headerText: fp8Header, data: fp8Data } = splitPlan(fs.readFileSync(planPath)));
+    });
+    const edited = (edit: (h: Header) => void): Buffer => {
+      const header = JSON.parse(fp8Header) as Header;
+      edit(header);
+      return assemblePlan(Buffer.from(JSON.stringify(header), 'utf8'), fp8Data);
+    };
+    const fp8Tensor = (h: Header) => h.tensors.find((t: { dtype: string }) => t.dtype === 'f8e4m3');
+    const gemmReading = (h: Header, buffer: string) => h.ops.find((o: { type: string; in: string }) => o.type === 'gemm' && o.in === buffer);
+
+    it('loads and runs the unedited fp8 plan', async () => {
+      const outcome = await tryLoad(edited(() => {}), 'unedited fp8 plan');
+      assert.ok(outcome.loaded, outcome.loaded ? '' : outcome.message);
+    });
+
+    const cases: [string, (h: Header) => void, RegExp][] = [
+      ['an f8e4m3 tensor without a scale', (h) => { delete fp8Tensor(h).scale; }, /has no scale/],
+      ['a scale of 0', (h) => { fp8Tensor(h).scale = 0; }, /positive finite/],
+      ['a negative scale', (h) => { fp8Tensor(h).scale = -0.01; }, /positive finite/],
+      ['a scale that overflows float', (h) => { fp8Tensor(h).scale = 1e39; }, /positive finite/],
+      ['a scale as a string', (h) => { fp8Tensor(h).scale = '0.01'; }, /scale/],
+      ['a scale on an f16 tensor', (h) => { h.tensors.find((t: { dtype: string }) => t.dtype === 'f16').scale = 1; }, /only f8e4m3 tensors/],
+      ['an f8e4m3 tensor as a LayerNorm parameter', (h) => { h.ops[0].gamma = fp8Tensor(h).name; }, /only a gemm's weight/],
+      ['an fp8 gemm reading a float buffer', (h) => { gemmReading(h, 'hidden8').in = 'hidden'; }, /reads an f8e4m3 buffer/],
+      ['a float gemm reading an fp8 buffer', (h) => { gemmReading(h, 'ctx').in = 'hidden8'; }, /reads a float buffer/],
+      ['a float gemm writing an fp8 buffer', (h) => { gemmReading(h, 'ctx').out = 'hidden8'; }, /writes f8e4m3 buffer/],
+      ['out8 naming a float buffer', (h) => { h.ops[0].out8 = 'proj'; }, /not f8e4m3/],
+      ['out8 of other columns', (h) => { h.ops[0].out8 = 'inter8'; }, /columns/],
+      ['an fp8 buffer as a residual', (h) => { h.ops.find((o: { type: string; residual?: string }) => o.residual === 'hidden').residual = 'hidden8'; }, /as residual/],
+      ['an fp8 buffer as a plan output', (h) => { h.outputs[0].buffer = 'hidden8'; }, /names f8e4m3 buffer/],
+      ['an unknown buffer dtype', (h) => { h.buffers.find((b: { name: string }) => b.name === 'hidden8').dtype = 'f16'; }, /unknown dtype/],
+      ['fp8 with an unknown precision', (h) => { h.precision = 'fp4'; }, /precision/],
+    ];
+    for (const [what, edit, message] of cases) {
+      it(`rejects ${what}`, async () => {
+        await expectRejected(edited(edit), what, 'E_PLAN_CORRUPT', message);
       });
     }
   });

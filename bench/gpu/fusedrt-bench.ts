@@ -9,7 +9,7 @@
  * Accuracy: the logits of the cases pytorch_bench.py saved a reference for,
  * and the top-1 token of every token of those cases (its top1-*.json).
  *
- *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--seq 128|384] [--device cuda] [--accuracy-only]
+ *   node dist/bench/gpu/fusedrt-bench.js --model-dir DIR --inputs FILE --out DIR [--reference-dir DIR] [--plan-dir DIR] [--seq 128|384] [--device cuda] [--precisions fp16,fp32] [--accuracy-only]
  *
  * --seq runs only the cases of one sequence length (the benchmark is split
  * over two device calls that way; report.js joins their results).
@@ -116,7 +116,7 @@ export interface FusedResults {
 
 function parseArgs(argv: string[]): {
   modelDir: string; inputs: string; out: string; referenceDir: string; planDir: string; seq: number | undefined; device: DeviceOption;
-  accuracyOnly: boolean;
+  precisions: Precision[]; accuracyOnly: boolean;
 } {
   const accuracyOnly = argv.includes('--accuracy-only');
   argv = argv.filter((a) => a !== '--accuracy-only');
@@ -136,6 +136,8 @@ function parseArgs(argv: string[]): {
     seq: args.has('--seq') ? Number(args.get('--seq')) : undefined,
     // Another device only to smoke-test this script where there is no GPU.
     device: (args.get('--device') ?? 'cuda') as DeviceOption,
+    // fp8 (compute capability 8.9 or newer) only when asked: the default is the table.
+    precisions: (args.get('--precisions') ?? 'fp16,fp32').split(',') as Precision[],
     // The accuracy checks without the timings (e.g. to compare two builds).
     accuracyOnly,
   };
@@ -376,7 +378,7 @@ async function main(): Promise<void> {
     ],
   };
   const save = () => fs.writeFileSync(path.join(args.out, 'fusedrt.json'), JSON.stringify(results, null, 1));
-  for (const precision of ['fp16', 'fp32'] as const) {
+  for (const precision of args.precisions) {
     try {
       await benchPrecision(precision, inputs, args, results, save);
     } catch (e) {

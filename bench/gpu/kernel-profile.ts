@@ -1,11 +1,11 @@
 /**
  * The run that tools/device/kernel-profile.sh puts under Nsight Compute: a
- * BERT-base-shaped MLM (random weights, fp16 plan) on the CUDA backend with
+ * BERT-base-shaped MLM (random weights, fp16 plan, or fp8 with --precision fp8) on the CUDA backend with
  * CUDA graphs off, so every kernel of a run is launched (and profiled) on
  * its own. One [MASK] row per sequence, top-5 on the device, as fill-mask
  * runs it.
  *
- *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs] [--varlen]
+ *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs] [--varlen] [--precision fp16|fp8]
  *
  * With --graphs (not under ncu) it times the same runs with CUDA graphs on
  * and prints the median GPU time (CUDA events), to set against the sum of
@@ -30,16 +30,18 @@ async function main(): Promise<void> {
   const seq = Number(option('--seq', '128'));
   const warmup = Number(option('--warmup', '20'));
   const runs = Number(option('--runs', '2'));
-  const plan = path.join(work, 'bert-base-mlm-fp16.plan');
-  if (!fs.existsSync(plan)) {
+  const precision = option('--precision', 'fp16');
+  if (precision !== 'fp16' && precision !== 'fp8') throw new Error(`--precision must be fp16 or fp8, got ${precision}`);
+  const plan = path.join(work, `bert-base-mlm-${precision}.plan`);
+  if (!fs.existsSync(path.join(work, 'model', 'config.json'))) {
     const words = randomModelVocabulary();
     const vocab = [...words, ...Array.from({ length: VOCAB_SIZE - words.length }, (_, i) => `[unused${i}]`)];
     writeRandomBertModel(path.join(work, 'model'), {
       architecture: 'BertForMaskedLM', hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072,
       maxPositions: 512, vocab, seed: 4, dtype: 'F16',
     });
-    await buildPlan(path.join(work, 'model'), plan, { precision: 'fp16' });
   }
+  if (!fs.existsSync(plan)) await buildPlan(path.join(work, 'model'), plan, { precision });
   const graphs = process.argv.includes('--graphs');
   const engine = await Engine.load(plan, { device: 'cuda', maxTokens: 4096, maxSequences: 64, cudaGraphs: graphs });
   let state = 7;
@@ -66,7 +68,7 @@ async function main(): Promise<void> {
     await engine.dispose();
   }
   gpuMs.sort((a, b) => a - b);
-  console.log(`${batch}x${seq}${tokens < batch * seq ? ` (${tokens} tokens)` : ''} graphs ${graphs ? 'on' : 'off'}: ${warmup} warm-up runs, ${runs} runs, `
+  console.log(`${precision} ${batch}x${seq}${tokens < batch * seq ? ` (${tokens} tokens)` : ''} graphs ${graphs ? 'on' : 'off'}: ${warmup} warm-up runs, ${runs} runs, `
     + `median GPU time ${gpuMs[gpuMs.length >> 1].toFixed(4)} ms`);
 }
 

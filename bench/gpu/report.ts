@@ -83,20 +83,21 @@ export function report(dirs: string[]): string {
   lines.push('');
   const ourMs = (precision: string, name: string) => ours?.timings.find((t) => t.precision === precision && t.case === name);
   const torchMs = (mode: string, name: string) => torch?.timings.find((t) => t.mode === mode && t.case === name);
-  lines.push('| case | tokens | GFLOP | floor ms | ours fp16 | ours fp32 | ' + TORCH_MODES.join(' | ')
+  lines.push('| case | tokens | GFLOP | floor ms | ours fp16 | ours fp8 | ours fp32 | ' + TORCH_MODES.join(' | ')
     + ' | fp16 speed-up vs best torch fp16 | ours fp16 TFLOP/s |');
-  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ' + TORCH_MODES.map(() => '---:').join(' | ') + ' | ---: | ---: |');
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ' + TORCH_MODES.map(() => '---:').join(' | ') + ' | ---: | ---: |');
   for (const c of inputs.cases) {
-    if (!ourMs('fp16', c.name) && !torchMs('fp16-eager', c.name)) continue;  // not in the runs joined
+    if (!ourMs('fp16', c.name) && !ourMs('fp8', c.name) && !torchMs('fp16-eager', c.name)) continue;  // not in the runs joined
     const tokens = c.lengths.reduce((a, b) => a + b, 0);
     const flops = bertMlmFlops(inputs.model, c.lengths, c.batch);
     const fp16 = ourMs('fp16', c.name);
+    const fp8 = ourMs('fp8', c.name);
     const fp32 = ourMs('fp32', c.name);
     const torchCells = TORCH_MODES.map((m) => torchMs(m, c.name));
     const bestTorch16 = Math.min(...torchCells.slice(0, 3).map((t) => t?.median_ms ?? Infinity));
     const speedup = fp16?.median_ms && Number.isFinite(bestTorch16) ? `${(bestTorch16 / fp16.median_ms).toFixed(2)}×` : '—';
     lines.push(`| ${c.name} | ${tokens} | ${(flops / 1e9).toFixed(1)} | ${gemm ? floorMs(flops, gemm).toFixed(3) : '—'} | `
-      + `${cell(fp16?.median_ms, fp16?.runs)} | ${cell(fp32?.median_ms, fp32?.runs)} | `
+      + `${cell(fp16?.median_ms, fp16?.runs)} | ${cell(fp8?.median_ms, fp8?.runs)} | ${cell(fp32?.median_ms, fp32?.runs)} | `
       + torchCells.map((t) => (t?.error ? 'failed' : cell(t?.median_ms, t?.runs))).join(' | ')
       + ` | ${speedup} | ${fp16?.median_ms ? effectiveTflops(flops, fp16.median_ms).toFixed(1) : '—'} |`);
   }
@@ -118,7 +119,7 @@ export function report(dirs: string[]): string {
     lines.push('');
     lines.push('| precision | S | batch | varlen ms | all-S ms | time ratio | token ratio |');
     lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const precision of ['fp16', 'fp32']) {
+    for (const precision of ['fp16', 'fp8', 'fp32']) {
       for (const c of inputs.cases.filter((x) => x.kind === 'varlen')) {
         const fixedName = c.name.replace('varlen', 'fixed');
         const v = ourMs(precision, c.name)?.median_ms;
@@ -142,7 +143,7 @@ export function report(dirs: string[]): string {
       lines.push(`| ${t.precision} top-1 of every token vs transformers fp32, ${t.case} | ours ${pct(t.top1_same)}, `
         + `PyTorch fp16 SDPA ${pct(t.torch_fp16_same)}; largest reference margin of a row we miss ${t.largest_missed_margin.toExponential(1)} |`);
     }
-    for (const precision of ['fp16', 'fp32']) {
+    for (const precision of ['fp16', 'fp8', 'fp32']) {
       const all = (ours.top1 ?? []).filter((t) => t.precision === precision);
       if (all.length < 2) continue;
       const sum = (f: (t: typeof all[number]) => number) => all.reduce((a, t) => a + f(t), 0);

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "../e4m3.h"
 #include "../half.h"
 #include "ops.h"
 
@@ -588,6 +589,42 @@ void test_float_to_half() {
   report(wrong == 0, "float_to_half", "round trips, ties, overflow", wrong, 0);
 }
 
+// ---- E4M3 (native/e4m3.h) -------------------------------------------------
+
+// Every code decodes to its bit fields' value; every finite code rounds back
+// to itself; a value between two neighbours rounds to the nearer, a midpoint
+// to the one with an even mantissa; beyond 448 (and infinity) saturates.
+void test_e4m3() {
+  int wrong = 0;
+  std::vector<float> values;  // the non-negative finite codes, ascending (0x00 .. 0x7e)
+  for (int code = 0; code < 256; ++code) {
+    const int exponent = (code >> 3) & 0xf;
+    const int mantissa = code & 7;
+    const double sign = (code & 0x80) ? -1.0 : 1.0;
+    const float got = fusedrt::e4m3_to_float(static_cast<uint8_t>(code));
+    if (exponent == 0xf && mantissa == 7) {
+      if (!std::isnan(got)) ++wrong;
+      continue;
+    }
+    const double expected = exponent == 0 ? sign * std::ldexp(mantissa, -9) : sign * std::ldexp(8 + mantissa, exponent - 10);
+    if (got != static_cast<float>(expected) || std::signbit(got) != (sign < 0)) ++wrong;
+    if (fusedrt::round_to_e4m3(got) != got) ++wrong;
+    if (code < 0x80) values.push_back(got);
+  }
+  for (size_t i = 0; i + 1 < values.size(); ++i) {
+    const float mid = (values[i] + values[i + 1]) / 2;  // exact in float
+    const float even = (i % 2 == 0) ? values[i] : values[i + 1];
+    if (fusedrt::round_to_e4m3(mid) != even || fusedrt::round_to_e4m3(-mid) != -even) ++wrong;
+    if (fusedrt::round_to_e4m3(std::nextafter(mid, values[i])) != values[i]) ++wrong;
+    if (fusedrt::round_to_e4m3(std::nextafter(mid, values[i + 1])) != values[i + 1]) ++wrong;
+  }
+  for (const float big : {448.f, 449.f, 464.f, 1e6f, INFINITY}) {
+    if (fusedrt::round_to_e4m3(big) != 448.f || fusedrt::round_to_e4m3(-big) != -448.f) ++wrong;
+  }
+  if (!std::isnan(fusedrt::round_to_e4m3(NAN)) || fusedrt::round_to_e4m3(std::ldexp(1.f, -10)) != 0.f) ++wrong;
+  report(wrong == 0, "e4m3", "codes, round trips, ties to even, saturation", wrong, 0);
+}
+
 }  // namespace
 
 int main() {
@@ -608,6 +645,7 @@ int main() {
   test_gemm_concurrent();
   test_half_to_float();
   test_float_to_half();
+  test_e4m3();
   std::printf("%s: %d cases, %d failed\n", g_failures == 0 ? "OK" : "FAILED", g_cases, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -43,7 +43,9 @@ function spinWaitField(value: string | undefined): boolean | undefined {
 
 function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSettings {
   const precision = (def.precision || 'fp32') as Precision;
-  if (precision !== 'fp32' && precision !== 'fp16') throw nodeError('E_INPUT', 'badChoice', { field: 'precision', choices: 'fp32, fp16', value: precision });
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'fp8') {
+    throw nodeError('E_INPUT', 'badChoice', { field: 'precision', choices: 'fp32, fp16, fp8', value: precision });
+  }
   const engine = {
     device: (def.device || 'auto') as DeviceOption,
     threads: integerField(def.threads, 'threads', 0),

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { FusedRTError } from '../errors';
 import { buildModelGraph, type TensorSpec } from '../models';
+import { e4m3Scale, float32ToE4M3 } from './e4m3';
 import { writePlan, type HeaderWithoutLayout, type TensorData } from './plan-file';
 import type { PlanHeader, Precision } from './plan-types';
 import { float32ToHalf, SafetensorsCheckpoint } from './safetensors';
@@ -17,7 +18,8 @@ import { loadTokenizerSource } from './tokenizer-source';
 export interface BuildOptions {
   /**
    * Weight precision: fp16 stores matrices and embedding tables as half floats (biases and LayerNorm stay f32);
-   * tf32 stores fp32 weights and marks the plan for TF32 GEMMs on CUDA. Default: 'fp32'.
+   * tf32 stores fp32 weights and marks the plan for TF32 GEMMs on CUDA; fp8 is fp16 except that the encoder's
+   * QKV and feed-forward GEMMs take FP8 (E4M3) weights, each with its own scale, and E4M3 inputs. Default: 'fp32'.
    */
   precision?: Precision;
   /** Longest sequence (tokens) the plan accepts; capped at the model's max_position_embeddings. Default: max_position_embeddings. */
@@ -57,8 +59,8 @@ function readConfig(dir: string): Record<string, unknown> {
 
 function resolveOptions(options: BuildOptions): { precision: Precision; maxSeq?: number } {
   const precision = options.precision ?? 'fp32';
-  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'tf32') {
-    throw new FusedRTError('E_INPUT', `precision must be fp32, fp16 or tf32, got ${JSON.stringify(precision)}`);
+  if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'tf32' && precision !== 'fp8') {
+    throw new FusedRTError('E_INPUT', `precision must be fp32, fp16, tf32 or fp8, got ${JSON.stringify(precision)}`);
   }
   const maxSeq = options.maxSeq;
   if (maxSeq !== undefined && (!Number.isInteger(maxSeq) || maxSeq < 2)) {
@@ -79,7 +81,11 @@ function convertTensor(checkpoint: SafetensorsCheckpoint, spec: TensorSpec, prec
       at += part.length;
     }
   }
-  const half = precision === 'fp16' && spec.kind === 'matrix';
+  if (spec.kind === 'e4m3') {
+    const scale = e4m3Scale(values);
+    return { name: spec.name, dtype: 'f8e4m3', shape: spec.shape, data: float32ToE4M3(values, scale), scale };
+  }
+  const half = (precision === 'fp16' || precision === 'fp8') && spec.kind === 'matrix';
   const data = half ? float32ToHalf(values) : values;
   return { name: spec.name, dtype: half ? 'f16' : 'f32', shape: spec.shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
@@ -96,7 +102,7 @@ export async function buildPlan(hfDir: string, outPath: string, options: BuildOp
 
   const rawConfig = readConfig(hfDir);
   const checkpoint = SafetensorsCheckpoint.openDirectory(hfDir);
-  const graph = buildModelGraph(rawConfig, checkpoint);
+  const graph = buildModelGraph(rawConfig, checkpoint, { fp8: precision === 'fp8' });
   const tokenizer = loadTokenizerSource(hfDir);
   if (tokenizer.idCount > graph.config.vocabSize) {
     throw new FusedRTError('E_MODEL', `the tokenizer (${tokenizer.file}) has ids up to ${tokenizer.idCount - 1}, beyond the model's vocab_size ${graph.config.vocabSize}`);

@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as zlib from 'zlib';
 import { FusedRTError } from '../errors';
-import type { DType, PlanHeader, TensorEntry } from './plan-types';
+import type { BufferDecl, DType, PlanHeader, PlanOp, TensorEntry } from './plan-types';
 
 export const PLAN_MAGIC = Buffer.from('FRTPLAN\0', 'latin1');
 export const PLAN_FOOTER_MAGIC = Buffer.from('FEND', 'latin1');
@@ -16,7 +16,7 @@ const PREAMBLE_BYTES = 16;
 const FOOTER_BYTES = 8;
 const MAX_HEADER_BYTES = 16 * 1024 * 1024;
 
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, u8: 1 };
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, u8: 1, f8e4m3: 1 };
 
 export function alignUp(n: number, alignment = PLAN_ALIGNMENT): number {
   return Math.ceil(n / alignment) * alignment;
@@ -28,6 +28,13 @@ export interface TensorData {
   dtype: DType;
   shape: number[];
   data: Uint8Array;
+  /** f8e4m3 only (and required there): what each decoded byte is multiplied by. */
+  scale?: number;
+}
+
+/** The runtime reads a scale as a float32, so it must be positive and finite as one. */
+function validScale(scale: unknown): boolean {
+  return typeof scale === 'number' && Math.fround(scale) > 0 && Number.isFinite(Math.fround(scale));
 }
 
 export type HeaderWithoutLayout = Omit<PlanHeader, 'tensors' | 'dataSize'>;
@@ -45,7 +52,10 @@ export function layoutTensors(header: HeaderWithoutLayout, tensors: TensorData[]
     if (size !== t.data.byteLength) {
       throw new FusedRTError('E_BUILD', `tensor "${t.name}" has ${t.data.byteLength} bytes, shape [${t.shape}] ${t.dtype} needs ${size}`);
     }
-    entries.push({ name: t.name, dtype: t.dtype, shape: t.shape, offset, size });
+    if (t.dtype === 'f8e4m3' ? !validScale(t.scale) : t.scale !== undefined) {
+      throw new FusedRTError('E_BUILD', `tensor "${t.name}" is ${t.dtype} with scale ${t.scale}; f8e4m3 needs a finite scale > 0, other dtypes none`);
+    }
+    entries.push({ name: t.name, dtype: t.dtype, shape: t.shape, ...(t.scale !== undefined ? { scale: t.scale } : {}), offset, size });
     offset = alignUp(offset + size);
   }
   return { ...header, tensors: entries, dataSize: offset };
@@ -106,10 +116,79 @@ function corrupt(message: string): FusedRTError {
   return new FusedRTError('E_PLAN_CORRUPT', `invalid plan: ${message}`);
 }
 
+const isF8 = (b: BufferDecl | undefined) => b?.dtype === 'f8e4m3';
+
+/**
+ * The buffers an op reads and writes (leaving out a gemm's input, whose rule
+ * depends on its weight) and the tensors it reads other than a gemm's weight.
+ */
+function operands(op: PlanOp, where: string): { reads: [string, string | undefined][]; out: string; tensors: (string | undefined)[] } {
+  switch (op?.type) {
+    case 'embed_layernorm': return { reads: [], out: op.out, tensors: [op.word, op.position, op.tokenType, op.gamma, op.beta] };
+    case 'gemm': return { reads: [], out: op.out, tensors: [op.bias] };
+    case 'add_layernorm': return { reads: [['in', op.in], ['residual', op.residual]], out: op.out, tensors: [op.bias, op.gamma, op.beta] };
+    case 'attention':
+    case 'gather_rows': return { reads: [['in', op.in]], out: op.out, tensors: [] };
+    default: throw corrupt(`${where} has unknown op type`);
+  }
+}
+
+/**
+ * The f8e4m3 rules of docs/plan-format.md, as the native reader enforces
+ * them: E4M3 tensors carry a scale and are only gemm weights; E4M3 buffers
+ * are written by those gemms and by LayerNorms' `out8`, and read only as
+ * those gemms' input. `inspect` thus never shows an fp8 plan the runtime
+ * would refuse.
+ */
+function checkFp8(header: PlanHeader, tensors: Map<string, TensorEntry>): void {
+  for (const t of header.tensors) {
+    if (t.dtype === 'f8e4m3' && !validScale(t.scale)) throw corrupt(`f8e4m3 tensor "${t.name}" needs a finite scale > 0, has ${JSON.stringify(t.scale)}`);
+    if (t.dtype !== 'f8e4m3' && 'scale' in t) throw corrupt(`tensor "${t.name}" has a scale, which only f8e4m3 tensors have`);
+  }
+  if (!Array.isArray(header.buffers) || !Array.isArray(header.ops) || !Array.isArray(header.outputs)) {
+    throw corrupt('header lacks the buffers, ops or outputs table');
+  }
+  const buffers = new Map<string, BufferDecl>();
+  for (const b of header.buffers) {
+    if (b?.dtype !== undefined && b.dtype !== 'f8e4m3') throw corrupt(`buffer "${b.name}" has unknown dtype ${JSON.stringify(b.dtype)}`);
+    buffers.set(b?.name, b);
+  }
+  const isF8Tensor = (name: string | undefined) => name !== undefined && tensors.get(name)?.dtype === 'f8e4m3';
+  header.ops.forEach((op, i) => {
+    const where = `op ${i} (${op?.type})`;
+    const { reads, out, tensors: read } = operands(op, where);
+    for (const name of read) {
+      if (isF8Tensor(name)) throw corrupt(`${where} reads f8e4m3 tensor "${name}", which only a gemm's weight may be`);
+    }
+    for (const [field, name] of reads) {
+      if (name !== undefined && isF8(buffers.get(name))) throw corrupt(`${where} reads f8e4m3 buffer "${name}" as ${field}: only gemms with an f8e4m3 weight may`);
+    }
+    const fp8Gemm = op.type === 'gemm' && isF8Tensor(op.weight);
+    if (op.type === 'gemm' && isF8(buffers.get(op.in)) !== fp8Gemm) {
+      throw corrupt(fp8Gemm
+        ? `${where}: its weight "${op.weight}" is f8e4m3, so its input must be an f8e4m3 buffer, not "${op.in}"`
+        : `${where}: its input "${op.in}" is an f8e4m3 buffer, which only a gemm with an f8e4m3 weight may read`);
+    }
+    if (isF8(buffers.get(out)) && !fp8Gemm) throw corrupt(`${where} writes f8e4m3 buffer "${out}" as out: only gemms with an f8e4m3 weight may`);
+    if ((op.type === 'embed_layernorm' || op.type === 'add_layernorm') && op.out8 !== undefined) {
+      const out8 = buffers.get(op.out8);
+      const target = buffers.get(op.out);
+      if (!isF8(out8)) throw corrupt(`${where}.out8 names buffer "${op.out8}", which is not an f8e4m3 buffer`);
+      if (out8?.rows !== target?.rows || out8?.cols !== target?.cols) {
+        throw corrupt(`${where}.out8 buffer "${op.out8}" (${out8?.rows} × ${out8?.cols}) is not shaped as out "${op.out}" (${target?.rows} × ${target?.cols})`);
+      }
+    }
+  });
+  for (const o of header.outputs) {
+    if (isF8(buffers.get(o?.buffer))) throw corrupt(`output "${o.name}" names f8e4m3 buffer "${o.buffer}"`);
+  }
+}
+
 /**
  * Parses the container: magic, version, header JSON, tensor table bounds and
- * the checksum. Deep validation of ops and shapes is the native reader's job;
- * this reader is for tooling (inspect, the tokenizer) and checks what it uses.
+ * the checksum, and the f8e4m3 rules. Deep validation of ops and shapes is the
+ * native reader's job; this reader is for tooling (inspect, the tokenizer)
+ * and checks what it uses.
  */
 export function parsePlan(bytes: Uint8Array, verifyChecksum = true): PlanContents {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -150,6 +229,7 @@ export function parsePlan(bytes: Uint8Array, verifyChecksum = true): PlanContent
     }
     byName.set(t.name, t);
   }
+  checkFp8(header, byName);
   return {
     header,
     fileSize: buf.length,

@@ -1,12 +1,14 @@
 /** Types of the plan header; docs/plan-format.md is the normative description. */
 
-export type DType = 'f32' | 'f16' | 'u8';
+/** f8e4m3: OCP FP8 E4M3, one byte per element, times the tensor's `scale`. */
+export type DType = 'f32' | 'f16' | 'u8' | 'f8e4m3';
 /**
  * fp32: fp32 weights and compute. fp16: half-float matrices and embedding
  * tables (fp16 activations on CUDA). tf32: fp32 weights, GEMMs with TF32
- * tensor cores on CUDA (plain fp32 on the CPU).
+ * tensor cores on CUDA (plain fp32 on the CPU). fp8: as fp16, except that the
+ * encoder's QKV and feed-forward GEMMs take E4M3 weights and inputs.
  */
-export type Precision = 'fp32' | 'fp16' | 'tf32';
+export type Precision = 'fp32' | 'fp16' | 'tf32' | 'fp8';
 export type Task = 'fill-mask' | 'classification' | 'token-classification' | 'question-answering' | 'embedding';
 export type RowsKind = 'tokens' | 'sequences' | 'selected';
 export type Activation = 'none' | 'gelu' | 'gelu_tanh' | 'relu' | 'tanh';
@@ -18,12 +20,16 @@ export interface TensorEntry {
   /** Byte offset relative to the start of the data section; a multiple of 64. */
   offset: number;
   size: number;
+  /** f8e4m3 only (and required there): an element's value is its decoded byte times this. */
+  scale?: number;
 }
 
 export interface BufferDecl {
   name: string;
   rows: RowsKind;
   cols: number;
+  /** Absent: a float buffer. f8e4m3: holds values rounded to E4M3, read only as the input of GEMMs with f8e4m3 weights. */
+  dtype?: 'f8e4m3';
 }
 
 export interface EmbedLayerNormOp {
@@ -35,6 +41,8 @@ export interface EmbedLayerNormOp {
   beta: string;
   eps: number;
   out: string;
+  /** An f8e4m3 buffer shaped as `out` that also receives the output, rounded to E4M3. */
+  out8?: string;
 }
 
 export interface GemmOp {
@@ -69,6 +77,8 @@ export interface AddLayerNormOp {
   beta: string;
   eps: number;
   out: string;
+  /** An f8e4m3 buffer shaped as `out` that also receives the output, rounded to E4M3. */
+  out8?: string;
 }
 
 export interface GatherRowsOp {

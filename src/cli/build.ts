@@ -1,4 +1,4 @@
-/** `fusedrt build <hf-dir> -o model.plan [--precision fp32|fp16|tf32] [--max-seq N]` */
+/** `fusedrt build <hf-dir> -o model.plan [--precision fp32|fp16|tf32|fp8] [--max-seq N]` */
 import * as fs from 'fs';
 import { buildPlan } from '../build/builder';
 import type { Precision } from '../build/plan-types';
@@ -12,9 +12,14 @@ or a sharded model.safetensors.index.json, tokenizer.json or vocab.txt).
 
 Options:
   -o, --output <file>         plan file to write (required)
-      --precision fp32|fp16|tf32
+      --precision fp32|fp16|tf32|fp8
                               weight precision (default: fp32); tf32 keeps
-                              fp32 weights and runs GEMMs in TF32 on CUDA
+                              fp32 weights and runs GEMMs in TF32 on CUDA;
+                              fp8 is fp16 with FP8 (E4M3) weights and inputs
+                              in the encoder's QKV and feed-forward GEMMs; it
+                              runs on GPUs of compute capability 8.9+ (Ada,
+                              Hopper) and on the CPU (emulated, slower), with
+                              answers further from fp32's than fp16's
       --max-seq <n>           longest sequence in tokens, at most the model's
                               max_position_embeddings (default: that maximum)
   -h, --help                  show this help`;
@@ -41,8 +46,8 @@ function progressPrinter(stream: NodeJS.WriteStream): { update(message: string, 
 }
 
 function parsePrecision(value: string | undefined): Precision | undefined {
-  if (value === undefined || value === 'fp32' || value === 'fp16' || value === 'tf32') return value;
-  throw new FusedRTError('E_INPUT', `build: --precision must be fp32 or fp16 or tf32, got "${value}"`);
+  if (value === undefined || value === 'fp32' || value === 'fp16' || value === 'tf32' || value === 'fp8') return value;
+  throw new FusedRTError('E_INPUT', `build: --precision must be fp32 or fp16 or tf32 or fp8, got "${value}"`);
 }
 
 function parseMaxSeq(value: string | undefined): number | undefined {

@@ -6,7 +6,7 @@
  */
 import { FusedRTError } from '../errors';
 import type { Activation, BufferDecl, ModelConfig, PlanOp, RowSelect, RowsKind, Task } from '../build/plan-types';
-import type { ModelGraph, TensorSpec, WeightLookup } from './index';
+import type { GraphOptions, ModelGraph, TensorSpec, WeightLookup } from './index';
 
 export const BERT_ARCHITECTURES = [
   'BertModel',
@@ -144,9 +144,10 @@ class WeightBinder {
     return name;
   }
 
-  linear(planName: string, checkpointName: string, outFeatures: number, inFeatures: number): { weight: string; bias: string } {
+  linear(planName: string, checkpointName: string, outFeatures: number, inFeatures: number,
+    weightKind: TensorSpec['kind'] = 'matrix'): { weight: string; bias: string } {
     return {
-      weight: this.add(`${planName}.weight`, [[`${checkpointName}.weight`]], [outFeatures, inFeatures], 'matrix'),
+      weight: this.add(`${planName}.weight`, [[`${checkpointName}.weight`]], [outFeatures, inFeatures], weightKind),
       bias: this.add(`${planName}.bias`, [[`${checkpointName}.bias`]], [outFeatures], 'vector'),
     };
   }
@@ -185,7 +186,13 @@ function encoderPrefix(architecture: BertArchitecture, weights: WeightLookup): s
   return architecture === 'BertModel' ? '' : 'bert.';
 }
 
-export function buildBertGraph(rawConfig: Record<string, unknown>, weights: WeightLookup): ModelGraph {
+/**
+ * With `options.fp8`, the QKV and feed-forward GEMMs of every layer take
+ * E4M3 weights and inputs (the GEMMs where FP8 tensor cores gain most;
+ * docs/plan-format.md): the LayerNorm before each writes an E4M3 copy of its
+ * output beside it, and the intermediate activations are E4M3 throughout.
+ */
+export function buildBertGraph(rawConfig: Record<string, unknown>, weights: WeightLookup, options: GraphOptions = {}): ModelGraph {
   const architecture = (rawConfig.architectures as string[])[0] as BertArchitecture;
   const config = parseBertConfig(rawConfig);
   const { hiddenSize: H, intermediateSize: I, numHeads, layerNormEps: eps } = config;
@@ -194,12 +201,22 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
   const act = config.hiddenAct as Activation;
   const p = encoderPrefix(architecture, weights);
   const w = new WeightBinder(weights);
+  const fp8 = options.fp8 === true;
+  const gemmKind: TensorSpec['kind'] = fp8 ? 'e4m3' : 'matrix';
+  // The E4M3 form of buffer x that the fp8 GEMMs read is x + "8" (x itself without fp8):
+  // a copy beside `hidden` and the head rows, and in place of the intermediate, which only GEMMs read.
+  const e4m3 = (x: string) => (fp8 ? `${x}8` : x);
+  const e4m3Buffer = (x: string, rows: RowsKind, cols: number): BufferDecl =>
+    (fp8 ? { name: e4m3(x), rows, cols, dtype: 'f8e4m3' } : { name: x, rows, cols });
+  const e4m3Copy = (x: string, rows: RowsKind, cols: number): BufferDecl[] => (fp8 ? [e4m3Buffer(x, rows, cols)] : []);
+  const out8 = (x: string) => (fp8 ? { out8: e4m3(x) } : {});
   const buffers: BufferDecl[] = [
     { name: 'hidden', rows: 'tokens', cols: H },
+    ...e4m3Copy('hidden', 'tokens', H),
     { name: 'qkv', rows: 'tokens', cols: 3 * H },
     { name: 'ctx', rows: 'tokens', cols: H },
     { name: 'proj', rows: 'tokens', cols: H },
-    { name: 'inter', rows: 'tokens', cols: I },
+    e4m3Buffer('inter', 'tokens', I),
   ];
   const ops: PlanOp[] = [];
 
@@ -207,7 +224,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
   const position = w.add('embeddings.position_embeddings.weight', [[`${p}embeddings.position_embeddings.weight`]], [config.maxPositions, H], 'matrix');
   const tokenType = w.add('embeddings.token_type_embeddings.weight', [[`${p}embeddings.token_type_embeddings.weight`]], [config.typeVocabSize, H], 'matrix');
   const embedNorm = w.layerNorm('embeddings.LayerNorm', `${p}embeddings.LayerNorm`, H);
-  ops.push({ type: 'embed_layernorm', word, position, tokenType, ...embedNorm, eps, out: 'hidden' });
+  ops.push({ type: 'embed_layernorm', word, position, tokenType, ...embedNorm, eps, out: 'hidden', ...out8('hidden') });
 
   const hasPooler = architecture === 'BertForSequenceClassification'
     || (architecture === 'BertModel' && (w.has(`${p}pooler.dense.weight`) || w.has(`${p}pooler.dense.bias`)));
@@ -216,33 +233,35 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
     const src = `${p}encoder.layer.${i}`;
     const dst = `encoder.layer.${i}`;
     const qkvSources = (suffix: string) => ['query', 'key', 'value'].map((m) => [`${src}.attention.self.${m}.${suffix}`]);
-    const qkvWeight = w.add(`${dst}.attention.self.qkv.weight`, qkvSources('weight'), [3 * H, H], 'matrix');
+    const qkvWeight = w.add(`${dst}.attention.self.qkv.weight`, qkvSources('weight'), [3 * H, H], gemmKind);
     const qkvBias = w.add(`${dst}.attention.self.qkv.bias`, qkvSources('bias'), [3 * H], 'vector');
     const attnOut = w.linear(`${dst}.attention.output.dense`, `${src}.attention.output.dense`, H, H);
     const attnNorm = w.layerNorm(`${dst}.attention.output.LayerNorm`, `${src}.attention.output.LayerNorm`, H);
-    const up = w.linear(`${dst}.intermediate.dense`, `${src}.intermediate.dense`, I, H);
-    const down = w.linear(`${dst}.output.dense`, `${src}.output.dense`, H, I);
+    const up = w.linear(`${dst}.intermediate.dense`, `${src}.intermediate.dense`, I, H, gemmKind);
+    const down = w.linear(`${dst}.output.dense`, `${src}.output.dense`, H, I, gemmKind);
     const outNorm = w.layerNorm(`${dst}.output.LayerNorm`, `${src}.output.LayerNorm`, H);
     const attention = { type: 'attention', in: 'qkv', heads: numHeads, headDim, scale: 1 / Math.sqrt(headDim) } as const;
+    const last = i === config.numLayers - 1;
     // Everything after attention, on the rows of `x` (updated in place).
     // The projections' biases ride in the following add_layernorm, saving one pass over the rows.
+    // The last layer's output has no E4M3 copy: no GEMM of this graph reads it.
     const afterAttention = (x: string, ctx: string, proj: string, inter: string): PlanOp[] => [
       { type: 'gemm', in: ctx, weight: attnOut.weight, activation: 'none', out: proj },
-      { type: 'add_layernorm', in: proj, residual: x, bias: attnOut.bias, ...attnNorm, eps, out: x },
-      { type: 'gemm', in: x, weight: up.weight, bias: up.bias, activation: act, out: inter },
-      { type: 'gemm', in: inter, weight: down.weight, activation: 'none', out: proj },
-      { type: 'add_layernorm', in: proj, residual: x, bias: down.bias, ...outNorm, eps, out: x },
+      { type: 'add_layernorm', in: proj, residual: x, bias: attnOut.bias, ...attnNorm, eps, out: x, ...out8(x) },
+      { type: 'gemm', in: e4m3(x), weight: up.weight, bias: up.bias, activation: act, out: e4m3(inter) },
+      { type: 'gemm', in: e4m3(inter), weight: down.weight, activation: 'none', out: proj },
+      { type: 'add_layernorm', in: proj, residual: x, bias: down.bias, ...outNorm, eps, out: x, ...(last ? {} : out8(x)) },
     ];
-    ops.push({ type: 'gemm', in: 'hidden', weight: qkvWeight, bias: qkvBias, activation: 'none', out: 'qkv' });
-    if (i === config.numLayers - 1 && headRows) {
+    ops.push({ type: 'gemm', in: e4m3('hidden'), weight: qkvWeight, bias: qkvBias, activation: 'none', out: 'qkv' });
+    if (last && headRows) {
       // The head reads only some rows, so the last layer is also computed
       // for those rows alone (their queries against every key). The
       // runtime runs whichever version the requested outputs need.
       const { select, rows, prefix } = headRows;
       const names = { x: prefix, ctx: `${prefix}_ctx`, proj: `${prefix}_proj`, inter: `${prefix}_inter` };
       buffers.push(
-        { name: names.x, rows, cols: H }, { name: names.ctx, rows, cols: H },
-        { name: names.proj, rows, cols: H }, { name: names.inter, rows, cols: I },
+        { name: names.x, rows, cols: H }, ...e4m3Copy(names.x, rows, H), { name: names.ctx, rows, cols: H },
+        { name: names.proj, rows, cols: H }, e4m3Buffer(names.inter, rows, I),
       );
       ops.push(
         { type: 'gather_rows', in: 'hidden', out: names.x, select },

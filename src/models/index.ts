@@ -20,8 +20,19 @@ export interface TensorSpec {
   name: string;
   sources: string[];
   shape: number[];
-  /** Matrices and embedding tables are stored in fp16 for an fp16 plan; vectors (biases, LayerNorm) stay f32. */
-  kind: 'matrix' | 'vector';
+  /**
+   * Matrices and embedding tables are stored in fp16 for an fp16 or fp8 plan; vectors (biases, LayerNorm) stay f32;
+   * e4m3 matrices (only in a graph built for fp8) are stored in E4M3 with a per-tensor scale.
+   */
+  kind: 'matrix' | 'vector' | 'e4m3';
+}
+
+export interface GraphOptions {
+  /**
+   * Build the fp8 variant: the GEMMs the family picks take E4M3 weights (TensorSpec kind `e4m3`) and E4M3 copies
+   * of their inputs, which the ops before them write. Default: false.
+   */
+  fp8?: boolean;
 }
 
 export interface ModelGraph {
@@ -40,7 +51,7 @@ export interface ModelGraph {
 
 interface ModelFamily {
   architectures: readonly string[];
-  buildGraph(config: Record<string, unknown>, weights: WeightLookup): ModelGraph;
+  buildGraph(config: Record<string, unknown>, weights: WeightLookup, options: GraphOptions): ModelGraph;
 }
 
 const FAMILIES: ModelFamily[] = [{ architectures: BERT_ARCHITECTURES, buildGraph: buildBertGraph }];
@@ -50,7 +61,7 @@ export function supportedArchitectures(): string[] {
 }
 
 /** Builds the op graph for a parsed config.json; E_MODEL for an architecture no family supports. */
-export function buildModelGraph(config: Record<string, unknown>, weights: WeightLookup): ModelGraph {
+export function buildModelGraph(config: Record<string, unknown>, weights: WeightLookup, options: GraphOptions = {}): ModelGraph {
   const architectures = config.architectures;
   if (!Array.isArray(architectures) || typeof architectures[0] !== 'string') {
     throw new FusedRTError('E_MODEL', `config.json has no "architectures" entry; supported architectures: ${supportedArchitectures().join(', ')}`);
@@ -60,5 +71,5 @@ export function buildModelGraph(config: Record<string, unknown>, weights: Weight
   if (!family) {
     throw new FusedRTError('E_MODEL', `architecture ${architecture} is not supported; supported architectures: ${supportedArchitectures().join(', ')}`);
   }
-  return family.buildGraph(config, weights);
+  return family.buildGraph(config, weights, options);
 }

@@ -23,9 +23,9 @@ import { addon, NativeEngine, NativeLoadOptions, NativeOutput, NativeRunRequest,
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'bert');
 /** Max |error| against transformers (fp32) per element, per plan precision, on CUDA. */
-const TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
+const TOLERANCE: Record<Exclude<Precision, 'fp8'>, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
 /** The CPU computes every precision in fp32 (fp16 weights widened). */
-const CPU_TOLERANCE: Record<Precision, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-4 };
+const CPU_TOLERANCE: Record<Exclude<Precision, 'fp8'>, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-4 };
 /** Least cosine similarity per output row (rows of at least COSINE_MIN_COLS columns) for fp16 activations. */
 const MIN_COSINE = 0.9999;
 const COSINE_MIN_COLS = 16;
@@ -38,6 +38,24 @@ const AGREEMENT = 1e-4;
  */
 const HALF_AGREEMENT = 5e-2;
 const HALF_RANDOM_MIN_COSINE = 0.999;
+/**
+ * fp8 plans: CUDA's FP8 GEMMs against the CPU's fp32 emulation of the same
+ * plan. Besides fp16's rounding, a value within fp32 noise of the midpoint
+ * between two E4M3 neighbours (6% apart) rounds either way on either
+ * backend, so single elements may differ by a step and carry it onward;
+ * the rows' cosines bound the whole.
+ */
+const FP8_AGREEMENT_COSINE = 0.99;
+/** fp8 plans against transformers' fp32: every GEMM input and weight rounded to 3 mantissa bits. */
+const FP8_MIN_COSINE = 0.98;
+
+type GpuPrecision = 'fp32' | 'fp16' | 'fp8';
+/** CUDA against the CPU on the same plan, per precision: max |difference| and least row cosine. */
+const CPU_AGREEMENT: Record<GpuPrecision, { maxAbs: number; minCosine: number }> = {
+  fp32: { maxAbs: AGREEMENT, minCosine: 0 },
+  fp16: { maxAbs: HALF_AGREEMENT, minCosine: HALF_RANDOM_MIN_COSINE },
+  fp8: { maxAbs: Infinity, minCosine: FP8_AGREEMENT_COSINE },
+};
 
 interface Expected {
   inputs: { inputIds: number[]; tokenTypeIds: number[]; cuSeqlens: number[]; selectedRows: number[] };
@@ -131,13 +149,12 @@ function compareOutputs(label: string, got: Record<string, NativeOutput>, want: 
   return worstOf(results);
 }
 
-async function compareCudaWithCpu(label: string, plan: string, batch: NativeRunRequest, half: boolean): Promise<void> {
+async function compareCudaWithCpu(label: string, plan: string, batch: NativeRunRequest, precision: GpuPrecision): Promise<void> {
   const run = (device: string) => withEngine(plan, loadOptions(device), async (e) => e.run({ ...batch, outputs: outputNames(e) }));
   const [gpu, cpu] = [await run('cuda'), await run('cpu')];
   const worst = compareOutputs(label, gpu, cpu);
-  const limit = half ? HALF_AGREEMENT : AGREEMENT;
-  const minCosine = half ? HALF_RANDOM_MIN_COSINE : 0;
-  record(label, 'cuda vs cpu', worst.maxAbs, limit, half ? worst.minCosine : NaN, minCosine);
+  const { maxAbs: limit, minCosine } = CPU_AGREEMENT[precision];
+  record(label, 'cuda vs cpu', worst.maxAbs, limit, precision === 'fp32' ? NaN : worst.minCosine, minCosine);
   assert.ok(worst.maxAbs <= limit, `${label}: CUDA and CPU differ by ${worst.maxAbs}`);
   assert.ok(worst.minCosine >= minCosine, `${label}: a row's cosine is ${worst.minCosine}`);
 }
@@ -202,6 +219,29 @@ describe('CUDA backend (GPU machine)', function () {
         assert.deepEqual(failures, [], `${name} ${precision}`);
       });
     }
+    it(`${name} fp8: CUDA and the CPU agree, and stay near transformers`, async () => {
+      const plan = path.join(work, `${name}-fp8.plan`);
+      await buildPlan(path.join(FIXTURES, name), plan, { precision: 'fp8' });
+      const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
+      const names = Object.keys(expected.outputs);
+      const batch: NativeRunRequest = {
+        inputIds: Int32Array.from(expected.inputs.inputIds),
+        tokenTypeIds: Int32Array.from(expected.inputs.tokenTypeIds),
+        cuSeqlens: Int32Array.from(expected.inputs.cuSeqlens),
+        selectedRows: Int32Array.from(expected.inputs.selectedRows),
+        outputs: names,
+      };
+      const results: Record<string, Record<string, NativeOutput>> = {};
+      for (const device of ['cuda', 'cpu']) {
+        results[device] = await withEngine(plan, loadOptions(device), (e) => e.run(batch));
+        const worst = worstOf(names.map((out) => difference(results[device][out], expected.outputs[out])));
+        record(`${name} fp8 vs transformers`, device, worst.maxAbs, Infinity, worst.minCosine, FP8_MIN_COSINE);
+        assert.ok(worst.minCosine >= FP8_MIN_COSINE, `${name} fp8 on ${device}: least row cosine ${worst.minCosine}`);
+      }
+      const agreement = compareOutputs(`${name} fp8`, results.cuda, results.cpu);
+      record(`${name} fp8`, 'cuda vs cpu', agreement.maxAbs, Infinity, agreement.minCosine, FP8_AGREEMENT_COSINE);
+      assert.ok(agreement.minCosine >= FP8_AGREEMENT_COSINE, `${name} fp8: least row cosine, CUDA vs CPU: ${agreement.minCosine}`);
+    });
   }
 
   // hidden / heads: head dims 32, 64, 128 (the tuned paths) and 48 (the generic path).
@@ -210,18 +250,17 @@ describe('CUDA backend (GPU machine)', function () {
     { hidden: 256, heads: 2, act: 'relu' }, { hidden: 96, heads: 2, act: 'gelu' },
   ];
   for (const shape of shapes) {
-    for (const precision of ['fp32', 'fp16'] as const) {
+    for (const precision of ['fp32', 'fp16', 'fp8'] as const) {
       it(`random batches up to 600 tokens a sequence: head_dim ${shape.hidden / shape.heads}, ${shape.act}, ${precision}`, async () => {
         const plan = await randomPlan(work, `random-${shape.hidden}-${shape.heads}-${shape.act}`, shape, precision);
         const label = `random d=${shape.hidden / shape.heads} ${shape.act} ${precision}`;
-        const half = precision === 'fp16';
-        await compareCudaWithCpu(`${label} short`, plan, randomBatch([1, 2, 17, 33, 5], 500, [], 1), half);
-        await compareCudaWithCpu(`${label} long`, plan, randomBatch([600, 513, 1, 64, 127], 500, [], 2), half);
+        await compareCudaWithCpu(`${label} short`, plan, randomBatch([1, 2, 17, 33, 5], 500, [], 1), precision);
+        await compareCudaWithCpu(`${label} long`, plan, randomBatch([600, 513, 1, 64, 127], 500, [], 2), precision);
       });
     }
   }
 
-  for (const precision of ['fp32', 'fp16'] as const) {
+  for (const precision of ['fp32', 'fp16', 'fp8'] as const) {
     it(`CUDA graphs (${precision}): replays equal eager launches bit for bit, for every size in a bucket`, async () => {
       const plan = await randomPlan(work, 'graphs-128-2-gelu', { hidden: 128, heads: 2, act: 'gelu' }, precision);
       const on = await addon.loadEngine(plan, loadOptions('cuda', { maxTokens: 1024, maxSequences: 16, maxSelectedRows: 64 }));
@@ -259,12 +298,12 @@ describe('CUDA backend (GPU machine)', function () {
           worstVsCpu = Math.max(worstVsCpu, d.maxAbs);
           worstCosine = Math.min(worstCosine, d.minCosine);
         }
-        const half = precision === 'fp16';
+        const { maxAbs: limit, minCosine } = CPU_AGREEMENT[precision];
         record(`graphs ${precision}: on = off = replay`, 'cuda', 0, 0);
-        record(`graphs ${precision}: bucketed runs vs cpu`, 'cuda vs cpu', worstVsCpu, half ? HALF_AGREEMENT : AGREEMENT,
-          half ? worstCosine : NaN, half ? HALF_RANDOM_MIN_COSINE : 0);
-        assert.ok(worstVsCpu <= (half ? HALF_AGREEMENT : AGREEMENT), `${precision}: bucketed runs differ from the CPU by ${worstVsCpu}`);
-        if (half) assert.ok(worstCosine >= HALF_RANDOM_MIN_COSINE, `${precision}: least row cosine ${worstCosine}`);
+        record(`graphs ${precision}: bucketed runs vs cpu`, 'cuda vs cpu', worstVsCpu, limit,
+          precision === 'fp32' ? NaN : worstCosine, minCosine);
+        assert.ok(worstVsCpu <= limit, `${precision}: bucketed runs differ from the CPU by ${worstVsCpu}`);
+        assert.ok(worstCosine >= minCosine, `${precision}: least row cosine ${worstCosine}`);
       } finally {
         await Promise.all([on.dispose(), off.dispose(), cpu.dispose()]);
       }

@@ -10,7 +10,8 @@
 # Every case is timed 100 times; all of them take longer than one device
 # call may run, so BENCH_SEQ=128 or BENCH_SEQ=384 runs the cases of one
 # sequence length (one call each; dist/bench/gpu/report.js --dir A --dir B
-# joins the two). Without it, every case.
+# joins the two). Without it, every case. BENCH_PRECISIONS=fp8 (or a list,
+# fp16,fp8,fp32) picks the plans FusedRT runs; default fp16,fp32.
 set -uo pipefail
 out="${OUT:-$PWD/bench-out}"
 mkdir -p "$out"
@@ -34,6 +35,7 @@ step() {
 work=/tmp/fusedrt-gpu-bench
 mkdir -p "$work"
 seq_option=${BENCH_SEQ:+--seq $BENCH_SEQ}
+precision_option=${BENCH_PRECISIONS:+--precisions $BENCH_PRECISIONS}
 nvcc=$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")
 
 step environment sh -c 'node --version; "$0" --version | tail -1; nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"' "$nvcc"
@@ -43,7 +45,7 @@ step build node scripts/build-native.js
 step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" $seq_option
 if [ -f "$out/inputs.json" ] && [ -f build/Release/fusedrt.node ]; then
   step fusedrt node --expose-gc dist/bench/gpu/fusedrt-bench.js --model-dir "$work/bert-base" --inputs "$out/inputs.json" \
-    --out "$out" --reference-dir "$work" --plan-dir "$work" $seq_option
+    --out "$out" --reference-dir "$work" --plan-dir "$work" $seq_option $precision_option
 fi
 node dist/bench/gpu/report.js --dir "$out" > "$out/report.txt" 2>&1 || echo "report failed (see $out/report.txt)" >> "$summary"
 echo

@@ -8,7 +8,7 @@
 // a graph cost the host, with and without the memcpy nodes of a run's
 // inputs and outputs, and does a device launch take it off the host?
 //
-//   nvcc -std=c++17 -O2 -rdc=true -arch=native bench/gpu/graph_launch.cu -lcublasLt -lcudadevrt -o /tmp/graph_launch
+//   nvcc -std=c++17 -O2 -rdc=true -arch=native -Inative bench/gpu/graph_launch.cu -lcublasLt -lcudadevrt -o /tmp/graph_launch
 //   /tmp/graph_launch [layers [rows]]
 //
 // Each mode runs its graph 300 times, one at a time (the host waits for the
@@ -29,22 +29,7 @@
 #include <cstdlib>
 #include <vector>
 
-#define CHECK_CUDA(call)                                                                                   \
-  do {                                                                                                     \
-    const cudaError_t error_ = (call);                                                                     \
-    if (error_ != cudaSuccess) {                                                                           \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_));     \
-      std::exit(1);                                                                                        \
-    }                                                                                                      \
-  } while (0)
-#define CHECK_CUBLAS(call)                                                                                 \
-  do {                                                                                                     \
-    const cublasStatus_t status_ = (call);                                                                 \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                                \
-      std::fprintf(stderr, "%s:%d: %s: status %d\n", __FILE__, __LINE__, #call, static_cast<int>(status_)); \
-      std::exit(1);                                                                                        \
-    }                                                                                                      \
-  } while (0)
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS
 
 namespace {
 

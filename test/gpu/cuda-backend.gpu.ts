@@ -62,6 +62,20 @@ interface Expected {
   outputs: Record<string, { rows: number; cols: number; data: number[] }>;
 }
 
+/** A fixture's transformers outputs, their names, and the batch that produced them, asking for all of them. */
+function fixtureRun(name: string): { expected: Expected; names: string[]; batch: NativeRunRequest } {
+  const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
+  const names = Object.keys(expected.outputs);
+  const batch: NativeRunRequest = {
+    inputIds: Int32Array.from(expected.inputs.inputIds),
+    tokenTypeIds: Int32Array.from(expected.inputs.tokenTypeIds),
+    cuSeqlens: Int32Array.from(expected.inputs.cuSeqlens),
+    selectedRows: Int32Array.from(expected.inputs.selectedRows),
+    outputs: names,
+  };
+  return { expected, names, batch };
+}
+
 type LoadOptions = NativeLoadOptions & { cudaGraphs?: boolean; maxSelectedRows?: number };
 
 const table: string[][] = [['check', 'backend', 'max |error|', 'limit', 'min cosine', 'result']];
@@ -197,15 +211,7 @@ describe('CUDA backend (GPU machine)', function () {
       it(`${name} ${precision}: CUDA and CPU match transformers`, async () => {
         const plan = path.join(work, `${name}-${precision}.plan`);
         await buildPlan(path.join(FIXTURES, name), plan, { precision });
-        const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
-        const names = Object.keys(expected.outputs);
-        const batch: NativeRunRequest = {
-          inputIds: Int32Array.from(expected.inputs.inputIds),
-          tokenTypeIds: Int32Array.from(expected.inputs.tokenTypeIds),
-          cuSeqlens: Int32Array.from(expected.inputs.cuSeqlens),
-          selectedRows: Int32Array.from(expected.inputs.selectedRows),
-          outputs: names,
-        };
+        const { expected, names, batch } = fixtureRun(name);
         const failures: string[] = [];
         for (const device of ['cuda', 'cpu']) {
           const result = await withEngine(plan, loadOptions(device), (e) => e.run(batch));
@@ -222,15 +228,7 @@ describe('CUDA backend (GPU machine)', function () {
     it(`${name} fp8: CUDA and the CPU agree, and stay near transformers`, async () => {
       const plan = path.join(work, `${name}-fp8.plan`);
       await buildPlan(path.join(FIXTURES, name), plan, { precision: 'fp8' });
-      const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
-      const names = Object.keys(expected.outputs);
-      const batch: NativeRunRequest = {
-        inputIds: Int32Array.from(expected.inputs.inputIds),
-        tokenTypeIds: Int32Array.from(expected.inputs.tokenTypeIds),
-        cuSeqlens: Int32Array.from(expected.inputs.cuSeqlens),
-        selectedRows: Int32Array.from(expected.inputs.selectedRows),
-        outputs: names,
-      };
+      const { expected, names, batch } = fixtureRun(name);
       const results: Record<string, Record<string, NativeOutput>> = {};
       for (const device of ['cuda', 'cpu']) {
         results[device] = await withEngine(plan, loadOptions(device), (e) => e.run(batch));

@@ -438,7 +438,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     __syncthreads();  // this buffer is refilled by the next iteration's cp.async
   }
 
-  __half* out = p.out + start * width + blockIdx.y * head_dim;
+  const int64_t out_offset = start * width + blockIdx.y * head_dim;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float sum = row_sum[r];
@@ -451,8 +451,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     for (int d = 0; d < kD / 8; ++d) {
       const int col = d * 8 + (lane % 4) * 2;
       if (Traits::kPadded && col >= head_dim) continue;  // head_dim is a multiple of 8: col + 1 is in too
-      *reinterpret_cast<__half2*>(out + static_cast<int64_t>(row) * width + col) =
-          __floats2half2_rn(acc[d][2 * r] * inv_sum, acc[d][2 * r + 1] * inv_sum);
+      const float pair[2] = {acc[d][2 * r] * inv_sum, acc[d][2 * r + 1] * inv_sum};
+      const int64_t at = out_offset + static_cast<int64_t>(row) * width + col;
+      if (p.out8 != nullptr) {
+        store_e4m3<2>(p.out8 + at, pair);
+      } else {
+        *reinterpret_cast<__half2*>(p.out + at) = __floats2half2_rn(pair[0], pair[1]);
+      }
     }
   }
 }
@@ -526,7 +531,10 @@ bool attention_fp16_supports(int64_t head_dim) { return head_dim > 0 && head_dim
 cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t stream) {
   if (p.sequences <= 0 || p.heads <= 0 || p.max_seqlen <= 0) return cudaSuccess;
   if (!attention_fp16_supports(p.head_dim) || p.heads > 65535) return cudaErrorInvalidValue;
-  if (!aligned16(p.qkv) || (reinterpret_cast<uintptr_t>(p.out) & 3u) != 0) return cudaErrorInvalidValue;
+  if (!aligned16(p.qkv) || (reinterpret_cast<uintptr_t>(p.out) & 3u) != 0 ||
+      (reinterpret_cast<uintptr_t>(p.out8) & 1u) != 0) {
+    return cudaErrorInvalidValue;
+  }
   if (p.head_dim == 32) return launch_fp16_by_length<32, false>(p, stream);
   if (p.head_dim == 64) return launch_fp16_by_length<64, false>(p, stream);
   if (p.head_dim < 32) return launch_fp16_by_length<32, true>(p, stream);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -34,6 +35,9 @@ struct AttentionHalfParams {
   int64_t head_dim;
   float scale;
   __half* out;                 // [tokens, heads * head_dim]; 4-byte aligned
+  // Instead of out (then nullptr): the same values rounded to E4M3
+  // (row_math.cuh, store_e4m3), for an fp8 GEMM that reads them; 2-byte aligned.
+  __nv_fp8_e4m3* out8 = nullptr;
 };
 
 // Whether launch_attention_fp16 runs this head_dim: multiples of 8 up to 128

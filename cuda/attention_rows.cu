@@ -200,12 +200,22 @@ __global__ void __launch_bounds__(kThreads) attention_rows_kernel(const Attentio
   const int head_dim = static_cast<int>(p.head_dim);
   const int64_t width = p.heads * p.head_dim;
   const int64_t head_offset = int64_t{blockIdx.y} * p.head_dim;
-  T* out = p.out + int64_t{blockIdx.x} * width + head_offset;
+  const int64_t out_offset = int64_t{blockIdx.x} * width + head_offset;
+  // Exactly one of the two is written (AttentionRowsArgs::out8).
+  T* out = p.out8 == nullptr ? p.out + out_offset : nullptr;
+  __nv_fp8_e4m3* out8 = p.out8 == nullptr ? nullptr : p.out8 + out_offset;
+  const auto store = [&](int d, float value) {
+    if (out8 != nullptr) {
+      out8[d] = __nv_fp8_e4m3(value);
+    } else {
+      out[d] = from_float<T>(value);
+    }
+  };
 
   const int32_t t = p.query_rows[blockIdx.x];
   const int32_t tokens = p.cu_seqlens[p.sequences];
   if (t < 0 || t >= tokens) {
-    for (int d = threadIdx.x; d < head_dim; d += kThreads) out[d] = from_float<T>(0.f);
+    for (int d = threadIdx.x; d < head_dim; d += kThreads) store(d, 0.f);
     return;  // the whole block, before any barrier
   }
 
@@ -281,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) attention_rows_kernel(const Attentio
       l += warp_l[w] * f;
       o += warp_acc[w][d] * f;
     }
-    out[d] = from_float<T>(o / l);
+    store(d, o / l);
   }
 }
 

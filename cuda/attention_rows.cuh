@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -29,6 +30,9 @@ struct AttentionRowsArgs {
   const int32_t* query_rows;  // [rows], device memory: the token of each query row
   int64_t rows;
   T* out;  // [rows, heads * head_dim]; any alignment; must not alias qkv
+  // Instead of out (then nullptr): the same values rounded to E4M3
+  // (row_math.cuh, store_e4m3), for an fp8 GEMM that reads them.
+  __nv_fp8_e4m3* out8 = nullptr;
 };
 
 // Queues the op on stream (fp32 scores, softmax and sums for both T: float,

@@ -416,6 +416,11 @@ class CudaBackend::Context : public BackendContext {
     stream_ = nullptr;
   }
 
+  // Whether the op's out is an fp8 buffer (only on fp8 plans).
+  bool writes_e4m3(const OpCall& c) const {
+    return !fp8_.e4m3_buffers.empty() && fp8_.e4m3_buffers[static_cast<size_t>(c.op->out)];
+  }
+
   template <class T>
   void attention_rows(const OpCall& c) {
     gpu::AttentionRowsArgs<T> p{};
@@ -427,7 +432,11 @@ class CudaBackend::Context : public BackendContext {
     p.scale = c.op->scale;
     p.query_rows = selected_tokens(c);
     p.rows = c.rows;
-    p.out = as<T>(c.out);
+    if (writes_e4m3(c)) {
+      p.out8 = as<__nv_fp8_e4m3>(c.out);
+    } else {
+      p.out = as<T>(c.out);
+    }
     check(gpu::attention_rows(p, stream_), "the attention_rows kernel");
   }
 
@@ -454,7 +463,11 @@ class CudaBackend::Context : public BackendContext {
       p.heads = c.op->heads;
       p.head_dim = c.op->head_dim;
       p.scale = c.op->scale;
-      p.out = as<__half>(c.out);
+      if (writes_e4m3(c)) {
+        p.out8 = as<__nv_fp8_e4m3>(c.out);
+      } else {
+        p.out = as<__half>(c.out);
+      }
       check(gpu::launch_attention_fp16(p, stream_), "the fp16 attention kernel");
       return;
     }
@@ -506,7 +519,7 @@ class CudaBackend::Context : public BackendContext {
         g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 and fp8 plans
         if (!fp8_.weight_scales.empty()) {
           g.weight_scale = fp8_.weight_scales[static_cast<size_t>(c.op->weight)];
-          g.e4m3_out = fp8_.e4m3_buffers[static_cast<size_t>(c.op->out)];
+          g.e4m3_out = writes_e4m3(c);
         }
         if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
           pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};

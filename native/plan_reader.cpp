@@ -420,8 +420,8 @@ class HeaderValidator {
     return out8;
   }
 
-  // fp8 buffers are written by GEMMs with an E4M3 weight and by `out8`, and
-  // read only by GEMMs with an E4M3 weight.
+  // fp8 buffers are written by attention, GEMMs with an E4M3 weight and
+  // `out8`, and read only by GEMMs with an E4M3 weight.
   void expect_fp8_rules(const PlanOp& op, const std::string& where) {
     const bool fp8_gemm = op.type == OpType::kGemm && plan_.tensors[op.weight].dtype == DType::kF8E4M3;
     if (op.type == OpType::kGemm && op.in >= 0 && buffer(op.in).fp8 != fp8_gemm) {
@@ -435,8 +435,9 @@ class HeaderValidator {
     if (op.residual >= 0 && buffer(op.residual).fp8) {
       corrupt(where + " reads f8e4m3 buffer \"" + buffer(op.residual).name + "\" as residual");
     }
-    if (buffer(op.out).fp8 && !fp8_gemm) {
-      corrupt(where + " writes f8e4m3 buffer \"" + buffer(op.out).name + "\" as out: only gemms with an f8e4m3 weight may");
+    if (buffer(op.out).fp8 && !fp8_gemm && op.type != OpType::kAttention) {
+      corrupt(where + " writes f8e4m3 buffer \"" + buffer(op.out).name +
+              "\" as out: only attention and gemms with an f8e4m3 weight may");
     }
   }
 

@@ -249,7 +249,7 @@ describe('buildPlan', function () {
   });
 
   describe('fp8', () => {
-    const E4M3_WEIGHT = /^encoder\.layer\.\d+\.(attention\.self\.qkv|intermediate\.dense|output\.dense)\.weight$/;
+    const E4M3_WEIGHT = /^encoder\.layer\.\d+\.(attention\.self\.qkv|attention\.output\.dense|intermediate\.dense|output\.dense)\.weight$/;
 
     /** A plan tensor's values in the checkpoint; the fused QKV matrix is query, key and value one after another. */
     function sourceValues(weights: TinyBertWeights, prefix: string, planName: string): Float32Array {
@@ -259,7 +259,7 @@ describe('buildPlan', function () {
       return Float32Array.from(parts.flatMap((name) => [...weights.get(name)!.values]));
     }
 
-    it('stores the QKV and feed-forward weights in E4M3 scaled by max |w| / 448, everything else as fp16 does', async () => {
+    it('stores the four GEMM weights of every layer in E4M3 scaled by max |w| / 448, everything else as fp16 does', async () => {
       for (const [architecture, prefix] of [['BertModel', ''], ['BertForMaskedLM', 'bert.']] as const) {
         const fp16 = await build({ architecture, seed: 5 }, { precision: 'fp16' });
         const { header, plan, weights } = await build({ architecture, seed: 5 }, { precision: 'fp8' });
@@ -267,7 +267,7 @@ describe('buildPlan', function () {
         assert.deepStrictEqual(header.tensors.map((t) => t.name), fp16.header.tensors.map((t) => t.name));
         const e4m3 = header.tensors.filter((t) => t.dtype === 'f8e4m3');
         assert.deepStrictEqual(e4m3.map((t) => t.name), header.tensors.map((t) => t.name).filter((n) => E4M3_WEIGHT.test(n)));
-        assert.strictEqual(e4m3.length, 3 * LAYERS);
+        assert.strictEqual(e4m3.length, 4 * LAYERS);
         for (const t of e4m3) {
           const source = sourceValues(weights, prefix, t.name);
           assert.strictEqual(t.size, source.length, t.name);
@@ -287,13 +287,13 @@ describe('buildPlan', function () {
       }
     });
 
-    it('feeds the E4M3 GEMMs from hidden8 and inter8, which embed_layernorm and add_layernorm write as out8', async () => {
+    it('feeds the E4M3 GEMMs from hidden8 (the LayerNorms\' out8), ctx8 (attention) and inter8 (FFN1)', async () => {
       const { header } = await build({ architecture: 'BertModel' }, { precision: 'fp8' });
       const f8 = (name: string, rows: BufferDecl['rows'], cols: number): BufferDecl => ({ name, rows, cols, dtype: 'f8e4m3' });
       assert.deepStrictEqual(header.buffers, [
         { name: 'hidden', rows: 'tokens', cols: 16 }, f8('hidden8', 'tokens', 16), { name: 'qkv', rows: 'tokens', cols: 48 },
-        { name: 'ctx', rows: 'tokens', cols: 16 }, { name: 'proj', rows: 'tokens', cols: 16 }, f8('inter8', 'tokens', 32),
-        { name: 'first', rows: 'sequences', cols: 16 }, f8('first8', 'sequences', 16), { name: 'first_ctx', rows: 'sequences', cols: 16 },
+        f8('ctx8', 'tokens', 16), { name: 'proj', rows: 'tokens', cols: 16 }, f8('inter8', 'tokens', 32),
+        { name: 'first', rows: 'sequences', cols: 16 }, f8('first8', 'sequences', 16), f8('first_ctx8', 'sequences', 16),
         { name: 'first_proj', rows: 'sequences', cols: 16 }, f8('first_inter8', 'sequences', 32), { name: 'pooled', rows: 'sequences', cols: 16 },
       ]);
       assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 1);
@@ -310,15 +310,15 @@ describe('buildPlan', function () {
         { type: 'add_layernorm', in: proj, residual: x, bias: `encoder.layer.${l}.output.dense.bias`, gamma: `encoder.layer.${l}.output.LayerNorm.weight`, beta: `encoder.layer.${l}.output.LayerNorm.bias`, eps: 1e-12, out: x, ...(last ? {} : { out8: `${x}8` }) },
       ];
       const qkv = (l: number): PlanOp => ({ type: 'gemm', in: 'hidden8', weight: `encoder.layer.${l}.attention.self.qkv.weight`, bias: `encoder.layer.${l}.attention.self.qkv.bias`, activation: 'none', out: 'qkv' });
-      const attention = { type: 'attention', in: 'qkv', out: 'ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) } as const;
+      const attention = { type: 'attention', in: 'qkv', out: 'ctx8', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) } as const;
       assert.deepStrictEqual(header.ops.slice(1), [
-        qkv(0), attention, ...layer(0, 'hidden', ['ctx', 'proj', 'inter8'], false),
+        qkv(0), attention, ...layer(0, 'hidden', ['ctx8', 'proj', 'inter8'], false),
         qkv(1),
         { type: 'gather_rows', in: 'hidden', out: 'first', select: 'first' },
-        { ...attention, out: 'first_ctx', select: 'first' },
+        { ...attention, out: 'first_ctx8', select: 'first' },
         // The last layer's outputs have no E4M3 copy: no GEMM reads them.
-        ...layer(1, 'first', ['first_ctx', 'first_proj', 'first_inter8'], true),
-        attention, ...layer(1, 'hidden', ['ctx', 'proj', 'inter8'], true),
+        ...layer(1, 'first', ['first_ctx8', 'first_proj', 'first_inter8'], true),
+        attention, ...layer(1, 'hidden', ['ctx8', 'proj', 'inter8'], true),
         { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
       ]);
     });
@@ -326,15 +326,16 @@ describe('buildPlan', function () {
     it('names the E4M3 buffers of the selected rows after sel, and adds none where no head rows are computed', async () => {
       const mlm = await build({ architecture: 'BertForMaskedLM' }, { precision: 'fp8' });
       assert.deepStrictEqual(mlm.header.buffers.filter((b) => b.dtype === 'f8e4m3').map((b) => [b.name, b.rows, b.cols]),
-        [['hidden8', 'tokens', 16], ['inter8', 'tokens', 32], ['sel8', 'selected', 16], ['sel_inter8', 'selected', 32]]);
+        [['hidden8', 'tokens', 16], ['ctx8', 'tokens', 16], ['inter8', 'tokens', 32], ['sel8', 'selected', 16], ['sel_ctx8', 'selected', 16],
+          ['sel_inter8', 'selected', 32]]);
       assert.ok(mlm.header.ops.some((op) => op.type === 'gemm' && op.in === 'sel8' && op.out === 'sel_inter8'));
       const tokens = await build({ architecture: 'BertForTokenClassification' }, { precision: 'fp8' });
-      assert.deepStrictEqual(tokens.header.buffers.filter((b) => b.dtype === 'f8e4m3').map((b) => b.name), ['hidden8', 'inter8']);
+      assert.deepStrictEqual(tokens.header.buffers.filter((b) => b.dtype === 'f8e4m3').map((b) => b.name), ['hidden8', 'ctx8', 'inter8']);
       const norms = tokens.header.ops.filter((op): op is AddLayerNormOp => op.type === 'add_layernorm');
       assert.deepStrictEqual(norms.map((op) => op.out8), ['hidden8', 'hidden8', 'hidden8', undefined]);
       // Without fp8 the same model has no E4M3 buffer, tensor or out8.
       const fp16 = await build({ architecture: 'BertForTokenClassification' }, { precision: 'fp16' });
-      assert.ok(!JSON.stringify(fp16.header).match(/f8e4m3|out8|hidden8|inter8/));
+      assert.ok(!JSON.stringify(fp16.header).match(/f8e4m3|out8|hidden8|ctx8|inter8/));
     });
 
     describe('the plan reader enforces the f8e4m3 rules', () => {
@@ -366,10 +367,10 @@ describe('buildPlan', function () {
         ['scale 0', (h) => { tensor(h, QKV).scale = 0; }, 'needs a finite scale > 0, has 0'],
         ['a scale that is 0 as a float32', (h) => { tensor(h, QKV).scale = 1e-50; }, 'needs a finite scale > 0'],
         ['a scale given as a string', (h) => { (tensor(h, QKV) as { scale: unknown }).scale = '0.5'; }, 'needs a finite scale > 0'],
-        ['an f16 tensor with a scale', (h) => { tensor(h, 'encoder.layer.0.attention.output.dense.weight').scale = 1; }, 'has a scale, which only f8e4m3 tensors have'],
+        ['an f16 tensor with a scale', (h) => { tensor(h, 'pooler.dense.weight').scale = 1; }, 'has a scale, which only f8e4m3 tensors have'],
         ['an f8e4m3 tensor read as LayerNorm gamma', (h) => { Object.assign(tensor(h, 'embeddings.LayerNorm.weight'), { dtype: 'f8e4m3', scale: 1 }); }, 'reads f8e4m3 tensor "embeddings.LayerNorm.weight"'],
         ['a gemm with an f8e4m3 weight reading a float buffer', (h) => { gemm(h, QKV).in = 'hidden'; }, `its weight "${QKV}" is f8e4m3, so its input must be an f8e4m3 buffer, not "hidden"`],
-        ['a gemm with an f16 weight reading an f8e4m3 buffer', (h) => { gemm(h, 'encoder.layer.0.attention.output.dense.weight').in = 'hidden8'; }, 'its input "hidden8" is an f8e4m3 buffer'],
+        ['a gemm with an f16 weight reading an f8e4m3 buffer', (h) => { gemm(h, 'pooler.dense.weight').in = 'first8'; }, 'its input "first8" is an f8e4m3 buffer'],
         ['a gemm with an f16 weight writing an f8e4m3 buffer', (h) => { gemm(h, 'pooler.dense.weight').out = 'first8'; }, 'writes f8e4m3 buffer "first8" as out'],
         ['out8 naming a float buffer', (h) => { opOf(h, 'embed_layernorm').out8 = 'proj'; }, 'out8 names buffer "proj", which is not an f8e4m3 buffer'],
         ['out8 of other cols', (h) => { opOf(h, 'embed_layernorm').out8 = 'inter8'; }, 'out8 buffer "inter8" (tokens × 32) is not shaped as out "hidden" (tokens × 16)'],

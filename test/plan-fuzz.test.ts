@@ -242,8 +242,10 @@ describe('plan fuzzing', function () {
       ['a scale on an f16 tensor', (h) => { h.tensors.find((t: { dtype: string }) => t.dtype === 'f16').scale = 1; }, /only f8e4m3 tensors/],
       ['an f8e4m3 tensor as a LayerNorm parameter', (h) => { h.ops[0].gamma = fp8Tensor(h).name; }, /only a gemm's weight/],
       ['an fp8 gemm reading a float buffer', (h) => { gemmReading(h, 'hidden8').in = 'hidden'; }, /reads an f8e4m3 buffer/],
-      ['a float gemm reading an fp8 buffer', (h) => { gemmReading(h, 'ctx').in = 'hidden8'; }, /reads a float buffer/],
-      ['a float gemm writing an fp8 buffer', (h) => { gemmReading(h, 'ctx').out = 'hidden8'; }, /writes f8e4m3 buffer/],
+      // The MLM head's transform: a float gemm on the selected rows.
+      ['a float gemm reading an fp8 buffer', (h) => { gemmReading(h, 'sel').in = 'sel8'; }, /reads a float buffer/],
+      ['a float gemm writing an fp8 buffer', (h) => { gemmReading(h, 'sel').out = 'sel8'; }, /writes f8e4m3 buffer/],
+      ['a LayerNorm writing an fp8 buffer as out', (h) => { h.ops[0].out = 'hidden8'; delete h.ops[0].out8; }, /writes f8e4m3 buffer/],
       ['out8 naming a float buffer', (h) => { h.ops[0].out8 = 'proj'; }, /not f8e4m3/],
       ['out8 of other columns', (h) => { h.ops[0].out8 = 'inter8'; }, /columns/],
       ['an fp8 buffer as a residual', (h) => { h.ops.find((o: { type: string; residual?: string }) => o.residual === 'hidden').residual = 'hidden8'; }, /as residual/],

@@ -19,7 +19,8 @@ export interface BuildOptions {
   /**
    * Weight precision: fp16 stores matrices and embedding tables as half floats (biases and LayerNorm stay f32);
    * tf32 stores fp32 weights and marks the plan for TF32 GEMMs on CUDA; fp8 is fp16 except that the encoder's
-   * QKV and feed-forward GEMMs take FP8 (E4M3) weights, each with its own scale, and E4M3 inputs. Default: 'fp32'.
+   * GEMMs (QKV, attention output, feed-forward) take FP8 (E4M3) weights, each with its own scale, and E4M3 inputs.
+   * Default: 'fp32'.
    */
   precision?: Precision;
   /** Longest sequence (tokens) the plan accepts; capped at the model's max_position_embeddings. Default: max_position_embeddings. */

@@ -136,7 +136,7 @@ function operands(op: PlanOp, where: string): { reads: [string, string | undefin
 /**
  * The f8e4m3 rules of docs/plan-format.md, as the native reader enforces
  * them: E4M3 tensors carry a scale and are only gemm weights; E4M3 buffers
- * are written by those gemms and by LayerNorms' `out8`, and read only as
+ * are written by attention, those gemms and LayerNorms' `out8`, and read only as
  * those gemms' input. `inspect` thus never shows an fp8 plan the runtime
  * would refuse.
  */
@@ -169,7 +169,9 @@ function checkFp8(header: PlanHeader, tensors: Map<string, TensorEntry>): void {
         ? `${where}: its weight "${op.weight}" is f8e4m3, so its input must be an f8e4m3 buffer, not "${op.in}"`
         : `${where}: its input "${op.in}" is an f8e4m3 buffer, which only a gemm with an f8e4m3 weight may read`);
     }
-    if (isF8(buffers.get(out)) && !fp8Gemm) throw corrupt(`${where} writes f8e4m3 buffer "${out}" as out: only gemms with an f8e4m3 weight may`);
+    if (isF8(buffers.get(out)) && !fp8Gemm && op.type !== 'attention') {
+      throw corrupt(`${where} writes f8e4m3 buffer "${out}" as out: only attention and gemms with an f8e4m3 weight may`);
+    }
     if ((op.type === 'embed_layernorm' || op.type === 'add_layernorm') && op.out8 !== undefined) {
       const out8 = buffers.get(op.out8);
       const target = buffers.get(op.out);

@@ -6,7 +6,7 @@ export type DType = 'f32' | 'f16' | 'u8' | 'f8e4m3';
  * fp32: fp32 weights and compute. fp16: half-float matrices and embedding
  * tables (fp16 activations on CUDA). tf32: fp32 weights, GEMMs with TF32
  * tensor cores on CUDA (plain fp32 on the CPU). fp8: as fp16, except that the
- * encoder's QKV and feed-forward GEMMs take E4M3 weights and inputs.
+ * encoder's GEMMs (QKV, attention output, feed-forward) take E4M3 weights and inputs.
  */
 export type Precision = 'fp32' | 'fp16' | 'tf32' | 'fp8';
 export type Task = 'fill-mask' | 'classification' | 'token-classification' | 'question-answering' | 'embedding';

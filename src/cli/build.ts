@@ -16,10 +16,11 @@ Options:
                               weight precision (default: fp32); tf32 keeps
                               fp32 weights and runs GEMMs in TF32 on CUDA;
                               fp8 is fp16 with FP8 (E4M3) weights and inputs
-                              in the encoder's QKV and feed-forward GEMMs; it
-                              runs on GPUs of compute capability 8.9+ (Ada,
-                              Hopper) and on the CPU (emulated, slower), with
-                              answers further from fp32's than fp16's
+                              in the encoder's GEMMs (QKV, attention output,
+                              feed-forward); it runs on GPUs of compute
+                              capability 8.9+ (Ada, Hopper) and on the CPU
+                              (emulated, slower), with answers further from
+                              fp32's than fp16's
       --max-seq <n>           longest sequence in tokens, at most the model's
                               max_position_embeddings (default: that maximum)
   -h, --help                  show this help`;

@@ -187,10 +187,10 @@ function encoderPrefix(architecture: BertArchitecture, weights: WeightLookup): s
 }
 
 /**
- * With `options.fp8`, the QKV and feed-forward GEMMs of every layer take
- * E4M3 weights and inputs (the GEMMs where FP8 tensor cores gain most;
- * docs/plan-format.md): the LayerNorm before each writes an E4M3 copy of its
- * output beside it, and the intermediate activations are E4M3 throughout.
+ * With `options.fp8`, the four GEMMs of every layer take E4M3 weights and
+ * inputs (docs/plan-format.md, "FP8"): the LayerNorm before QKV and FFN1
+ * writes an E4M3 copy of its output beside it, and attention's output and
+ * the intermediate activations, which only GEMMs read, are E4M3 throughout.
  */
 export function buildBertGraph(rawConfig: Record<string, unknown>, weights: WeightLookup, options: GraphOptions = {}): ModelGraph {
   const architecture = (rawConfig.architectures as string[])[0] as BertArchitecture;
@@ -204,7 +204,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
   const fp8 = options.fp8 === true;
   const gemmKind: TensorSpec['kind'] = fp8 ? 'e4m3' : 'matrix';
   // The E4M3 form of buffer x that the fp8 GEMMs read is x + "8" (x itself without fp8):
-  // a copy beside `hidden` and the head rows, and in place of the intermediate, which only GEMMs read.
+  // a copy beside `hidden` and the head rows, and in place of attention's output and the intermediate, which only GEMMs read.
   const e4m3 = (x: string) => (fp8 ? `${x}8` : x);
   const e4m3Buffer = (x: string, rows: RowsKind, cols: number): BufferDecl =>
     (fp8 ? { name: e4m3(x), rows, cols, dtype: 'f8e4m3' } : { name: x, rows, cols });
@@ -214,7 +214,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
     { name: 'hidden', rows: 'tokens', cols: H },
     ...e4m3Copy('hidden', 'tokens', H),
     { name: 'qkv', rows: 'tokens', cols: 3 * H },
-    { name: 'ctx', rows: 'tokens', cols: H },
+    e4m3Buffer('ctx', 'tokens', H),
     { name: 'proj', rows: 'tokens', cols: H },
     e4m3Buffer('inter', 'tokens', I),
   ];
@@ -235,7 +235,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
     const qkvSources = (suffix: string) => ['query', 'key', 'value'].map((m) => [`${src}.attention.self.${m}.${suffix}`]);
     const qkvWeight = w.add(`${dst}.attention.self.qkv.weight`, qkvSources('weight'), [3 * H, H], gemmKind);
     const qkvBias = w.add(`${dst}.attention.self.qkv.bias`, qkvSources('bias'), [3 * H], 'vector');
-    const attnOut = w.linear(`${dst}.attention.output.dense`, `${src}.attention.output.dense`, H, H);
+    const attnOut = w.linear(`${dst}.attention.output.dense`, `${src}.attention.output.dense`, H, H, gemmKind);
     const attnNorm = w.layerNorm(`${dst}.attention.output.LayerNorm`, `${src}.attention.output.LayerNorm`, H);
     const up = w.linear(`${dst}.intermediate.dense`, `${src}.intermediate.dense`, I, H, gemmKind);
     const down = w.linear(`${dst}.output.dense`, `${src}.output.dense`, H, I, gemmKind);
@@ -246,7 +246,7 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
     // The projections' biases ride in the following add_layernorm, saving one pass over the rows.
     // The last layer's output has no E4M3 copy: no GEMM of this graph reads it.
     const afterAttention = (x: string, ctx: string, proj: string, inter: string): PlanOp[] => [
-      { type: 'gemm', in: ctx, weight: attnOut.weight, activation: 'none', out: proj },
+      { type: 'gemm', in: e4m3(ctx), weight: attnOut.weight, activation: 'none', out: proj },
       { type: 'add_layernorm', in: proj, residual: x, bias: attnOut.bias, ...attnNorm, eps, out: x, ...out8(x) },
       { type: 'gemm', in: e4m3(x), weight: up.weight, bias: up.bias, activation: act, out: e4m3(inter) },
       { type: 'gemm', in: e4m3(inter), weight: down.weight, activation: 'none', out: proj },
@@ -260,16 +260,16 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
       const { select, rows, prefix } = headRows;
       const names = { x: prefix, ctx: `${prefix}_ctx`, proj: `${prefix}_proj`, inter: `${prefix}_inter` };
       buffers.push(
-        { name: names.x, rows, cols: H }, ...e4m3Copy(names.x, rows, H), { name: names.ctx, rows, cols: H },
+        { name: names.x, rows, cols: H }, ...e4m3Copy(names.x, rows, H), e4m3Buffer(names.ctx, rows, H),
         { name: names.proj, rows, cols: H }, e4m3Buffer(names.inter, rows, I),
       );
       ops.push(
         { type: 'gather_rows', in: 'hidden', out: names.x, select },
-        { ...attention, out: names.ctx, select },
+        { ...attention, out: e4m3(names.ctx), select },
         ...afterAttention(names.x, names.ctx, names.proj, names.inter),
       );
     }
-    ops.push({ ...attention, out: 'ctx' }, ...afterAttention('hidden', 'ctx', 'proj', 'inter'));
+    ops.push({ ...attention, out: e4m3('ctx') }, ...afterAttention('hidden', 'ctx', 'proj', 'inter'));
   }
 
   const outputs: ModelGraph['outputs'] = [{ name: 'hidden', buffer: 'hidden' }];

@@ -98,11 +98,11 @@ __device__ __forceinline__ void store_floats(T* dst, const float (&x)[kVec]) {
 }
 
 // kVec values rounded to E4M3 (to nearest even, saturating at +-448 as
-// cvt.satfinite does; NaN stays NaN). With an even kVec of at most 8, dst
-// must be kVec-byte aligned: one store.
+// cvt.satfinite does; NaN stays NaN). kVec 2, 4 or 8: one store of kVec
+// bytes, dst aligned to it; otherwise byte stores.
 template <int kVec>
 __device__ __forceinline__ void store_e4m3(__nv_fp8_e4m3* dst, const float (&x)[kVec]) {
-  if constexpr (kVec % 2 == 0 && kVec <= 8) {
+  if constexpr (kVec == 2 || kVec == 4 || kVec == 8) {
     uint16_t pairs[kVec / 2];
 #pragma unroll
     for (int i = 0; i < kVec / 2; ++i) {
@@ -112,11 +112,8 @@ __device__ __forceinline__ void store_e4m3(__nv_fp8_e4m3* dst, const float (&x)[
       *reinterpret_cast<uint2*>(dst) = make_uint2(pairs[0] | uint32_t{pairs[1]} << 16, pairs[2] | uint32_t{pairs[3]} << 16);
     } else if constexpr (kVec == 4) {
       *reinterpret_cast<uint32_t*>(dst) = pairs[0] | uint32_t{pairs[1]} << 16;
-    } else if constexpr (kVec == 2) {
-      *reinterpret_cast<uint16_t*>(dst) = pairs[0];
     } else {
-#pragma unroll
-      for (int i = 0; i < kVec / 2; ++i) reinterpret_cast<uint16_t*>(dst)[i] = pairs[i];
+      *reinterpret_cast<uint16_t*>(dst) = pairs[0];
     }
   } else {
 #pragma unroll

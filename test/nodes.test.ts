@@ -9,6 +9,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
+import { parsePlan } from '../src/build/plan-file';
 import { collect, helper, type Msg, type TestNode } from './support/red-helper';
 import { Engine, nativeMemoryBytes } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
@@ -410,6 +411,31 @@ describe('nodes (Node-RED runtime)', function () {
       const mtime = fs.statSync(path.join(cacheHome, 'fusedrt-cache', cached[0])).mtimeMs;
       assert.deepStrictEqual(await runOnce(), first);
       assert.strictEqual(fs.statSync(path.join(cacheHome, 'fusedrt-cache', cached[0])).mtimeMs, mtime);
+    } finally {
+      helper.init(require.resolve('node-red'));
+      fs.rmSync(cacheHome, { recursive: true, force: true });
+    }
+  });
+
+  it('builds an fp8 plan when the engine asks for fp8, and fills masks with it on the CPU', async () => {
+    const cacheHome = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-userdir-'));
+    helper.init(require.resolve('node-red'), { userDir: cacheHome });
+    try {
+      await load(fillMaskFlow(path.join(dir, 'mlm'), { precision: 'fp8' }));
+      const outputs = collect(helper.getNode('out'), 1);
+      helper.getNode('tokenize').receive({ payload: 'rounded [MASK] weights' });
+      const [msg] = await outputs;
+      await helper.unload();
+      const [cached] = fs.readdirSync(path.join(cacheHome, 'fusedrt-cache'));
+      assert.match(cached, /^mlm-fp8-[0-9a-f]{16}\.plan$/);
+      const header = parsePlan(fs.readFileSync(path.join(cacheHome, 'fusedrt-cache', cached))).header;
+      assert.strictEqual(header.precision, 'fp8');
+      assert.ok(header.tensors.some((t) => t.dtype === 'f8e4m3'), 'the cached plan has E4M3 weights');
+      const payload = msg.payload as { masks: Array<{ predictions: Array<{ score: number }> }> };
+      assert.strictEqual(payload.masks.length, 1);
+      const scores = payload.masks[0].predictions.map((p) => p.score);
+      assert.strictEqual(scores.length, 5);
+      assert.ok(scores.every((score, i) => score > 0 && score <= 1 && (i === 0 || score <= scores[i - 1])), `scores ${scores}`);
     } finally {
       helper.init(require.resolve('node-red'));
       fs.rmSync(cacheHome, { recursive: true, force: true });

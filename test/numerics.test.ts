@@ -12,6 +12,7 @@ import { buildPlan } from '../src/build/builder';
 import type { Precision, RowsKind } from '../src/build/plan-types';
 import { Engine } from '../src/engine/engine';
 import type { OutputTensor, PackedBatch, RunResult } from '../src/engine/types';
+import { leastRowCosine } from './support/row-cosine';
 
 /** Max abs error per element against transformers' float32 outputs (fp8: see FP8_MIN_COSINE). */
 const TOLERANCE: Record<Exclude<Precision, 'fp8'>, number> = { fp32: 1e-4, fp16: 2e-2, tf32: 1e-2 };
@@ -30,7 +31,6 @@ const BATCHING_TOLERANCE = 1e-5;
  */
 const FP8_MIN_COSINE = 0.98;
 const FP8_MAX_ERROR = 0.6;
-const COSINE_MIN_COLS = 16;
 const ARCHITECTURES = ['BertModel', 'BertForMaskedLM', 'BertForSequenceClassification',
   'BertForTokenClassification', 'BertForQuestionAnswering'];
 
@@ -137,24 +137,6 @@ function pickRows(t: OutputTensor, rows: number[]): Float32Array {
 
 interface Worst { error: number; index: number }
 
-/** The least cosine similarity of a row, over rows of at least COSINE_MIN_COLS columns (1 when none). */
-function leastRowCosine(got: ArrayLike<number>, want: ArrayLike<number>, cols: number): number {
-  let least = 1;
-  if (cols < COSINE_MIN_COLS) return least;
-  for (let r = 0; r * cols < want.length; r++) {
-    let dot = 0;
-    let gotNorm = 0;
-    let wantNorm = 0;
-    for (let c = r * cols; c < (r + 1) * cols; c++) {
-      dot += got[c] * want[c];
-      gotNorm += got[c] * got[c];
-      wantNorm += want[c] * want[c];
-    }
-    const cosine = dot / Math.sqrt(gotNorm * wantNorm);
-    least = Math.min(least, Number.isNaN(cosine) ? -1 : cosine);
-  }
-  return least;
-}
 
 /** The largest absolute difference; NaN counts as infinitely wrong. */
 function worstDifference(got: ArrayLike<number>, want: ArrayLike<number>): Worst {

@@ -18,7 +18,8 @@
 // last tile (at most one idle block per sequence).
 //
 // The fp16 kernel (launch_attention_fp16, second half of this file) is the
-// FlashAttention-2 forward on mma.sync tensor cores; see its own comment. A
+// FlashAttention-2 forward on mma.sync tensor cores; see its own comment.
+// On Hopper, head_dim 64 goes to the wgmma version in attention_hopper.cu. A
 // split-keys tiling (16 query rows, 4 warps sharing each stage's keys) and a
 // 128-row one (4 warps of 32 rows) were tried and dropped: on an H200 the
 // best either did against 64 rows was 3% faster (128 rows at batch 128 x 384
@@ -32,6 +33,7 @@
 #include <cmath>
 
 #include "attention.cuh"
+#include "attention_hopper.cuh"
 #include "attention_traits.cuh"
 #include "row_math.cuh"
 
@@ -536,7 +538,10 @@ cudaError_t launch_attention_fp16(const AttentionHalfParams& p, cudaStream_t str
     return cudaErrorInvalidValue;
   }
   if (p.head_dim == 32) return launch_fp16_by_length<32, false>(p, stream);
-  if (p.head_dim == 64) return launch_fp16_by_length<64, false>(p, stream);
+  if (p.head_dim == 64) {
+    if (attention_hopper_supports(p)) return launch_attention_hopper(p, stream);
+    return launch_fp16_by_length<64, false>(p, stream);
+  }
   if (p.head_dim < 32) return launch_fp16_by_length<32, true>(p, stream);
   if (p.head_dim < 64) return launch_fp16_by_length<64, true>(p, stream);
   if (p.head_dim == 128) return launch_fp16<AttentionHalfTraits<128, false>>(p, stream);

@@ -20,6 +20,10 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/topk.cu
   ${CMAKE_CURRENT_LIST_DIR}/small_gemm.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu)
+# Kernels built on Hopper's arch-specific instructions (wgmma): sm_90a only.
+# Their launchers check the device before using them.
+set(FUSEDRT_CUDA_HOPPER_KERNELS
+  ${CMAKE_CURRENT_LIST_DIR}/attention_hopper.cu)
 
 set(FUSEDRT_WITH_CUDA OFF)
 find_package(CUDAToolkit QUIET)
@@ -51,6 +55,13 @@ if(FUSEDRT_WITH_CUDA)
     CUDA_ARCHITECTURES "${FUSEDRT_CUDA_ARCHITECTURES}")
   target_include_directories(fusedrt_cuda_kernels PRIVATE ${CMAKE_SOURCE_DIR}/native)
   target_compile_options(fusedrt_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
+  add_library(fusedrt_cuda_hopper_kernels STATIC ${FUSEDRT_CUDA_HOPPER_KERNELS})
+  set_target_properties(fusedrt_cuda_hopper_kernels PROPERTIES
+    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON CUDA_ARCHITECTURES OFF)
+  target_include_directories(fusedrt_cuda_hopper_kernels PRIVATE ${CMAKE_SOURCE_DIR}/native)
+  target_compile_options(fusedrt_cuda_hopper_kernels PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:-O3 -gencode=arch=compute_90a,code=sm_90a>)
+  target_link_libraries(fusedrt_cuda_kernels PUBLIC fusedrt_cuda_hopper_kernels)
 
   target_sources(fusedrt PRIVATE ${CMAKE_SOURCE_DIR}/native/cuda_backend.cpp ${CMAKE_SOURCE_DIR}/native/cuda_device.cpp ${CMAKE_SOURCE_DIR}/native/cuda_gemm.cpp)
   target_compile_definitions(fusedrt PRIVATE FUSEDRT_WITH_CUDA=1)

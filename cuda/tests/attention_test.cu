@@ -2,9 +2,11 @@
 // kernel (attention), which the GPU test suite checks against the CPU backend
 // and transformers. Both get the same fp16-rounded inputs. Then both are
 // timed on BERT-base shapes with CUDA events. Exit status 0 only if every
-// check passes.
+// check passes. On a Hopper GPU head_dim 64 runs the wgmma kernel
+// (cuda/attention_hopper.cu); FUSEDRT_ATTENTION=mma runs the mma.sync one.
 //
-//   nvcc -std=c++17 -O3 -arch=native -I native -o attention_test cuda/tests/attention_test.cu cuda/attention.cu
+//   nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I native -c cuda/attention_hopper.cu -o attention_hopper.o
+//   nvcc -std=c++17 -O3 -arch=native -I native -o attention_test cuda/tests/attention_test.cu cuda/attention.cu attention_hopper.o
 //   ./attention_test
 // (tools/device/gpu-bench.sh does this on the GPU machine.)
 #include <cuda_fp16.h>

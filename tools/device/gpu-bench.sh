@@ -39,7 +39,10 @@ precision_option=${BENCH_PRECISIONS:+--precisions $BENCH_PRECISIONS}
 nvcc=$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")
 
 step environment sh -c 'node --version; "$0" --version | tail -1; nvidia-smi; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"' "$nvcc"
-step attention-test sh -c "$nvcc -std=c++17 -O3 -arch=native -I native -o $work/attention_test cuda/tests/attention_test.cu cuda/attention.cu && $work/attention_test"
+# cuda/attention_hopper.cu is sm_90a code, built apart (cuda/backend.cmake).
+step attention-test sh -c "$nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -I native -c cuda/attention_hopper.cu \
+  -o $work/attention_hopper.o && $nvcc -std=c++17 -O3 -arch=native -I native -o $work/attention_test \
+  cuda/tests/attention_test.cu cuda/attention.cu $work/attention_hopper.o && $work/attention_test"
 rm -rf build  # a fresh build tree: the carried checkout must not reuse a CPU-only cache
 step build node scripts/build-native.js
 step pytorch python3 bench/gpu/pytorch_bench.py --model-dir "$work/bert-base" --out "$out" --reference-dir "$work" $seq_option

@@ -1,25 +1,30 @@
 // FP16 flash attention on Hopper's warpgroup MMA (wgmma), head_dim 64.
 //
-// The algorithm and the grid are those of attention.cu's mma.sync kernel
-// (FlashAttention-2 forward, online softmax in fp32 base 2, one block per
-// 64 query rows of one (sequence, head), K/V double-buffered by cp.async);
-// only the matrix products change. There each of the 4 warps reads every K
-// and V stage from shared memory through ldmatrix for its own 16 rows: 4
-// reads of each stage per block, which bounds long sequences. Here the
-// block is one warpgroup and each product is one wgmma over all 64 rows:
-//   S = Q K^T   m64nNk16, Q and K read by the tensor cores from shared
-//               memory (K-major descriptors), 4 steps over head_dim 64
+// The algorithm is that of attention.cu's mma.sync kernel (FlashAttention-2
+// forward, online softmax in fp32 base 2, K/V in stages of 64 keys
+// double-buffered by cp.async); the matrix products and the block change.
+// There each of a block's 4 warps reads every K and V stage from shared
+// memory through ldmatrix for its own 16 rows. Here 64 query rows are one
+// warpgroup, and each product one wgmma over all of them:
+//   S = Q K^T   m64n64k16, Q from registers (loaded once), K read by the
+//               tensor cores from shared memory (K-major), 4 k16 steps
 //   O += P V    m64n64k16, P from registers (the S accumulators rounded to
 //               fp16, as in the mma.sync kernel: the layouts coincide), V
 //               from shared memory read MN-major (transposed), one step per
 //               16 keys
-// so each stage is read from shared memory once. Tiles are stored with the
-// 128-byte swizzle wgmma expects (wgmma.cuh); cp.async writes each 16-byte
-// chunk at its swizzled place, then a proxy fence hands the tile to wgmma.
+// Tiles are stored with the 128-byte swizzle wgmma expects (wgmma.cuh);
+// cp.async writes each 16-byte chunk at its swizzled place, then a proxy
+// fence hands the tile to the tensor cores.
 //
-// Stages of 64 keys at 4 blocks per SM, or of 32 keys at 6 per SM where
-// short sequences would otherwise need a second wave of blocks (the rule of
-// launch_fp16_by_length in attention.cu).
+// A stage overlaps its softmax with the tensor cores: it issues S_j and
+// O += P_{j-1} V_{j-1} together, runs the softmax of S_j while P V is in
+// flight, then rescales O (kernel comment). The softmax masks only on the
+// last stage.
+//
+// A block is one warpgroup, 64 query rows of one (sequence, head); 4 fit an
+// SM (at most 128 registers). Blocks of two warpgroups sharing each K/V
+// stage (half the K/V traffic from L2) were tried: 1.5% faster at 128 x 384,
+// 4% slower with lengths in [48, 384] (bench/RESULTS.md, eleventh session).
 #include <cfloat>
 #include <climits>
 #include <cstdlib>
@@ -29,8 +34,8 @@
 #include "row_math.cuh"
 #include "wgmma.cuh"
 
-// Built for anything but sm_90a the kernel would have no body and write
-// nothing; refuse such a build instead.
+// Built for anything but sm_90a the kernel would use instructions its
+// target lacks; refuse such a build with a clear message.
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "cuda/attention_hopper.cu is built for sm_90a only: -gencode arch=compute_90a,code=sm_90a"
 #endif
@@ -40,18 +45,16 @@ namespace fusedrt::gpu {
 namespace {
 
 constexpr int kHeadDim = 64;  // one 128-byte swizzled row per Q, K or V row
-constexpr int kBlockM = 64;   // query rows per block: one m64 warpgroup tile
-constexpr int kThreads = 128;
+constexpr int kBlockN = 64;  // keys per stage
 constexpr int kRowBytes = kHeadDim * 2;
 constexpr int kChunksPerRow = kRowBytes / 16;
+constexpr int kStageBytes = kBlockN * kRowBytes;  // one K or one V stage
 
-template <int kBlockN>
-struct HopperTiles {
-  static constexpr int kQBytes = kBlockM * kRowBytes;
-  static constexpr int kStageBytes = kBlockN * kRowBytes;  // one K or one V stage
-  // Q, two K stages, two V stages, and 1024 bytes to align the first to 1024.
-  static constexpr size_t kSharedBytes = kQBytes + 4 * kStageBytes + 1024;
-};
+constexpr int kThreads = 128;  // one warpgroup
+constexpr int kBlockM = 64;    // its query rows
+constexpr int kQBytes = kBlockM * kRowBytes;
+// Q, two K stages, two V stages, and 1024 bytes to align the first to 1024.
+constexpr size_t kSharedBytes = kQBytes + 4 * kStageBytes + 1024;
 
 // Rows [0, kRows) of one head into a swizzled tile; rows from rows_valid on
 // are zero-filled (src, the tile's first row, is read for none of them).
@@ -66,20 +69,99 @@ __device__ __forceinline__ void load_tile_swizzled(unsigned char* tile, const __
   }
 }
 
-template <int kBlockN>
-__device__ __forceinline__ void scores(float (&s)[kBlockN / 2], uint64_t q, uint64_t k, int step) {
-  // A k16 step along a K-major row is 32 bytes: 2 in the descriptor's units.
-  if constexpr (kBlockN == 64) {
-    wgmma_m64n64k16_ss(s, q + 2 * step, k + 2 * step, step > 0);
-  } else {
-    wgmma_m64n32k16_ss(s, q + 2 * step, k + 2 * step, step > 0);
+// Q in registers as wgmma A fragments, one per k16 step of head_dim: each
+// warp its 16 rows, read with ldmatrix; a negative scale flips their sign
+// bits (exact), so the scores come out negated.
+__device__ __forceinline__ void load_q_fragments(const unsigned char* q_tile, bool negate,
+                                                 uint32_t (&q)[kHeadDim / 16][4]) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int row = (threadIdx.x / kWarpSize) * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+  const uint32_t sign = negate ? 0x80008000u : 0u;
+#pragma unroll
+  for (int step = 0; step < kHeadDim / 16; ++step) {
+    ldmatrix_x4(q[step], reinterpret_cast<const __half*>(q_tile + swizzled_offset(row, 2 * step + lane / 16)));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) q[step][i] ^= sign;
   }
 }
 
-template <int kBlockN, int kMinBlocksPerSm>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+__device__ __forceinline__ void issue_scores(float (&s)[kBlockN / 2], const uint32_t (&q)[kHeadDim / 16][4],
+                                             uint64_t k) {
+#pragma unroll
+  for (int step = 0; step < kHeadDim / 16; ++step) {
+    // A k16 step along a K-major row is 32 bytes: 2 in the descriptor's units.
+    wgmma_m64n64k16_rs(s, q[step], k + 2 * step, step > 0);
+  }
+}
+
+__device__ __forceinline__ void issue_pv(float (&o)[kHeadDim / 2], const uint32_t (&pa)[kBlockN / 16][4], uint64_t v) {
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    // 16 MN-major rows of 128 bytes: 2048 bytes, 128 in the descriptor's units.
+    wgmma_m64n64k16_rs_mn(o, pa[kk], v + 128 * kk);
+  }
+}
+
+// The online softmax of one stage's scores s (8-key block n: s[4 n .. 4 n +
+// 3], the mma C fragment; keys from key0): masks keys past length, turns s
+// into P = 2^(c s - c max) in fp32, updates the rows' max and sum, and
+// returns in rescale the factor the rows' O must take before P V is added.
+// Key key0 is real, so every row's new maximum is finite.
+__device__ __forceinline__ void softmax_stage(float (&s)[kBlockN / 2], int key0, int length, float c,
+                                              float (&row_max)[2], float (&row_sum)[2], float (&rescale)[2]) {
+  // Only the last stage masks (a branch uniform over the block): per score
+  // the softmax is otherwise one FMNMX, FFMA, MUFU.EX2 and FADD, half a
+  // conversion, and the rescale of O. (Masking every stage cost 6% at
+  // 128 x 384.)
+  if (key0 + kBlockN > length) {
+    const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+    for (int i = 0; i < kBlockN / 2; ++i) {
+      if (key0 + (i / 4) * 8 + (lane % 4) * 2 + (i & 1) >= length) s[i] = -INFINITY;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kBlockN / 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+    const float new_max = fmaxf(row_max[r], tile_max);
+    rescale[r] = exp2_ftz((row_max[r] - new_max) * c);  // 0 before the first stage
+    row_max[r] = new_max;
+    const float offset = -new_max * c;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < kBlockN / 8; ++n) {
+      s[4 * n + 2 * r] = exp2_ftz(fmaf(s[4 * n + 2 * r], c, offset));
+      s[4 * n + 2 * r + 1] = exp2_ftz(fmaf(s[4 * n + 2 * r + 1], c, offset));
+      sum += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
+    }
+    row_sum[r] = row_sum[r] * rescale[r] + sum;
+  }
+}
+
+// Keys 16 kk .. 16 kk + 15 are 8-key blocks 2 kk and 2 kk + 1: their C
+// fragments, rounded to fp16, are the A fragment of P.
+__device__ __forceinline__ void pack_p(const float (&s)[kBlockN / 2], uint32_t (&pa)[kBlockN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    pa[kk][0] = pack_half2(s[8 * kk], s[8 * kk + 1]);
+    pa[kk][1] = pack_half2(s[8 * kk + 2], s[8 * kk + 3]);
+    pa[kk][2] = pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
+    pa[kk][3] = pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// Grid: x = sequence * tiles_per_sequence + query tile, y = head (as in
+// attention.cu). Stage j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}
+// together, so it needs K_j and V_{j-1} and loads K_{j+1} and V_j; each
+// buffer is refilled only after the product that read it has been waited
+// for by every warp (the barrier at the top of the stage). Query rows past
+// the sequence are computed on zeros and not stored.
+__global__ void __launch_bounds__(kThreads, 4)
     attention_hopper_kernel(const AttentionHalfParams p, int tiles_per_sequence) {
-  using Tiles = HopperTiles<kBlockN>;
   const int sequence = blockIdx.x / tiles_per_sequence;
   const int q0 = (blockIdx.x % tiles_per_sequence) * kBlockM;
   const int64_t start = p.cu_seqlens[sequence];
@@ -94,109 +176,92 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
 
   extern __shared__ unsigned char shared_raw[];
   unsigned char* q_tile = shared_raw + ((1024 - (shared_address(shared_raw) & 1023)) & 1023);
-  unsigned char* k_stages = q_tile + Tiles::kQBytes;
-  unsigned char* v_stages = k_stages + 2 * Tiles::kStageBytes;
+  unsigned char* k_stages = q_tile + kQBytes;
+  unsigned char* v_stages = k_stages + 2 * kStageBytes;
+  auto k_stage = [&](int j) { return k_stages + (j & 1) * kStageBytes; };
+  auto v_stage = [&](int j) { return v_stages + (j & 1) * kStageBytes; };
+  // K_j (when it exists) and V_{j-1} (when j > 0), as one cp.async group.
+  auto load_stage = [&](int j, int stages) {
+    if (j < stages) {
+      load_tile_swizzled<kBlockN>(k_stage(j), k_src + j * kBlockN * row_stride, row_stride,
+                                            length - j * kBlockN);
+    }
+    if (j > 0) {
+      const int v0 = (j - 1) * kBlockN;
+      load_tile_swizzled<kBlockN>(v_stage(j - 1), v_src + v0 * row_stride, row_stride, length - v0);
+    }
+    cp_async_commit();
+  };
 
   const int stages = (length + kBlockN - 1) / kBlockN;
   load_tile_swizzled<kBlockM>(q_tile, q_src + q0 * row_stride, row_stride, length - q0);
-  load_tile_swizzled<kBlockN>(k_stages, k_src, row_stride, length);
-  load_tile_swizzled<kBlockN>(v_stages, v_src, row_stride, length);
-  cp_async_commit();
+  load_stage(0, stages);
 
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  // As in attention.cu: base 2, c > 0; a negative scale negates the scores.
+  // As in attention.cu: base 2, c > 0; a negative scale negates Q.
   const float c = fmaxf(fabsf(p.scale) * 1.4426950408889634f, FLT_MIN);
-  const bool negate = p.scale < 0.f;
-  const uint64_t q_desc = swizzled_tile_descriptor(q_tile);
-
+  uint32_t q[kHeadDim / 16][4];
   float o[kHeadDim / 2];
 #pragma unroll
   for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
   // Rows g and g + 8 of the warp's 16 (g = lane / 4).
   float row_max[2] = {-INFINITY, -INFINITY};
   float row_sum[2] = {0.f, 0.f};
+  float rescale[2];
+  float s[kBlockN / 2];
+  uint32_t pa[kBlockN / 16][4];
 
-  for (int j = 0; j < stages; ++j) {
-    const int buffer = j & 1;
-    if (j + 1 < stages) {
-      const int next = (j + 1) * kBlockN;
-      load_tile_swizzled<kBlockN>(k_stages + (buffer ^ 1) * Tiles::kStageBytes, k_src + next * row_stride, row_stride,
-                                  length - next);
-      load_tile_swizzled<kBlockN>(v_stages + (buffer ^ 1) * Tiles::kStageBytes, v_src + next * row_stride, row_stride,
-                                  length - next);
-      cp_async_commit();
-      cp_async_wait<1>();  // stage j (and Q) landed
-    } else {
-      cp_async_wait<0>();
-    }
+  // Stage 0: S_0 and its softmax alone (O is still zero).
+  cp_async_wait<0>();
+  fence_shared_for_async_proxy();
+  __syncthreads();
+  load_stage(1, stages);
+  load_q_fragments(q_tile, p.scale < 0.f, q);
+  wgmma_fence();
+  issue_scores(s, q, swizzled_tile_descriptor(k_stage(0)));
+  wgmma_commit();
+  wgmma_wait<0>();
+  wgmma_hold(s);
+  softmax_stage(s, 0, length, c, row_max, row_sum, rescale);
+  pack_p(s, pa);
+
+  for (int j = 1; j < stages; ++j) {
+    cp_async_wait<0>();  // K_j and V_{j-1}
     fence_shared_for_async_proxy();
     __syncthreads();
-
-    float s[kBlockN / 2];  // 8-key block n: s[4 n .. 4 n + 3], the mma C fragment
+    load_stage(j + 1, stages);
+    wgmma_hold(o);
     wgmma_fence();
-#pragma unroll
-    for (int step = 0; step < kHeadDim / 16; ++step) {
-      scores<kBlockN>(s, q_desc, swizzled_tile_descriptor(k_stages + buffer * Tiles::kStageBytes), step);
-    }
+    issue_scores(s, q, swizzled_tile_descriptor(k_stage(j)));
     wgmma_commit();
-    wgmma_wait_all();
-
-    const int key0 = j * kBlockN;
-#pragma unroll
-    for (int i = 0; i < kBlockN / 2; ++i) {
-      const bool masked = key0 + (i / 4) * 8 + (lane % 4) * 2 + (i & 1) >= length;
-      s[i] = masked ? -INFINITY : (negate ? -s[i] : s[i]);
-    }
-    // Key key0 is real, so every row's new maximum is finite.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < kBlockN / 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[4 * n + 2 * r], s[4 * n + 2 * r + 1]));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
-      const float new_max = fmaxf(row_max[r], tile_max);
-      const float rescale = exp2_ftz((row_max[r] - new_max) * c);
-      row_max[r] = new_max;
-      const float offset = -new_max * c;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < kBlockN / 8; ++n) {
-        s[4 * n + 2 * r] = exp2_ftz(fmaf(s[4 * n + 2 * r], c, offset));
-        s[4 * n + 2 * r + 1] = exp2_ftz(fmaf(s[4 * n + 2 * r + 1], c, offset));
-        sum += s[4 * n + 2 * r] + s[4 * n + 2 * r + 1];
-      }
-      row_sum[r] = row_sum[r] * rescale + sum;
-#pragma unroll
-      for (int d = 0; d < kHeadDim / 8; ++d) {
-        o[4 * d + 2 * r] *= rescale;
-        o[4 * d + 2 * r + 1] *= rescale;
-      }
-    }
-
-    // Keys 16 kk .. 16 kk + 15 are 8-key blocks 2 kk and 2 kk + 1: their C
-    // fragments are the A fragment of P.
-    uint32_t pa[kBlockN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      pa[kk][0] = pack_half2(s[8 * kk], s[8 * kk + 1]);
-      pa[kk][1] = pack_half2(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-    const uint64_t v_desc = swizzled_tile_descriptor(v_stages + buffer * Tiles::kStageBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      // 16 MN-major rows of 128 bytes: 2048 bytes, 128 in the descriptor's units.
-      wgmma_m64n64k16_rs_mn(o, pa[kk], v_desc + 128 * kk);
-    }
+    issue_pv(o, pa, swizzled_tile_descriptor(v_stage(j - 1)));
     wgmma_commit();
-    wgmma_wait_all();
-    __syncthreads();  // this buffer is refilled by the next iteration's cp.async
+    wgmma_wait<1>();  // S_j
+    wgmma_hold(s);
+    softmax_stage(s, j * kBlockN, length, c, row_max, row_sum, rescale);
+    wgmma_wait<0>();  // P_{j-1} V_{j-1}
+    wgmma_hold(o);
+    wgmma_hold(pa);  // the product has read pa: only now may it be refilled
+#pragma unroll
+    for (int d = 0; d < kHeadDim / 8; ++d) {
+      o[4 * d] *= rescale[0];
+      o[4 * d + 1] *= rescale[0];
+      o[4 * d + 2] *= rescale[1];
+      o[4 * d + 3] *= rescale[1];
+    }
+    pack_p(s, pa);
   }
 
+  cp_async_wait<0>();  // V of the last stage
+  fence_shared_for_async_proxy();
+  __syncthreads();
+  wgmma_hold(o);
+  wgmma_fence();
+  issue_pv(o, pa, swizzled_tile_descriptor(v_stage(stages - 1)));
+  wgmma_commit();
+  wgmma_wait<0>();
+  wgmma_hold(o);
+
+  const int lane = threadIdx.x % kWarpSize;
   const int64_t out_offset = start * width + blockIdx.y * kHeadDim;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -204,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     sum += __shfl_xor_sync(kFullMask, sum, 1);
     sum += __shfl_xor_sync(kFullMask, sum, 2);
     const float inv_sum = 1.f / sum;
-    const int row = q0 + warp * 16 + lane / 4 + r * 8;
+    const int row = q0 + (threadIdx.x / kWarpSize) * 16 + lane / 4 + r * 8;
     if (row >= length) continue;
 #pragma unroll
     for (int d = 0; d < kHeadDim / 8; ++d) {
@@ -219,41 +284,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     }
   }
 }
-
-template <int kBlockN, int kMinBlocksPerSm>
-struct HopperKernel {
-  static constexpr auto kernel = attention_hopper_kernel<kBlockN, kMinBlocksPerSm>;
-  static constexpr size_t kSharedBytes = HopperTiles<kBlockN>::kSharedBytes;
-
-  static cudaError_t prepare() {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
-  }
-
-  // Waves of the grid over the device's SMs; 0 when the device cannot say.
-  static int64_t waves(int64_t blocks) {
-    int device = 0, sms = 0, per_sm = 0;
-    if (prepare() != cudaSuccess || cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSharedBytes) != cudaSuccess ||
-        sms * per_sm == 0) {
-      cudaGetLastError();
-      return 0;
-    }
-    return (blocks + int64_t{sms} * per_sm - 1) / (int64_t{sms} * per_sm);
-  }
-
-  static cudaError_t launch(const AttentionHalfParams& p, int64_t tiles, cudaStream_t stream) {
-    const cudaError_t prepared = prepare();
-    if (prepared != cudaSuccess) return prepared;
-    const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
-    kernel<<<grid, kThreads, kSharedBytes, stream>>>(p, static_cast<int>(tiles));
-    return cudaGetLastError();
-  }
-};
-
-using LongStages = HopperKernel<64, 4>;
-using ShortStages = HopperKernel<32, 5>;
-constexpr int64_t kShortSequence = 128;
 
 bool switched_to_mma() {
   static const bool mma = [] {
@@ -280,12 +310,12 @@ bool attention_hopper_supports(const AttentionHalfParams& p) {
 cudaError_t launch_attention_hopper(const AttentionHalfParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.max_seqlen + kBlockM - 1) / kBlockM;
   if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
-  if (p.max_seqlen <= kShortSequence) {
-    const int64_t blocks = tiles * p.sequences * p.heads;
-    const int64_t short_waves = ShortStages::waves(blocks);
-    if (short_waves > 0 && short_waves < LongStages::waves(blocks)) return ShortStages::launch(p, tiles, stream);
-  }
-  return LongStages::launch(p, tiles, stream);
+  const cudaError_t prepared = cudaFuncSetAttribute(
+      attention_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
+  if (prepared != cudaSuccess) return prepared;
+  const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
+  attention_hopper_kernel<<<grid, kThreads, kSharedBytes, stream>>>(p, static_cast<int>(tiles));
+  return cudaGetLastError();
 }
 
 }  // namespace fusedrt::gpu

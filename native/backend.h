@@ -61,7 +61,10 @@ struct OpCall {
   const void* in = nullptr;
   const void* residual = nullptr;
   void* out = nullptr;
-  void* out8 = nullptr;  // layernorm ops with out8: an fp8 buffer (E4M3 on a GPU, rounded fp32 on the CPU)
+  // Whether out is an fp8 buffer (BufferInfo::fp8): what the op computes,
+  // rounded to E4M3 (E4M3 bytes on a GPU, the rounded values in fp32 on the CPU).
+  bool out_fp8 = false;
+  void* out8 = nullptr;  // layernorm ops with out8: an fp8 buffer, as above
   const void* word = nullptr;
   const void* position = nullptr;
   const void* token_type = nullptr;

@@ -135,8 +135,6 @@ DeviceStorage CpuBackend::configure(const Plan& plan) {
   // fp8 buffers and E4M3 weights too: fp32 holding the E4M3 values.
   storage.buffers.assign(plan.buffers.size(), DType::kF32);
   storage.tensors.assign(plan.tensors.size(), DType::kF32);
-  fp8_buffers_.clear();
-  for (const BufferInfo& buffer : plan.buffers) fp8_buffers_.push_back(buffer.fp8);
   // Gemm weights are packed for gemm_packed, in place (the packed layout has
   // the same size), so the weight memory stays what the runtime allocated.
   // A tensor any op reads otherwise stays plain.
@@ -229,7 +227,7 @@ void CpuBackend::run(const OpCall& call) {
   }
   // An fp8 buffer holds what its writer computed, rounded to E4M3.
   const int64_t count = call.rows * call.out_cols;
-  if (fp8_buffers_[static_cast<size_t>(call.op->out)]) round_to_e4m3(f32(call.out), f32(call.out), count);
+  if (call.out_fp8) round_to_e4m3(f32(call.out), f32(call.out), count);
   if (call.out8 != nullptr) round_to_e4m3(f32(call.out), f32(call.out8), count);
 }
 

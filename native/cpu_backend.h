@@ -45,7 +45,6 @@ class CpuBackend : public Backend {
 
   cpu::ThreadPool pool_;
   std::vector<GemmWeight> gemm_weights_;
-  std::vector<bool> fp8_buffers_;  // per plan buffer: BufferInfo::fp8
   // Held by a context for the whole of its execute(): the pool and the
   // first-use packing of gemm_weights_ serve one run at a time.
   std::mutex compute_mutex_;

@@ -142,11 +142,10 @@ std::vector<size_t> gemms_into_logits(const Plan& plan) {
 }  // namespace
 
 // What a context needs for an fp8 plan's fp8 GEMMs (cuda_gemm.h, GemmArgs):
-// per plan tensor, the device address of its scale (nullptr unless E4M3),
-// and per plan buffer whether it holds E4M3. Both empty on other plans.
+// per plan tensor, the device address of its scale (nullptr unless E4M3).
+// Empty on other plans.
 struct Fp8Operands {
   std::vector<const float*> weight_scales;
-  std::vector<bool> e4m3_buffers;
 };
 
 struct CudaBackend::State {
@@ -416,11 +415,6 @@ class CudaBackend::Context : public BackendContext {
     stream_ = nullptr;
   }
 
-  // Whether the op's out is an fp8 buffer (only on fp8 plans).
-  bool writes_e4m3(const OpCall& c) const {
-    return !fp8_.e4m3_buffers.empty() && fp8_.e4m3_buffers[static_cast<size_t>(c.op->out)];
-  }
-
   template <class T>
   void attention_rows(const OpCall& c) {
     gpu::AttentionRowsArgs<T> p{};
@@ -432,7 +426,7 @@ class CudaBackend::Context : public BackendContext {
     p.scale = c.op->scale;
     p.query_rows = selected_tokens(c);
     p.rows = c.rows;
-    if (writes_e4m3(c)) {
+    if (c.out_fp8) {
       p.out8 = as<__nv_fp8_e4m3>(c.out);
     } else {
       p.out = as<T>(c.out);
@@ -463,7 +457,7 @@ class CudaBackend::Context : public BackendContext {
       p.heads = c.op->heads;
       p.head_dim = c.op->head_dim;
       p.scale = c.op->scale;
-      if (writes_e4m3(c)) {
+      if (c.out_fp8) {
         p.out8 = as<__nv_fp8_e4m3>(c.out);
       } else {
         p.out = as<__half>(c.out);
@@ -519,7 +513,7 @@ class CudaBackend::Context : public BackendContext {
         g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 and fp8 plans
         if (!fp8_.weight_scales.empty()) {
           g.weight_scale = fp8_.weight_scales[static_cast<size_t>(c.op->weight)];
-          g.e4m3_out = writes_e4m3(c);
+          g.e4m3_out = c.out_fp8;
         }
         if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
           pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};
@@ -805,9 +799,7 @@ void CudaBackend::check_fp8_support(const Plan& plan) const {
 // scale goes to device memory, where cuBLASLt reads it.
 void CudaBackend::store_fp8(const Plan& plan, DeviceStorage& storage) {
   Fp8Operands& fp8 = state_->fp8;
-  fp8.e4m3_buffers.clear();
   for (size_t b = 0; b < plan.buffers.size(); ++b) {
-    fp8.e4m3_buffers.push_back(plan.buffers[b].fp8);
     if (plan.buffers[b].fp8) storage.buffers[b] = DType::kF8E4M3;
   }
   constexpr size_t kScaleStride = 4;  // floats: 16 bytes

@@ -420,6 +420,7 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
     call.in = op.in >= 0 ? buffer_data(context, op.in) : nullptr;
     call.residual = op.residual >= 0 ? buffer_data(context, op.residual) : nullptr;
     call.out = buffer_data(context, op.out);
+    call.out_fp8 = plan_.buffers[op.out].fp8;
     call.out8 = op.out8 >= 0 ? buffer_data(context, op.out8) : nullptr;
     call.word = weight(op.word);
     call.position = weight(op.position);

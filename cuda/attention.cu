@@ -440,28 +440,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     __syncthreads();  // this buffer is refilled by the next iteration's cp.async
   }
 
-  const int64_t out_offset = start * width + blockIdx.y * head_dim;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(kFullMask, sum, 1);
-    sum += __shfl_xor_sync(kFullMask, sum, 2);
-    const float inv_sum = 1.f / sum;
-    const int row = q0 + warp * 16 + lane / 4 + r * 8;
-    if (row >= length) continue;
-#pragma unroll
-    for (int d = 0; d < kD / 8; ++d) {
-      const int col = d * 8 + (lane % 4) * 2;
-      if (Traits::kPadded && col >= head_dim) continue;  // head_dim is a multiple of 8: col + 1 is in too
-      const float pair[2] = {acc[d][2 * r] * inv_sum, acc[d][2 * r + 1] * inv_sum};
-      const int64_t at = out_offset + static_cast<int64_t>(row) * width + col;
-      if (p.out8 != nullptr) {
-        store_e4m3<2>(p.out8 + at, pair);
-      } else {
-        *reinterpret_cast<__half2*>(p.out + at) = __floats2half2_rn(pair[0], pair[1]);
-      }
-    }
-  }
+  store_attention_rows<kD>(
+      p, [&](int d, int e) { return acc[d][e]; }, row_sum, q0 + warp * 16, length, head_dim,
+      start * width + blockIdx.y * head_dim);
 }
 
 // Sequences up to this long are latency-bound per block, so that filling the

@@ -31,6 +31,7 @@
 #include <cstring>
 
 #include "attention_hopper.cuh"
+#include "attention_traits.cuh"
 #include "row_math.cuh"
 #include "wgmma.cuh"
 
@@ -261,28 +262,9 @@ __global__ void __launch_bounds__(kThreads, 4)
   wgmma_wait<0>();
   wgmma_hold(o);
 
-  const int lane = threadIdx.x % kWarpSize;
-  const int64_t out_offset = start * width + blockIdx.y * kHeadDim;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(kFullMask, sum, 1);
-    sum += __shfl_xor_sync(kFullMask, sum, 2);
-    const float inv_sum = 1.f / sum;
-    const int row = q0 + (threadIdx.x / kWarpSize) * 16 + lane / 4 + r * 8;
-    if (row >= length) continue;
-#pragma unroll
-    for (int d = 0; d < kHeadDim / 8; ++d) {
-      const int col = d * 8 + (lane % 4) * 2;
-      const float pair[2] = {o[4 * d + 2 * r] * inv_sum, o[4 * d + 2 * r + 1] * inv_sum};
-      const int64_t at = out_offset + static_cast<int64_t>(row) * width + col;
-      if (p.out8 != nullptr) {
-        store_e4m3<2>(p.out8 + at, pair);
-      } else {
-        *reinterpret_cast<__half2*>(p.out + at) = __floats2half2_rn(pair[0], pair[1]);
-      }
-    }
-  }
+  store_attention_rows<kHeadDim>(
+      p, [&](int d, int e) { return o[4 * d + e]; }, row_sum, q0 + (threadIdx.x / kWarpSize) * 16, length,
+      kHeadDim, start * width + blockIdx.y * kHeadDim);
 }
 
 bool switched_to_mma() {

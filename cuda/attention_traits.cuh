@@ -1,4 +1,5 @@
-// Tile shapes of the FP16 attention kernel (cuda/attention.cu); its
+// Tile shapes of the FP16 attention kernel (cuda/attention.cu), and the
+// epilogue it shares with the Hopper one (cuda/attention_hopper.cu); the
 // tensor-core helpers are in cuda/tensor_core.cuh. Internal to cuda/*.cu;
 // declares no launcher.
 #pragma once
@@ -6,7 +7,10 @@
 #include <cuda_fp16.h>
 
 #include <cstddef>
+#include <cstdint>
 
+#include "attention.cuh"
+#include "row_math.cuh"
 #include "tensor_core.cuh"
 
 namespace fusedrt::gpu {
@@ -47,5 +51,40 @@ struct AttentionHalfTraits {
   // sm_86/sm_89 give a block at most 99 KB.
   static_assert(kSharedBytes <= 99 * 1024, "a block must fit every architecture the backend ships");
 };
+
+// Normalises one warp's 16 query rows of O and stores them, as fp16 or as
+// E4M3 (p.out8). O is in the mma C layout: acc(d, e) is element e of
+// 8-column block d, rows g and g + 8 (g = lane / 4; e / 2 picks the row);
+// row_sum holds this lane's part of the two rows' softmax sums. first_row:
+// the warp's first row in the sequence; rows from length on are not stored,
+// nor columns from head_dim on (a multiple of 8). out_offset: the sequence's
+// first token and this head, as an element offset into the output.
+template <int kHeadDim, class Acc>
+__device__ __forceinline__ void store_attention_rows(const AttentionHalfParams& p, Acc acc, const float (&row_sum)[2],
+                                                     int first_row, int length, int head_dim, int64_t out_offset) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t width = p.heads * head_dim;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(kFullMask, sum, 1);
+    sum += __shfl_xor_sync(kFullMask, sum, 2);
+    const float inv_sum = 1.f / sum;
+    const int row = first_row + lane / 4 + r * 8;
+    if (row >= length) continue;
+#pragma unroll
+    for (int d = 0; d < kHeadDim / 8; ++d) {
+      const int col = d * 8 + (lane % 4) * 2;
+      if (col >= head_dim) continue;  // padded head dims only; col + 1 is in too
+      const float pair[2] = {acc(d, 2 * r) * inv_sum, acc(d, 2 * r + 1) * inv_sum};
+      const int64_t at = out_offset + static_cast<int64_t>(row) * width + col;
+      if (p.out8 != nullptr) {
+        store_e4m3<2>(p.out8 + at, pair);
+      } else {
+        *reinterpret_cast<__half2*>(p.out + at) = __floats2half2_rn(pair[0], pair[1]);
+      }
+    }
+  }
+}
 
 }  // namespace fusedrt::gpu

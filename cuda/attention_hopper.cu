@@ -184,8 +184,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   // K_j (when it exists) and V_{j-1} (when j > 0), as one cp.async group.
   auto load_stage = [&](int j, int stages) {
     if (j < stages) {
-      load_tile_swizzled<kBlockN>(k_stage(j), k_src + j * kBlockN * row_stride, row_stride,
-                                            length - j * kBlockN);
+      load_tile_swizzled<kBlockN>(k_stage(j), k_src + j * kBlockN * row_stride, row_stride, length - j * kBlockN);
     }
     if (j > 0) {
       const int v0 = (j - 1) * kBlockN;

@@ -1,7 +1,7 @@
 // The fp16 attention op (attention.cuh, AttentionHalfParams) on Hopper's
 // warpgroup MMA: the same semantics as launch_attention_fp16's mma.sync
 // kernel, for head_dim 64 on compute capability 9.0. launch_attention_fp16
-// picks it by itself; this header is for that dispatch and for tests.
+// picks it by itself; this header is for that dispatch.
 // cuda/attention_hopper.cu is compiled for sm_90a only (wgmma exists on no
 // other target).
 #pragma once

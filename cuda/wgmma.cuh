@@ -1,4 +1,5 @@
-// Hopper warpgroup MMA (wgmma, sm_90a) helpers for cuda/attention_wgmma.cu.
+// Hopper warpgroup MMA (wgmma, sm_90a) helpers for cuda/attention_hopper.cu
+// (and the probe bench/gpu/wgmma_gemm.cu).
 // Internal to cuda/*.cu. A warpgroup is 4 consecutive warps (128 threads);
 // every wgmma instruction is issued by all of them together.
 //
@@ -72,7 +73,8 @@ __device__ __forceinline__ void wgmma_hold(uint32_t (&r)[kRows][4]) {
 
 // d[64 x 64] (+)= A[64 x 16] B[64 x 16]^T: A in registers, B K-major in
 // shared memory; accumulate false overwrites d.
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b,
+                                                   bool accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS (exit status 2 when the probe cannot run), median_us
+#include "../../cuda/wgmma.cuh"  // shared_address, the swizzled tile descriptor, wgmma fence/commit/wait
 
 namespace cg = cooperative_groups;
 using fusedrt::test::median_us;
@@ -49,20 +50,13 @@ constexpr int kThreads = 128;  // one warpgroup
 constexpr int kStages = 3;  // 3 x 24 KB + the receive buffer: two CTAs of tile width 64 per SM
 constexpr int kABytes = kBlockM * kBlockK * 2;
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// wgmma's shared-memory matrix descriptor for a K-major tile stored as TMA
-// writes it with 128-byte swizzle: rows of 128 bytes, 8-row groups 1024
-// bytes apart. Moving 16 K elements (32 bytes) along a row adds 2 to it.
-__device__ __forceinline__ uint64_t tile_descriptor(const void* tile) {
-  uint64_t desc = (shared_address(tile) & 0x3FFFF) >> 4;
-  desc |= uint64_t{1} << 16;           // leading byte offset (unused with this swizzle)
-  desc |= uint64_t{1024 >> 4} << 32;   // stride byte offset: one 8-row group
-  desc |= uint64_t{1} << 62;           // 128-byte swizzle
-  return desc;
-}
+using fusedrt::gpu::shared_address;
+using fusedrt::gpu::wgmma_commit;
+using fusedrt::gpu::wgmma_fence;
+using fusedrt::gpu::wgmma_wait;
+// A K-major tile as TMA writes it with the 128-byte swizzle; moving 16 K
+// elements (32 bytes) along a row adds 2 to the descriptor.
+using fusedrt::gpu::swizzled_tile_descriptor;
 
 __device__ __forceinline__ void barrier_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count));
@@ -107,10 +101,6 @@ __device__ __forceinline__ void stamp(uint64_t* stamps, int which) {
     stamps[cta * kStamps + which] = global_ns();
   }
 }
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 
 // D[64 x 64] += A[64 x 16] . B[64 x 16]^T, both K-major in shared memory.
 __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t a, uint64_t b) {
@@ -234,9 +224,9 @@ __global__ void __launch_bounds__(kThreads) split_k_gemm(const __grid_constant__
     }
     if (i == 0) stamp(stamps, 1);
     const uint8_t* stage = shared + (i % kStages) * stage_bytes<kBlockN>();
-    const uint64_t a_top = tile_descriptor(stage);
-    const uint64_t a_bottom = tile_descriptor(stage + 64 * 128);
-    const uint64_t b = tile_descriptor(stage + kABytes);
+    const uint64_t a_top = swizzled_tile_descriptor(stage);
+    const uint64_t a_bottom = swizzled_tile_descriptor(stage + 64 * 128);
+    const uint64_t b = swizzled_tile_descriptor(stage + kABytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockK / 16; ++kk) {
@@ -244,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) split_k_gemm(const __grid_constant__
       wgmma_tile<kBlockN>(bottom, a_bottom + 2 * kk, b + 2 * kk);
     }
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     __syncthreads();  // every warp's reads of the stage are done before it is refilled
     if (threadIdx.x == 0 && i + kStages < count) load(i + kStages);
   }

@@ -14,6 +14,7 @@ set(FUSEDRT_CUDA_KERNELS
   ${CMAKE_CURRENT_LIST_DIR}/attention.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_rows.cu
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cu
+  ${CMAKE_CURRENT_LIST_DIR}/mean_rows.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemm_epilogue.cu
   ${CMAKE_CURRENT_LIST_DIR}/convert.cu
   ${CMAKE_CURRENT_LIST_DIR}/host_copy.cu

@@ -96,6 +96,16 @@ void run_gather_rows(const OpCall& c, cpu::ThreadPool& pool) {
   cpu::gather_rows(p, pool);
 }
 
+void run_mean_rows(const OpCall& c, cpu::ThreadPool& pool) {
+  cpu::MeanRowsParams p{};
+  p.in = f32(c.in);
+  p.cu_seqlens = c.batch->cu_seqlens;
+  p.sequences = c.rows;
+  p.cols = c.out_cols;
+  p.out = f32(c.out);
+  cpu::mean_rows(p, pool);
+}
+
 // Dispatch and supports() read the same table so they cannot drift apart.
 struct CpuOpEntry {
   OpType type;
@@ -108,6 +118,7 @@ constexpr CpuOpEntry kCpuOps[] = {
     {OpType::kAttention, run_attention},
     {OpType::kAddLayerNorm, run_add_layernorm},
     {OpType::kGatherRows, run_gather_rows},
+    {OpType::kMeanRows, run_mean_rows},
 };
 
 const CpuOpEntry* find_op(OpType type) {

@@ -31,6 +31,7 @@
 #include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
+#include "../cuda/mean_rows.cuh"
 #include "../cuda/host_copy.cuh"
 #include "../cuda/topk.cuh"
 #include "cpu/topk.h"
@@ -556,6 +557,16 @@ class CudaBackend::Context : public BackendContext {
         check(gpu::gather_rows(p, stream_), "the gather_rows kernel");
         return;
       }
+      case OpType::kMeanRows: {
+        gpu::MeanRowsArgs<T> p{};
+        p.in = as<T>(c.in);
+        p.cu_seqlens = c.batch->cu_seqlens;
+        p.sequences = c.rows;
+        p.cols = c.out_cols;
+        p.out = as<T>(c.out);
+        check(gpu::mean_rows(p, stream_), "the mean_rows kernel");
+        return;
+      }
     }
     fail(ErrorCode::kBackend, std::string("the CUDA backend does not implement op ") + op_type_name(c.op->type));
   }
@@ -709,6 +720,7 @@ bool CudaBackend::supports(OpType type) const {
     case OpType::kAttention:
     case OpType::kAddLayerNorm:
     case OpType::kGatherRows:
+    case OpType::kMeanRows:
       return true;
   }
   return false;

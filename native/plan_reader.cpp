@@ -565,6 +565,15 @@ class HeaderValidator {
     expect_cols(op.out, buffer(op.in).cols, where);
   }
 
+  void validate_mean_rows(const json::Value& json, PlanOp& op, const std::string& where) {
+    op.in = read_buffer(json, "in", where, true);
+    op.out = buffer_field(json, "out", where, true);
+    expect_distinct(op.in, op.out, where);
+    expect_rows(op.in, RowsKind::kTokens, where);
+    expect_rows(op.out, RowsKind::kSequences, where);
+    expect_cols(op.out, buffer(op.in).cols, where);
+  }
+
   void validate_ops() {
     const auto& entries = F::array(root_, "ops", "header");
     if (entries.empty()) corrupt("header.ops is empty");
@@ -591,6 +600,9 @@ class HeaderValidator {
       } else if (type == "gather_rows") {
         op.type = OpType::kGatherRows;
         validate_gather(json, op, where);
+      } else if (type == "mean_rows") {
+        op.type = OpType::kMeanRows;
+        validate_mean_rows(json, op, where);
       } else {
         corrupt(where + " has unknown op type");
       }
@@ -635,6 +647,7 @@ const char* op_type_name(OpType type) {
     case OpType::kAttention: return "attention";
     case OpType::kAddLayerNorm: return "add_layernorm";
     case OpType::kGatherRows: return "gather_rows";
+    case OpType::kMeanRows: return "mean_rows";
   }
   return "unknown";
 }

@@ -21,7 +21,7 @@ namespace fusedrt {
 // byte times TensorInfo::scale.
 enum class DType { kF32, kF16, kU8, kF8E4M3 };
 enum class RowsKind { kTokens, kSequences, kSelected };
-enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows };
+enum class OpType { kEmbedLayerNorm, kGemm, kAttention, kAddLayerNorm, kGatherRows, kMeanRows };
 // Which rows an op produces: all tokens, the first token of each sequence
 // (a `sequences` buffer) or the caller's selected rows (a `selected` buffer).
 enum class RowSelect { kAll, kFirst, kSelected };

@@ -47,21 +47,22 @@ describe('buildPlan', function () {
   }
 
   describe('architectures', () => {
-    it('BertModel: embedding task, hidden and pooled outputs, encoder op graph', async () => {
+    it('BertModel: embedding task, hidden, pooled, mean and cls outputs, encoder op graph', async () => {
       const { header, plan } = await build({ architecture: 'BertModel' });
       assert.deepStrictEqual(plan.header, header);
       assert.strictEqual(header.family, 'bert');
       assert.strictEqual(header.task, 'embedding');
       assert.strictEqual(header.source.architecture, 'BertModel');
-      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }, { name: 'pooled', buffer: 'pooled' }]);
+      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }, { name: 'pooled', buffer: 'pooled' },
+        { name: 'mean', buffer: 'mean' }, { name: 'cls', buffer: 'first' }]);
       assert.deepStrictEqual(header.config, {
         hiddenSize: 16, numLayers: 2, numHeads: 2, intermediateSize: 32, vocabSize: 30522, maxPositions: 64,
         typeVocabSize: 2, layerNormEps: 1e-12, hiddenAct: 'gelu', maxSeq: 64,
       });
       assert.strictEqual(header.labels, null);
       assert.deepStrictEqual(header.tokenizer, { tensor: 'tokenizer.json', maskToken: '[MASK]', doLowerCase: true });
-      // The last layer also runs on the first rows alone (gather + 6 ops), which the pooler reads.
-      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 1);
+      // The last layer also runs on the first rows alone (gather + 6 ops), which the pooler reads; then the mean rows.
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 2);
       assert.deepStrictEqual(header.ops.slice(1, 1 + OPS_PER_LAYER), [
         { type: 'gemm', in: 'hidden', weight: 'encoder.layer.0.attention.self.qkv.weight', bias: 'encoder.layer.0.attention.self.qkv.bias', activation: 'none', out: 'qkv' },
         { type: 'attention', in: 'qkv', out: 'ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8) },
@@ -82,10 +83,13 @@ describe('buildPlan', function () {
         { type: 'gemm', in: 'first_inter', weight: 'encoder.layer.1.output.dense.weight', activation: 'none', out: 'first_proj' },
         { type: 'add_layernorm', in: 'first_proj', residual: 'first', bias: 'encoder.layer.1.output.dense.bias', gamma: 'encoder.layer.1.output.LayerNorm.weight', beta: 'encoder.layer.1.output.LayerNorm.bias', eps: 1e-12, out: 'first' },
       ]);
-      // Then the same layer on every token (for `hidden`), then the pooler on the first rows.
-      assert.deepStrictEqual(lastLayer.slice(8, -1), header.ops.slice(2, 1 + OPS_PER_LAYER).map((op) => JSON.parse(JSON.stringify(op).replace(/layer\.0\./g, 'layer.1.'))));
-      assert.deepStrictEqual(header.ops[header.ops.length - 1],
-        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' });
+      // Then the same layer on every token (for `hidden`), the pooler on the first rows, each sequence's mean row.
+      assert.deepStrictEqual(lastLayer.slice(8, -2), header.ops.slice(2, 1 + OPS_PER_LAYER).map((op) => JSON.parse(JSON.stringify(op).replace(/layer\.0\./g, 'layer.1.'))));
+      assert.deepStrictEqual(header.ops.slice(-2), [
+        { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
+        { type: 'mean_rows', in: 'hidden', out: 'mean' },
+      ]);
+      assert.deepStrictEqual(header.buffers.find((b) => b.name === 'mean'), { name: 'mean', rows: 'sequences', cols: 16 });
       assert.deepStrictEqual(header.buffers.filter((b) => b.name.startsWith('first')), [
         { name: 'first', rows: 'sequences', cols: 16 }, { name: 'first_ctx', rows: 'sequences', cols: 16 },
         { name: 'first_proj', rows: 'sequences', cols: 16 }, { name: 'first_inter', rows: 'sequences', cols: 32 },
@@ -94,26 +98,31 @@ describe('buildPlan', function () {
       assert.strictEqual(tokenizer.model.type, 'WordPiece');
     });
 
-    it('BertModel without pooler weights has only the hidden output', async () => {
+    it('BertModel without pooler weights has no pooled output, but still mean and cls (the last layer on the first rows)', async () => {
       const { header } = await build({ architecture: 'BertModel', pooler: false });
-      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }]);
+      assert.deepStrictEqual(header.outputs, [{ name: 'hidden', buffer: 'hidden' }, { name: 'mean', buffer: 'mean' }, { name: 'cls', buffer: 'first' }]);
       assert.ok(!header.buffers.some((b) => b.name === 'pooled'));
+      assert.ok(header.ops.some((op) => op.type === 'attention' && op.out === 'first_ctx' && op.select === 'first'));
     });
 
     it('BertForMaskedLM: MLM head on the selected rows, decoder tied to the word embeddings', async () => {
       const { header, plan, weights } = await build({ architecture: 'BertForMaskedLM', config: { hidden_act: 'gelu_new' } });
       assert.strictEqual(header.task, 'fill-mask');
-      assert.deepStrictEqual(header.outputs, [{ name: 'logits', buffer: 'mlm_logits' }, { name: 'hidden', buffer: 'hidden' }]);
+      assert.deepStrictEqual(header.outputs, [{ name: 'logits', buffer: 'mlm_logits' }, { name: 'hidden', buffer: 'hidden' },
+        { name: 'mean', buffer: 'mean' }, { name: 'cls', buffer: 'cls' }]);
       assert.deepStrictEqual(header.buffers.find((b) => b.name === 'mlm_logits'), { name: 'mlm_logits', rows: 'selected', cols: 30522 });
       // The last layer ran on the selected rows alone into `sel`, which the head reads.
       assert.deepStrictEqual(header.ops.slice(1 + OPS_PER_LAYER * (LAYERS - 1) + 1, 1 + OPS_PER_LAYER * (LAYERS - 1) + 3), [
         { type: 'gather_rows', in: 'hidden', out: 'sel', select: 'selected' },
         { type: 'attention', in: 'qkv', out: 'sel_ctx', heads: 2, headDim: 8, scale: 1 / Math.sqrt(8), select: 'selected' },
       ]);
-      assert.deepStrictEqual(header.ops.slice(-3), [
+      assert.deepStrictEqual(header.ops.slice(-5), [
         { type: 'gemm', in: 'sel', weight: 'cls.predictions.transform.dense.weight', bias: 'cls.predictions.transform.dense.bias', activation: 'gelu_tanh', out: 'sel_t' },
         { type: 'add_layernorm', in: 'sel_t', gamma: 'cls.predictions.transform.LayerNorm.weight', beta: 'cls.predictions.transform.LayerNorm.bias', eps: 1e-12, out: 'sel_t' },
         { type: 'gemm', in: 'sel_t', weight: 'embeddings.word_embeddings.weight', bias: 'cls.predictions.bias', activation: 'none', out: 'mlm_logits' },
+        // Sentence embeddings, as every BERT plan has them; without the first rows' last layer, cls gathers them.
+        { type: 'mean_rows', in: 'hidden', out: 'mean' },
+        { type: 'gather_rows', in: 'hidden', out: 'cls', select: 'first' },
       ]);
       assert.strictEqual((header.ops[5] as GemmOp).activation, 'gelu_tanh', 'the FFN uses hidden_act too');
       assert.ok(!header.tensors.some((t) => t.name.includes('decoder')), 'the tied decoder is not copied');
@@ -122,7 +131,7 @@ describe('buildPlan', function () {
 
     it('BertForMaskedLM with tie_word_embeddings false uses the stored decoder and the legacy decoder bias name', async () => {
       const { header, plan, weights } = await build({ architecture: 'BertForMaskedLM', storeDecoder: true, config: { tie_word_embeddings: false } });
-      assert.strictEqual((header.ops[header.ops.length - 1] as GemmOp).weight, 'cls.predictions.decoder.weight');
+      assert.strictEqual((header.ops[header.ops.length - 3] as GemmOp).weight, 'cls.predictions.decoder.weight');
       assert.deepStrictEqual(floats(plan, 'cls.predictions.decoder.weight'), weights.get('cls.predictions.decoder.weight')!.values);
     });
 
@@ -136,8 +145,11 @@ describe('buildPlan', function () {
       assert.strictEqual(header.problemType, 'single_label_classification');
       assert.deepStrictEqual(header.outputs[0], { name: 'logits', buffer: 'cls_logits' });
       assert.deepStrictEqual(header.buffers.find((b) => b.name === 'cls_logits'), { name: 'cls_logits', rows: 'sequences', cols: 3 });
-      assert.deepStrictEqual(header.ops[header.ops.length - 1],
-        { type: 'gemm', in: 'pooled', weight: 'classifier.weight', bias: 'classifier.bias', activation: 'none', out: 'cls_logits' });
+      assert.deepStrictEqual(header.ops.slice(-2), [
+        { type: 'gemm', in: 'pooled', weight: 'classifier.weight', bias: 'classifier.bias', activation: 'none', out: 'cls_logits' },
+        { type: 'mean_rows', in: 'hidden', out: 'mean' },
+      ]);
+      assert.deepStrictEqual(header.outputs.slice(-2), [{ name: 'mean', buffer: 'mean' }, { name: 'cls', buffer: 'first' }]);
       assert.deepStrictEqual(floats(plan, 'classifier.weight'), weights.get('classifier.weight')!.values);
     });
 
@@ -146,9 +158,9 @@ describe('buildPlan', function () {
       assert.strictEqual(header.task, 'token-classification');
       assert.strictEqual(header.labels!.length, 5);
       assert.deepStrictEqual(header.buffers.find((b) => b.name === 'token_logits'), { name: 'token_logits', rows: 'tokens', cols: 5 });
-      assert.deepStrictEqual(header.ops[header.ops.length - 1],
+      assert.deepStrictEqual(header.ops[header.ops.length - 3],
         { type: 'gemm', in: 'hidden', weight: 'classifier.weight', bias: 'classifier.bias', activation: 'none', out: 'token_logits' });
-      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 1);
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 1 + 2);
     });
 
     it('BertForQuestionAnswering: span logits [tokens, 2]', async () => {
@@ -295,8 +307,9 @@ describe('buildPlan', function () {
         f8('ctx8', 'tokens', 16), { name: 'proj', rows: 'tokens', cols: 16 }, f8('inter8', 'tokens', 32),
         { name: 'first', rows: 'sequences', cols: 16 }, f8('first8', 'sequences', 16), f8('first_ctx8', 'sequences', 16),
         { name: 'first_proj', rows: 'sequences', cols: 16 }, f8('first_inter8', 'sequences', 32), { name: 'pooled', rows: 'sequences', cols: 16 },
+        { name: 'mean', rows: 'sequences', cols: 16 },
       ]);
-      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 1);
+      assert.strictEqual(header.ops.length, 1 + OPS_PER_LAYER * LAYERS + 7 + 2);
       assert.deepStrictEqual(header.ops[0], {
         type: 'embed_layernorm', word: 'embeddings.word_embeddings.weight', position: 'embeddings.position_embeddings.weight',
         tokenType: 'embeddings.token_type_embeddings.weight', gamma: 'embeddings.LayerNorm.weight', beta: 'embeddings.LayerNorm.bias',
@@ -320,6 +333,7 @@ describe('buildPlan', function () {
         ...layer(1, 'first', ['first_ctx8', 'first_proj', 'first_inter8'], true),
         attention, ...layer(1, 'hidden', ['ctx8', 'proj', 'inter8'], true),
         { type: 'gemm', in: 'first', weight: 'pooler.dense.weight', bias: 'pooler.dense.bias', activation: 'tanh', out: 'pooled' },
+        { type: 'mean_rows', in: 'hidden', out: 'mean' },
       ]);
     });
 

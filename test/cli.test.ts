@@ -66,7 +66,8 @@ describe('fusedrt CLI', function () {
     for (const pattern of [/format\s+fusedrt-plan v1/, /builder\s+fusedrt \d+\.\d+\.\d+/, /source sha256\s+[0-9a-f]{64}/, /task\s+fill-mask/,
       /precision\s+fp16/, /labels\s+none/, /tokenizer\s+tokenizer\.json \([\d.]+ kB\), mask \[MASK\], lowercase/, /checksum\s+ok/,
       /encoder\.layer\.\{i\}\.attention\.self\.qkv\.weight \(i=0-2\)\s+f16\s+48×16\s+3 × 1\.5 kB/,
-      /layers 0-1 \(×2\):\n\s+gemm\s+hidden → qkv/, /gather_rows\s+hidden → sel/, /attention\s+qkv → sel_ctx .*select=selected/, /logits\s+mlm_logits \[selected × 30522\]/]) {
+      /layers 0-1 \(×2\):\n\s+gemm\s+hidden → qkv/, /gather_rows\s+hidden → sel/, /attention\s+qkv → sel_ctx .*select=selected/, /logits\s+mlm_logits \[selected × 30522\]/,
+      /mean_rows\s+hidden → mean/, /mean\s+mean \[sequences × 16\]/]) {
       assert.match(text.stdout, pattern);
     }
     const json = fusedrt('inspect', planFile, '--json');
@@ -75,7 +76,8 @@ describe('fusedrt CLI', function () {
     assert.strictEqual(parsed.checksum.ok, true);
     assert.strictEqual(parsed.fileSize, fs.statSync(planFile).size);
     assert.strictEqual(parsed.header.config.maxSeq, 32);
-    assert.strictEqual(parsed.header.ops.length, 1 + 7 * 3 + 7 + 3);
+    // Embedding, 3 layers, the last again on the [MASK] rows, the MLM head, then mean_rows and the cls gather.
+    assert.strictEqual(parsed.header.ops.length, 1 + 7 * 3 + 7 + 3 + 2);
   });
 
   it('inspect reports a damaged plan: summary, then E_PLAN_CORRUPT', () => {

@@ -11,6 +11,7 @@ const ops = [
   'embed_layernorm',
   'add_layernorm',
   'gather_rows',
+  'mean_rows',
   'half_to_float',
   'e4m3',
 ];

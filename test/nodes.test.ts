@@ -265,6 +265,50 @@ describe('nodes (Node-RED runtime)', function () {
     assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
   });
 
+  it('embed with an engine of its own: the engine\'s pooled rows (mean, cls), equal to pooling every token state', async () => {
+    const texts = ['a small red car', 'the blue sea was calm'];
+    await load([
+      { id: 'tab', type: 'tab' },
+      engineNode('engine', plans.mlm),
+      { id: 'mean', z: 'tab', type: 'fusedrt-embed', engine: 'engine', pooling: 'mean', normalize: true, wires: [['out']] },
+      { id: 'cls', z: 'tab', type: 'fusedrt-embed', engine: 'engine', pooling: 'cls', normalize: false, wires: [['out']] },
+      { id: 'out', z: 'tab', type: 'helper' },
+    ]);
+    const outputs = collect(helper.getNode('out'), 2);
+    helper.getNode('mean').receive({ _msgid: 'mean', payload: texts });
+    helper.getNode('cls').receive({ _msgid: 'cls', payload: texts });
+    const got = new Map((await outputs).map((m) => [m._msgid, m.payload]));
+    const expected = await direct(plans.mlm, texts, (_e, out, cu) => ({
+      mean: poolEmbeddings(out.hidden, cu, { pooling: 'mean', normalize: true }).map((v) => Array.from(v)),
+      cls: poolEmbeddings(out.hidden, cu, { pooling: 'cls' }).map((v) => Array.from(v)),
+    }));
+    assertClose(got.get('mean'), expected.mean, 'mean');
+    assertClose(got.get('cls'), expected.cls, 'cls');
+  });
+
+  it('embed after an infer node that computed only mean, and a Catch-able error when neither it nor hidden is there', async () => {
+    await load([
+      { id: 'tab', type: 'tab' },
+      engineNode('engine', plans.mlm),
+      { id: 'infer', z: 'tab', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'list', outputNames: 'mean', wires: [['embed', 'cls']] },
+      { id: 'embed', z: 'tab', type: 'fusedrt-embed', engine: '', pooling: 'mean', normalize: false, wires: [['out']] },
+      { id: 'cls', z: 'tab', type: 'fusedrt-embed', engine: '', pooling: 'cls', normalize: false, wires: [['out']] },
+      { id: 'out', z: 'tab', type: 'helper' },
+      { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['caught']] },
+      { id: 'caught', z: 'tab', type: 'helper' },
+    ]);
+    const outputs = collect(helper.getNode('out'), 1);
+    const caught = collect(helper.getNode('caught'), 1);
+    helper.getNode('infer').receive({ payload: 'the blue sea' });
+    const [vector] = await outputs;
+    const expected = await direct(plans.mlm, ['the blue sea'], (_e, out, cu) =>
+      Array.from(poolEmbeddings(out.hidden, cu, { pooling: 'mean' })[0]));
+    assertClose(vector.payload, expected);
+    const [error] = await caught;
+    assert.strictEqual(error.error?.code, 'E_INPUT');
+    assert.match(error.error!.message, /outputs to cls \(or hidden\)/);
+  });
+
   it('empty and non-string payloads fail to a Catch node with E_INPUT', async () => {
     await load(fillMaskFlow(plans.mlm));
     const caught = collect(helper.getNode('caught'), 5);

@@ -266,6 +266,37 @@ describe('numerics against Hugging Face transformers', function () {
         });
       });
 
+      // Sentence embeddings pooled on the backend, which every BERT plan
+      // offers: transformers' hidden states averaged over each sequence
+      // (sentence-transformers' mean pooling) and its first row, each
+      // requested alone as the embed node does.
+      for (const precision of ['fp32', 'fp16'] as const) {
+        it(`gives mean and cls as transformers' hidden states pooled (${precision})`, async () => {
+          const fixture = loadFixture(entry.name);
+          const hidden = fixture.outputs.hidden;
+          const cu = fixture.inputs.cuSeqlens;
+          const sequences = cu.length - 1;
+          const mean = new Float64Array(sequences * hidden.cols);
+          const cls = new Float64Array(sequences * hidden.cols);
+          for (let b = 0; b < sequences; b++) {
+            for (let t = cu[b]; t < cu[b + 1]; t++) {
+              for (let c = 0; c < hidden.cols; c++) mean[b * hidden.cols + c] += hidden.data[t * hidden.cols + c] / (cu[b + 1] - cu[b]);
+            }
+            cls.set(hidden.data.slice(cu[b] * hidden.cols, (cu[b] + 1) * hidden.cols), b * hidden.cols);
+          }
+          await withEngine(await planFor(precision), async (engine) => {
+            for (const [name, want] of [['mean', mean], ['cls', cls]] as const) {
+              const got = (await engine.run(batchOf(fixture.inputs, [name])))[name];
+              assert.ok(got, `the run returned no output "${name}"`);
+              assert.deepEqual([got.rows, got.cols], [sequences, hidden.cols], `shape of "${name}"`);
+              const worst = worstDifference(got.data, want);
+              assert.ok(worst.error <= TOLERANCE[precision],
+                `${entry.name} ${precision} "${name}": max |error| ${worst.error.toExponential(3)} > ${TOLERANCE[precision]}`);
+            }
+          });
+        });
+      }
+
       it('gives each sequence the same rows in one batch as in batches of its own', async () => {
         const fixture = loadFixture(entry.name);
         const names = Object.keys(fixture.outputs);

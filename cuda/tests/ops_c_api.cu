@@ -25,6 +25,7 @@
 #include "../attention_rows.cuh"
 #include "../embed_layernorm.cuh"
 #include "../gather_rows.cuh"
+#include "../mean_rows.cuh"
 #include "../gemm_epilogue.cuh"
 #include "../gemv.cuh"
 #include "../small_gemm.cuh"
@@ -103,6 +104,12 @@ template <class T>
 void gather(const void* in, int64_t in_rows, const int32_t* index, int64_t rows_out, int64_t cols, void* out) {
   const gpu::GatherRowsArgs<T> p{as<T>(in), in_rows, index, rows_out, cols, as<T>(out)};
   check(gpu::gather_rows(p, nullptr), "gather_rows");
+}
+
+template <class T>
+void mean(const void* in, const int32_t* cu_seqlens, int64_t sequences, int64_t cols, void* out) {
+  const gpu::MeanRowsArgs<T> p{as<T>(in), cu_seqlens, sequences, cols, as<T>(out)};
+  check(gpu::mean_rows(p, nullptr), "mean_rows");
 }
 
 template <class T>
@@ -218,6 +225,10 @@ int fusedrt_attention_rows(int dtype, const void* qkv, const int32_t* cu_seqlens
 int fusedrt_gather_rows(int dtype, const void* in, int64_t in_rows, const int32_t* index, int64_t rows_out,
                         int64_t cols, void* out) {
   return guarded([&] { (dtype ? gather<__half> : gather<float>)(in, in_rows, index, rows_out, cols, out); });
+}
+
+int fusedrt_mean_rows(int dtype, const void* in, const int32_t* cu_seqlens, int64_t sequences, int64_t cols, void* out) {
+  return guarded([&] { (dtype ? mean<__half> : mean<float>)(in, cu_seqlens, sequences, cols, out); });
 }
 
 int fusedrt_bias_activation(int dtype, void* out, const void* bias, int activation, int64_t rows, int64_t n) {

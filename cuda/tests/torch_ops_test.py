@@ -10,8 +10,8 @@ PyTorch's CUDA tensors, through the C interface of cuda/tests/ops_c_api.cu:
 
 The references are PyTorch's ops in fp32 on the same inputs (fp16 inputs
 widened exactly): F.embedding sums and F.layer_norm, F.scaled_dot_product_attention
-per sequence, index_select, F.linear with F.gelu / relu / tanh, softmax with
-a stable descending sort. Tolerances: fp32 ops within float rounding of the
+per sequence, index_select, per-sequence means, F.linear with F.gelu / relu /
+tanh, softmax with a stable descending sort. Tolerances: fp32 ops within float rounding of the
 reference; fp16 outputs within their own rounding (half an ulp) plus the
 fp32 accumulation's; fp16 attention (fp16 probabilities times V, as flash
 attention does) within 3e-3 or twice PyTorch's own fp16 SDPA error on the
@@ -201,6 +201,20 @@ def check_gather_rows(ops):
         report("gather_rows", "5 of 50 rows, one past the end", name_of(dtype), float((out != want).sum()), 0.5)
 
 
+def check_mean_rows(ops):
+    lengths = [1, 128, 0, 300, 57, 0]  # empty sequences stand for a bucket's padding: zeros
+    cu = cu_seqlens_of(lengths)
+    for dtype in (torch.float32, torch.float16):
+        x = uniform(sum(lengths), 768, scale=3.0, dtype=dtype)
+        out = torch.empty(len(lengths), 768, device=DEVICE, dtype=dtype)
+        ops("mean_rows", dtype_code(dtype), x, cu, len(lengths), 768, out)
+        starts = cu.tolist()
+        want = torch.stack([x[a:b].float().mean(0) if b > a else torch.zeros(768, device=DEVICE)
+                            for a, b in zip(starts[:-1], starts[1:])])
+        report("mean_rows", "sequences of 1, 128, 0, 300, 57, 0 rows", name_of(dtype), (out.float() - want).abs(),
+               output_tolerance(want, dtype, 1e-5))
+
+
 def check_bias_activation(ops):
     for dtype in (torch.float32, torch.float16):
         for activation in (NONE, GELU, GELU_TANH, RELU, TANH):
@@ -304,6 +318,7 @@ def main():
         check_add_layernorm(ops)
         check_attention(ops)
         check_gather_rows(ops)
+        check_mean_rows(ops)
         check_bias_activation(ops)
         check_softmax_topk(ops)
         check_own_gemms(ops)

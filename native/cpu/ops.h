@@ -118,6 +118,17 @@ struct GatherRowsParams {
 };
 void gather_rows(const GatherRowsParams& p, ThreadPool& pool);
 
+// out[b] = the mean of in's rows cu_seqlens[b] .. cu_seqlens[b + 1] - 1,
+// summed in float in row order; a row of zeros for an empty sequence.
+struct MeanRowsParams {
+  const float* in;            // [tokens, cols]
+  const int32_t* cu_seqlens;  // [sequences + 1]
+  int64_t sequences;
+  int64_t cols;
+  float* out;  // [sequences, cols]
+};
+void mean_rows(const MeanRowsParams& p, ThreadPool& pool);
+
 // IEEE half -> float, for widening fp16 plans at load.
 void half_to_float(const uint16_t* in, float* out, int64_t count);
 

@@ -21,6 +21,7 @@ set(FUSEDRT_CPU_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/attention_rows.cpp
   ${CMAKE_CURRENT_LIST_DIR}/add_layernorm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gather_rows.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/mean_rows.cpp
   ${CMAKE_CURRENT_LIST_DIR}/half.cpp)
 
 # The built-in GEMM kernel relies on a*b+c becoming one FMA instruction in its

@@ -515,6 +515,33 @@ void test_gather_rows(ThreadPool& pool) {
   }
 }
 
+// ---- mean_rows -----------------------------------------------------------
+
+// Sequences of 1 to 300 rows and empty ones (a bucket's padding), against
+// sums in double.
+void test_mean_rows(ThreadPool& pool) {
+  const int64_t cols = 41;
+  const std::vector<int32_t> cu_seqlens = {0, 1, 301, 301, 358, 358};
+  const int64_t sequences = static_cast<int64_t>(cu_seqlens.size()) - 1;
+  const auto in = random_floats(static_cast<size_t>(cu_seqlens.back() * cols), -2, 2);
+  std::vector<float> out(static_cast<size_t>(sequences * cols), NAN);
+  mean_rows({in.data(), cu_seqlens.data(), sequences, cols, out.data()}, pool);
+  double error = 0;
+  for (int64_t b = 0; b < sequences; ++b) {
+    const int64_t rows = cu_seqlens[b + 1] - cu_seqlens[b];
+    for (int64_t c = 0; c < cols; ++c) {
+      double sum = 0;
+      for (int64_t t = cu_seqlens[b]; t < cu_seqlens[b + 1]; ++t) sum += in[t * cols + c];
+      const double want = rows > 0 ? sum / static_cast<double>(rows) : 0.0;
+      const double got = out[b * cols + c];
+      error = std::isnan(got) ? INFINITY : std::max(error, std::fabs(got - want));
+    }
+  }
+  const double tolerance = 1e-5;
+  report(error <= tolerance, "mean_rows", "lengths 1, 300, 0, 57, 0 threads=" + std::to_string(pool.size()), error,
+         tolerance);
+}
+
 // ---- half_to_float -------------------------------------------------------
 
 // Every one of the 65536 half values against its value computed from the
@@ -641,6 +668,7 @@ int main() {
     test_embed_layernorm(pool);
     test_add_layernorm(pool);
     test_gather_rows(pool);
+    test_mean_rows(pool);
   }
   test_gemm_concurrent();
   test_half_to_float();

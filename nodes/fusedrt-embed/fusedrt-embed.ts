@@ -1,9 +1,10 @@
 /**
- * fusedrt-embed: one vector per text, pooled from the token states (output
- * `hidden`) of an infer result (or of msg.payload, when the node has an
- * engine of its own).
+ * fusedrt-embed: one vector per text, from an infer result (or from
+ * msg.payload, when the node has an engine of its own): the output the
+ * engine pooled already (`mean` or `cls`) when there is one, else the token
+ * states (`hidden`) pooled here.
  */
-import { poolEmbeddings, type Pooling } from '../../src/post/embed';
+import { embeddingsOfRows, poolEmbeddings, type Pooling } from '../../src/post/embed';
 import { EngineClient, findEngineNode } from '../shared/engine-client';
 import { requireOutput } from '../shared/inference';
 import { obtainResult, shapeLike } from '../shared/post-input';
@@ -22,9 +23,15 @@ export = function register(RED: NodeAPI): void {
     const normalize = def.normalize !== false;
     const client = new EngineClient(this, findEngineNode(RED, def.engine), false);
     client.handleInput(async (msg) => {
-      const { result } = await obtainResult(client, msg, ['hidden']);
-      const hidden = requireOutput(result, 'hidden', 'set the infer node\'s outputs to "all" or include hidden');
-      const vectors = poolEmbeddings(hidden, result.cuSeqlens, { pooling, normalize });
+      // The plan's pooled output brings one row per text from the device
+      // instead of every token's; plans built before it existed have only hidden.
+      const { result } = await obtainResult(client, msg,
+        (engine) => (engine.outputNames.includes(pooling) ? [pooling] : ['hidden']));
+      const pooled = result.outputs[pooling];
+      const vectors = pooled?.rowsKind === 'sequences' && pooled.data instanceof Float32Array
+        ? embeddingsOfRows(pooled, normalize)
+        : poolEmbeddings(requireOutput(result, 'hidden', `set the infer node's outputs to ${pooling} (or hidden)`),
+          result.cuSeqlens, { pooling, normalize });
       msg.payload = shapeLike(result, vectors.map((v) => Array.from(v)));
       return msg;
     });

@@ -17,13 +17,15 @@ export interface ObtainedResult {
   engine?: Engine;
 }
 
-export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[],
+/** `outputs`: the names to compute when the node runs msg.payload itself, or a function of the engine giving them. */
+export async function obtainResult(client: EngineClient, msg: NodeMessage, outputs: string[] | ((engine: Engine) => string[]),
   options: InferOptions = {}): Promise<ObtainedResult> {
   if (msg.fusedrt !== undefined || !client.configNode) return { result: readResult(msg.fusedrt) };
   const engine = await client.engine();
   const texts = readTexts(msg.payload, 'payload');
   const tokens = tokenize(engine, client.configNode.id, texts, client.configNode.host.truncation);
-  return { result: await infer(engine, client.configNode.id, tokens, outputs, options), engine };
+  const names = typeof outputs === 'function' ? outputs(engine) : outputs;
+  return { result: await infer(engine, client.configNode.id, tokens, names, options), engine };
 }
 
 /**

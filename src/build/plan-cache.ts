@@ -26,13 +26,22 @@ export function planSourceFiles(dir: string): string[] {
 }
 
 /**
+ * What the builder emits, in the cache key beside its version: raise it when
+ * a change gives a model another plan (2: the `mean` and `cls` outputs), so
+ * that caches of the same version are rebuilt rather than missing the change.
+ */
+const PLAN_GRAPHS_REVISION = 2;
+
+/**
  * The cached plan's file name: a hash of the source directory, each source
- * file's size and mtime, the build settings and the builder's version, so
- * any change to one of them builds a fresh plan.
+ * file's size and mtime, the build settings, the builder's version and
+ * PLAN_GRAPHS_REVISION, so any change to one of them builds a fresh plan.
  */
 function cachedPlanName(dir: string, build: BuildSettings): string {
   const hash = createHash('sha256');
-  hash.update(JSON.stringify({ dir: path.resolve(dir), builder: builderVersion(), precision: build.precision, maxSeq: build.maxSeq ?? null }));
+  hash.update(JSON.stringify({
+    dir: path.resolve(dir), builder: builderVersion(), graphs: PLAN_GRAPHS_REVISION, precision: build.precision, maxSeq: build.maxSeq ?? null,
+  }));
   for (const name of planSourceFiles(dir)) {
     const stat = fs.statSync(path.join(dir, name));
     hash.update(`\0${name}\0${stat.size}\0${stat.mtimeMs}`);

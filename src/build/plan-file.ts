@@ -128,7 +128,8 @@ function operands(op: PlanOp, where: string): { reads: [string, string | undefin
     case 'gemm': return { reads: [], out: op.out, tensors: [op.bias] };
     case 'add_layernorm': return { reads: [['in', op.in], ['residual', op.residual]], out: op.out, tensors: [op.bias, op.gamma, op.beta] };
     case 'attention':
-    case 'gather_rows': return { reads: [['in', op.in]], out: op.out, tensors: [] };
+    case 'gather_rows':
+    case 'mean_rows': return { reads: [['in', op.in]], out: op.out, tensors: [] };
     default: throw corrupt(`${where} has unknown op type`);
   }
 }

@@ -88,7 +88,16 @@ export interface GatherRowsOp {
   select: RowSelect;
 }
 
-export type PlanOp = EmbedLayerNormOp | GemmOp | AttentionOp | AddLayerNormOp | GatherRowsOp;
+/** Each sequence's mean row: out[b] = the mean of in's rows cu_seqlens[b] .. cu_seqlens[b + 1] - 1 (0 for an empty sequence). */
+export interface MeanRowsOp {
+  type: 'mean_rows';
+  /** A `tokens` buffer. */
+  in: string;
+  /** A `sequences` buffer of as many columns. */
+  out: string;
+}
+
+export type PlanOp = EmbedLayerNormOp | GemmOp | AttentionOp | AddLayerNormOp | GatherRowsOp | MeanRowsOp;
 
 export interface ModelConfig {
   hiddenSize: number;

@@ -228,7 +228,10 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
 
   const hasPooler = architecture === 'BertForSequenceClassification'
     || (architecture === 'BertModel' && (w.has(`${p}pooler.dense.weight`) || w.has(`${p}pooler.dense.bias`)));
-  const headRows = architecture === 'BertForMaskedLM' ? SELECTED_ROWS : hasPooler ? FIRST_ROWS : null;
+  // BertModel always gets the first rows' last layer: its `cls` output (the
+  // [CLS] states, for sentence embeddings) is those rows.
+  const headRows = architecture === 'BertForMaskedLM' ? SELECTED_ROWS
+    : hasPooler || architecture === 'BertModel' ? FIRST_ROWS : null;
   for (let i = 0; i < config.numLayers; i++) {
     const src = `${p}encoder.layer.${i}`;
     const dst = `encoder.layer.${i}`;
@@ -314,6 +317,18 @@ export function buildBertGraph(rawConfig: Record<string, unknown>, weights: Weig
       break;
     }
   }
+  // Sentence embeddings from any of these models, pooled where the states
+  // are, so that one row per sequence crosses to the host instead of every
+  // token's: `mean` (each sequence's mean state) and `cls` (its first).
+  buffers.push({ name: 'mean', rows: 'sequences', cols: H });
+  ops.push({ type: 'mean_rows', in: 'hidden', out: 'mean' });
+  let cls = FIRST_ROWS.prefix;
+  if (headRows !== FIRST_ROWS) {
+    cls = 'cls';
+    buffers.push({ name: cls, rows: 'sequences', cols: H });
+    ops.push({ type: 'gather_rows', in: 'hidden', out: cls, select: 'first' });
+  }
+  outputs.push({ name: 'mean', buffer: 'mean' }, { name: 'cls', buffer: cls });
   w.check();
   const problemType = typeof rawConfig.problem_type === 'string' ? rawConfig.problem_type : null;
   return { family: 'bert', architecture, task: TASKS[architecture], config, labels, problemType, tensors: w.tensors, buffers, ops, outputs };

@@ -39,16 +39,30 @@ export function poolEmbeddings(hidden: OutputTensor, cuSeqlens: ArrayLike<number
       const base = t * width;
       for (let j = 0; j < width; j++) sum[j] += hidden.data[base + j];
     }
-    let scale = 1 / rows;
-    if (options.normalize) {
-      let norm = 0;
-      for (let j = 0; j < width; j++) norm += (sum[j] * scale) ** 2;
-      norm = Math.sqrt(norm);
-      if (norm > 0) scale /= norm;
-    }
-    const vector = new Float32Array(width);
-    for (let j = 0; j < width; j++) vector[j] = sum[j] * scale;
-    embeddings.push(vector);
+    embeddings.push(scaled(sum, 1 / rows, options.normalize === true));
   }
   return embeddings;
+}
+
+/**
+ * One vector per sequence from an output the engine pooled already (`[B, H]`:
+ * a BERT plan's `mean` or `cls`, docs/models-bert.md), so only B rows
+ * crossed from the device; with `normalize` each scaled to unit L2 length.
+ */
+export function embeddingsOfRows(pooled: OutputTensor, normalize = false): Float32Array[] {
+  return Array.from({ length: pooled.rows }, (_, b) => scaled(pooled.data.subarray(b * pooled.cols, (b + 1) * pooled.cols), 1, normalize));
+}
+
+/** values times scale, then to unit length with normalize (a zero vector stays zero). */
+function scaled(values: ArrayLike<number>, scale: number, normalize: boolean): Float32Array {
+  let factor = scale;
+  if (normalize) {
+    let norm = 0;
+    for (let j = 0; j < values.length; j++) norm += (values[j] * scale) ** 2;
+    norm = Math.sqrt(norm);
+    if (norm > 0) factor /= norm;
+  }
+  const vector = new Float32Array(values.length);
+  for (let j = 0; j < values.length; j++) vector[j] = values[j] * factor;
+  return vector;
 }

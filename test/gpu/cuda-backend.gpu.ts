@@ -62,9 +62,26 @@ interface Expected {
   outputs: Record<string, { rows: number; cols: number; data: number[] }>;
 }
 
-/** A fixture's transformers outputs, their names, and the batch that produced them, asking for all of them. */
+/** Each sequence's mean and first rows of transformers' hidden states: what a plan's `mean` and `cls` outputs hold. */
+function pooledHidden(expected: Expected): Record<'mean' | 'cls', Expected['outputs'][string]> {
+  const { data, cols } = expected.outputs.hidden;
+  const cu = expected.inputs.cuSeqlens;
+  const rows = cu.length - 1;
+  const mean = new Array<number>(rows * cols).fill(0);
+  const cls = new Array<number>(rows * cols);
+  for (let b = 0; b < rows; b++) {
+    for (let c = 0; c < cols; c++) {
+      for (let t = cu[b]; t < cu[b + 1]; t++) mean[b * cols + c] += data[t * cols + c] / (cu[b + 1] - cu[b]);
+      cls[b * cols + c] = data[cu[b] * cols + c];
+    }
+  }
+  return { mean: { rows, cols, data: mean }, cls: { rows, cols, data: cls } };
+}
+
+/** A fixture's transformers outputs (with mean and cls pooled from its hidden states), their names, and the batch that produced them, asking for all of them. */
 function fixtureRun(name: string): { expected: Expected; names: string[]; batch: NativeRunRequest } {
   const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as Expected;
+  Object.assign(expected.outputs, pooledHidden(expected));
   const names = Object.keys(expected.outputs);
   const batch: NativeRunRequest = {
     inputIds: Int32Array.from(expected.inputs.inputIds),

@@ -20,7 +20,7 @@ export interface TinyBertOptions {
 export const TINY = { hidden: 16, heads: 2, headDim: 8, intermediate: 32, vocab: 50, typeVocab: 2, maxPositions: 24, maxSeq: 16, eps: 1e-12 };
 
 /** The plan's outputs: all token states, the MLM logits of selected rows, a pooled vector per sequence. */
-export const OUTPUTS = ['hidden', 'logits', 'pooled'] as const;
+export const OUTPUTS = ['hidden', 'logits', 'pooled', 'mean'] as const;
 
 export interface TinyBertModel {
   header: HeaderWithoutLayout;
@@ -92,6 +92,7 @@ export function makeTinyBert(options: TinyBertOptions = {}): TinyBertModel {
     { name: 'mlm_logits', rows: 'selected', cols: V },
     { name: 'first', rows: 'sequences', cols: H },
     { name: 'pooled', rows: 'sequences', cols: H },
+    { name: 'mean', rows: 'sequences', cols: H },
   ];
   const ops: PlanOp[] = [{
     type: 'embed_layernorm',
@@ -118,6 +119,7 @@ export function makeTinyBert(options: TinyBertOptions = {}): TinyBertModel {
     );
   }
   ops.push(
+    { type: 'mean_rows', in: 'hidden', out: 'mean' },
     { type: 'gather_rows', in: 'hidden', out: 'selected', select: 'selected' },
     // The decoder shares the word embedding table, as BERT's MLM head does.
     { type: 'gemm', in: 'selected', weight: 'embeddings.word', bias: add('mlm.bias', [V], 0.1), activation: 'none', out: 'mlm_logits' },
@@ -145,7 +147,8 @@ export function makeTinyBert(options: TinyBertOptions = {}): TinyBertModel {
     tokenizer: { tensor: 'tokenizer.json', maskToken: '[MASK]', doLowerCase: true },
     buffers,
     ops,
-    outputs: [{ name: 'hidden', buffer: 'hidden' }, { name: 'logits', buffer: 'mlm_logits' }, { name: 'pooled', buffer: 'pooled' }],
+    outputs: [{ name: 'hidden', buffer: 'hidden' }, { name: 'logits', buffer: 'mlm_logits' }, { name: 'pooled', buffer: 'pooled' },
+      { name: 'mean', buffer: 'mean' }],
   };
   return { header, tensors, weights };
 }
@@ -313,6 +316,17 @@ export function referenceRun(model: TinyBertModel, batch: ReferenceBatch): Recor
           x[c] = input[r * outCols + c] + (op.bias ? w(op.bias)[c] : 0) + (residual ? residual[r * outCols + c] : 0);
         }
         out.set(layerNormRow(x, w(op.gamma), w(op.beta), op.eps), r * outCols);
+      }
+    } else if (op.type === 'mean_rows') {
+      const input = get(op.in);
+      for (let b = 0; b < B; b++) {
+        const begin = batch.cuSeqlens[b];
+        const end = batch.cuSeqlens[b + 1];
+        for (let c = 0; c < outCols; c++) {
+          let sum = 0;
+          for (let t = begin; t < end; t++) sum += input[t * outCols + c];
+          out[b * outCols + c] = end > begin ? sum / (end - begin) : 0;
+        }
       }
     } else {
       const input = get(op.in);

@@ -44,7 +44,7 @@ if [ "$part" != addon ]; then
       -I native -c "$source" -o "$object"
   done
   kernels="$(ls cuda/*.cu | grep -v '_hopper[.]cu$' | tr '\n' ' ') $hopper_objects"
-  step kernel-library sh -c "nvcc -std=c++17 -O3 -arch=native -I native -lib -o /tmp/fusedrt_kernels.a $kernels native/cpu/topk.cpp native/cpu/thread_pool.cpp"
+  step kernel-library sh -c "nvcc -std=c++17 -O3 -arch=native -I native -lib -o /tmp/fusedrt_kernels.a $kernels native/cpu/topk.cpp native/cpu/mean_rows.cpp native/cpu/thread_pool.cpp"
   for test in cuda/tests/*_test.cu; do
     name=$(basename "$test" .cu)
     step "$name" sh -c "nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/$name $test /tmp/fusedrt_kernels.a && /tmp/$name"

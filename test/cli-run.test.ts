@@ -3,6 +3,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Engine } from '../src/engine/engine';
+import { packEncodings } from '../src/engine/pack';
+import { poolEmbeddings } from '../src/post/embed';
 
 const CLI = path.resolve(__dirname, '../src/cli.js');
 const MODELS = path.resolve(__dirname, '../../models');
@@ -57,6 +60,29 @@ describe('fusedrt run and bench', function () {
     const [first] = JSON.parse(result.stdout) as Array<{ label: string; score: number; scores: Array<{ label: string; score: number }> }>;
     assert.strictEqual(first.label, 'imaginative');
     assert.ok(Math.abs(first.scores.reduce((s, x) => s + x.score, 0) - 1) < 1e-6);
+  });
+
+  it('run on a base model prints each text\'s mean token state: size, norm, first values', async () => {
+    const basePlan = path.join(root, 'base.plan');
+    const built = fusedrt('build', path.resolve(__dirname, '../../test/fixtures/bert/tiny32-base'), '-o', basePlan);
+    assert.strictEqual(built.status, 0, built.stderr);
+    const texts = ['the quick brown fox', 'jumps'];
+    const result = fusedrt('run', basePlan, ...texts, '--json', '--device', 'cpu');
+    assert.strictEqual(result.status, 0, result.stderr);
+    const printed = JSON.parse(result.stdout) as Array<{ dimensions: number; norm: number; first: number[] }>;
+    const engine = await Engine.load(basePlan, { device: 'cpu', threads: 1 });
+    try {
+      const { batch } = packEncodings(engine.tokenizer.encodeBatch(texts));
+      const { hidden } = await engine.run({ ...batch, outputs: ['hidden'] });
+      const want = poolEmbeddings(hidden, batch.cuSeqlens, { pooling: 'mean' });
+      assert.deepStrictEqual(printed.map((p) => p.dimensions), [32, 32]);
+      printed.forEach((p, b) => {
+        assert.ok(Math.abs(p.norm - Math.hypot(...want[b])) < 1e-3, `norm of text ${b}`);
+        p.first.forEach((x, j) => assert.ok(Math.abs(x - want[b][j]) < 1e-3, `text ${b} value ${j}`));
+      });
+    } finally {
+      await engine.dispose();
+    }
   });
 
   it('run without a model answers with the bundled demo model', () => {

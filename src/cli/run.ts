@@ -8,7 +8,7 @@ import { PACKAGE_ROOT } from '../engine/native';
 import { packEncodings } from '../engine/pack';
 import type { DeviceOption } from '../engine/types';
 import { FusedRTError } from '../errors';
-import { classify, defaultActivation, fillMask, labelNames, poolEmbeddings } from '../post';
+import { classify, defaultActivation, embeddingsOfRows, fillMask, labelNames, poolEmbeddings } from '../post';
 import type { TextPair } from '../tokenize/types';
 import { nonNegativeIntegerOption, parseCommandArgs, type CliCommand } from './command';
 
@@ -71,8 +71,11 @@ async function predict(engine: Engine, texts: Array<string | TextPair>, topK: nu
       return encodings.map((encoding, s) => bestSpan(span.data, batch.cuSeqlens[s], encoding, texts[s]));
     }
     case 'embedding': {
-      const { hidden } = await engine.run({ ...batch, outputs: ['hidden'] });
-      return poolEmbeddings(hidden, batch.cuSeqlens, { pooling: 'mean', normalize: false }).map((v) => ({
+      // Pooled by the engine (plans built before `mean` existed: here, from every token's state).
+      const vectors = engine.outputNames.includes('mean')
+        ? embeddingsOfRows((await engine.run({ ...batch, outputs: ['mean'] })).mean)
+        : poolEmbeddings((await engine.run({ ...batch, outputs: ['hidden'] })).hidden, batch.cuSeqlens, { pooling: 'mean' });
+      return vectors.map((v) => ({
         dimensions: v.length,
         norm: Number(Math.hypot(...v).toFixed(4)),
         first: Array.from(v.subarray(0, 4), (x) => Number(x.toFixed(4))),

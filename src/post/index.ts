@@ -3,6 +3,6 @@ export { fillMask, maskPositions } from './fill-mask';
 export type { FillMaskOptions, FillMaskResult, MaskPrediction, MaskResult } from './fill-mask';
 export { classify, defaultActivation, labelNames } from './classify';
 export type { ClassifyActivation, ClassifyOptions, ClassifyResult, LabelScore } from './classify';
-export { poolEmbeddings } from './embed';
+export { embeddingsOfRows, poolEmbeddings } from './embed';
 export type { Pooling, PoolingOptions } from './embed';
 export { logSumExp, softmaxRow, sigmoid, topKIndices } from './softmax';

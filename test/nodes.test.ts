@@ -243,7 +243,7 @@ describe('nodes (Node-RED runtime)', function () {
     }
   });
 
-  it('embed: mean pooling, unit length, from a base model', async () => {
+  it('embed: mean pooling, unit length, from a base model (whose task outputs are the pooled mean and cls, not every token)', async () => {
     await load([
       engineNode('engine', plans.base),
       { id: 'infer', type: 'fusedrt-infer', engine: 'engine', tokens: 'tokens', outputs: 'task', wires: [['embed']] },
@@ -260,6 +260,7 @@ describe('nodes (Node-RED runtime)', function () {
       poolEmbeddings(out.hidden, cu, { pooling: 'mean', normalize: true }).map((v) => Array.from(v)));
     assertClose(single.payload, expected[0]);
     assertClose(batch.payload, expected);
+    assert.deepStrictEqual(Object.keys((single.fusedrt as { outputs: object }).outputs).sort(), ['cls', 'mean']);
     const v = single.payload as number[];
     assert.strictEqual(v.length, 32);
     assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);

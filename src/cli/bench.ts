@@ -26,7 +26,7 @@ Options:
       --seq <n>         tokens per sequence, [CLS]/[SEP] included (default 128)
       --varlen          variable lengths instead of fixed
       --outputs <list>  outputs to compute, comma-separated, or "all" (default: the
-                        task's own, e.g. logits for fill-mask, hidden for embedding)
+                        task's own, e.g. logits for fill-mask, mean and cls for embedding)
       --top-k <k>       fill-mask plans: k best tokens per row instead of all logits
       --runs <n>        timed runs per case (default 50)
       --loop-seconds <s>  how long to probe the event loop, idle then busy (default 1)

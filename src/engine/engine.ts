@@ -14,13 +14,17 @@ import { Batcher, ResolvedBatch } from './batcher';
 import { loadAddon, NativeEngine } from './native';
 import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult } from './types';
 
-/** The output each task is read from. */
-const TASK_OUTPUT: Record<Task, string> = {
-  'fill-mask': 'logits',
-  classification: 'logits',
-  'token-classification': 'logits',
-  'question-answering': 'span_logits',
-  embedding: 'hidden',
+/**
+ * The outputs each task is read from. Embeddings: each text's vector under
+ * both poolings, pooled by the engine (one row per text each); plans built
+ * before those outputs existed have all theirs, `hidden` among them.
+ */
+const TASK_OUTPUTS: Record<Task, string[]> = {
+  'fill-mask': ['logits'],
+  classification: ['logits'],
+  'token-classification': ['logits'],
+  'question-answering': ['span_logits'],
+  embedding: ['mean', 'cls'],
 };
 
 /** The largest `topK` a run may ask for (native/cpu/topk.h, kMaxTopK). */
@@ -148,14 +152,14 @@ export class Engine {
   }
 
   /**
-   * The output the plan's task is read from (fill-mask: the [MASK] rows'
-   * logits; embedding: the hidden states...), or every output when the plan
-   * lacks it. What a caller asks for when it does not need the others:
-   * each output costs a download.
+   * The outputs the plan's task is read from (fill-mask: the [MASK] rows'
+   * logits; embedding: the pooled vectors `mean` and `cls`...), or every
+   * output when the plan lacks one. What a caller asks for when it does not
+   * need the others: each output costs a download.
    */
   get taskOutputs(): string[] {
-    const own = TASK_OUTPUT[this.info.header.task];
-    return this.outputNames.includes(own) ? [own] : this.outputNames;
+    const own = TASK_OUTPUTS[this.info.header.task];
+    return own.every((name) => this.outputNames.includes(name)) ? own : this.outputNames;
   }
 
   /** Requests queued or running. */

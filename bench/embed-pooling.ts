@@ -8,8 +8,11 @@
  * brought, and the event loop's longest stall while such requests run back
  * to back. Random BERT weights, fp16 plan; CPU or GPU.
  *
- *   node dist/bench/embed-pooling.js [--device auto|cpu|cuda] [--shape base|minilm] [--batch 32] [--seq 128]
+ *   node --expose-gc dist/bench/embed-pooling.js [--device auto|cpu|cuda] [--shape base|minilm] [--batch 32] [--seq 128]
  *     [--runs 100] [--loop-seconds 2] [--work DIR]
+ *
+ * With --expose-gc the garbage of what ran before (the other case's
+ * results) is collected before each event-loop probe instead of during it.
  *
  * --shape base is BERT-base (768 wide, 12 layers), minilm is MiniLM-L6's
  * shape (384 wide, 6 layers), small enough for a CPU.
@@ -21,7 +24,7 @@ import { Engine } from '../src/engine/engine';
 import type { DeviceOption, OutputTensor, PackedBatch } from '../src/engine/types';
 import { embeddingsOfRows, poolEmbeddings } from '../src/post/embed';
 import { randomModelVocabulary } from '../src/tools/demo-words';
-import { measureLoopStalls, type LoopStalls } from '../src/tools/loop-stalls';
+import { describeGc, measureLoopStalls, type LoopStalls } from '../src/tools/loop-stalls';
 import { writeRandomBertModel } from '../src/tools/random-model';
 import { option } from './args';
 
@@ -109,6 +112,7 @@ async function main(): Promise<void> {
     }
     const stalls: LoopStalls[] = [];
     for (const c of CASES) {
+      (globalThis as { gc?: () => void }).gc?.();
       stalls.push(await measureLoopStalls(async () => c.pool(await engine.run(request(c.output)), cuSeqlens), loopSeconds * 1000));
     }
     console.log(`\n${runs} runs each (after ${warmup} warm-up), alternating; event loop probed for ${loopSeconds} s per case\n`);
@@ -118,6 +122,8 @@ async function main(): Promise<void> {
       console.log(`| ${c.name} | ${median(wall[k]).toFixed(3)} | ${median(post[k]).toFixed(3)} / ${Math.max(...post[k]).toFixed(3)} `
         + `| ${bytes[k]} | ${stalls[k].maxMs.toFixed(2)}, ${stalls[k].requests} |`);
     });
+    console.log('');
+    CASES.forEach((c, k) => console.log(`${c.name}, event loop: ${describeGc(stalls[k])}`));
   } finally {
     await engine.dispose();
   }

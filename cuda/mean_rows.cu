@@ -6,6 +6,8 @@
 // microseconds, against copying every token's state to the host.
 #include "mean_rows.cuh"
 
+#include <climits>
+
 namespace fusedrt::gpu {
 
 namespace {
@@ -16,8 +18,8 @@ constexpr int kRowGroups = 4;
 template <class T>
 __global__ void __launch_bounds__(kColumns * kRowGroups) mean_rows_kernel(const MeanRowsArgs<T> p) {
   __shared__ float sums[kRowGroups][kColumns];
-  const int64_t b = blockIdx.y;
-  const int64_t column = int64_t{blockIdx.x} * kColumns + threadIdx.x;
+  const int64_t b = blockIdx.x;
+  const int64_t column = int64_t{blockIdx.y} * kColumns + threadIdx.x;
   const int64_t first = p.cu_seqlens[b], end = p.cu_seqlens[b + 1];
   float sum = 0.f;
   if (column < p.cols) {
@@ -37,8 +39,10 @@ __global__ void __launch_bounds__(kColumns * kRowGroups) mean_rows_kernel(const 
 template <class T>
 cudaError_t mean_rows(const MeanRowsArgs<T>& p, cudaStream_t stream) {
   if (p.sequences <= 0 || p.cols <= 0) return cudaSuccess;
-  if (p.sequences > 65535) return cudaErrorInvalidValue;  // grid.y
-  const dim3 grid(static_cast<unsigned>((p.cols + kColumns - 1) / kColumns), static_cast<unsigned>(p.sequences));
+  // Sequences on grid.x (up to 2^31 - 1, as many as a batch may have), column blocks on grid.y.
+  const int64_t column_blocks = (p.cols + kColumns - 1) / kColumns;
+  if (p.sequences > INT32_MAX || column_blocks > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(p.sequences), static_cast<unsigned>(column_blocks));
   mean_rows_kernel<T><<<grid, dim3(kColumns, kRowGroups), 0, stream>>>(p);
   return cudaGetLastError();
 }

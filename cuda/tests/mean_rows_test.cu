@@ -1,7 +1,8 @@
 // mean_rows (cuda/mean_rows.cu) against the CPU op (native/cpu/mean_rows.cpp)
 // on the same inputs (fp16 ones rounded first), fp32 and fp16: sequences of
 // 1 to 300 rows and empty ones (a bucket's padding sequences, which must
-// come out as zeros), widths of one block's columns, more, and an odd one.
+// come out as zeros), widths of one block's columns, more, and an odd one,
+// and 70,000 short sequences (more than a grid's y dimension holds).
 // Then BERT-base's 32 x 128 x 768 (fp16) is timed in a CUDA graph. Exit
 // status 0 only if every check passes.
 //
@@ -82,6 +83,10 @@ int main() {
     check<float>(pool, rng, mixed, cols);
     check<__half>(pool, rng, mixed, cols);
   }
+  // More sequences than a grid's y dimension takes (65535): one or two rows each.
+  std::vector<int32_t> many = {0};
+  for (int b = 0; b < 70000; ++b) many.push_back(many.back() + 1 + b % 2);
+  check<__half>(pool, rng, many, 8);
 
   // BERT-base, 32 sequences of 128 tokens, fp16.
   const int64_t sequences = 32, cols = 768, tokens = sequences * 128;

@@ -2,7 +2,7 @@
 import * as assert from 'assert';
 import type { OutputTensor } from '../src/engine/types';
 import { errorCode } from '../src/errors';
-import { classify, defaultActivation, fillMask, logSumExp, poolEmbeddings, sigmoid, softmaxRow, topKIndices } from '../src/post';
+import { classify, defaultActivation, embeddingsOfRows, fillMask, logSumExp, poolEmbeddings, sigmoid, softmaxRow, topKIndices } from '../src/post';
 import { createTokenizer } from '../src/tokenize/tokenizer';
 import { tokenizerJsonFromVocab } from '../src/tokenize/vocab';
 
@@ -124,6 +124,22 @@ describe('post: poolEmbeddings', () => {
     assert.strictEqual(codeOf(() => poolEmbeddings(hidden, Int32Array.from([0, 3]))), 'E_SHAPE');
     assert.strictEqual(codeOf(() => poolEmbeddings(hidden, Int32Array.from([0, 3, 3, 5]))), 'E_SHAPE');
     assert.strictEqual(codeOf(() => poolEmbeddings(hidden, cu, { pooling: 'max' as 'cls' })), 'E_INPUT');
+  });
+});
+
+describe('post: embeddingsOfRows (a plan\'s pooled mean or cls output)', () => {
+  const pooled = tensor([[3, 4], [0, 0], [1, -1]]);
+
+  it('one vector per row, as given', () => {
+    assert.deepStrictEqual(embeddingsOfRows(pooled).map((v) => Array.from(v)), [[3, 4], [0, 0], [1, -1]]);
+  });
+
+  it('normalize: unit length; an all-zero row stays zero', () => {
+    const [a, zero, c] = embeddingsOfRows(pooled, true);
+    close(a[0], 0.6, 1e-7);
+    close(a[1], 0.8, 1e-7);
+    assert.deepStrictEqual(Array.from(zero), [0, 0]);
+    close(Math.hypot(...c), 1, 1e-7);
   });
 });
 

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 #include "../../cuda/tensor_core.cuh"  // cp.async, ldmatrix, mma_16816, pack_half2
@@ -582,6 +583,34 @@ Buffers allocate_buffers() {
   return b;
 }
 
+// One cooperative launch of `kernel` over every SM, its barrier counter zeroed first.
+void launch_cooperative(const void* kernel, void** args, int sms, size_t smem, unsigned* barrier) {
+  CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
+  CHECK_CUDA(cudaLaunchCooperativeKernel(kernel, dim3(sms), dim3(kThreads), args, smem, nullptr));
+}
+
+// Median GPU time of `launch`, ms: CUDA events around each of `samples`
+// calls, after `warmup` more.
+double median_ms(const std::function<void()>& launch, int warmup, int samples) {
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int i = 0; i < warmup + samples; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    launch();
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    if (i >= warmup) ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -600,19 +629,17 @@ int main(int argc, char** argv) {
   float* ref_sum = nullptr;
   unsigned* barrier = nullptr;
   CHECK_CUDA(cudaMalloc(&ref_sum, kRows * kHidden * sizeof(float)));
-  CHECK_CUDA(cudaMalloc(&barrier, 2 * sizeof(unsigned)));
-  CHECK_CUDA(cudaMemset(barrier, 0, 2 * sizeof(unsigned)));
+  CHECK_CUDA(cudaMalloc(&barrier, sizeof(unsigned)));
+  CHECK_CUDA(cudaMemset(barrier, 0, sizeof(unsigned)));
 
   Params params{};
   std::copy(layers.begin(), layers.end(), params.layers);
   params.layer_count = layer_count;
   params.buf = mine;
   params.barrier = barrier;
-  auto launch = [&](cudaStream_t stream) {
+  auto launch = [&] {
     void* args[] = {&params};
-    CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned), stream));
-    CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(encoder_kernel), dim3(sms), dim3(kThreads), args, smem,
-                                           stream));
+    launch_cooperative(reinterpret_cast<const void*>(encoder_kernel), args, sms, smem, barrier);
   };
   auto load_input = [&](const Buffers& b) {
     CHECK_CUDA(cudaMemcpy(b.x, input.data(), input.size() * sizeof(__half), cudaMemcpyHostToDevice));
@@ -621,7 +648,7 @@ int main(int argc, char** argv) {
   // Check.
   load_input(mine);
   load_input(ref);
-  launch(nullptr);
+  launch();
   reference_encoder(layers, ref, ref_sum);
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<__half> got(input.size()), want(input.size());
@@ -640,21 +667,7 @@ int main(int argc, char** argv) {
               max_ref, cosine, ok ? "ok" : "WRONG");
 
   // Time: one launch runs every layer.
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < 70; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    launch(nullptr);
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 20) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double median_ms = ms[ms.size() / 2];
+  const double encoder_ms = median_ms(launch, 20, 50);
 
   // Phases, from the stamps of 20 launches: every block leaving each
   // barrier (or starting) and reaching the next. Work: from the first block
@@ -671,7 +684,7 @@ int main(int argc, char** argv) {
       slowest_us(kPhases);
   std::vector<long long> leave(stamp_count + sms), reach(stamp_count);
   for (int i = 0; i < 20; ++i) {
-    launch(nullptr);
+    launch();
     CHECK_CUDA(cudaMemcpy(leave.data(), stamps, leave.size() * sizeof(long long), cudaMemcpyDeviceToHost));
     CHECK_CUDA(cudaMemcpy(reach.data(), arrivals, reach.size() * sizeof(long long), cudaMemcpyDeviceToHost));
     for (int j = 0; j < layer_count * kPhases; ++j) {
@@ -691,51 +704,29 @@ int main(int argc, char** argv) {
   static const char* kNames[kPhases] = {"QKV GEMM (72 tiles)", "attention (24 items)", "output projection (96 tiles, 4 splits)",
                                         "LayerNorm 1", "FFN1 + GELU (96 tiles)", "FFN2 (96 tiles, 4 splits)", "LayerNorm 2"};
   // The barrier's floor: 1000 in one launch against 10.
-  auto barriers_ms = [&](int count) {
-    std::vector<float> samples;
-    for (int i = 0; i < 30; ++i) {
-      CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
-      void* args[] = {&barrier, &count};
-      CHECK_CUDA(cudaEventRecord(start));
-      CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(barriers_kernel), dim3(sms), dim3(kThreads), args, smem,
-                                             nullptr));
-      CHECK_CUDA(cudaEventRecord(stop));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-      samples.push_back(t);
-    }
-    std::sort(samples.begin(), samples.end());
-    return double(samples[samples.size() / 2]);
-  };
   CHECK_CUDA(cudaFuncSetAttribute(barriers_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  auto barriers_ms = [&](int count) {
+    return median_ms([&] {
+      void* args[] = {&barrier, &count};
+      launch_cooperative(reinterpret_cast<const void*>(barriers_kernel), args, sms, smem, barrier);
+    }, 3, 30);
+  };
   const double per_barrier_us = (barriers_ms(1010) - barriers_ms(10)) * 1e3 / 1000;
   std::printf("\na grid barrier alone (%d blocks): %.2f us\n", sms, per_barrier_us);
   CHECK_CUDA(cudaFuncSetAttribute(phase_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   auto phase_ms = [&](int which, int count) {
-    std::vector<float> samples;
-    for (int i = 0; i < 30; ++i) {
-      CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
+    return median_ms([&] {
       void* args[] = {&params, &which, &count};
-      CHECK_CUDA(cudaEventRecord(start));
-      CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(phase_kernel), dim3(sms), dim3(kThreads), args, smem,
-                                             nullptr));
-      CHECK_CUDA(cudaEventRecord(stop));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-      samples.push_back(t);
-    }
-    std::sort(samples.begin(), samples.end());
-    return double(samples[samples.size() / 2]);
+      launch_cooperative(reinterpret_cast<const void*>(phase_kernel), args, sms, smem, barrier);
+    }, 3, 30);
   };
   static const char* kWarmNames[3] = {"QKV GEMM, weight fetched in the phase", "attention", "LayerNorm 1"};
   for (int which = 0; which < 3; ++which) {
     std::printf("warm %s, with its barrier: %.2f us\n", kWarmNames[which],
                 (phase_ms(which, 210) - phase_ms(which, 10)) * 1e3 / 200);
   }
-  std::printf("\n%d SMs, %d layers in one launch: median %.4f ms, %.2f us per layer\n\n", sms, layer_count, median_ms,
-              median_ms * 1e3 / layer_count);
+  std::printf("\n%d SMs, %d layers in one launch: median %.4f ms, %.2f us per layer\n\n", sms, layer_count, encoder_ms,
+              encoder_ms * 1e3 / layer_count);
   std::printf("| phase | us, with its barrier | work | barrier | skew leaving the barrier before | slowest block |\n"
               "| --- | ---: | ---: | ---: | ---: | ---: |\n");
   auto median = [](std::vector<double>& v) {

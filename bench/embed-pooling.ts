@@ -9,7 +9,11 @@
  * to back. Random BERT weights, fp16 plan; CPU or GPU.
  *
  *   node --expose-gc dist/bench/embed-pooling.js [--device auto|cpu|cuda] [--shape base|minilm] [--batch 32] [--seq 128]
- *     [--runs 100] [--loop-seconds 2] [--work DIR]
+ *     [--runs 100] [--loop-seconds 2] [--work DIR] [--save-vectors FILE]
+ *
+ * --save-vectors writes the engine-pooled, normalised vectors (float32,
+ * batch x hidden) for bench/gpu/embed_torch.py, which times PyTorch on the
+ * same model (WORK/SHAPE-model) and token ids and compares its vectors.
  *
  * With --expose-gc the garbage of what ran before (the other case's
  * results) is collected before each event-loop probe instead of during it.
@@ -91,6 +95,12 @@ async function main(): Promise<void> {
     let difference = 0;
     vectors[0].forEach((v, b) => v.forEach((x, j) => { difference = Math.max(difference, Math.abs(x - vectors[1][b][j])); }));
     console.log(`the two ways agree to ${difference.toExponential(2)} (max |difference| of a unit vector's component)`);
+    const saveTo = option('--save-vectors', '');
+    if (saveTo) {
+      const flat = new Float32Array(vectors[1].length * shape.hiddenSize);
+      vectors[1].forEach((v, b) => flat.set(v, b * shape.hiddenSize));
+      fs.writeFileSync(saveTo, Buffer.from(flat.buffer));
+    }
 
     const wall = CASES.map(() => [] as number[]);
     const post = CASES.map(() => [] as number[]);

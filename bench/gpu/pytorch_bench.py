@@ -111,8 +111,12 @@ class Case:
             offset += length
         self.input_ids = ids.to(device)
         self.token_type_ids = torch.zeros_like(self.input_ids)
-        # Fixed lengths: no mask at all, PyTorch's best case (SDPA keeps its flash kernel).
-        self.attention_mask = mask.to(device) if spec["kind"] == "varlen" else None
+        # Always the 2-D mask a tokenizer gives (all ones at fixed lengths):
+        # with torch 2.11 and transformers 5.17 on an H100, BERT-base at 32 x
+        # 128 under a CUDA graph takes 2.25 ms with it and 5.3-5.4 ms with no
+        # mask at all (bench/RESULTS.md, twelfth session), which this bench
+        # passed before.
+        self.attention_mask = mask.to(device)
         self.rows = torch.arange(b, device=device)
         self.cols = torch.tensor(spec["maskPositions"], device=device)
 
@@ -160,12 +164,11 @@ def time_cuda(fn):
 
 def graph_runner(model, case):
     """Captures the whole forward on the case's static buffers; returns a replay function.
-    Variable lengths: transformers may inspect a 2-D mask on the host (not allowed while
-    capturing), so a precomputed 4-D boolean mask (True = attend) is the fallback."""
-    attempts = [("no mask" if case.attention_mask is None else "2-D mask", case.attention_mask)]
-    if case.attention_mask is not None:
-        m = case.attention_mask.bool()
-        attempts.append(("4-D bool mask", m[:, None, None, :].expand(-1, 1, m.shape[1], -1).contiguous()))
+    transformers may inspect a 2-D mask on the host (not allowed while capturing), so a
+    precomputed 4-D boolean mask (True = attend) is the fallback."""
+    m = case.attention_mask.bool()
+    attempts = [("2-D mask", case.attention_mask),
+                ("4-D bool mask", m[:, None, None, :].expand(-1, 1, m.shape[1], -1).contiguous())]
     errors = []
     for label, mask in attempts:
         try:

@@ -79,7 +79,7 @@ export function report(dirs: string[]): string {
     + (sources.length > 0 ? ` Joined from ${sources.length} calls (${sources.join('; ')}).` : ''));
   lines.push('Milliseconds, median (run count in brackets when under 100). FusedRT: wall time of `await engine.run()` in Node, '
     + 'host work and logits download included. PyTorch: CUDA events around the forward (GPU stream time, no download); '
-    + 'variable lengths padded to S with an attention mask, fixed lengths without a mask.');
+    + 'variable lengths padded to S with an attention mask, fixed lengths with an all-ones mask.');
   lines.push('');
   const ourMs = (precision: string, name: string) => ours?.timings.find((t) => t.precision === precision && t.case === name);
   const torchMs = (mode: string, name: string) => torch?.timings.find((t) => t.mode === mode && t.case === name);

@@ -12,6 +12,7 @@ import { buildPlan } from '../src/build/builder';
 import type { Precision, RowsKind } from '../src/build/plan-types';
 import { Engine } from '../src/engine/engine';
 import type { OutputTensor, PackedBatch, RunResult } from '../src/engine/types';
+import { poolEmbeddings } from '../src/post/embed';
 import { leastRowCosine } from './support/row-cosine';
 
 /** Max abs error per element against transformers' float32 outputs (fp8: see FP8_MIN_COSINE). */
@@ -274,18 +275,17 @@ describe('numerics against Hugging Face transformers', function () {
         it(`gives mean and cls as transformers' hidden states pooled (${precision})`, async () => {
           const fixture = loadFixture(entry.name);
           const hidden = fixture.outputs.hidden;
-          const cu = fixture.inputs.cuSeqlens;
-          const sequences = cu.length - 1;
-          const mean = new Float64Array(sequences * hidden.cols);
-          const cls = new Float64Array(sequences * hidden.cols);
-          for (let b = 0; b < sequences; b++) {
-            for (let t = cu[b]; t < cu[b + 1]; t++) {
-              for (let c = 0; c < hidden.cols; c++) mean[b * hidden.cols + c] += hidden.data[t * hidden.cols + c] / (cu[b + 1] - cu[b]);
-            }
-            cls.set(hidden.data.slice(cu[b] * hidden.cols, (cu[b] + 1) * hidden.cols), b * hidden.cols);
-          }
+          const states = { data: Float32Array.from(hidden.data), rows: hidden.rows, cols: hidden.cols };
+          const sequences = fixture.inputs.cuSeqlens.length - 1;
+          const pooled = (pooling: 'mean' | 'cls') => {
+            const vectors = poolEmbeddings(states, fixture.inputs.cuSeqlens, { pooling });
+            const flat = new Float32Array(sequences * hidden.cols);
+            vectors.forEach((v, b) => flat.set(v, b * hidden.cols));
+            return flat;
+          };
           await withEngine(await planFor(precision), async (engine) => {
-            for (const [name, want] of [['mean', mean], ['cls', cls]] as const) {
+            for (const name of ['mean', 'cls'] as const) {
+              const want = pooled(name);
               const got = (await engine.run(batchOf(fixture.inputs, [name])))[name];
               assert.ok(got, `the run returned no output "${name}"`);
               assert.deepEqual([got.rows, got.cols], [sequences, hidden.cols], `shape of "${name}"`);

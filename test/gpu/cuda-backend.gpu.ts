@@ -16,6 +16,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { runTiming } from '../../src/engine/run-result';
+import { poolEmbeddings } from '../../src/post/embed';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
 import { writeRandomBertModel } from '../../src/tools/random-model';
 import { addon, NativeEngine, NativeLoadOptions, NativeOutput, NativeRunRequest, rejectionCode } from '../support/native-addon';
@@ -64,18 +65,13 @@ interface Expected {
 
 /** Each sequence's mean and first rows of transformers' hidden states: what a plan's `mean` and `cls` outputs hold. */
 function pooledHidden(expected: Expected): Record<'mean' | 'cls', Expected['outputs'][string]> {
-  const { data, cols } = expected.outputs.hidden;
-  const cu = expected.inputs.cuSeqlens;
-  const rows = cu.length - 1;
-  const mean = new Array<number>(rows * cols).fill(0);
-  const cls = new Array<number>(rows * cols);
-  for (let b = 0; b < rows; b++) {
-    for (let c = 0; c < cols; c++) {
-      for (let t = cu[b]; t < cu[b + 1]; t++) mean[b * cols + c] += data[t * cols + c] / (cu[b + 1] - cu[b]);
-      cls[b * cols + c] = data[cu[b] * cols + c];
-    }
-  }
-  return { mean: { rows, cols, data: mean }, cls: { rows, cols, data: cls } };
+  const { data, rows, cols } = expected.outputs.hidden;
+  const states = { data: Float32Array.from(data), rows, cols };
+  const pooled = (pooling: 'mean' | 'cls') => {
+    const vectors = poolEmbeddings(states, expected.inputs.cuSeqlens, { pooling });
+    return { rows: vectors.length, cols, data: vectors.flatMap((v) => Array.from(v)) };
+  };
+  return { mean: pooled('mean'), cls: pooled('cls') };
 }
 
 /** A fixture's transformers outputs (with mean and cls pooled from its hidden states), their names, and the batch that produced them, asking for all of them. */

@@ -21,6 +21,10 @@
 // flight, then rescales O (kernel comment). The softmax masks only on the
 // last stage.
 //
+// When every sequence has at most 128 keys (the two stage buffers), a block
+// requests all of its tiles at once instead of stage by stage (kWhole, at
+// the kernel).
+//
 // A block is one warpgroup, 64 query rows of one (sequence, head); 4 fit an
 // SM (at most 128 registers). Blocks of two warpgroups sharing each K/V
 // stage (half the K/V traffic from L2) were tried: 1.5% faster at 128 x 384,
@@ -155,12 +159,38 @@ __device__ __forceinline__ void pack_p(const float (&s)[kBlockN / 2], uint32_t (
   }
 }
 
+// Until at most `pending` (0, 1 or 2) of this thread's cp.async groups are
+// in flight; then the block's landed tiles are handed to the tensor cores.
+__device__ __forceinline__ void wait_for_stage(int pending) {
+  if (pending >= 2) {
+    cp_async_wait<2>();
+  } else if (pending == 1) {
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  fence_shared_for_async_proxy();
+  __syncthreads();
+}
+
+// Sequences up to this long fit the two K and two V stage buffers whole.
+constexpr int kWholeSequence = 2 * kBlockN;
+
 // Grid: x = sequence * tiles_per_sequence + query tile, y = head (as in
 // attention.cu). Stage j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}
 // together, so it needs K_j and V_{j-1} and loads K_{j+1} and V_j; each
 // buffer is refilled only after the product that read it has been waited
 // for by every warp (the barrier at the top of the stage). Query rows past
 // the sequence are computed on zeros and not stored.
+//
+// kWhole (every sequence at most kWholeSequence keys): all loads are issued
+// at once, as groups (Q, K_0), (K_1, V_0), (V_1), and stage j waits until
+// only the groups after its own are pending. Issuing each stage's loads only
+// after the previous stage landed costs three memory round trips in a row,
+// and blocks of short sequences are bound by that latency (H100, cold L2:
+// 1 x 128 8.0 -> 7.2 us, 32 x 128 20.4 -> 19.8; bench/RESULTS.md). Longer
+// sequences keep the plain pipeline, which the switch would slow by ~0.5%.
+template <bool kWhole>
 __global__ void __launch_bounds__(kThreads, 4)
     attention_hopper_kernel(const AttentionHalfParams p, int tiles_per_sequence) {
   const int sequence = blockIdx.x / tiles_per_sequence;
@@ -196,6 +226,12 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int stages = (length + kBlockN - 1) / kBlockN;
   load_tile_swizzled<kBlockM>(q_tile, q_src + q0 * row_stride, row_stride, length - q0);
   load_stage(0, stages);
+  // A sequence longer than max_seqlen breaks the launch's contract; it still
+  // gets the plain pipeline rather than overwritten buffers.
+  const bool whole = kWhole && stages <= 2;
+  if (whole) {
+    for (int j = 1; j <= stages; ++j) load_stage(j, stages);
+  }
 
   // As in attention.cu: base 2, c > 0; a negative scale negates Q.
   const float c = fmaxf(fabsf(p.scale) * 1.4426950408889634f, FLT_MIN);
@@ -211,10 +247,8 @@ __global__ void __launch_bounds__(kThreads, 4)
   uint32_t pa[kBlockN / 16][4];
 
   // Stage 0: S_0 and its softmax alone (O is still zero).
-  cp_async_wait<0>();
-  fence_shared_for_async_proxy();
-  __syncthreads();
-  load_stage(1, stages);
+  wait_for_stage(whole ? stages : 0);
+  if (!whole) load_stage(1, stages);
   load_q_fragments(q_tile, p.scale < 0.f, q);
   wgmma_fence();
   issue_scores(s, q, swizzled_tile_descriptor(k_stage(0)));
@@ -225,10 +259,8 @@ __global__ void __launch_bounds__(kThreads, 4)
   pack_p(s, pa);
 
   for (int j = 1; j < stages; ++j) {
-    cp_async_wait<0>();  // K_j and V_{j-1}
-    fence_shared_for_async_proxy();
-    __syncthreads();
-    load_stage(j + 1, stages);
+    wait_for_stage(whole ? stages - j : 0);  // K_j and V_{j-1}
+    if (!whole) load_stage(j + 1, stages);
     wgmma_hold(o);
     wgmma_fence();
     issue_scores(s, q, swizzled_tile_descriptor(k_stage(j)));
@@ -251,9 +283,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     pack_p(s, pa);
   }
 
-  cp_async_wait<0>();  // V of the last stage
-  fence_shared_for_async_proxy();
-  __syncthreads();
+  wait_for_stage(0);  // V of the last stage
   wgmma_hold(o);
   wgmma_fence();
   issue_pv(o, pa, swizzled_tile_descriptor(v_stage(stages - 1)));
@@ -274,6 +304,16 @@ bool switched_to_mma() {
   return mma;
 }
 
+template <bool kWhole>
+cudaError_t launch_hopper(const AttentionHalfParams& p, int64_t tiles, cudaStream_t stream) {
+  const cudaError_t prepared = cudaFuncSetAttribute(
+      attention_hopper_kernel<kWhole>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
+  if (prepared != cudaSuccess) return prepared;
+  const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
+  attention_hopper_kernel<kWhole><<<grid, kThreads, kSharedBytes, stream>>>(p, static_cast<int>(tiles));
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 bool attention_hopper_supports(const AttentionHalfParams& p) {
@@ -291,12 +331,8 @@ bool attention_hopper_supports(const AttentionHalfParams& p) {
 cudaError_t launch_attention_hopper(const AttentionHalfParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.max_seqlen + kBlockM - 1) / kBlockM;
   if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
-  const cudaError_t prepared = cudaFuncSetAttribute(
-      attention_hopper_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
-  if (prepared != cudaSuccess) return prepared;
-  const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
-  attention_hopper_kernel<<<grid, kThreads, kSharedBytes, stream>>>(p, static_cast<int>(tiles));
-  return cudaGetLastError();
+  if (p.max_seqlen <= kWholeSequence) return launch_hopper<true>(p, tiles, stream);
+  return launch_hopper<false>(p, tiles, stream);
 }
 
 }  // namespace fusedrt::gpu

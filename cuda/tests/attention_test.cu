@@ -1,7 +1,7 @@
 // The fp16 tensor-core attention (launch_attention_fp16) against the fp32
 // kernel (attention), which the GPU test suite checks against the CPU backend
 // and transformers. Both get the same fp16-rounded inputs. Then both are
-// timed on BERT-base shapes with CUDA events. Exit status 0 only if every
+// timed on BERT-base and MiniLM shapes with CUDA events. Exit status 0 only if every
 // check passes. On a Hopper GPU head_dim 64 runs the wgmma kernel
 // (cuda/attention_hopper.cu); FUSEDRT_ATTENTION=mma runs the mma.sync one.
 //
@@ -277,27 +277,23 @@ double time_us(Launch launch, bool cold, void* flush, size_t flush_bytes) {
   return 1e3 * ms[pairs / 2] / per_pair;
 }
 
-void run_timing(Rng& rng, const cudaDeviceProp& prop) {
-  const size_t flush_bytes = 2 * static_cast<size_t>(std::max(prop.l2CacheSize, 1 << 20));
-  DeviceBuffer<unsigned char> flush(flush_bytes);
-  struct Shape {
-    const char* name;
-    int seq, batch;
-    bool varlen;
-  };
-  const Shape shapes[] = {{"1 x 128", 128, 1, false},    {"1 x 384", 384, 1, false},
-                          {"1 x 512", 512, 1, false},    {"4 x 128", 128, 4, false},
-                          {"8 x 128", 128, 8, false},    {"32 x 128", 128, 32, false},
-                          {"32 x 384", 384, 32, false},  {"128 x 384", 384, 128, false},
-                          {"128 x 384 varlen [48, 384]", 384, 128, true}};
+struct TimedShape {
+  const char* name;
+  int seq, batch;
+  bool varlen;
+};
+
+// Cold and warm tables of one model's heads (12 of head_dim) over shapes.
+void time_heads(Rng& rng, const char* model, int head_dim, const std::vector<TimedShape>& shapes, void* flush,
+                size_t flush_bytes) {
   std::string tables[2];  // cold, warm
-  for (const Shape& s : shapes) {
+  for (const TimedShape& s : shapes) {
     const std::vector<int> lengths =
         s.varlen ? random_lengths(rng, s.batch, s.seq / 8, s.seq) : std::vector<int>(s.batch, s.seq);
-    Batch batch(lengths, 12, 64, 2.f, rng);
+    Batch batch(lengths, 12, head_dim, 2.f, rng);
     batch.max_seqlen = s.seq;
     for (int cold = 1; cold >= 0; --cold) {
-      const double us = time_us([&] { return batch.run16(); }, cold, flush.ptr, flush_bytes);
+      const double us = time_us([&] { return batch.run16(); }, cold, flush, flush_bytes);
       char cell[128];
       std::snprintf(cell, sizeof cell, "| %s | %.2f | %.1f | %.0f |", s.name, us, batch.flops() / (us * 1e-6) / 1e12,
                     batch.bytes() / (us * 1e-6) / 1e9);
@@ -310,13 +306,37 @@ void run_timing(Rng& rng, const cudaDeviceProp& prop) {
     }
   }
   for (int cold = 1; cold >= 0; --cold) {
-    std::printf("\nTiming, BERT-base attention (12 heads x 64), %s, us per launch; TFLOP/s and GB/s (QKV read + out "
+    std::printf("\nTiming, %s attention (12 heads x %d), %s, us per launch; TFLOP/s and GB/s (QKV read + out "
                 "written once) of the fp16 kernel:\n\n",
-                cold ? "cold L2 (flushed before each launch)" : "warm L2 (20 launches back to back)");
+                model, head_dim, cold ? "cold L2 (flushed before each launch)" : "warm L2 (20 launches back to back)");
     std::printf("| batch x seq | fp16 | TFLOP/s | GB/s |%s\n", cold ? "" : " fp32 |");
     std::printf("| --- | ---: | ---: | ---: |%s\n", cold ? "" : " ---: |");
     std::printf("%s", tables[cold ? 0 : 1].c_str());
   }
+}
+
+void run_timing(Rng& rng, const cudaDeviceProp& prop) {
+  const size_t flush_bytes = 2 * static_cast<size_t>(std::max(prop.l2CacheSize, 1 << 20));
+  DeviceBuffer<unsigned char> flush(flush_bytes);
+  time_heads(rng, "BERT-base", 64,
+             {{"1 x 128", 128, 1, false},
+              {"1 x 384", 384, 1, false},
+              {"1 x 512", 512, 1, false},
+              {"4 x 128", 128, 4, false},
+              {"8 x 128", 128, 8, false},
+              {"32 x 128", 128, 32, false},
+              {"32 x 384", 384, 32, false},
+              {"128 x 384", 384, 128, false},
+              {"128 x 384 varlen [48, 384]", 384, 128, true}},
+             flush.ptr, flush_bytes);
+  // MiniLM-L6 (sentence embeddings) has 12 heads of 32.
+  time_heads(rng, "MiniLM", 32,
+             {{"1 x 128", 128, 1, false},
+              {"8 x 128", 128, 8, false},
+              {"32 x 128", 128, 32, false},
+              {"32 x 128 varlen [16, 128]", 128, 32, true},
+              {"32 x 384", 384, 32, false}},
+             flush.ptr, flush_bytes);
 }
 
 }  // namespace

@@ -68,6 +68,13 @@ describe('execution contexts (CPU)', function () {
 
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  it('rejects sizes outside 1..2^24 with E_INPUT naming the range', async () => {
+    for (const [option, bad] of [['maxTokens', 2 ** 31 - 1], ['maxTokens', 0], ['maxSequences', 1.5], ['maxSelectedRows', 2 ** 24 + 1]] as const) {
+      await assert.rejects(Engine.load(plan, { device: 'cpu', [option]: bad }), (e: Error & { code?: string }) =>
+        e.code === 'E_INPUT' && e.message === `${option} must be an integer from 1 to 16777216, got ${bad}`);
+    }
+  });
+
   it('reports its contexts; each has its own workspace, all of it freed on dispose', async () => {
     const start = addon.nativeMemoryBytes();
     const one = await addon.loadEngine(plan, LOAD);

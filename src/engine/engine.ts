@@ -45,8 +45,9 @@ export const ENGINE_DEFAULTS = {
 };
 
 function positiveInteger(value: number, name: string, allowZero = false): number {
-  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 1 << 24) {
-    throw new FusedRTError('E_INPUT', `${name} must be ${allowZero ? 'a non-negative' : 'a positive'} integer, got ${value}`);
+  const least = allowZero ? 0 : 1;
+  if (!Number.isInteger(value) || value < least || value > 1 << 24) {
+    throw new FusedRTError('E_INPUT', `${name} must be an integer from ${least} to ${1 << 24}, got ${value}`);
   }
   return value;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one device call (bench/gpu/README.md). Run there as
 #   source .device/env.sh && bash tools/device/gpu-bench.sh
-# with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
+# with .device (../shared/device/pack.sh, then tools/device/pack-node-modules.sh) and dist (npx tsc -p
 # tsconfig.json) carried. Steps: build the addon with CUDA, build and run the
 # attention kernel test (cuda/tests/attention_test.cu), the PyTorch benchmark
 # (saves the model and the inputs), FusedRT on the same model and inputs,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on the GPU machine (docs/cuda.md). Run there as
 #   source .device/env.sh && bash tools/device/gpu-check.sh [kernels|addon]
-# with .device (../shared/device/pack.sh mocha) and dist (npx tsc -p
+# with .device (../shared/device/pack.sh, then tools/device/pack-node-modules.sh) and dist (npx tsc -p
 # tsconfig.json) carried. The whole check takes longer than one device call
 # (600 s); its two parts, the kernels on their own (kernels) and the addon
 # (addon), fit one call each. Builds and runs the kernel tests (cuda/tests),

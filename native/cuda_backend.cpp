@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -59,24 +61,39 @@ int64_t next_power_of_two(int64_t n) {
 }
 
 // Page-locked result buffers (OutputBuffer::register_pinned_allocator),
-// portable, so every device's copies may land in them. Allocated with the
+// portable, so every device's copies may land in them. Registered with the
 // first CUDA engine's device current, so that a thread that has not used
 // CUDA yet does not start a context on device 0 for it.
+//
+// Ordinary memory, written once and then registered, rather than
+// cudaHostAlloc: page-locking stalls every other thread's CUDA calls while
+// it runs, the JS thread's graph launches included, and the pool grows on a
+// helper thread while runs go on. Beside a thread page-locking 128 KB
+// buffers back to back, 333 of 2000 replays' launches took over 1 ms during
+// 10,638 cudaHostAlloc calls, and 2 during 1,951 registrations of this kind
+// (bench/gpu/pinned_alloc_stall.cu, bench/RESULTS.md); presumably because
+// the pages are faulted in before the driver's lock is taken, not under it.
+constexpr size_t kPageBytes = 4096;
 int g_pinned_device = 0;
 void* allocate_pinned(size_t bytes) {
+  const size_t rounded = (bytes + kPageBytes - 1) / kPageBytes * kPageBytes;
+  void* p = std::aligned_alloc(kPageBytes, rounded);
+  if (p == nullptr) return nullptr;
+  std::memset(p, 0, rounded);
   int current = 0;
-  void* p = nullptr;
   const bool got = cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(g_pinned_device) == cudaSuccess &&
-                   cudaHostAlloc(&p, bytes, cudaHostAllocPortable) == cudaSuccess;
+                   cudaHostRegister(p, rounded, cudaHostRegisterPortable) == cudaSuccess;
   if (!got) {
-    p = nullptr;
     cudaGetLastError();  // a refusal is answered by an ordinary buffer, not an error
+    std::free(p);
+    p = nullptr;
   }
   cudaSetDevice(current);
   return p;
 }
 void free_pinned(void* p) {
-  if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();  // at process teardown CUDA may be gone already
+  if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();  // at process teardown CUDA may be gone already
+  std::free(p);
 }
 
 template <class T>

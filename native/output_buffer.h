@@ -45,8 +45,9 @@ class OutputBuffer {
   static constexpr size_t kPinnedMinBytes = size_t{64} << 10;
 
   enum class Memory { kPageable, kPinned };
-  // How page-locked memory is had and given back (cudaHostAlloc,
-  // cudaFreeHost); allocate returns nullptr when it cannot. Registered once
+  // How page-locked memory is had and given back (the CUDA backend's:
+  // cudaHostRegister of written memory, cudaHostUnregister); allocate
+  // returns nullptr when it cannot. Registered once
   // per process; later calls are ignored. Both may be called on the pool's
   // helper thread.
   struct PinnedAllocator {

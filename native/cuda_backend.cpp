@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -73,11 +74,13 @@ int64_t next_power_of_two(int64_t n) {
 // 10,638 cudaHostAlloc calls, and 2 during 1,951 registrations of this kind
 // (bench/gpu/pinned_alloc_stall.cu, bench/RESULTS.md); presumably because
 // the pages are faulted in before the driver's lock is taken, not under it.
-constexpr size_t kPageBytes = 4096;
+// Whole pages of its own per buffer: two registrations may not share a page
+// (aarch64 kernels may use 64 KB pages).
 int g_pinned_device = 0;
 void* allocate_pinned(size_t bytes) {
-  const size_t rounded = (bytes + kPageBytes - 1) / kPageBytes * kPageBytes;
-  void* p = std::aligned_alloc(kPageBytes, rounded);
+  static const size_t page = static_cast<size_t>(std::max(sysconf(_SC_PAGESIZE), 4096L));
+  const size_t rounded = (bytes + page - 1) / page * page;
+  void* p = std::aligned_alloc(page, rounded);
   if (p == nullptr) return nullptr;
   std::memset(p, 0, rounded);
   int current = 0;

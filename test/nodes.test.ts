@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { buildPlan } from '../src/build/builder';
 import { parsePlan } from '../src/build/plan-file';
+import { assertClose } from './support/assert-close';
 import { collect, helper, type Msg, type TestNode } from './support/red-helper';
 import { Engine, nativeMemoryBytes } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
@@ -58,26 +59,6 @@ function expectNothing(node: TestNode, ms = 300): Promise<void> {
     node.on('input', ((msg: Msg) => reject(new Error(`unexpected message: ${JSON.stringify(msg.payload)}`))) as (arg: never) => void);
     setTimeout(resolve, ms);
   });
-}
-
-/**
- * Deep equality where numbers may differ by float32 rounding: the engine
- * batches concurrent requests together, and a GEMM over more rows may round
- * differently.
- */
-function assertClose(actual: unknown, expected: unknown, where = 'payload'): void {
-  if (typeof expected === 'number') {
-    assert.strictEqual(typeof actual, 'number', where);
-    assert.ok(Math.abs((actual as number) - expected) <= 1e-5 * Math.max(1, Math.abs(expected)), `${where}: ${actual} vs ${expected}`);
-  } else if (Array.isArray(expected)) {
-    assert.ok(Array.isArray(actual) && actual.length === expected.length, `${where}: length`);
-    expected.forEach((e, i) => assertClose((actual as unknown[])[i], e, `${where}[${i}]`));
-  } else if (typeof expected === 'object' && expected !== null) {
-    assert.deepStrictEqual(Object.keys(actual as object).sort(), Object.keys(expected).sort(), where);
-    for (const [k, e] of Object.entries(expected)) assertClose((actual as Record<string, unknown>)[k], e, `${where}.${k}`);
-  } else {
-    assert.strictEqual(actual, expected, where);
-  }
 }
 
 interface StatusEvent {

@@ -1,8 +1,10 @@
 // Whether page-locking memory on one thread stalls the CUDA calls another
 // thread makes to replay a run: the question behind the addon's rare holds
-// of the JS thread over 1 ms while its page-locked result pool grows
-// (native/output_buffer.cpp allocates the pool's spares with cudaHostAlloc
-// on a helper thread; docs/runtime.md, "Outputs land in their result").
+// of the JS thread over 1 ms while its page-locked result pool grew on a
+// helper thread with cudaHostAlloc (native/output_buffer.cpp; docs/runtime.md,
+// "Outputs land in their result"). Its answer made the CUDA backend's pool
+// allocator register written memory instead (decision 0011, thirteenth-session
+// addendum).
 //
 //   nvcc -std=c++17 -O3 -arch=native -I native bench/gpu/pinned_alloc_stall.cu -o /tmp/pinned_alloc_stall
 //   /tmp/pinned_alloc_stall
@@ -21,11 +23,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -51,7 +53,7 @@ struct Stalls {
   int polls_over_1ms = 0;
   double longest_launch_us = 0;
   double longest_poll_us = 0;
-  int allocations = 0;
+  int page_lockings = 0;
 };
 
 Stalls replay_beside(Neighbour neighbour, size_t neighbour_bytes) {
@@ -110,7 +112,7 @@ Stalls replay_beside(Neighbour neighbour, size_t neighbour_bytes) {
       } else {
         CHECK_CUDA(cudaHostAlloc(&buffer, neighbour_bytes, cudaHostAllocDefault));
       }
-      ++stalls.allocations;
+      ++stalls.page_lockings;
       if (neighbour == Neighbour::kAllocateAndFree || kept_bytes + neighbour_bytes > kMaxKept) {
         release(buffer);
       } else {
@@ -179,7 +181,7 @@ int main() {
   };
   for (const Case& c : cases) {
     const Stalls s = replay_beside(c.neighbour, c.bytes);
-    std::printf("| %s | %d | %d | %d | %.0f | %.0f |\n", c.name, s.allocations, s.launches_over_1ms, s.polls_over_1ms,
+    std::printf("| %s | %d | %d | %d | %.0f | %.0f |\n", c.name, s.page_lockings, s.launches_over_1ms, s.polls_over_1ms,
                 s.longest_launch_us, s.longest_poll_us);
     std::fflush(stdout);  // the 4 MB cudaHostAlloc cases can take minutes
   }

@@ -9,38 +9,13 @@
  * (issue 3, "Runtime").
  */
 import { strict as assert } from 'assert';
+import { assertClose } from '../support/assert-close';
 import { readExample, runExample, EXAMPLE_NODES, type Received } from '../support/examples';
 import { helper } from '../support/red-helper';
 
 /** What the runtime logged since the flow was loaded, as text. */
 function logLines(): string[] {
   return helper.log().getCalls().map((call) => String(call.args[0]?.msg ?? ''));
-}
-
-/**
- * Equal structure, strings and integers; other numbers (scores, similarities,
- * all within [-1, 1]) within tolerance. fp32 plans: CUDA and the CPU agree to
- * about 1e-6 on these models.
- */
-function assertClose(gpu: unknown, cpu: unknown, where: string, tolerance = 1e-4): void {
-  if (typeof gpu === 'number' && typeof cpu === 'number') {
-    if (Number.isInteger(gpu) && Number.isInteger(cpu)) assert.equal(gpu, cpu, where);
-    else assert.ok(Math.abs(gpu - cpu) <= tolerance, `${where}: ${gpu} on CUDA, ${cpu} on the CPU`);
-    return;
-  }
-  if (Array.isArray(gpu) && Array.isArray(cpu)) {
-    assert.equal(gpu.length, cpu.length, `${where}: length`);
-    gpu.forEach((value, i) => assertClose(value, cpu[i], `${where}[${i}]`, tolerance));
-    return;
-  }
-  if (gpu !== null && cpu !== null && typeof gpu === 'object' && typeof cpu === 'object') {
-    assert.deepEqual(Object.keys(gpu).sort(), Object.keys(cpu).sort(), `${where}: keys`);
-    for (const key of Object.keys(gpu)) {
-      assertClose((gpu as Record<string, unknown>)[key], (cpu as Record<string, unknown>)[key], `${where}.${key}`, tolerance);
-    }
-    return;
-  }
-  assert.deepEqual(gpu, cpu, where);
 }
 
 /** Payloads in a fixed order (messages of one debug node may arrive in any order). */
@@ -66,7 +41,8 @@ describe('example flows on the GPU (GPU machine)', function () {
       await helper.unload();
       const onCpu = await runExample(example.name, { [example.debug]: example.messages }, { device: 'cpu' });
       assert.ok(logLines().some((line) => /device cpu runs on the CPU/.test(line)));
-      assertClose(payloads(onGpu[example.debug]), payloads(onCpu[example.debug]), example.name);
+      // fp32 plans: CUDA and the CPU agree to about 1e-6 on these models.
+      assertClose(payloads(onGpu[example.debug]), payloads(onCpu[example.debug]), example.name, 1e-4);
     });
   }
 

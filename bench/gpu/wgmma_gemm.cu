@@ -38,9 +38,11 @@
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS (exit status 2 when the probe cannot run), median_us
 #include "../../cuda/wgmma.cuh"  // shared_address, the swizzled tile descriptor, wgmma fence/commit/wait
+#include "tma.cuh"               // mbarrier waits, TMA loads, tensor maps
 
 namespace cg = cooperative_groups;
 using fusedrt::test::median_us;
+using namespace fusedrt::probe;
 
 namespace {
 
@@ -57,34 +59,6 @@ using fusedrt::gpu::wgmma_wait;
 // A K-major tile as TMA writes it with the 128-byte swizzle; moving 16 K
 // elements (32 bytes) along a row adds 2 to the descriptor.
 using fusedrt::gpu::swizzled_tile_descriptor;
-
-__device__ __forceinline__ void barrier_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count));
-}
-
-__device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ bool barrier_try_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n.reg .pred ready;\nmbarrier.try_wait.parity.shared::cta.b64 ready, [%1], %2;\nselp.u32 %0, 1, 0, ready;\n}\n"
-      : "=r"(done)
-      : "r"(shared_address(bar)), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-
-// Box (x = K offset, y = row offset) of `map` into dst; completes on bar.
-__device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint64_t* bar, int x, int y) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(
-          shared_address(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(x), "r"(y)
-      : "memory");
-}
 
 __device__ __forceinline__ uint64_t global_ns() {
   uint64_t ns;
@@ -311,37 +285,6 @@ __global__ void __launch_bounds__(kThreads) split_k_gemm(const __grid_constant__
   // This CTA's pushes must have read its tile before the CTA ends.
   if (splits > 1 && threadIdx.x == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
   stamp(stamps, 4);
-}
-
-PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    CHECK_CUDA(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found));
-    if (found != cudaDriverEntryPointSuccess || f == nullptr) {
-      std::fprintf(stderr, "cuTensorMapEncodeTiled not found\n");
-      std::exit(2);
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// A row-major fp16 matrix [rows, cols] read in boxes of box_rows x 64.
-CUtensorMap tile_map(const __half* base, int rows, int cols, int box_rows) {
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cols) * sizeof(__half)};
-  const cuuint32_t box[2] = {kBlockK, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(base), dims, strides,
-                                    box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuTensorMapEncodeTiled failed: %d\n", static_cast<int>(r));
-    std::exit(2);
-  }
-  return map;
 }
 
 struct Shape {

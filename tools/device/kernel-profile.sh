@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-kernel GPU times of one BERT-base MLM run (fp16, top-5 on the device)
-# under Nsight Compute, on the GPU machine (docs/cuda.md, "Profiling"). Run
-# there as
+# under Nsight Compute, on the GPU machine (bench/gpu/README.md, "Per-kernel
+# profile"). Run there as
 #   source .device/env.sh && bash tools/device/kernel-profile.sh [BATCHxSEQ[v] ...]
 # after the addon is built with CUDA (node scripts/build-native.js) and with
 # dist carried. Default cases: 1x128 32x128; a trailing v (32x128v) makes

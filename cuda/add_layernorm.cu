@@ -1,6 +1,7 @@
 // Rows of at most 4 * kRowThreadsMax 16-byte vectors (fp16: 4096 columns)
 // with every pointer 16-byte aligned are LayerNormed in registers: a block
-// of whole warps holds one row (or, from kManyRows rows on, several), loads
+// of whole warps holds one row (or, from kManyRows rows on, several; a
+// warp two rows of fp16 768 or narrower), loads
 // in, bias, residual, gamma and beta once and all before the first use,
 // takes mean and variance in two passes over the registers and stores. The
 // layout and the reasons for it are at launch_rows_in_registers

@@ -1,6 +1,7 @@
 // Hidden sizes of at most 4 * kRowThreadsMax 16-byte vectors (fp16: 4096)
 // with every table 16-byte aligned are LayerNormed in registers: a block of
-// whole warps holds one token (or, from kManyRows tokens on, several),
+// whole warps holds one token (or, from kManyRows tokens on, several; a
+// warp two tokens of hidden size 768 or less in fp16),
 // gathers its word, token-type and position rows and loads gamma and beta
 // once and all before the first use, takes mean and variance in two passes
 // over the registers and stores. The layout and the reasons for it are at

@@ -313,16 +313,19 @@ __device__ __forceinline__ void store_share_normalised(const float (&x)[kVecs][k
 // 128 blocks on 128 SMs (the warp-per-row kernel put it on 32 SMs, each
 // then pulling 4 rows, and the fp32 parameters for each, through its own
 // L2 port), and up to kManyRows the whole grid is resident at once (fp16
-// 768: 48 registers, 14 blocks of 96 threads per SM). From kManyRows on,
-// 4 / kVecs rows per block: the parameters (BERT's fp32 gamma, beta and
-// bias are 3x the bytes of a row's fp16 input and residual) are loaded once
-// per block instead of per row, the two block sums serve all its rows, and
-// each thread has all their loads in flight. fp16 768 at 4096 rows is then 1024
-// blocks, ~8 per SM, all resident at once (72 registers: 9 fit), with ~90 KB
-// of loads in flight per SM, above the ~36 KB that Little's law asks for
-// 4.8 TB/s at ~1 us of DRAM latency; at 1024 rows still ~2 blocks per SM.
-// Estimates from sizes, latencies and ptxas's register counts (sm_90), to be
-// confirmed with cuda/tests/layernorm_test.cu.
+// 768: 48 registers, 14 blocks of 96 threads per SM).
+//
+// From kManyRows on, a row of at most 3 x 32 vectors (fp16: 768 columns)
+// goes to one warp, two rows a warp: each lane holds up to 3 vectors of
+// both, the statistics are warp sums (no shared memory, no barrier), and
+// every warp issues its own rows' loads (embed_layernorm's table lookups
+// included) without waiting on the block's other warps. Measured on an H100
+// (cuda/tests/layernorm_test.cu, fp16 768, per launch in graphs of 20):
+// add_layernorm 6.42 -> 5.95 us at 4096 rows and 77.3 -> 77.2 at 49152;
+// embed_layernorm 9.8 -> 6.2 and 96.8 -> 61.9; one row a warp was within 2%
+// for add_layernorm and 15% slower for embed at 4096 rows, four rows a warp
+// 7-18% slower. Wider rows keep blocks of kVecs-vector threads, 4 / kVecs
+// rows each, parameters loaded once per block for all its rows.
 constexpr int64_t kManyRows = 1024;
 
 template <class Launch>
@@ -337,8 +340,18 @@ bool launch_rows_in_registers(int64_t vectors, int64_t rows, Launch&& launch) {
   const bool many = rows >= kManyRows;
   using One = std::integral_constant<int, 1>;
   using Two = std::integral_constant<int, 2>;
+  using Three = std::integral_constant<int, 3>;
   using Four = std::integral_constant<int, 4>;
-  if (vectors <= kRowThreadsMax) {
+  if (many && vectors <= 3 * kWarpSize) {
+    const dim3 warp(kWarpSize);
+    if (vectors <= kWarpSize) {
+      launch(One{}, Two{}, grid_for(2), warp);
+    } else if (vectors <= 2 * kWarpSize) {
+      launch(Two{}, Two{}, grid_for(2), warp);
+    } else {
+      launch(Three{}, Two{}, grid_for(2), warp);
+    }
+  } else if (vectors <= kRowThreadsMax) {
     if (many) {
       launch(One{}, Four{}, grid_for(4), block_for(1));
     } else {

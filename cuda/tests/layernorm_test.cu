@@ -361,7 +361,9 @@ void time_embed_layernorm(int64_t sequences, int64_t length, size_t l2_bytes) {
 
 template <class T>
 void add_checks(Rng& rng) {
-  for (int64_t cols : {768, 1024, 384, 100, 2048, 4096}) {
+  // From kManyRows rows, widths up to 96 vectors (fp16 256, 384, 768; fp32
+  // 256, 384) take a warp per two rows, 1 to 3 vectors a lane.
+  for (int64_t cols : {768, 1024, 384, 256, 100, 2048, 4096}) {
     for (int64_t rows : {37, 1029}) {  // one row per block, then several (kManyRows), last block partial
       add_case<T>(rng, rows, cols, true, true);
       add_case<T>(rng, rows, cols, true, false);
@@ -385,7 +387,7 @@ template <class T>
 void embed_checks(Rng& rng) {
   std::vector<int> many(9);
   for (int& l : many) l = rng.between(120, 200);  // >= 1080 tokens: several rows per block
-  for (int64_t hidden : {768, 384, 100, 2048, 4096}) {
+  for (int64_t hidden : {768, 384, 256, 100, 2048, 4096}) {
     embed_case<T>(rng, {7, 1, 30, 0, 64}, 26, hidden, true);
     embed_case<T>(rng, {128}, 0, hidden, false);
     embed_case<T>(rng, many, 37, hidden, true);

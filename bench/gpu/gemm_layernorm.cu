@@ -34,7 +34,6 @@
 // fewer), then times them in CUDA graphs of 20 (median of 30 per launch),
 // with the weight warm in L2 and cold (24 copies in turn). Exit status 1 if
 // a result is wrong, 2 if the probe cannot run.
-#include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -48,7 +47,8 @@
 #include "../../cuda/add_layernorm.cuh"
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, median_us, Rng
 #include "../../cuda/wgmma.cuh"
-#include "tma.cuh"  // mbarrier waits, TMA loads, tensor maps
+#include "lt_gemm.cuh"  // cuBLASLt as the backend calls it
+#include "tma.cuh"      // mbarrier waits, TMA loads, tensor maps
 
 using fusedrt::gpu::swizzled_tile_descriptor;
 using fusedrt::gpu::wgmma_commit;
@@ -329,39 +329,13 @@ cudaError_t launch_fused(const CUtensorMap& in_map, const CUtensorMap& weight_ma
 // product = in . weight^T (fp16 out, fp32 compute, no epilogue), then
 // add_layernorm(product + bias + residual).
 struct Unfused {
-  cublasLtHandle_t handle;
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, c;
-  cublasLtMatmulAlgo_t algo;
-  void* workspace;
-  size_t workspace_bytes = 32 << 20;
+  LtGemm gemm;
   __half* product;
 };
 
 Unfused make_unfused(cublasLtHandle_t handle, int rows, int k) {
-  Unfused u{};
-  u.handle = handle;
-  CHECK_CUBLAS(cublasLtMatmulDescCreate(&u.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(u.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&u.a, CUDA_R_16F, k, kHidden, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&u.b, CUDA_R_16F, k, rows, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&u.c, CUDA_R_16F, kHidden, rows, kHidden));
-  CHECK_CUDA(cudaMalloc(&u.workspace, u.workspace_bytes));
+  Unfused u{make_lt_gemm(handle, rows, kHidden, k, [](cublasLtMatmulDesc_t) {}), nullptr};
   CHECK_CUDA(cudaMalloc(&u.product, static_cast<size_t>(rows) * kHidden * sizeof(__half)));
-  cublasLtMatmulPreference_t preference;
-  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
-  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &u.workspace_bytes, sizeof(u.workspace_bytes)));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, u.desc, u.a, u.b, u.c, u.c, preference, 1, &result, &found));
-  cublasLtMatmulPreferenceDestroy(preference);
-  if (found == 0) {
-    std::fprintf(stderr, "no cuBLASLt algorithm\n");
-    std::exit(2);
-  }
-  u.algo = result.algo;
   return u;
 }
 
@@ -373,11 +347,9 @@ enum class Unfusing {
 
 void run_unfused(const Unfused& u, const __half* in, const __half* weight, const FusedArgs& p, Unfusing how,
                  cudaStream_t stream) {
-  const float one = 1.f, zero = 0.f;
   const bool residual_in_gemm = how == Unfusing::kResidualInGemm;
-  const __half* c = residual_in_gemm ? p.residual : u.product;
-  CHECK_CUBLAS(cublasLtMatmul(u.handle, u.desc, &one, weight, u.a, in, u.b, residual_in_gemm ? &one : &zero, c, u.c,
-                              u.product, u.c, &u.algo, u.workspace, u.workspace_bytes, stream));
+  run_lt_gemm(u.gemm, in, weight, residual_in_gemm ? 1.f : 0.f, residual_in_gemm ? p.residual : u.product, u.product,
+              stream);
   if (how == Unfusing::kGemmOnly) return;
   fusedrt::gpu::AddLayerNormArgs<__half> ln{};
   ln.in = u.product;
@@ -508,7 +480,7 @@ bool compare(cublasLtHandle_t handle, int rows, const Shape& shape, cudaStream_t
   }
 
   for (__half* w : weights) cudaFree(w);
-  const std::vector<const void*> buffers{in, p.bias, p.residual, p.gamma, p.beta, expected, got, u.product, u.workspace};
+  const std::vector<const void*> buffers{in, p.bias, p.residual, p.gamma, p.beta, expected, got, u.product, u.gemm.workspace};
   for (const void* d : buffers) cudaFree(const_cast<void*>(d));
   return ok;
 }

@@ -23,9 +23,6 @@
 // CTA's phases (%globaltimer) in one more launch. Exit status 1 if a
 // configuration's result is wrong.
 #include <cooperative_groups.h>
-#include <cublasLt.h>
-#include <cuda.h>
-#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -38,6 +35,7 @@
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS (exit status 2 when the probe cannot run), median_us
 #include "../../cuda/wgmma.cuh"  // shared_address, the swizzled tile descriptor, wgmma fence/commit/wait
+#include "lt_gemm.cuh"           // cuBLASLt as the backend calls it
 #include "tma.cuh"               // mbarrier waits, TMA loads, tensor maps
 
 namespace cg = cooperative_groups;
@@ -317,52 +315,21 @@ cudaError_t launch(const Operands& o, const CUtensorMap& in_map, const CUtensorM
                             o.k / kBlockK, stamps);
 }
 
-struct Lt {
-  cublasLtHandle_t handle;
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, c;
-  cublasLtMatmulAlgo_t algo;
-  void* workspace;
-  size_t workspace_bytes = 32 << 20;
-};
-
-// cuBLASLt's first heuristic choice for out = in . weight^T + bias (fp16,
-// fp32 compute), as the backend calls it (column-major view: out^T = W . in^T).
-Lt make_lt(cublasLtHandle_t handle, const Operands& o) {
-  Lt lt{};
-  lt.handle = handle;
-  CHECK_CUBLAS(cublasLtMatmulDescCreate(&lt.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-  const cudaDataType_t bias_type = CUDA_R_16F;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o.bias, sizeof(o.bias)));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.a, CUDA_R_16F, o.k, o.n, o.k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.b, CUDA_R_16F, o.k, o.rows, o.k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.c, CUDA_R_16F, o.n, o.rows, o.n));
-  CHECK_CUDA(cudaMalloc(&lt.workspace, lt.workspace_bytes));
-  cublasLtMatmulPreference_t preference;
-  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
-  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &lt.workspace_bytes, sizeof(lt.workspace_bytes)));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, lt.desc, lt.a, lt.b, lt.c, lt.c, preference, 1, &result, &found));
-  cublasLtMatmulPreferenceDestroy(preference);
-  if (found == 0) {
-    std::fprintf(stderr, "no cuBLASLt algorithm\n");
-    std::exit(2);
-  }
-  lt.algo = result.algo;
-  return lt;
+// cuBLASLt's first heuristic choice for out = in . weight^T + bias (fp16
+// bias epilogue), as the backend calls it.
+LtGemm make_lt(cublasLtHandle_t handle, const Operands& o) {
+  return make_lt_gemm(handle, o.rows, o.n, o.k, [&](cublasLtMatmulDesc_t desc) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    const cudaDataType_t bias_type = CUDA_R_16F;
+    CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o.bias, sizeof(o.bias)));
+  });
 }
 
-void run_lt(const Lt& lt, const Operands& o, const __half* weight, __half* out, cudaStream_t stream) {
-  const float one = 1.f, zero = 0.f;
-  CHECK_CUBLAS(cublasLtMatmul(lt.handle, lt.desc, &one, weight, lt.a, o.in, lt.b, &zero, out, lt.c, out, lt.c,
-                              &lt.algo, lt.workspace, lt.workspace_bytes, stream));
+void run_lt(const LtGemm& lt, const Operands& o, const __half* weight, __half* out, cudaStream_t stream) {
+  run_lt_gemm(lt, o.in, weight, 0.f, out, out, stream);
 }
 
 void fill(__half* device, size_t count, float amplitude, uint64_t seed) {
@@ -482,7 +449,7 @@ int main(int argc, char** argv) {
       }
       o.weights.push_back(w);
     }
-    const Lt lt = make_lt(handle, o);
+    const LtGemm lt = make_lt(handle, o);
     run_lt(lt, o, o.weights[0], o.expected, stream);
     CHECK_CUDA(cudaStreamSynchronize(stream));
     const double lt_warm = median_us([&](cudaStream_t s) { run_lt(lt, o, o.weights[0], o.out, s); }, 20, 30);

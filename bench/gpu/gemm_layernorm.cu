@@ -18,8 +18,9 @@
 // accumulators and stores fp16. It did not pay (bench/RESULTS.md; decision
 // 0008, fourteenth-session addendum): the results match, but an H100
 // co-schedules only 30 of these clusters (120 SMs), so BERT's 4096 rows take
-// two waves and the kernel is 0.52-0.55x of cuBLASLt + add_layernorm; in one
-// wave (3840 rows) it wins 1.04x on FFN2 and loses on the projection. The
+// two waves and the kernel is 0.52-0.57x of cuBLASLt + add_layernorm; in one
+// wave (3840 rows) it won 1.04x on FFN2, and 0.98x once add_layernorm got
+// faster the same session, and loses on the projection. The
 // third way timed here, cuBLASLt adding the residual as its C matrix, was
 // 0.93-0.98x.
 //

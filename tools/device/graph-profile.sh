@@ -23,16 +23,15 @@ if [ -z "$cupti" ]; then echo "CUPTI headers not found (set CUPTI_DIR)"; exit 1;
 lib=$(ls -d "$cupti"/lib64 "$cupti"/lib 2>/dev/null | head -1)
 g++ -std=c++17 -O2 -shared -fPIC -I"$cupti/include" -I/usr/local/cuda/include tools/device/kernel_trace.cpp \
   -L"$lib" -l:libcupti.so.13 -Wl,-rpath,"$lib" -o "$work/libkernel_trace.so" || exit 1
+source "$(dirname "$0")/profile-cases.sh"
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(1x128 32x128)
 for c in "${cases[@]}"; do
-  spec=${c%v}
-  varlen=$([ "$spec" != "$c" ] && echo --varlen)
-  batch=${spec%x*}; seq=${spec#*x}
+  args=$(profile_case_args "$c")
   # Once untraced, for the GPU time to set the traced one against.
-  node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 20 --runs 200 --graphs
+  node dist/bench/gpu/kernel-profile.js --work "$work" $args --warmup 20 --runs 200 --graphs
   CUDA_INJECTION64_PATH="$work/libkernel_trace.so" FUSEDRT_KERNEL_TRACE="$work/trace-$c.csv" \
-    node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 20 --runs 200 \
+    node dist/bench/gpu/kernel-profile.js --work "$work" $args --warmup 20 --runs 200 \
     --graphs || { echo "traced run failed for $c"; continue; }
   python3 tools/device/graph_kernel_table.py "$work/trace-$c.csv" "$c"
 done

@@ -17,21 +17,20 @@ work=/tmp/fusedrt-profile
 mkdir -p "$work"
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 if [ -z "$ncu" ]; then echo "ncu not found"; exit 1; fi
+source "$(dirname "$0")/profile-cases.sh"
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(1x128 32x128)
 for c in "${cases[@]}"; do
-  spec=${c%v}
-  varlen=$([ "$spec" != "$c" ] && echo --varlen)
-  batch=${spec%x*}; seq=${spec#*x}
+  args=$(profile_case_args "$c")
   # GPU time with graphs, then with cuBLASLt's GEMMs only, for comparison
   # within the run (docs/cuda.md, "GEMM tactics").
   for variant in "" FUSEDRT_GEMM_TACTICS=cublaslt; do
     echo "variant: ${variant:-default}"
-    env $variant node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 20 \
+    env $variant node dist/bench/gpu/kernel-profile.js --work "$work" $args --warmup 20 \
       --runs 200 --graphs
   done
   "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-    node dist/bench/gpu/kernel-profile.js --work "$work" --batch "$batch" --seq "$seq" $varlen --warmup 2 --runs 1 \
+    node dist/bench/gpu/kernel-profile.js --work "$work" $args --warmup 2 --runs 1 \
     > "$out/ncu-$c.csv" 2> "$out/ncu-$c.err" || { echo "ncu failed for $c:"; tail -5 "$out/ncu-$c.err"; continue; }
   python3 tools/device/kernel_table.py "$out/ncu-$c.csv" "$c"
 done

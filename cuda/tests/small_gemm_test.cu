@@ -728,7 +728,8 @@ int main() {
                                  {"FFN2", rows, 768, 3072, kNone}};
       for (const TimedGemm& g : gemms) time_gemm(g, prop, flush, flush_count, rng, stream);
     }
-    time_gemm({"MLM", 1, 30522, 768, kNone}, prop, flush, flush_count, rng, stream);
+    // The decoder at one [MASK] row and at a batch of 8 and 32 (8 x 128, 32 x 128 fill-mask).
+    for (int64_t rows : {1, 8, 32}) time_gemm({"MLM", rows, 30522, 768, kNone}, prop, flush, flush_count, rng, stream);
   } else {
     std::printf("\nTiming skipped: a check failed.\n");
   }

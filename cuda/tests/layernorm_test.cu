@@ -418,10 +418,11 @@ int main() {
   std::printf("| op | rows | MB | single us | graphed us | GB/s |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
-  for (int64_t rows : {128, 4096, 49152}) time_add_layernorm(rows, l2);
+  for (int64_t rows : {128, 512, 4096, 49152}) time_add_layernorm(rows, l2);
   for (int partials : {2, 4, 8}) time_add_layernorm(128, l2, partials);
   time_add_layernorm(1024, l2, 4);
   time_embed_layernorm(1, 128, l2);
+  time_embed_layernorm(4, 128, l2);
   time_embed_layernorm(32, 128, l2);
   time_embed_layernorm(128, 384, l2);
 

@@ -34,9 +34,9 @@
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS (exit status 2 when the probe cannot run), median_us
-#include "../../cuda/wgmma.cuh"  // shared_address, the swizzled tile descriptor, wgmma fence/commit/wait
+#include "../../cuda/wgmma.cuh"  // the swizzled tile descriptor, wgmma fence/commit/wait
 #include "lt_gemm.cuh"           // cuBLASLt as the backend calls it
-#include "tma.cuh"               // mbarrier waits, TMA loads, tensor maps
+#include "tma.cuh"               // shared_address, mbarrier waits, TMA loads, tensor maps
 
 namespace cg = cooperative_groups;
 using fusedrt::test::median_us;
@@ -50,7 +50,6 @@ constexpr int kThreads = 128;  // one warpgroup
 constexpr int kStages = 3;  // 3 x 24 KB + the receive buffer: two CTAs of tile width 64 per SM
 constexpr int kABytes = kBlockM * kBlockK * 2;
 
-using fusedrt::gpu::shared_address;
 using fusedrt::gpu::wgmma_commit;
 using fusedrt::gpu::wgmma_fence;
 using fusedrt::gpu::wgmma_wait;

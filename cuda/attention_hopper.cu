@@ -26,9 +26,13 @@
 // the kernel).
 //
 // A block is one warpgroup, 64 query rows of one (sequence, head); 4 fit an
-// SM (at most 128 registers). Blocks of two warpgroups sharing each K/V
-// stage (half the K/V traffic from L2) were tried: 1.5% faster at 128 x 384,
-// 4% slower with lengths in [48, 384] (bench/RESULTS.md, eleventh session).
+// SM (at most 128 registers). Where sequences of up to 128 keys would need
+// a second, partial wave of such blocks, a block takes both 64-row halves of
+// its sequence in turn instead, loading K and V once (kQTiles, at the
+// kernel).
+// Blocks of two warpgroups sharing each K/V stage (half the K/V traffic from
+// L2) were tried: 1.5% faster at 128 x 384, 4% slower with lengths in [48,
+// 384] (bench/RESULTS.md, eleventh session).
 #include <cfloat>
 #include <climits>
 #include <cstdlib>
@@ -56,9 +60,11 @@ constexpr int kChunksPerRow = kRowBytes / 16;
 constexpr int kStageBytes = kBlockN * kRowBytes;  // one K or one V stage
 
 constexpr int kThreads = 128;  // one warpgroup
+constexpr int kBlocksPerSm = 4;  // at most 128 registers a thread
 constexpr int kBlockM = 64;    // its query rows
 constexpr int kQBytes = kBlockM * kRowBytes;
-// Q, two K stages, two V stages, and 1024 bytes to align the first to 1024.
+// Q, two K stages, two V stages, and 1024 bytes to align the first to 1024
+// (with kQTiles 2, a second Q tile after the first).
 constexpr size_t kSharedBytes = kQBytes + 4 * kStageBytes + 1024;
 
 // Rows [0, kRows) of one head into a swizzled tile; rows from rows_valid on
@@ -176,8 +182,9 @@ __device__ __forceinline__ void wait_for_stage(int pending) {
 // Sequences up to this long fit the two K and two V stage buffers whole.
 constexpr int kWholeSequence = 2 * kBlockN;
 
-// Grid: x = sequence * tiles_per_sequence + query tile, y = head (as in
-// attention.cu). Stage j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}
+// Grid: x = sequence * blocks_per_sequence + block of the sequence, y = head
+// (as in attention.cu); a block takes kQTiles query tiles of kBlockM rows.
+// Stage j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}
 // together, so it needs K_j and V_{j-1} and loads K_{j+1} and V_j; each
 // buffer is refilled only after the product that read it has been waited
 // for by every warp (the barrier at the top of the stage). Query rows past
@@ -190,14 +197,19 @@ constexpr int kWholeSequence = 2 * kBlockN;
 // and blocks of short sequences are bound by that latency (H100, cold L2:
 // 1 x 128 8.0 -> 7.2 us, 32 x 128 20.4 -> 19.8; bench/RESULTS.md). Longer
 // sequences keep the plain pipeline, which the switch would slow by ~0.5%.
-template <bool kWhole>
-__global__ void __launch_bounds__(kThreads, 4)
-    attention_hopper_kernel(const AttentionHalfParams p, int tiles_per_sequence) {
-  const int sequence = blockIdx.x / tiles_per_sequence;
-  const int q0 = (blockIdx.x % tiles_per_sequence) * kBlockM;
+//
+// kQTiles 2 (kWhole only): both query tiles of a sequence of up to 128 keys
+// in one block, one after the other, on the K and V loaded once (both Q
+// tiles come with the first group). Launched where that makes the grid fit
+// the GPU in one wave of 4 blocks an SM (launch_attention_hopper).
+template <bool kWhole, int kQTiles>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    attention_hopper_kernel(const AttentionHalfParams p, int blocks_per_sequence) {
+  const int sequence = blockIdx.x / blocks_per_sequence;
+  const int first_q0 = (blockIdx.x % blocks_per_sequence) * kQTiles * kBlockM;
   const int64_t start = p.cu_seqlens[sequence];
   const int length = p.cu_seqlens[sequence + 1] - static_cast<int>(start);
-  if (q0 >= length) return;  // whole block, before any barrier or wgmma
+  if (first_q0 >= length) return;  // whole block, before any barrier or wgmma
 
   const int64_t width = p.heads * kHeadDim;
   const int64_t row_stride = 3 * width;
@@ -206,8 +218,8 @@ __global__ void __launch_bounds__(kThreads, 4)
   const __half* v_src = k_src + width;
 
   extern __shared__ unsigned char shared_raw[];
-  unsigned char* q_tile = shared_raw + ((1024 - (shared_address(shared_raw) & 1023)) & 1023);
-  unsigned char* k_stages = q_tile + kQBytes;
+  unsigned char* q_tiles = shared_raw + ((1024 - (shared_address(shared_raw) & 1023)) & 1023);
+  unsigned char* k_stages = q_tiles + kQTiles * kQBytes;
   unsigned char* v_stages = k_stages + 2 * kStageBytes;
   auto k_stage = [&](int j) { return k_stages + (j & 1) * kStageBytes; };
   auto v_stage = [&](int j) { return v_stages + (j & 1) * kStageBytes; };
@@ -224,76 +236,96 @@ __global__ void __launch_bounds__(kThreads, 4)
   };
 
   const int stages = (length + kBlockN - 1) / kBlockN;
-  load_tile_swizzled<kBlockM>(q_tile, q_src + q0 * row_stride, row_stride, length - q0);
-  load_stage(0, stages);
   // A sequence longer than max_seqlen breaks the launch's contract; it still
-  // gets the plain pipeline rather than overwritten buffers.
+  // gets the plain pipeline (for every tile) rather than overwritten buffers.
   const bool whole = kWhole && stages <= 2;
-  if (whole) {
-    for (int j = 1; j <= stages; ++j) load_stage(j, stages);
-  }
-
-  // As in attention.cu: base 2, c > 0; a negative scale negates Q.
-  const float c = fmaxf(fabsf(p.scale) * 1.4426950408889634f, FLT_MIN);
-  uint32_t q[kHeadDim / 16][4];
-  float o[kHeadDim / 2];
+#pragma unroll 1
+  for (int tile = 0; tile < kQTiles; ++tile) {
+    const int q0 = first_q0 + tile * kBlockM;
+    if (q0 >= length) break;
+    unsigned char* q_tile = q_tiles + tile * kQBytes;
+    if (tile == 0) {
 #pragma unroll
-  for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
-  // Rows g and g + 8 of the warp's 16 (g = lane / 4).
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.f, 0.f};
-  float rescale[2];
-  float s[kBlockN / 2];
-  uint32_t pa[kBlockN / 16][4];
+      for (int t = 0; t < kQTiles; ++t) {
+        const int tile_q0 = first_q0 + t * kBlockM;
+        if (tile_q0 < length) {
+          load_tile_swizzled<kBlockM>(q_tiles + t * kQBytes, q_src + tile_q0 * row_stride, row_stride,
+                                      length - tile_q0);
+        }
+      }
+    } else {
+      __syncthreads();  // every warp is done with the previous tile's stages
+    }
+    if (tile == 0 || !whole) {
+      load_stage(0, stages);
+      if (whole) {
+        for (int j = 1; j <= stages; ++j) load_stage(j, stages);
+      }
+    }
 
-  // Stage 0: S_0 and its softmax alone (O is still zero).
-  wait_for_stage(whole ? stages : 0);
-  if (!whole) load_stage(1, stages);
-  load_q_fragments(q_tile, p.scale < 0.f, q);
-  wgmma_fence();
-  issue_scores(s, q, swizzled_tile_descriptor(k_stage(0)));
-  wgmma_commit();
-  wgmma_wait<0>();
-  wgmma_hold(s);
-  softmax_stage(s, 0, length, c, row_max, row_sum, rescale);
-  pack_p(s, pa);
+    // As in attention.cu: base 2, c > 0; a negative scale negates Q.
+    const float c = fmaxf(fabsf(p.scale) * 1.4426950408889634f, FLT_MIN);
+    uint32_t q[kHeadDim / 16][4];
+    float o[kHeadDim / 2];
+#pragma unroll
+    for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
+    // Rows g and g + 8 of the warp's 16 (g = lane / 4).
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.f, 0.f};
+    float rescale[2];
+    float s[kBlockN / 2];
+    uint32_t pa[kBlockN / 16][4];
 
-  for (int j = 1; j < stages; ++j) {
-    wait_for_stage(whole ? stages - j : 0);  // K_j and V_{j-1}
-    if (!whole) load_stage(j + 1, stages);
+    // Stage 0: S_0 and its softmax alone (O is still zero). After the first
+    // tile of a whole block, every group has landed: the waits pass.
+    wait_for_stage(whole ? stages : 0);
+    if (!whole) load_stage(1, stages);
+    load_q_fragments(q_tile, p.scale < 0.f, q);
+    wgmma_fence();
+    issue_scores(s, q, swizzled_tile_descriptor(k_stage(0)));
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_hold(s);
+    softmax_stage(s, 0, length, c, row_max, row_sum, rescale);
+    pack_p(s, pa);
+
+    for (int j = 1; j < stages; ++j) {
+      wait_for_stage(whole ? stages - j : 0);  // K_j and V_{j-1}
+      if (!whole) load_stage(j + 1, stages);
+      wgmma_hold(o);
+      wgmma_fence();
+      issue_scores(s, q, swizzled_tile_descriptor(k_stage(j)));
+      wgmma_commit();
+      issue_pv(o, pa, swizzled_tile_descriptor(v_stage(j - 1)));
+      wgmma_commit();
+      wgmma_wait<1>();  // S_j
+      wgmma_hold(s);
+      softmax_stage(s, j * kBlockN, length, c, row_max, row_sum, rescale);
+      wgmma_wait<0>();  // P_{j-1} V_{j-1}
+      wgmma_hold(o);
+      wgmma_hold(pa);  // the product has read pa: only now may it be refilled
+#pragma unroll
+      for (int d = 0; d < kHeadDim / 8; ++d) {
+        o[4 * d] *= rescale[0];
+        o[4 * d + 1] *= rescale[0];
+        o[4 * d + 2] *= rescale[1];
+        o[4 * d + 3] *= rescale[1];
+      }
+      pack_p(s, pa);
+    }
+
+    wait_for_stage(0);  // V of the last stage
     wgmma_hold(o);
     wgmma_fence();
-    issue_scores(s, q, swizzled_tile_descriptor(k_stage(j)));
+    issue_pv(o, pa, swizzled_tile_descriptor(v_stage(stages - 1)));
     wgmma_commit();
-    issue_pv(o, pa, swizzled_tile_descriptor(v_stage(j - 1)));
-    wgmma_commit();
-    wgmma_wait<1>();  // S_j
-    wgmma_hold(s);
-    softmax_stage(s, j * kBlockN, length, c, row_max, row_sum, rescale);
-    wgmma_wait<0>();  // P_{j-1} V_{j-1}
+    wgmma_wait<0>();
     wgmma_hold(o);
-    wgmma_hold(pa);  // the product has read pa: only now may it be refilled
-#pragma unroll
-    for (int d = 0; d < kHeadDim / 8; ++d) {
-      o[4 * d] *= rescale[0];
-      o[4 * d + 1] *= rescale[0];
-      o[4 * d + 2] *= rescale[1];
-      o[4 * d + 3] *= rescale[1];
-    }
-    pack_p(s, pa);
+
+    store_attention_rows<kHeadDim>(
+        p, [&](int d, int e) { return o[4 * d + e]; }, row_sum, q0 + (threadIdx.x / kWarpSize) * 16, length,
+        kHeadDim, start * width + blockIdx.y * kHeadDim);
   }
-
-  wait_for_stage(0);  // V of the last stage
-  wgmma_hold(o);
-  wgmma_fence();
-  issue_pv(o, pa, swizzled_tile_descriptor(v_stage(stages - 1)));
-  wgmma_commit();
-  wgmma_wait<0>();
-  wgmma_hold(o);
-
-  store_attention_rows<kHeadDim>(
-      p, [&](int d, int e) { return o[4 * d + e]; }, row_sum, q0 + (threadIdx.x / kWarpSize) * 16, length,
-      kHeadDim, start * width + blockIdx.y * kHeadDim);
 }
 
 bool switched_to_mma() {
@@ -304,13 +336,17 @@ bool switched_to_mma() {
   return mma;
 }
 
-template <bool kWhole>
+template <bool kWhole, int kQTiles>
 cudaError_t launch_hopper(const AttentionHalfParams& p, int64_t tiles, cudaStream_t stream) {
-  const cudaError_t prepared = cudaFuncSetAttribute(
-      attention_hopper_kernel<kWhole>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSharedBytes));
+  constexpr size_t kShared = kSharedBytes + (kQTiles - 1) * kQBytes;
+  const cudaError_t prepared = cudaFuncSetAttribute(attention_hopper_kernel<kWhole, kQTiles>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    static_cast<int>(kShared));
   if (prepared != cudaSuccess) return prepared;
-  const dim3 grid(static_cast<unsigned>(p.sequences * tiles), static_cast<unsigned>(p.heads));
-  attention_hopper_kernel<kWhole><<<grid, kThreads, kSharedBytes, stream>>>(p, static_cast<int>(tiles));
+  const int64_t blocks_per_sequence = (tiles + kQTiles - 1) / kQTiles;
+  const dim3 grid(static_cast<unsigned>(p.sequences * blocks_per_sequence), static_cast<unsigned>(p.heads));
+  attention_hopper_kernel<kWhole, kQTiles>
+      <<<grid, kThreads, kShared, stream>>>(p, static_cast<int>(blocks_per_sequence));
   return cudaGetLastError();
 }
 
@@ -331,8 +367,22 @@ bool attention_hopper_supports(const AttentionHalfParams& p) {
 cudaError_t launch_attention_hopper(const AttentionHalfParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.max_seqlen + kBlockM - 1) / kBlockM;
   if (tiles * p.sequences > INT_MAX) return cudaErrorInvalidValue;
-  if (p.max_seqlen <= kWholeSequence) return launch_hopper<true>(p, tiles, stream);
-  return launch_hopper<false>(p, tiles, stream);
+  if (p.max_seqlen > kWholeSequence) return launch_hopper<false, 1>(p, tiles, stream);
+  int device = 0, sms = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (error != cudaSuccess) return error;
+  // Both query tiles a block where one tile a block spills into a second,
+  // partial wave and two fit one: 32 x 128 on an H100, 768 blocks for 528
+  // places, 12.7 -> 11.5 us warm. Larger grids keep one tile a block: at
+  // 128 x 128 (still 1.45 waves with two) two were 7% slower
+  // (bench/RESULTS.md, fifteenth session).
+  const int64_t one_tile_blocks = tiles * p.sequences * p.heads;
+  const int64_t places = int64_t{kBlocksPerSm} * sms;
+  if (tiles == 2 && one_tile_blocks > places && one_tile_blocks <= 2 * places) {
+    return launch_hopper<true, 2>(p, tiles, stream);
+  }
+  return launch_hopper<true, 1>(p, tiles, stream);
 }
 
 }  // namespace fusedrt::gpu

@@ -325,6 +325,8 @@ void run_timing(Rng& rng, const cudaDeviceProp& prop) {
               {"4 x 128", 128, 4, false},
               {"8 x 128", 128, 8, false},
               {"32 x 128", 128, 32, false},
+              {"32 x 128 varlen [16, 128]", 128, 32, true},
+              {"128 x 128", 128, 128, false},
               {"32 x 384", 384, 32, false},
               {"128 x 384", 384, 128, false},
               {"128 x 384 varlen [48, 384]", 384, 128, true}},

@@ -257,6 +257,16 @@ describe('CUDA backend (GPU machine)', function () {
     }
   }
 
+  // 32 sequences of up to 128 tokens with 12 heads of 64: on an H100 or H200
+  // the Hopper attention then takes both query tiles of a sequence in one
+  // block (768 one-tile blocks would not fit one wave); lengths of 1-64
+  // leave the second tile empty.
+  it('many sequences of up to 128 tokens, 12 heads of 64 (fp16)', async () => {
+    const plan = await randomPlan(work, 'random-768-12-gelu', { hidden: 768, heads: 12, act: 'gelu', layers: 1 }, 'fp16');
+    const lengths = Array.from({ length: 32 }, (_, i) => (i === 0 ? 128 : 1 + ((i * 53) % 128)));
+    await compareCudaWithCpu('32 sequences, d=64 fp16', plan, randomBatch(lengths, 500, [], 3, 8), 'fp16');
+  });
+
   for (const precision of ['fp32', 'fp16', 'fp8'] as const) {
     it(`CUDA graphs (${precision}): replays equal eager launches bit for bit, for every size in a bucket`, async () => {
       const plan = await randomPlan(work, 'graphs-128-2-gelu', { hidden: 128, heads: 2, act: 'gelu' }, precision);

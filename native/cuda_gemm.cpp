@@ -56,9 +56,15 @@ constexpr double kClearlySlower = 1.25;
 constexpr double kMinGain = 0.98;
 // Wall time per GemmKey; candidates are tried in order (the heuristic's
 // first, the project's own kernels', the heuristic's others) until it is
-// spent.
-// Capturing and timing one candidate takes 1-3 ms (H100).
+// spent. Capturing and timing one candidate takes 1-3 ms (H100), or up to
+// ~10 ms where its kernel's module loads first, whatever the GEMM's size,
+// while what a better choice saves every run grows with it: a key gets
+// kTuningBudgetPerLaunch times its heuristic first's launch time, at least
+// kTuningBudgetUs and at most kMaxTuningBudgetUs. (With 20 ms for every
+// key, BERT-base's 4096 x 3072 x 768 + GELU had 2 of its candidates timed.)
 constexpr double kTuningBudgetUs = 20000;
+constexpr double kTuningBudgetPerLaunch = 2000;
+constexpr double kMaxTuningBudgetUs = 100000;
 // The small-row kernel (cuda/small_gemm.cu) joins the candidates of fp16
 // GEMMs up to this many rows; beyond, cuBLASLt's large tiles fill the GPU.
 constexpr int64_t kSmallGemmMaxRows = 256;
@@ -678,9 +684,11 @@ class Tuner {
       result.not_tuned = "the heuristic's first cannot be captured";
       return;
     }
+    const double budget_us =
+        std::clamp(kTuningBudgetPerLaunch * span_us / reps, kTuningBudgetUs, kMaxTuningBudgetUs);
     // Timing the first (a lead and kSamples spans) and two rivals (a lead and
     // a span each, at the least) must fit the budget, or tuning cannot pay.
-    if ((1 + kSamples + 2 * 2) * span_us > kTuningBudgetUs) {
+    if ((1 + kSamples + 2 * 2) * span_us > budget_us) {
       result.first_us = span_us / reps;
       result.best_us = result.first_us;
       result.not_tuned = "too large to tune within the budget";
@@ -691,7 +699,7 @@ class Tuner {
     result.best_us = result.first_us;
     result.tried = 1;
 
-    for (size_t i = 1; i < candidates.size() && elapsed_us() < kTuningBudgetUs; ++i) {
+    for (size_t i = 1; i < candidates.size() && elapsed_us() < budget_us; ++i) {
       if (!queued(candidates[i])) continue;
       const GraphExecPtr graph = capture(candidates[i], reps);
       if (!graph) continue;

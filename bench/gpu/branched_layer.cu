@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_us
+#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
 
 using fusedrt::test::median_us;
 using fusedrt::test::Rng;
@@ -53,81 +54,47 @@ void* g_workspace;
 // Branches run at once, so each has its own cuBLASLt workspace.
 std::vector<void*> g_branch_workspaces;
 
-// out[rows, n] (ld_out) = in[rows, k] (ld_in) . weight[n, k]^T (ld_w), fp16
-// in and weight, fp32 compute; out fp16 or fp32; epilogue bias or bias+GELU.
-struct GemmShape {
-  int rows, n, k, ld_in, ld_w, ld_out;
-  bool fp32_out;
-  cublasLtEpilogue_t epilogue;
-  auto tie() const { return std::tie(rows, n, k, ld_in, ld_w, ld_out, fp32_out, epilogue); }
-  bool operator<(const GemmShape& o) const { return tie() < o.tie(); }
+using fusedrt::probe::LtProblem;
+using fusedrt::probe::LtShape;
+
+struct ShapeLess {
+  static auto tie(const LtShape& s) { return std::tie(s.rows, s.n, s.k, s.ld_in, s.ld_w, s.ld_out, s.fp32_out, s.epilogue); }
+  bool operator()(const LtShape& x, const LtShape& y) const { return tie(x) < tie(y); }
 };
 
+// A shape's problem and the algorithm chosen for it.
 struct Gemm {
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, c;
+  LtProblem problem;
   cublasLtMatmulAlgo_t algo;
   double us = 0;
 };
 
 void launch(const Gemm& g, const __half* in, const __half* weight, const __half* bias, void* out, void* workspace,
             cudaStream_t stream) {
-  const float one = 1.f, zero = 0.f;
-  if (bias != nullptr) {
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
-  CHECK_CUBLAS(cublasLtMatmul(g_lt, g.desc, &one, weight, g.a, in, g.b, &zero, out, g.c, out, g.c, &g.algo, workspace,
-                              kWorkspaceBytes, stream));
+  fusedrt::probe::run_lt_problem(g_lt, g.problem, g.algo, in, weight, bias, out, workspace, kWorkspaceBytes, stream);
 }
 
-std::map<GemmShape, Gemm> g_gemms;
-std::vector<GemmShape> g_used;  // the shapes of the layer being timed, in order
+std::map<LtShape, Gemm, ShapeLess> g_gemms;
+std::vector<LtShape> g_used;  // the shapes of the layer being timed, in order
 
-// The fastest of the heuristic's candidates for a shape, timed on the
-// given operands in graphs of 20 launches.
-const Gemm& gemm_for(const GemmShape& s, const __half* in, const __half* weight, const __half* bias, void* out) {
-  if (std::find_if(g_used.begin(), g_used.end(), [&](const GemmShape& u) { return !(u < s) && !(s < u); }) ==
-      g_used.end()) {
+// The fastest of the heuristic's first 8 candidates for a shape, timed on
+// the given operands in graphs of 20 launches.
+const Gemm& gemm_for(const LtShape& s, const __half* in, const __half* weight, const __half* bias, void* out) {
+  const ShapeLess less;
+  if (std::none_of(g_used.begin(), g_used.end(), [&](const LtShape& u) { return !less(u, s) && !less(s, u); })) {
     g_used.push_back(s);
   }
   auto found = g_gemms.find(s);
   if (found != g_gemms.end()) return found->second;
-  Gemm g{};
-  CHECK_CUBLAS(cublasLtMatmulDescCreate(&g.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &s.epilogue, sizeof(s.epilogue)));
-  if (s.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-    const cudaDataType_t bias_type = CUDA_R_16F;
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                                sizeof(bias_type)));
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.a, CUDA_R_16F, s.k, s.n, s.ld_w));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.b, CUDA_R_16F, s.k, s.rows, s.ld_in));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&g.c, s.fp32_out ? CUDA_R_32F : CUDA_R_16F, s.n, s.rows, s.ld_out));
-  cublasLtMatmulPreference_t preference;
-  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
-  const size_t workspace_bytes = kWorkspaceBytes;
-  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &workspace_bytes, sizeof(workspace_bytes)));
-  cublasLtMatmulHeuristicResult_t results[8];
-  int found_count = 0;
-  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(g_lt, g.desc, g.a, g.b, g.c, g.c, preference, 8, results, &found_count));
-  cublasLtMatmulPreferenceDestroy(preference);
-  if (found_count == 0) {
-    std::fprintf(stderr, "no cuBLASLt algorithm for %d x %d x %d\n", s.rows, s.n, s.k);
-    std::exit(2);
-  }
-  g.us = 1e30;
-  for (int i = 0; i < found_count; ++i) {
+  Gemm g{fusedrt::probe::make_lt_problem(g_lt, s, kWorkspaceBytes, 8), {}, 1e30};
+  for (const cublasLtMatmulHeuristicResult_t& result : g.problem.candidates) {
     Gemm candidate = g;
-    candidate.algo = results[i].algo;
+    candidate.algo = result.algo;
     const double us = median_us([&](cudaStream_t st) { launch(candidate, in, weight, bias, out, g_workspace, st); },
                                 20, 15);
     if (us < g.us) {
       g.us = us;
-      g.algo = results[i].algo;
+      g.algo = result.algo;
     }
   }
   return g_gemms.emplace(s, g).first->second;
@@ -343,7 +310,7 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     std::printf("| %d | %.2f | %.4f |", groups, 1e3 * ms[ms.size() / 2] / kLayers, worst);
-    for (const GemmShape& shape : g_used) {
+    for (const LtShape& shape : g_used) {
       std::printf(" %dx%dx%d: %.2f;", shape.rows, shape.n, shape.k, g_gemms[shape].us);
     }
     std::printf("\n");

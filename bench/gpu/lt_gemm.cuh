@@ -1,7 +1,8 @@
 // cuBLASLt as the backend calls it for out[rows, n] = in[rows, k] .
 // weight[n, k]^T (fp16, fp32 compute; in column-major terms out^T = W . in^T),
 // for the probes that time a kernel of their own against it
-// (wgmma_gemm.cu, gemm_layernorm.cu). Probe code only.
+// (wgmma_gemm.cu, gemm_layernorm.cu) or cuBLASLt's candidates against each
+// other (branched_layer.cu, tuning_conditions.cu). Probe code only.
 #pragma once
 
 #include <cublasLt.h>
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS
 
@@ -23,6 +25,75 @@ struct LtGemm {
   void* workspace;
   size_t workspace_bytes = 32 << 20;
 };
+
+// A GEMM as the backend sets one up, with leading dimensions: out[rows, n]
+// (ld_out; fp16, or fp32 for partials) = in[rows, k] (ld_in) . weight[n, k]^T
+// (ld_w), and an epilogue of none, BIAS or GELU_BIAS with an fp16 bias whose
+// pointer is set per launch (CUBLASLT_MATMUL_DESC_BIAS_POINTER).
+struct LtShape {
+  int rows, n, k, ld_in, ld_w, ld_out;
+  bool fp32_out;
+  cublasLtEpilogue_t epilogue;
+};
+
+struct LtProblem {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, c;  // weight, in, out (C and D)
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates;  // the heuristic's, best first
+};
+
+// The descriptor, the layouts and up to max_candidates of the heuristic's
+// algorithms within workspace_bytes; exits with status 2 when it offers none.
+inline LtProblem make_lt_problem(cublasLtHandle_t handle, const LtShape& s, size_t workspace_bytes,
+                                 int max_candidates) {
+  LtProblem p;
+  CHECK_CUBLAS(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T;
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &s.epilogue, sizeof(s.epilogue)));
+  if (s.epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    const cudaDataType_t bias_type = CUDA_R_16F;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                sizeof(bias_type)));
+  }
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16F, s.k, s.n, s.ld_w));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16F, s.k, s.rows, s.ld_in));
+  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.c, s.fp32_out ? CUDA_R_32F : CUDA_R_16F, s.n, s.rows, s.ld_out));
+  cublasLtMatmulPreference_t preference;
+  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
+  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace_bytes, sizeof(workspace_bytes)));
+  p.candidates.resize(static_cast<size_t>(max_candidates));
+  int found = 0;
+  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, preference, max_candidates,
+                                              p.candidates.data(), &found));
+  cublasLtMatmulPreferenceDestroy(preference);
+  p.candidates.resize(static_cast<size_t>(found));
+  if (found == 0) {
+    std::fprintf(stderr, "no cuBLASLt algorithm for %d x %d x %d\n", s.rows, s.n, s.k);
+    std::exit(2);
+  }
+  return p;
+}
+
+inline void destroy_lt_problem(LtProblem& p) {
+  cublasLtMatrixLayoutDestroy(p.a);
+  cublasLtMatrixLayoutDestroy(p.b);
+  cublasLtMatrixLayoutDestroy(p.c);
+  cublasLtMatmulDescDestroy(p.desc);
+}
+
+// out = in . weight^T (+ bias, which the epilogue needs) with one algorithm.
+inline void run_lt_problem(cublasLtHandle_t handle, const LtProblem& p, const cublasLtMatmulAlgo_t& algo,
+                           const __half* in, const __half* weight, const __half* bias, void* out, void* workspace,
+                           size_t workspace_bytes, cudaStream_t stream) {
+  if (bias != nullptr) {
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float one = 1.f, zero = 0.f;
+  CHECK_CUBLAS(cublasLtMatmul(handle, p.desc, &one, weight, p.a, in, p.b, &zero, out, p.c, out, p.c, &algo, workspace,
+                              workspace_bytes, stream));
+}
 
 // The descriptor, layouts and the heuristic's first algorithm; `configure`
 // sets the descriptor's epilogue attributes (if any) before the heuristic

@@ -27,7 +27,12 @@
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng
+#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
 
+using fusedrt::probe::LtProblem;
+using fusedrt::probe::destroy_lt_problem;
+using fusedrt::probe::make_lt_problem;
+using fusedrt::probe::run_lt_problem;
 using fusedrt::test::Rng;
 
 namespace {
@@ -129,35 +134,11 @@ int main() {
     CHECK_CUDA(cudaMemcpy(weight, host.data(), weight_count * 2, cudaMemcpyHostToDevice));
     CHECK_CUDA(cudaMemcpy(bias, host.data(), size_t{static_cast<size_t>(s.n)} * 2, cudaMemcpyHostToDevice));
 
-    // As the backend describes it: out^T = W . in^T in column-major terms.
-    cublasLtMatmulDesc_t desc;
-    CHECK_CUBLAS(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t transpose = CUBLAS_OP_T;
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-    const cublasLtEpilogue_t epilogue = s.gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    const cudaDataType_t bias_type = CUDA_R_16F;
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                                sizeof(bias_type)));
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-    cublasLtMatrixLayout_t a, b, c;
-    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&a, CUDA_R_16F, s.k, s.n, s.k));
-    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&b, CUDA_R_16F, s.k, s.rows, s.k));
-    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&c, CUDA_R_16F, s.n, s.rows, s.n));
-    cublasLtMatmulPreference_t preference;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
-    const size_t workspace_bytes = kWorkspaceBytes;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                      &workspace_bytes, sizeof(workspace_bytes)));
-    cublasLtMatmulHeuristicResult_t results[16];
-    int found = 0;
-    CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, desc, a, b, c, c, preference, 16, results, &found));
-    cublasLtMatmulPreferenceDestroy(preference);
-
+    LtProblem problem = make_lt_problem(
+        lt, {s.rows, s.n, s.k, s.k, s.k, s.n, false, s.gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS},
+        kWorkspaceBytes, 16);
     const auto gemm = [&](const cublasLtMatmulAlgo_t& algo) {
-      const float one = 1.f, zero = 0.f;
-      CHECK_CUBLAS(cublasLtMatmul(lt, desc, &one, weight, a, in, b, &zero, out, c, out, c, &algo, workspace,
-                                  kWorkspaceBytes, stream));
+      run_lt_problem(lt, problem, algo, in, weight, bias, out, workspace, kWorkspaceBytes, stream);
     };
     const auto prepare = [&] {
       CHECK_CUDA(cudaMemsetAsync(flush, 0, flush_bytes, stream));
@@ -172,20 +153,20 @@ int main() {
       double warm, in_run;
     };
     std::vector<Timed> timed;
-    for (int i = 0; i < found; ++i) {
-      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      gemm(results[i].algo);  // loads the module outside the captures
+    for (size_t i = 0; i < problem.candidates.size(); ++i) {
+      const cublasLtMatmulAlgo_t& algo = problem.candidates[i].algo;
+      if (problem.candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      gemm(algo);  // loads the module outside the captures
       CHECK_CUDA(cudaStreamSynchronize(stream));
-      Timed t{i, config(results[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
-              config(results[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-              config(results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), 0, 0};
+      Timed t{static_cast<int>(i), config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID), config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+              config(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), 0, 0};
       t.warm = graph_us(stream, [&] {
-                 for (int r = 0; r < kLaunches; ++r) gemm(results[i].algo);
+                 for (int r = 0; r < kLaunches; ++r) gemm(algo);
                }) / kLaunches;
       t.in_run = (graph_us(stream, [&] {
                     for (int r = 0; r < kLaunches; ++r) {
                       prepare();
-                      gemm(results[i].algo);
+                      gemm(algo);
                     }
                   }) - prepare_us) / kLaunches;
       timed.push_back(t);
@@ -195,7 +176,7 @@ int main() {
     std::sort(by_warm.begin(), by_warm.end(), [&](int x, int y) { return timed[x].warm < timed[y].warm; });
     std::sort(by_run.begin(), by_run.end(), [&](int x, int y) { return timed[x].in_run < timed[y].in_run; });
     std::printf("\n%s %d x %d x %d%s: %d candidates (flush + input rewrite alone %.2f us a launch)\n", s.name,
-                s.rows, s.n, s.k, s.gelu ? " + GELU" : "", found, prepare_us / kLaunches);
+                s.rows, s.n, s.k, s.gelu ? " + GELU" : "", static_cast<int>(problem.candidates.size()), prepare_us / kLaunches);
     std::printf("| # | tile | stages | split-K | warm us | rank | in-run us | rank |\n");
     std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (size_t i = 0; i < timed.size(); ++i) {
@@ -204,10 +185,7 @@ int main() {
       std::printf("| %d | %d | %d | %d | %.2f | %d | %.2f | %d |\n", timed[i].index, timed[i].tile, timed[i].stages,
                   timed[i].splits, timed[i].warm, warm_rank, timed[i].in_run, run_rank);
     }
-    cublasLtMatrixLayoutDestroy(a);
-    cublasLtMatrixLayoutDestroy(b);
-    cublasLtMatrixLayoutDestroy(c);
-    cublasLtMatmulDescDestroy(desc);
+    destroy_lt_problem(problem);
     CHECK_CUDA(cudaFree(in));
     CHECK_CUDA(cudaFree(weight));
     CHECK_CUDA(cudaFree(bias));

@@ -19,10 +19,11 @@
 // QKV and the output projection (it reads the Q columns): the probe times
 // the GEMM chains. 12 layers, each its own weights (113 MB, more than L2
 // holds, as in a run), captured as one graph; µs per layer is the median of
-// 50 replays / 12. Every GEMM shape gets the fastest of the heuristic's
-// first 8 algorithms, timed warm, as the backend's tuner does. Each
-// graph's output is checked against the same layers queued eagerly on one
-// stream (exit status 1 if they differ: a missing join).
+// 50 replays (each behind an untimed one) / 12. Every GEMM shape gets the
+// fastest of the heuristic's first 8 algorithms, timed warm, as the
+// backend's tuner does. Each graph's output is checked against the same
+// layers queued eagerly on one stream (exit status 1 if they differ: a
+// missing join).
 #include <cublasLt.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -35,9 +36,10 @@
 #include <tuple>
 #include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_us
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_us, median_graph_us
 #include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
 
+using fusedrt::test::median_graph_us;
 using fusedrt::test::median_us;
 using fusedrt::test::Rng;
 
@@ -295,21 +297,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < graph_out.size(); ++i) {
       worst = std::max(worst, std::fabs(double(__half2float(graph_out[i])) - __half2float(eager_out[i])));
     }
-    std::vector<float> ms;
-    cudaEvent_t start, stop;
-    CHECK_CUDA(cudaEventCreate(&start));
-    CHECK_CUDA(cudaEventCreate(&stop));
-    for (int i = 0; i < 60; ++i) {
-      CHECK_CUDA(cudaEventRecord(start, main_stream));
-      CHECK_CUDA(cudaGraphLaunch(exec, main_stream));
-      CHECK_CUDA(cudaEventRecord(stop, main_stream));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-      if (i >= 10) ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    std::printf("| %d | %.2f | %.4f |", groups, 1e3 * ms[ms.size() / 2] / kLayers, worst);
+    const double us = median_graph_us(exec, main_stream, 50);
+    std::printf("| %d | %.2f | %.4f |", groups, us / kLayers, worst);
     for (const LtShape& shape : g_used) {
       std::printf(" %dx%dx%d: %.2f;", shape.rows, shape.n, shape.k, g_gemms[shape].us);
     }

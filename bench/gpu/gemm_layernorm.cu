@@ -335,7 +335,7 @@ struct Unfused {
 };
 
 Unfused make_unfused(cublasLtHandle_t handle, int rows, int k) {
-  Unfused u{make_lt_gemm(handle, rows, kHidden, k, [](cublasLtMatmulDesc_t) {}), nullptr};
+  Unfused u{make_lt_gemm(handle, {rows, kHidden, k, k, k, kHidden, false, CUBLASLT_EPILOGUE_DEFAULT}), nullptr};
   CHECK_CUDA(cudaMalloc(&u.product, static_cast<size_t>(rows) * kHidden * sizeof(__half)));
   return u;
 }
@@ -349,7 +349,7 @@ enum class Unfusing {
 void run_unfused(const Unfused& u, const __half* in, const __half* weight, const FusedArgs& p, Unfusing how,
                  cudaStream_t stream) {
   const bool residual_in_gemm = how == Unfusing::kResidualInGemm;
-  run_lt_gemm(u.gemm, in, weight, residual_in_gemm ? 1.f : 0.f, residual_in_gemm ? p.residual : u.product, u.product,
+  run_lt_gemm(u.gemm, in, weight, nullptr, residual_in_gemm ? 1.f : 0.f, residual_in_gemm ? p.residual : u.product, u.product,
               stream);
   if (how == Unfusing::kGemmOnly) return;
   fusedrt::gpu::AddLayerNormArgs<__half> ln{};

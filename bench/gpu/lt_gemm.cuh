@@ -17,15 +17,6 @@
 
 namespace fusedrt::probe {
 
-struct LtGemm {
-  cublasLtHandle_t handle;
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, c;
-  cublasLtMatmulAlgo_t algo;
-  void* workspace;
-  size_t workspace_bytes = 32 << 20;
-};
-
 // A GEMM as the backend sets one up, with leading dimensions: out[rows, n]
 // (ld_out; fp16, or fp32 for partials) = in[rows, k] (ld_in) . weight[n, k]^T
 // (ld_w), and an epilogue of none, BIAS or GELU_BIAS with an fp16 bias whose
@@ -95,43 +86,31 @@ inline void run_lt_problem(cublasLtHandle_t handle, const LtProblem& p, const cu
                               workspace_bytes, stream));
 }
 
-// The descriptor, layouts and the heuristic's first algorithm; `configure`
-// sets the descriptor's epilogue attributes (if any) before the heuristic
-// is asked. Exits with status 2 when cuBLASLt offers nothing.
-template <class Configure>
-LtGemm make_lt_gemm(cublasLtHandle_t handle, int rows, int n, int k, Configure&& configure) {
-  LtGemm lt{};
-  lt.handle = handle;
-  CHECK_CUBLAS(cublasLtMatmulDescCreate(&lt.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose = CUBLAS_OP_T;
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(lt.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
-  configure(lt.desc);
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.a, CUDA_R_16F, k, n, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.b, CUDA_R_16F, k, rows, k));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&lt.c, CUDA_R_16F, n, rows, n));
+// The heuristic's first algorithm for a shape, with a workspace of its own.
+struct LtGemm {
+  cublasLtHandle_t handle;
+  LtProblem problem;
+  void* workspace;
+  size_t workspace_bytes = 32 << 20;
+};
+
+inline LtGemm make_lt_gemm(cublasLtHandle_t handle, const LtShape& shape) {
+  LtGemm lt{handle, make_lt_problem(handle, shape, size_t{32} << 20, 1), nullptr};
   CHECK_CUDA(cudaMalloc(&lt.workspace, lt.workspace_bytes));
-  cublasLtMatmulPreference_t preference;
-  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
-  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                    &lt.workspace_bytes, sizeof(lt.workspace_bytes)));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, lt.desc, lt.a, lt.b, lt.c, lt.c, preference, 1, &result, &found));
-  cublasLtMatmulPreferenceDestroy(preference);
-  if (found == 0) {
-    std::fprintf(stderr, "no cuBLASLt algorithm\n");
-    std::exit(2);
-  }
-  lt.algo = result.algo;
   return lt;
 }
 
-// out = in . weight^T (+ c when beta is 1: c may be out, or another [rows, n]).
-inline void run_lt_gemm(const LtGemm& lt, const __half* in, const __half* weight, float beta, const __half* c,
-                        __half* out, cudaStream_t stream) {
+// out = in . weight^T (+ bias where the epilogue has one) (+ c when beta is
+// 1: c may be out, or another [rows, n]).
+inline void run_lt_gemm(const LtGemm& lt, const __half* in, const __half* weight, const __half* bias, float beta,
+                        const __half* c, __half* out, cudaStream_t stream) {
+  const LtProblem& p = lt.problem;
+  if (bias != nullptr) {
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
   const float one = 1.f;
-  CHECK_CUBLAS(cublasLtMatmul(lt.handle, lt.desc, &one, weight, lt.a, in, lt.b, &beta, c, lt.c, out, lt.c, &lt.algo,
-                              lt.workspace, lt.workspace_bytes, stream));
+  CHECK_CUBLAS(cublasLtMatmul(lt.handle, p.desc, &one, weight, p.a, in, p.b, &beta, c, p.c, out, p.c,
+                              &p.candidates.front().algo, lt.workspace, lt.workspace_bytes, stream));
 }
 
 }  // namespace fusedrt::probe

@@ -26,13 +26,14 @@
 #include <functional>
 #include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_graph_us
 #include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
 
 using fusedrt::probe::LtProblem;
 using fusedrt::probe::destroy_lt_problem;
 using fusedrt::probe::make_lt_problem;
 using fusedrt::probe::run_lt_problem;
+using fusedrt::test::median_graph_us;
 using fusedrt::test::Rng;
 
 namespace {
@@ -55,28 +56,6 @@ __global__ void rewrite(__half* data, size_t count) {
   }
 }
 
-// Median over kSamples of one run of `graph`, in microseconds.
-double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < kSamples + 1; ++i) {
-    CHECK_CUDA(cudaGraphLaunch(graph, stream));  // the lead: the host's launch latency stays out of the sample
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(graph, stream));
-    CHECK_CUDA(cudaEventRecord(stop, stream));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i > 0) ms.push_back(t);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return 1e3 * ms[ms.size() / 2];
-}
-
 double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
@@ -84,7 +63,7 @@ double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
   enqueue();
   CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
   CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  const double us = median_graph_us(exec, stream);
+  const double us = median_graph_us(exec, stream, kSamples);
   CHECK_CUDA(cudaGraphExecDestroy(exec));
   CHECK_CUDA(cudaGraphDestroy(graph));
   return us;

@@ -317,18 +317,11 @@ cudaError_t launch(const Operands& o, const CUtensorMap& in_map, const CUtensorM
 // cuBLASLt's first heuristic choice for out = in . weight^T + bias (fp16
 // bias epilogue), as the backend calls it.
 LtGemm make_lt(cublasLtHandle_t handle, const Operands& o) {
-  return make_lt_gemm(handle, o.rows, o.n, o.k, [&](cublasLtMatmulDesc_t desc) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    const cudaDataType_t bias_type = CUDA_R_16F;
-    CHECK_CUBLAS(
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &o.bias, sizeof(o.bias)));
-  });
+  return make_lt_gemm(handle, {o.rows, o.n, o.k, o.k, o.k, o.n, false, CUBLASLT_EPILOGUE_BIAS});
 }
 
 void run_lt(const LtGemm& lt, const Operands& o, const __half* weight, __half* out, cudaStream_t stream) {
-  run_lt_gemm(lt, o.in, weight, 0.f, out, out, stream);
+  run_lt_gemm(lt, o.in, weight, o.bias, 0.f, out, out, stream);
 }
 
 void fill(__half* device, size_t count, float amplitude, uint64_t seed) {

@@ -94,6 +94,30 @@ inline double median_us(const std::function<void(cudaStream_t)>& launch, int per
   return 1e3 * ms[samples / 2] / per_sample;
 }
 
+// Median over `samples` of one run of an instantiated graph, in
+// microseconds. Each timed run is queued behind an untimed one, so the
+// host's launch latency stays out of it.
+inline double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream, int samples) {
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  std::vector<float> ms;
+  for (int i = 0; i < samples; ++i) {
+    CHECK_CUDA(cudaGraphLaunch(graph, stream));
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    CHECK_CUDA(cudaGraphLaunch(graph, stream));
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return 1e3 * ms[ms.size() / 2];
+}
+
 constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
                                        Activation::kRelu, Activation::kTanh};
 constexpr int kActivationCount = 5;

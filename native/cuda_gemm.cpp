@@ -30,7 +30,9 @@ namespace fusedrt {
 namespace {
 
 // cuBLASLt workspace per runner: enough for the split-K and stream-K
-// algorithms the heuristic picks for BERT-sized GEMMs.
+// algorithms the heuristic picks for BERT-sized GEMMs when it has no
+// workspace-free one (try_gemm_setup), and the small-row kernel's split-K
+// partials.
 constexpr size_t kGemmWorkspaceBytes = 32u << 20;
 // Cached GEMM setups per runner: a handful per launch shape; the cache is
 // emptied when it reaches this size (safe: a runner's calls never overlap,
@@ -237,6 +239,10 @@ struct Tactic {
   cublasLtMatmulAlgo_t algo{};
   gpu::SmallGemmConfig config;
   bool gemv = false;
+  // The workspace a cuBLASLt algorithm is launched with: what the heuristic
+  // said it needs. Offered more, cuBLASLt may run another variant of it
+  // (try_gemm_setup says why that matters).
+  size_t workspace_bytes = 0;
 };
 
 // Everything one GemmKey needs, owned: cuBLASLt's descriptors and the
@@ -336,10 +342,6 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
 
   MatmulPreference preference;
   check(cublasLtMatmulPreferenceCreate(&preference.preference), "cublasLtMatmulPreferenceCreate");
-  const size_t workspace_bytes = kGemmWorkspaceBytes;
-  check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                             &workspace_bytes, sizeof(workspace_bytes)),
-        "MAX_WORKSPACE_BYTES");
   const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_weight},
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_in},
@@ -354,8 +356,20 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   // GEMMs it often offers one or two algorithms, split-K ones with a
   // separate reduction kernel among them; asking again without split-K and
   // with in-place reduction widens what tuning can choose from.
+  //
+  // Algorithms that need no workspace come first, and those that do are
+  // asked for only when there are none: given a workspace, cuBLASLt 13's
+  // Hopper kernels for BERT's larger GEMMs (the same tiles) zero a counter
+  // in it with a memset before each launch. Back to back, as tuning times
+  // them, that costs nothing; in a run, after another kernel, the memset
+  // node leaves the GPU idle 3.3-4.2 us, and the kernels themselves are up
+  // to 2 us slower than their workspace-free twins (bench/RESULTS.md,
+  // sixteenth session, "cuBLASLt's workspace").
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_candidates));
-  const auto add_candidates = [&](uint32_t reduction_schemes) {
+  const auto add_candidates = [&](uint32_t reduction_schemes, size_t workspace_bytes) {
+    check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                               &workspace_bytes, sizeof(workspace_bytes)),
+          "MAX_WORKSPACE_BYTES");
     check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                                &reduction_schemes, sizeof(reduction_schemes)),
           "REDUCTION_SCHEME_MASK");
@@ -369,15 +383,18 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
       const bool known = std::any_of(setup->candidates.begin(), setup->candidates.end(), [&](const Tactic& t) {
         return std::memcmp(&t.algo, &result.algo, sizeof(t.algo)) == 0;
       });
-      if (!known && result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes) {
-        setup->candidates.push_back(Tactic{false, result.algo, {}});
+      if (!known && result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= workspace_bytes) {
+        setup->candidates.push_back(Tactic{false, result.algo, {}, false, result.workspaceSize});
       }
     }
   };
-  add_candidates(CUBLASLT_REDUCTION_SCHEME_MASK);
-  if (max_candidates > 1) {
-    add_candidates(CUBLASLT_REDUCTION_SCHEME_NONE);
-    add_candidates(CUBLASLT_REDUCTION_SCHEME_INPLACE);
+  for (const size_t workspace_bytes : {size_t{0}, kGemmWorkspaceBytes}) {
+    add_candidates(CUBLASLT_REDUCTION_SCHEME_MASK, workspace_bytes);
+    if (max_candidates > 1) {
+      add_candidates(CUBLASLT_REDUCTION_SCHEME_NONE, workspace_bytes);
+      add_candidates(CUBLASLT_REDUCTION_SCHEME_INPLACE, workspace_bytes);
+    }
+    if (!setup->candidates.empty()) break;
   }
   if (setup->candidates.empty()) return nullptr;
   return setup;
@@ -498,8 +515,10 @@ struct LaunchTarget {
 };
 
 // Scalars are read on the host when the call is made, also while capturing.
-cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, const cublasLtMatmulAlgo_t& algo,
+cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, const Tactic& tactic,
                                const GemmArgs& c) {
+  const cublasLtMatmulAlgo_t& algo = tactic.algo;
+  void* const workspace = tactic.workspace_bytes > 0 ? to.workspace : nullptr;
   const float one = 1.f;
   const float zero = 0.f;
   void* out = setup.into_partials ? static_cast<void*>(c.partials) : c.out;
@@ -507,10 +526,10 @@ cublasStatus_t launch_cublaslt(const LaunchTarget& to, const GemmSetup& setup, c
     // Any address but out's: the same one with another layout would make
     // cuBLASLt take the call for an invalid in-place one.
     return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, c.in,
-                          setup.unread_c, out, setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
+                          setup.unread_c, out, setup.out, &algo, workspace, tactic.workspace_bytes, to.stream);
   }
   return cublasLtMatmul(to.lt, setup.desc, &one, c.weight, setup.weight, c.in, setup.in, &zero, out, setup.out, out,
-                        setup.out, &algo, to.workspace, kGemmWorkspaceBytes, to.stream);
+                        setup.out, &algo, workspace, tactic.workspace_bytes, to.stream);
 }
 
 // Queues one call with a tactic: the product, bias and activation (with
@@ -535,9 +554,9 @@ void queue_gemm(const LaunchTarget& to, const GemmSetup& setup, const Tactic& ta
     if (setup.epilogue_in_kernel || gemm_epilogue(c.activation, c.bias != nullptr, true).separate_activation) {
       fail(ErrorCode::kBackend, "cuBLASLt cannot fuse this fp8 GEMM's bias and activation");
     }
-    check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul (fp8)");
+    check(launch_cublaslt(to, setup, tactic, c), "cublasLtMatmul (fp8)");
   } else {
-    check(launch_cublaslt(to, setup, tactic.algo, c), "cublasLtMatmul");
+    check(launch_cublaslt(to, setup, tactic, c), "cublasLtMatmul");
     if (setup.into_partials) return;  // no bias or activation (run_into_partials)
     gpu::BiasActivationArgs<Out> epilogue{as<Out>(c.out), as<Out>(c.bias), c.activation, c.rows, c.n};
     if (setup.epilogue_in_kernel) {
@@ -861,7 +880,8 @@ void log_tuning(const GemmKey& key, const TuneResult& r) {
             config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_TILE_ID) + " stages " +
             config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID) + " splitk " +
             config_value<int32_t>(t.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) + " reduction " +
-            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + ")";
+            config_value<uint32_t>(t.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) + " workspace " +
+            std::to_string(t.workspace_bytes) + ")";
   }
   std::fprintf(stderr, "%s, %.1f ms\n", line.c_str(), r.wall_ms);
 }

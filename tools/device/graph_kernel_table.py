@@ -7,9 +7,10 @@ producer, with the L2 holding what the run left there, and the gaps between
 kernels. Kernels launched from graphs are split into runs where the GPU
 idles longer than --gap-us; the last --runs runs of the most common kernel
 count are kept. Prints, for one run: the median duration of each kernel
-position (first and last 12 positions), totals per kernel name, and the
-median run span (first start to last end) against the sum of its kernels,
-the difference being the time between kernels.
+position (first and last 12 positions), the median run span (first start
+to last end) against the sum of its kernels, the difference being the time
+between kernels, that idle time by the pair of kernels around it, and
+totals per kernel name.
 
     python3 graph_kernel_table.py TRACE.csv LABEL [--runs 100] [--gap-us 15]
 """
@@ -60,6 +61,15 @@ def main(path: str, label: str) -> None:
     span, busy = statistics.median(spans), statistics.median(sums)
     print(f'median run span {span:.1f} us; kernels {busy:.1f} us; between kernels {span - busy:.1f} us '
           f'({(span - busy) / max(common - 1, 1):.2f} us per boundary)')
+    # Idle before each kernel position, summed by (previous kernel, kernel).
+    gaps = [statistics.median((r[i][0] - r[i - 1][1]) / 1000 for r in runs) for i in range(1, common)]
+    per_pair = OrderedDict()
+    for i, gap in enumerate(gaps, start=1):
+        count, time = per_pair.get((names[i - 1], names[i]), (0, 0.0))
+        per_pair[(names[i - 1], names[i])] = (count + 1, time + gap)
+    print(f'{"idle before kernel, after kernel (median per boundary)":100} {"count":>5} {"total us":>9} {"mean us":>8}')
+    for (before, after), (count, time) in sorted(per_pair.items(), key=lambda kv: -kv[1][1])[:12]:
+        print(f'{after[:48] + " <- " + before[:48]:100} {count:5d} {time:9.1f} {time / count:8.2f}')
     per_name = OrderedDict()
     for name, us in zip(names, medians):
         count, time = per_name.get(name, (0, 0.0))

@@ -29,14 +29,16 @@
 #include <vector>
 
 #include "../../cuda/add_layernorm.cuh"
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_graph_us
-#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, captured_graph_us
+#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates, NamedShape, lt_algo_config
 
 using fusedrt::probe::LtProblem;
+using fusedrt::probe::NamedShape;
+using fusedrt::probe::lt_algo_config;
 using fusedrt::probe::destroy_lt_problem;
 using fusedrt::probe::make_lt_problem;
 using fusedrt::probe::run_lt_problem;
-using fusedrt::test::median_graph_us;
+using fusedrt::test::captured_graph_us;
 using fusedrt::test::Rng;
 
 namespace {
@@ -45,48 +47,13 @@ constexpr size_t kWorkspaceBytes = 32 << 20;  // allocated; the heuristic may be
 constexpr int kLaunches = 10;  // pairs per graph
 constexpr int kSamples = 7;
 
+double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
+  return captured_graph_us(stream, enqueue, kSamples).us;
+}
+
 __global__ void empty_kernel(int* sink) {
   if (sink != nullptr && threadIdx.x == 0 && blockIdx.x == 0) *sink = 0;
 }
-
-// Memset nodes in the graph last captured by graph_us.
-int g_memsets = 0;
-
-double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  size_t count = 0;
-  CHECK_CUDA(cudaGraphGetNodes(graph, nullptr, &count));
-  std::vector<cudaGraphNode_t> nodes(count);
-  CHECK_CUDA(cudaGraphGetNodes(graph, nodes.data(), &count));
-  g_memsets = 0;
-  for (cudaGraphNode_t node : nodes) {
-    cudaGraphNodeType type;
-    CHECK_CUDA(cudaGraphNodeGetType(node, &type));
-    g_memsets += type == cudaGraphNodeTypeMemset;
-  }
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  const double us = median_graph_us(exec, stream, kSamples);
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return us;
-}
-
-int config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attribute) {
-  int value = 0;
-  size_t written = 0;
-  cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof(value), &written);
-  return value;
-}
-
-struct Shape {
-  const char* name;
-  int rows, n, k;
-  bool gelu;
-};
 
 }  // namespace
 
@@ -105,12 +72,12 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&workspace, kWorkspaceBytes));
   CHECK_CUDA(cudaMalloc(&sink, sizeof(int)));
 
-  const Shape shapes[] = {
+  const NamedShape shapes[] = {
       {"QKV", 2560, 2304, 768, false}, {"FFN1", 2560, 3072, 768, true}, {"QKV", 4096, 2304, 768, false},
       {"FFN1", 4096, 3072, 768, true}, {"QKV", 128, 2304, 768, false},
   };
   Rng rng{20261123};
-  for (const Shape& s : shapes) {
+  for (const NamedShape& s : shapes) {
     const size_t in_count = static_cast<size_t>(s.rows) * s.k;
     const size_t weight_count = static_cast<size_t>(s.n) * s.k;
     std::vector<__half> host(std::max(in_count, weight_count));
@@ -170,10 +137,10 @@ int main(int argc, char** argv) {
       };
       gemm();  // loads the module outside the captures
       CHECK_CUDA(cudaStreamSynchronize(stream));
-      graph_us(stream, gemm);
-      std::printf("| %zu | %d | %d | %d | %d | %d |", i, config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
-                  config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID), config(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
-                  config(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), g_memsets);
+      const int memsets = captured_graph_us(stream, gemm, 1).memset_nodes;
+      std::printf("| %zu | %d | %d | %d | %d | %d |", i, lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                  lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID), lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID),
+                  lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), memsets);
       for (size_t p = 0; p < predecessors.size(); ++p) {
         const double pair_us = graph_us(stream, [&] {
                                  for (int r = 0; r < kLaunches; ++r) {

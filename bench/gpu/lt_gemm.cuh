@@ -27,6 +27,22 @@ struct LtShape {
   cublasLtEpilogue_t epilogue;
 };
 
+// A BERT GEMM the probes time: out[rows, n] = in[rows, k] . weight^T, with
+// bias, and GELU after it where `gelu`.
+struct NamedShape {
+  const char* name;
+  int rows, n, k;
+  bool gelu;
+};
+
+// One of an algorithm's CUBLASLT_ALGO_CONFIG_* values (those that fit an int).
+inline int lt_algo_config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attribute) {
+  int value = 0;
+  size_t written = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof(value), &written);
+  return value;
+}
+
 struct LtProblem {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, c;  // weight, in, out (C and D)

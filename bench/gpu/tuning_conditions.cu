@@ -26,14 +26,16 @@
 #include <functional>
 #include <vector>
 
-#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_graph_us
-#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates
+#include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, captured_graph_us
+#include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates, NamedShape, lt_algo_config
 
 using fusedrt::probe::LtProblem;
+using fusedrt::probe::NamedShape;
+using fusedrt::probe::lt_algo_config;
 using fusedrt::probe::destroy_lt_problem;
 using fusedrt::probe::make_lt_problem;
 using fusedrt::probe::run_lt_problem;
-using fusedrt::test::median_graph_us;
+using fusedrt::test::captured_graph_us;
 using fusedrt::test::Rng;
 
 namespace {
@@ -42,11 +44,9 @@ constexpr size_t kWorkspaceBytes = 32 << 20;
 constexpr int kLaunches = 10;  // per graph
 constexpr int kSamples = 7;
 
-struct Shape {
-  const char* name;
-  int rows, n, k;
-  bool gelu;
-};
+double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
+  return captured_graph_us(stream, enqueue, kSamples).us;
+}
 
 // Rewrites `count` halves in place (x -> x), as the op before a GEMM leaves
 // its input in L2.
@@ -54,26 +54,6 @@ __global__ void rewrite(__half* data, size_t count) {
   for (size_t i = size_t{blockIdx.x} * blockDim.x + threadIdx.x; i < count; i += size_t{gridDim.x} * blockDim.x) {
     data[i] = __hadd(data[i], __float2half(0.f));
   }
-}
-
-double graph_us(cudaStream_t stream, const std::function<void()>& enqueue) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  const double us = median_graph_us(exec, stream, kSamples);
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return us;
-}
-
-int config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attribute) {
-  int value = 0;
-  size_t written = 0;
-  cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof(value), &written);
-  return value;
 }
 
 }  // namespace
@@ -93,13 +73,13 @@ int main() {
   CHECK_CUDA(cudaMalloc(&workspace, kWorkspaceBytes));
   CHECK_CUDA(cudaMalloc(&flush, flush_bytes));
 
-  const Shape shapes[] = {
+  const NamedShape shapes[] = {
       {"QKV", 128, 2304, 768, false},   {"FFN1", 128, 3072, 768, true},  {"QKV", 2560, 2304, 768, false},
       {"FFN1", 2560, 3072, 768, true},  {"QKV", 4096, 2304, 768, false}, {"FFN1", 4096, 3072, 768, true},
       {"O", 4096, 768, 768, false},     {"FFN2", 4096, 768, 3072, false},
   };
   Rng rng{20261123};
-  for (const Shape& s : shapes) {
+  for (const NamedShape& s : shapes) {
     const size_t in_count = size_t{static_cast<size_t>(s.rows)} * s.k;
     const size_t weight_count = size_t{static_cast<size_t>(s.n)} * s.k;
     std::vector<__half> host(std::max(in_count, weight_count));
@@ -137,8 +117,8 @@ int main() {
       if (problem.candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
       gemm(algo);  // loads the module outside the captures
       CHECK_CUDA(cudaStreamSynchronize(stream));
-      Timed t{static_cast<int>(i), config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID), config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-              config(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), 0, 0};
+      Timed t{static_cast<int>(i), lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID), lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+              lt_algo_config(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), 0, 0};
       t.warm = graph_us(stream, [&] {
                  for (int r = 0; r < kLaunches; ++r) gemm(algo);
                }) / kLaunches;

@@ -118,6 +118,35 @@ inline double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream, int sa
   return 1e3 * ms[ms.size() / 2];
 }
 
+// What `enqueue` queues on stream, captured as a graph: median_graph_us of
+// it, and the memset nodes it holds (cuBLASLt may add some of its own).
+struct CapturedTime {
+  double us;
+  int memset_nodes;
+};
+inline CapturedTime captured_graph_us(cudaStream_t stream, const std::function<void()>& enqueue, int samples) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  enqueue();
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  size_t count = 0;
+  CHECK_CUDA(cudaGraphGetNodes(graph, nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  CHECK_CUDA(cudaGraphGetNodes(graph, nodes.data(), &count));
+  int memsets = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    CHECK_CUDA(cudaGraphNodeGetType(node, &type));
+    memsets += type == cudaGraphNodeTypeMemset;
+  }
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double us = median_graph_us(exec, stream, samples);
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return {us, memsets};
+}
+
 constexpr Activation kActivations[] = {Activation::kNone, Activation::kGelu, Activation::kGeluTanh,
                                        Activation::kRelu, Activation::kTanh};
 constexpr int kActivationCount = 5;

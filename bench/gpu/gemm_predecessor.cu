@@ -32,10 +32,13 @@
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, captured_graph_us
 #include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates, NamedShape, lt_algo_config
 
+using fusedrt::probe::GemmOperands;
 using fusedrt::probe::LtProblem;
 using fusedrt::probe::NamedShape;
 using fusedrt::probe::lt_algo_config;
 using fusedrt::probe::destroy_lt_problem;
+using fusedrt::probe::free_gemm_operands;
+using fusedrt::probe::make_gemm_operands;
 using fusedrt::probe::make_lt_problem;
 using fusedrt::probe::run_lt_problem;
 using fusedrt::test::captured_graph_us;
@@ -78,25 +81,14 @@ int main(int argc, char** argv) {
   };
   Rng rng{20261123};
   for (const NamedShape& s : shapes) {
-    const size_t in_count = static_cast<size_t>(s.rows) * s.k;
-    const size_t weight_count = static_cast<size_t>(s.n) * s.k;
-    std::vector<__half> host(std::max(in_count, weight_count));
-    for (auto& h : host) h = __float2half(rng.uniform(-0.5f, 0.5f));
-    std::vector<float> ones(static_cast<size_t>(s.k), 1.f);
-    __half *in, *weight, *bias, *out;
+    GemmOperands g = make_gemm_operands(s, rng);
+    const std::vector<float> ones(static_cast<size_t>(s.k), 1.f);
     float* gamma;
-    CHECK_CUDA(cudaMalloc(&in, in_count * 2));
-    CHECK_CUDA(cudaMalloc(&weight, weight_count * 2));
-    CHECK_CUDA(cudaMalloc(&bias, static_cast<size_t>(s.n) * 2));
-    CHECK_CUDA(cudaMalloc(&out, static_cast<size_t>(s.rows) * s.n * 2));
-    CHECK_CUDA(cudaMalloc(&gamma, static_cast<size_t>(s.k) * sizeof(float)));
-    CHECK_CUDA(cudaMemcpy(in, host.data(), in_count * 2, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(weight, host.data(), weight_count * 2, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(bias, host.data(), static_cast<size_t>(s.n) * 2, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMalloc(&gamma, ones.size() * sizeof(float)));
     CHECK_CUDA(cudaMemcpy(gamma, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
 
     // The LayerNorm rewrites the GEMM's input in place, as a run's leaves it.
-    fusedrt::gpu::AddLayerNormArgs<__half> norm{in, nullptr, nullptr, gamma, gamma, 1e-12f, s.rows, s.k, in};
+    fusedrt::gpu::AddLayerNormArgs<__half> norm{g.in, nullptr, nullptr, gamma, gamma, 1e-12f, s.rows, s.k, g.in};
     const std::vector<std::pair<const char*, std::function<void()>>> predecessors = {
         {"none", [] {}},
         {"one block", [&] { empty_kernel<<<1, 32, 0, stream>>>(sink); }},
@@ -133,7 +125,7 @@ int main(int argc, char** argv) {
       const cublasLtMatmulAlgo_t& algo = problem.candidates[i].algo;
       if (problem.candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
       const auto gemm = [&] {
-        run_lt_problem(lt, problem, algo, in, weight, bias, out, workspace, offered, stream);
+        run_lt_problem(lt, problem, algo, g.in, g.weight, g.bias, g.out, workspace, offered, stream);
       };
       gemm();  // loads the module outside the captures
       CHECK_CUDA(cudaStreamSynchronize(stream));
@@ -153,10 +145,8 @@ int main(int argc, char** argv) {
       std::printf("\n");
     }
     destroy_lt_problem(problem);
-    for (void* p : {static_cast<void*>(in), static_cast<void*>(weight), static_cast<void*>(bias), static_cast<void*>(out),
-                    static_cast<void*>(gamma)}) {
-      CHECK_CUDA(cudaFree(p));
-    }
+    free_gemm_operands(g);
+    CHECK_CUDA(cudaFree(gamma));
   }
   return 0;
 }

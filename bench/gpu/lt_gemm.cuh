@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +43,33 @@ inline int lt_algo_config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCo
   size_t written = 0;
   cublasLtMatmulAlgoConfigGetAttribute(&algo, attribute, &value, sizeof(value), &written);
   return value;
+}
+
+// A NamedShape's fp16 operands on the device: in and weight (and bias,
+// their first n values) uniform in [-0.5, 0.5), out unwritten.
+struct GemmOperands {
+  __half *in = nullptr, *weight = nullptr, *bias = nullptr, *out = nullptr;
+};
+
+inline GemmOperands make_gemm_operands(const NamedShape& s, fusedrt::test::Rng& rng) {
+  const size_t in_count = static_cast<size_t>(s.rows) * s.k;
+  const size_t weight_count = static_cast<size_t>(s.n) * s.k;
+  std::vector<__half> host(std::max(in_count, weight_count));
+  for (auto& h : host) h = __float2half(rng.uniform(-0.5f, 0.5f));
+  GemmOperands g;
+  CHECK_CUDA(cudaMalloc(&g.in, in_count * 2));
+  CHECK_CUDA(cudaMalloc(&g.weight, weight_count * 2));
+  CHECK_CUDA(cudaMalloc(&g.bias, static_cast<size_t>(s.n) * 2));
+  CHECK_CUDA(cudaMalloc(&g.out, static_cast<size_t>(s.rows) * s.n * 2));
+  CHECK_CUDA(cudaMemcpy(g.in, host.data(), in_count * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(g.weight, host.data(), weight_count * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(g.bias, host.data(), static_cast<size_t>(s.n) * 2, cudaMemcpyHostToDevice));
+  return g;
+}
+
+inline void free_gemm_operands(GemmOperands& g) {
+  for (__half* p : {g.in, g.weight, g.bias, g.out}) CHECK_CUDA(cudaFree(p));
+  g = {};
 }
 
 struct LtProblem {

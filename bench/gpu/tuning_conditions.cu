@@ -29,10 +29,13 @@
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, captured_graph_us
 #include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates, NamedShape, lt_algo_config
 
+using fusedrt::probe::GemmOperands;
 using fusedrt::probe::LtProblem;
 using fusedrt::probe::NamedShape;
 using fusedrt::probe::lt_algo_config;
 using fusedrt::probe::destroy_lt_problem;
+using fusedrt::probe::free_gemm_operands;
+using fusedrt::probe::make_gemm_operands;
 using fusedrt::probe::make_lt_problem;
 using fusedrt::probe::run_lt_problem;
 using fusedrt::test::captured_graph_us;
@@ -80,28 +83,16 @@ int main() {
   };
   Rng rng{20261123};
   for (const NamedShape& s : shapes) {
-    const size_t in_count = size_t{static_cast<size_t>(s.rows)} * s.k;
-    const size_t weight_count = size_t{static_cast<size_t>(s.n)} * s.k;
-    std::vector<__half> host(std::max(in_count, weight_count));
-    for (auto& h : host) h = __float2half(rng.uniform(-0.5f, 0.5f));
-    __half *in, *weight, *bias, *out;
-    CHECK_CUDA(cudaMalloc(&in, in_count * 2));
-    CHECK_CUDA(cudaMalloc(&weight, weight_count * 2));
-    CHECK_CUDA(cudaMalloc(&bias, size_t{static_cast<size_t>(s.n)} * 2));
-    CHECK_CUDA(cudaMalloc(&out, size_t{static_cast<size_t>(s.rows)} * s.n * 2));
-    CHECK_CUDA(cudaMemcpy(in, host.data(), in_count * 2, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(weight, host.data(), weight_count * 2, cudaMemcpyHostToDevice));
-    CHECK_CUDA(cudaMemcpy(bias, host.data(), size_t{static_cast<size_t>(s.n)} * 2, cudaMemcpyHostToDevice));
-
+    GemmOperands g = make_gemm_operands(s, rng);
     LtProblem problem = make_lt_problem(
         lt, {s.rows, s.n, s.k, s.k, s.k, s.n, false, s.gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS},
         kWorkspaceBytes, 16);
     const auto gemm = [&](const cublasLtMatmulAlgo_t& algo) {
-      run_lt_problem(lt, problem, algo, in, weight, bias, out, workspace, kWorkspaceBytes, stream);
+      run_lt_problem(lt, problem, algo, g.in, g.weight, g.bias, g.out, workspace, kWorkspaceBytes, stream);
     };
     const auto prepare = [&] {
       CHECK_CUDA(cudaMemsetAsync(flush, 0, flush_bytes, stream));
-      rewrite<<<264, 256, 0, stream>>>(in, in_count);
+      rewrite<<<264, 256, 0, stream>>>(g.in, static_cast<size_t>(s.rows) * s.k);
       CHECK_CUDA(cudaGetLastError());
     };
     const double prepare_us = graph_us(stream, [&] {
@@ -145,10 +136,7 @@ int main() {
                   timed[i].splits, timed[i].warm, warm_rank, timed[i].in_run, run_rank);
     }
     destroy_lt_problem(problem);
-    CHECK_CUDA(cudaFree(in));
-    CHECK_CUDA(cudaFree(weight));
-    CHECK_CUDA(cudaFree(bias));
-    CHECK_CUDA(cudaFree(out));
+    free_gemm_operands(g);
   }
   return 0;
 }

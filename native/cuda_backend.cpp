@@ -52,9 +52,11 @@ namespace {
 // least recently used goes when a new one would exceed this.
 constexpr size_t kMaxGraphs = 64;
 
-// Bucket sizes (docs/cuda.md): tokens in steps of 64 up to 1024, then of
-// 256; sequences and selected rows in powers of two; never above the limit.
+// Bucket sizes (docs/cuda.md): tokens in steps of 64 up to 1024, of 128 up
+// to 4096, then of 256; sequences and selected rows in powers of two; never
+// above the limit.
 int64_t round_up(int64_t n, int64_t step) { return (n + step - 1) / step * step; }
+int64_t token_step(int64_t tokens) { return tokens <= 1024 ? 64 : tokens <= 4096 ? 128 : 256; }
 int64_t next_power_of_two(int64_t n) {
   int64_t p = 1;
   while (p < n) p *= 2;
@@ -859,7 +861,7 @@ void CudaBackend::store_fp8(const Plan& plan, DeviceStorage& storage) {
 
 BatchShape CudaBackend::launch_shape(const BatchShape& real, const BatchShape& limits) const {
   BatchShape launch;
-  launch.tokens = std::min(limits.tokens, round_up(real.tokens, real.tokens <= 1024 ? 64 : 256));
+  launch.tokens = std::min(limits.tokens, round_up(real.tokens, token_step(real.tokens)));
   launch.sequences = std::min(limits.sequences, next_power_of_two(real.sequences));
   launch.selected = real.selected == 0 ? 0 : std::min(limits.selected, next_power_of_two(real.selected));
   launch.max_sequence_length =

@@ -361,7 +361,7 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   // asked for only when there are none: given a workspace, cuBLASLt 13's
   // Hopper kernels for BERT's larger GEMMs (the same tiles) zero a counter
   // in it with a memset before each launch. Back to back, as tuning times
-  // them, that costs nothing; in a run, after another kernel, the memset
+  // them, that hardly shows; in a run, after another kernel, the memset
   // node leaves the GPU idle 3.3-4.2 us, and the kernels themselves are up
   // to 2 us slower than their workspace-free twins (bench/RESULTS.md,
   // sixteenth session, "cuBLASLt's workspace").

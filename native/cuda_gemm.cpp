@@ -239,9 +239,10 @@ struct Tactic {
   cublasLtMatmulAlgo_t algo{};
   gpu::SmallGemmConfig config;
   bool gemv = false;
-  // The workspace a cuBLASLt algorithm is launched with: what the heuristic
-  // said it needs. Offered more, cuBLASLt may run another variant of it
-  // (try_gemm_setup says why that matters).
+  // The workspace a cuBLASLt algorithm is launched with: the one it was
+  // chosen under (0 or all of the runner's). The workspace passed at launch
+  // selects which variant of the algorithm runs (try_gemm_setup says why
+  // that matters).
   size_t workspace_bytes = 0;
 };
 
@@ -357,14 +358,16 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   // separate reduction kernel among them; asking again without split-K and
   // with in-place reduction widens what tuning can choose from.
   //
-  // Algorithms that need no workspace come first, and those that do are
-  // asked for only when there are none: given a workspace, cuBLASLt 13's
-  // Hopper kernels for BERT's larger GEMMs (the same tiles) zero a counter
-  // in it with a memset before each launch. Back to back, as tuning times
-  // them, that hardly shows; in a run, after another kernel, the memset
-  // node leaves the GPU idle 3.3-4.2 us, and the kernels themselves are up
-  // to 2 us slower than their workspace-free twins (bench/RESULTS.md,
-  // sixteenth session, "cuBLASLt's workspace").
+  // For fp16 GEMMs, algorithms that need no workspace come first, and those
+  // that do are asked for only when there are none: given a workspace,
+  // cuBLASLt 13's Hopper kernels for BERT's larger GEMMs (the same tiles)
+  // zero a counter in it with a memset before each launch. Back to back, as
+  // tuning times them, that hardly shows; in a run, after another kernel,
+  // the memset node leaves the GPU idle 3.3-4.2 us, and the kernels
+  // themselves are up to 2 us slower than their workspace-free twins
+  // (bench/RESULTS.md, sixteenth session, "cuBLASLt's workspace"). fp32,
+  // tf32 and fp8 GEMMs, not measured that way, keep the workspace: split-K
+  // may be what makes their few-row GEMMs fast.
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_candidates));
   const auto add_candidates = [&](uint32_t reduction_schemes, size_t workspace_bytes) {
     check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -384,11 +387,13 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
         return std::memcmp(&t.algo, &result.algo, sizeof(t.algo)) == 0;
       });
       if (!known && result.state == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= workspace_bytes) {
-        setup->candidates.push_back(Tactic{false, result.algo, {}, false, result.workspaceSize});
+        setup->candidates.push_back(Tactic{false, result.algo, {}, false, workspace_bytes});
       }
     }
   };
-  for (const size_t workspace_bytes : {size_t{0}, kGemmWorkspaceBytes}) {
+  const std::vector<size_t> workspaces =
+      key.data_type == CUDA_R_16F ? std::vector<size_t>{0, kGemmWorkspaceBytes} : std::vector<size_t>{kGemmWorkspaceBytes};
+  for (const size_t workspace_bytes : workspaces) {
     add_candidates(CUBLASLT_REDUCTION_SCHEME_MASK, workspace_bytes);
     if (max_candidates > 1) {
       add_candidates(CUBLASLT_REDUCTION_SCHEME_NONE, workspace_bytes);

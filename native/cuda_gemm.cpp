@@ -30,9 +30,9 @@ namespace fusedrt {
 namespace {
 
 // cuBLASLt workspace per runner: enough for the split-K and stream-K
-// algorithms the heuristic picks for BERT-sized GEMMs when it has no
-// workspace-free one (try_gemm_setup), and the small-row kernel's split-K
-// partials.
+// algorithms the heuristic picks for BERT-sized fp32, tf32 and fp8 GEMMs,
+// and for fp16 ones without a workspace-free algorithm (try_gemm_setup);
+// also the small-row kernel's split-K partials.
 constexpr size_t kGemmWorkspaceBytes = 32u << 20;
 // Cached GEMM setups per runner: a handful per launch shape; the cache is
 // emptied when it reaches this size (safe: a runner's calls never overlap,

@@ -29,15 +29,7 @@
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, captured_graph_us
 #include "lt_gemm.cuh"                         // the backend's cuBLASLt set-up, its candidates, NamedShape, lt_algo_config
 
-using fusedrt::probe::GemmOperands;
-using fusedrt::probe::LtProblem;
-using fusedrt::probe::NamedShape;
-using fusedrt::probe::lt_algo_config;
-using fusedrt::probe::destroy_lt_problem;
-using fusedrt::probe::free_gemm_operands;
-using fusedrt::probe::make_gemm_operands;
-using fusedrt::probe::make_lt_problem;
-using fusedrt::probe::run_lt_problem;
+using namespace fusedrt::probe;  // lt_gemm.cuh
 using fusedrt::test::captured_graph_us;
 using fusedrt::test::Rng;
 

@@ -28,6 +28,15 @@ def option(flag: str, default: float) -> float:
     return float(sys.argv[sys.argv.index(flag) + 1]) if flag in sys.argv else default
 
 
+def totals(items):
+    """(count, sum) of the values of each key of (key, value) items, in first-seen order."""
+    out = OrderedDict()
+    for key, value in items:
+        count, total = out.get(key, (0, 0.0))
+        out[key] = (count + 1, total + value)
+    return out
+
+
 def kernels(path: str):
     """(start ns, end ns, name) of the kernels that ran as graph nodes, by start."""
     with open(path, newline='') as f:
@@ -63,17 +72,11 @@ def main(path: str, label: str) -> None:
           f'({(span - busy) / max(common - 1, 1):.2f} us per boundary)')
     # Idle before each kernel position, summed by (previous kernel, kernel).
     gaps = [statistics.median((r[i][0] - r[i - 1][1]) / 1000 for r in runs) for i in range(1, common)]
-    per_pair = OrderedDict()
-    for i, gap in enumerate(gaps, start=1):
-        count, time = per_pair.get((names[i - 1], names[i]), (0, 0.0))
-        per_pair[(names[i - 1], names[i])] = (count + 1, time + gap)
+    per_pair = totals(zip(zip(names, names[1:]), gaps))
     print(f'{"idle before kernel, after kernel (median per boundary)":100} {"count":>5} {"total us":>9} {"mean us":>8}')
     for (before, after), (count, time) in sorted(per_pair.items(), key=lambda kv: -kv[1][1])[:12]:
         print(f'{after[:48] + " <- " + before[:48]:100} {count:5d} {time:9.1f} {time / count:8.2f}')
-    per_name = OrderedDict()
-    for name, us in zip(names, medians):
-        count, time = per_name.get(name, (0, 0.0))
-        per_name[name] = (count + 1, time + us)
+    per_name = totals(zip(names, medians))
     print(f'{"kernel":72} {"count":>5} {"total us":>9} {"mean us":>8}')
     for name, (count, time) in sorted(per_name.items(), key=lambda kv: -kv[1][1]):
         print(f'{name:72} {count:5d} {time:9.1f} {time / count:8.2f}')

@@ -24,12 +24,26 @@
 // are not stored; rows past `rows` are zeros in shared memory and are not
 // stored either. Each output is summed in one fixed order (lane-strided
 // vectors, then the warp's butterfly), so repeated launches are identical.
+//
+// With the softmax top-k (gemv_topk), a lane that stores an output also
+// keeps it: each lane stores one row's outputs only (kRows divides 32), and
+// keeps their best kGemvTopKMax in a sorted list in registers and their
+// softmax part (max, sum) merged by rescaling (topk_math.cuh). When the
+// block's warps are done, warp r merges row r of the block (its 32 lane
+// lists, one a lane: k rounds of warp arg-max) into scratch, and the block
+// counts itself; the last block merges the blocks' lists the same way, with
+// kWarps / kRows warps a row, and writes ids and scores. Against gemv, then
+// softmax_topk, that takes away a launch and the second kernel's reading of
+// the logits (bench/RESULTS.md has the times). Lists and sums merge in an
+// order fixed by columns and block indices, never by timing, so repeated
+// launches agree bit for bit.
 #include "gemv.cuh"
 
 #include <algorithm>
 
 #include "activation.cuh"
 #include "row_math.cuh"
+#include "topk_math.cuh"
 
 namespace fusedrt::gpu {
 
@@ -41,6 +55,8 @@ constexpr int kCols = 4;         // weight rows per warp pass
 constexpr int kVecsPerPass = 3;  // 16-byte vectors of each weight row per lane per pass
 constexpr int kHalvesPerVec = 8;
 constexpr size_t kSharedBudget = 48 * 1024;  // no opt-in on any architecture
+// Bounds a top-k launch's grid, and so its scratch (gemv_topk_scratch_bytes).
+constexpr int64_t kTopKMaxBlocks = 1024;
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 v;
@@ -60,8 +76,155 @@ __device__ __forceinline__ void widen(const uint4& bits, float (&x)[kHalvesPerVe
   }
 }
 
-template <int kRows, class Out>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p) {
+// A lane's best kGemvTopKMax outputs so far (best first; unused slots are
+// no_entry()) and their softmax part.
+struct LaneTopK {
+  Entry list[kGemvTopKMax];
+  Stats stats;
+};
+
+__device__ __forceinline__ LaneTopK empty_top() {
+  LaneTopK t;
+#pragma unroll
+  for (int j = 0; j < kGemvTopKMax; ++j) t.list[j] = no_entry();
+  t.stats = {-CUDART_INF_F, 0.f};
+  return t;
+}
+
+// Inserting no_entry() changes nothing.
+__device__ __forceinline__ void insert(LaneTopK& t, Entry e) {
+#pragma unroll
+  for (int j = 0; j < kGemvTopKMax; ++j) {
+    if (better(e, t.list[j])) {
+      const Entry out = t.list[j];
+      t.list[j] = e;
+      e = out;
+    }
+  }
+}
+
+__device__ __forceinline__ void keep(LaneTopK& t, float value, int64_t column) {
+  // A NaN part sums to NaN (every score of the row is NaN, as in the
+  // reference); -inf adds nothing.
+  const bool nan = isnan(value);
+  const bool none = nan || value == -CUDART_INF_F;
+  t.stats = merge(t.stats, Stats{none ? -CUDART_INF_F : value, nan ? CUDART_NAN_F : (none ? 0.f : 1.f)});
+  const Entry e{order_key(value), static_cast<uint32_t>(column)};
+  if (better(e, t.list[kGemvTopKMax - 1])) insert(t, e);
+}
+
+// Drops the head of a sorted list.
+__device__ __forceinline__ void pop(Entry (&list)[kGemvTopKMax]) {
+#pragma unroll
+  for (int j = 0; j + 1 < kGemvTopKMax; ++j) list[j] = list[j + 1];
+  list[kGemvTopKMax - 1] = no_entry();
+}
+
+// k rounds of warp arg-max over the lanes' sorted lists (consumed); round i
+// calls emit(i, winner) on every lane, winner.key 0 once the lists are empty.
+template <class Emit>
+__device__ __forceinline__ void warp_top(Entry (&list)[kGemvTopKMax], int k, Emit&& emit) {
+  for (int i = 0; i < k; ++i) {
+    const Entry winner = warp_best(list[0]);
+    emit(i, winner);
+    if (winner.key != 0 && list[0].id == winner.id) pop(list);
+  }
+}
+
+// After the block's product: its per-row top-k into scratch, and, in the
+// block that counts last, the rows' top-k over all blocks into top_ids and
+// top_scores. Every thread of the block calls it.
+template <int kRows>
+__device__ void finish_top_k(const LaneTopK& mine, int64_t rows, const GemvTopK& t) {
+  constexpr int kOwners = kCols * kRows;  // lanes that store outputs
+  static_assert(kWarps * kCols == kWarpSize, "a block's lists of one row: one per lane of the merging warp");
+  static_assert(kWarps % kRows == 0, "the last block's warps split evenly over its rows");
+  __shared__ Entry lists[kWarps][kOwners][kGemvTopKMax];
+  __shared__ Stats parts[kWarps][kOwners];
+  __shared__ bool last;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int k = t.k;
+  auto* block_parts = static_cast<float2*>(t.scratch);                            // [blocks][kRows]
+  auto* block_lists = reinterpret_cast<uint2*>(block_parts + gridDim.x * kRows);  // [blocks][kRows][k]
+
+  if (lane < kOwners) {
+#pragma unroll
+    for (int j = 0; j < kGemvTopKMax; ++j) lists[warp][lane][j] = mine.list[j];
+    parts[warp][lane] = mine.stats;
+  }
+  __syncthreads();
+  // Warp r takes row r: lane l the list of output r + (l % kCols) * kRows of warp l / kCols.
+  if (warp < kRows && warp < rows) {
+    const int from = lane / kCols, owner = warp + (lane % kCols) * kRows;
+    Entry list[kGemvTopKMax];
+#pragma unroll
+    for (int j = 0; j < kGemvTopKMax; ++j) list[j] = lists[from][owner][j];
+    const Stats whole = warp_merge(parts[from][owner]);
+    const int64_t slot = int64_t{blockIdx.x} * kRows + warp;
+    if (lane == 0) __stcg(block_parts + slot, make_float2(whole.max, whole.sum));
+    warp_top(list, k, [&](int i, Entry winner) {
+      if (lane == 0) __stcg(block_lists + slot * k + i, make_uint2(winner.key, winner.id));
+    });
+    __threadfence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(t.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+
+  // kWarps / kRows warps a row, each lane over every kWarpsPerRow * 32-th block.
+  constexpr int kWarpsPerRow = kWarps / kRows;
+  __shared__ Entry row_lists[kWarps][kGemvTopKMax];
+  __shared__ Stats row_parts[kWarps];
+  const int row = warp % kRows;
+  if (row < rows) {
+    LaneTopK gathered = empty_top();
+    for (int64_t b = int64_t{warp / kRows} * kWarpSize + lane; b < gridDim.x; b += kWarpsPerRow * kWarpSize) {
+      const int64_t slot = b * kRows + row;
+      const float2 part = __ldcg(block_parts + slot);
+      uint2 entries[kGemvTopKMax];
+#pragma unroll
+      for (int j = 0; j < kGemvTopKMax; ++j) {
+        entries[j] = j < k ? __ldcg(block_lists + slot * k + j) : make_uint2(0, kNoId);
+      }
+      gathered.stats = merge(gathered.stats, Stats{part.x, part.y});
+      // A block's list is sorted: past its first entry that misses this list, all do.
+#pragma unroll
+      for (int j = 0; j < kGemvTopKMax; ++j) {
+        const Entry e{entries[j].x, entries[j].y};
+        if (!better(e, gathered.list[kGemvTopKMax - 1])) break;
+        insert(gathered, e);
+      }
+    }
+    const Stats whole = warp_merge(gathered.stats);
+    if (lane == 0) row_parts[warp] = whole;
+    warp_top(gathered.list, k, [&](int i, Entry winner) {
+      if (lane == 0) row_lists[warp][i] = winner;
+    });
+  }
+  __syncthreads();
+  if (warp < kRows && warp < rows) {
+    Entry list[kGemvTopKMax];
+#pragma unroll
+    for (int j = 0; j < kGemvTopKMax; ++j) {
+      list[j] = lane < kWarpsPerRow && j < k ? row_lists[warp + lane * kRows][j] : no_entry();
+    }
+    const Stats whole = warp_merge(lane < kWarpsPerRow ? row_parts[warp + lane * kRows] : Stats{-CUDART_INF_F, 0.f});
+    int32_t* ids = t.top_ids + int64_t{warp} * k;
+    float* scores = t.top_scores + int64_t{warp} * k;
+    warp_top(list, k, [&](int i, Entry winner) {
+      if (lane != 0) return;
+      __stcs(ids + i, winner.key == 0 ? -1 : static_cast<int32_t>(winner.id));
+      __stcs(scores + i, winner.key == 0 ? 0.f : expf(key_value(winner.key) - whole.max) / whole.sum);
+    });
+  }
+  if (threadIdx.x == 0) *t.counter = 0;
+}
+
+template <int kRows, class Out, bool kTopK>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p, const GemvTopK top_k) {
   extern __shared__ float4 x_shared[];  // [kRows][k / 4]
   const int64_t vecs = p.k / kHalvesPerVec;
   const int64_t quads = p.k / 4;
@@ -77,6 +240,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p) {
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int64_t groups = (p.n + kCols - 1) / kCols;
+  LaneTopK kept;
+  if constexpr (kTopK) kept = empty_top();
   for (int64_t g = int64_t{blockIdx.x} * kWarps + warp; g < groups; g += int64_t{gridDim.x} * kWarps) {
     const int64_t n0 = g * kCols;
     const uint4* rows_of_weight[kCols];
@@ -134,10 +299,13 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p) {
       const int64_t row = output % kRows;
       if (output < kOutputs && column < p.n && row < p.rows) {
         const float biased = p.bias != nullptr ? mine[slot] + to_float(p.bias[column]) : mine[slot];
-        p.out[row * p.n + column] = from_float<Out>(activate(biased, p.activation));
+        const Out stored = from_float<Out>(activate(biased, p.activation));
+        p.out[row * p.n + column] = stored;
+        if constexpr (kTopK) keep(kept, to_float(stored), column);
       }
     }
   }
+  if constexpr (kTopK) finish_top_k<kRows>(kept, p.rows, top_k);
 }
 
 // The kernel's row count: the smallest of 1, 2, 4, 8 that holds the call's.
@@ -152,20 +320,36 @@ size_t shared_bytes(const GemvArgs<Out>& a) {
   return static_cast<size_t>(kernel_rows(a.rows) * a.k) * sizeof(float);
 }
 
-template <int kRows, class Out>
-cudaError_t launch(const GemvArgs<Out>& a, cudaStream_t stream) {
+template <int kRows, class Out, bool kTopK>
+cudaError_t launch(const GemvArgs<Out>& a, const GemvTopK& top_k, cudaStream_t stream) {
   const size_t shared = shared_bytes(a);
   int device = 0, sms = 0, per_sm = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess) {
-    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<kRows, Out>, kThreads, shared);
+    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<kRows, Out, kTopK>, kThreads, shared);
   }
   if (error != cudaSuccess) return error;
   const int64_t groups = (a.n + kCols - 1) / kCols;
-  const int64_t blocks = std::min<int64_t>((groups + kWarps - 1) / kWarps, int64_t{std::max(per_sm, 1)} * sms);
-  gemv_kernel<kRows, Out><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(a);
+  int64_t blocks = std::min<int64_t>((groups + kWarps - 1) / kWarps, int64_t{std::max(per_sm, 1)} * sms);
+  if constexpr (kTopK) blocks = std::min(blocks, kTopKMaxBlocks);
+  gemv_kernel<kRows, Out, kTopK><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(a, top_k);
   return cudaGetLastError();
+}
+
+template <bool kTopK, class Out>
+cudaError_t launch_for_rows(const GemvArgs<Out>& a, const GemvTopK& top_k, cudaStream_t stream) {
+  switch (kernel_rows(a.rows)) {
+    case 1: return launch<1, Out, kTopK>(a, top_k, stream);
+    case 2: return launch<2, Out, kTopK>(a, top_k, stream);
+    case 4: return launch<4, Out, kTopK>(a, top_k, stream);
+    default:
+      if constexpr (kTopK) {
+        return cudaErrorInvalidValue;  // gemv_topk_supports refuses more than 4 rows
+      } else {
+        return launch<8, Out, false>(a, top_k, stream);
+      }
+  }
 }
 
 }  // namespace
@@ -180,17 +364,37 @@ bool gemv_supports(const GemvArgs<Out>& a) {
 template <class Out>
 cudaError_t gemv(const GemvArgs<Out>& a, cudaStream_t stream) {
   if (!gemv_supports(a)) return cudaErrorInvalidValue;
-  switch (kernel_rows(a.rows)) {
-    case 1: return launch<1>(a, stream);
-    case 2: return launch<2>(a, stream);
-    case 4: return launch<4>(a, stream);
-    default: return launch<8>(a, stream);
-  }
+  return launch_for_rows<false>(a, GemvTopK{}, stream);
+}
+
+size_t gemv_topk_scratch_bytes(int64_t rows, int k) {
+  if (rows < 1 || rows > kGemvTopKMaxRows || k < 1 || k > kGemvTopKMax) return 0;
+  return static_cast<size_t>(kTopKMaxBlocks * kernel_rows(rows) * (1 + k)) * sizeof(uint2);
+}
+
+template <class Out>
+bool gemv_topk_supports(const GemvArgs<Out>& a, const GemvTopK& t) {
+  // The kernel's static shared memory (the block's lists, under 10 KB)
+  // comes on top of `in`'s rows.
+  constexpr size_t kListBytes = kWarps * kCols * kGemvTopKMaxRows * (kGemvTopKMax + 1) * sizeof(Entry);
+  return gemv_supports(a) && a.rows <= kGemvTopKMaxRows && shared_bytes(a) + kListBytes <= kSharedBudget &&
+         a.n < kNoId && t.k >= 1 && t.k <= kGemvTopKMax && t.top_ids != nullptr && t.top_scores != nullptr &&
+         t.counter != nullptr && t.scratch != nullptr && reinterpret_cast<uintptr_t>(t.scratch) % 8 == 0;
+}
+
+template <class Out>
+cudaError_t gemv_topk(const GemvArgs<Out>& a, const GemvTopK& t, cudaStream_t stream) {
+  if (!gemv_topk_supports(a, t)) return cudaErrorInvalidValue;
+  return launch_for_rows<true>(a, t, stream);
 }
 
 template bool gemv_supports(const GemvArgs<__half>&);
 template bool gemv_supports(const GemvArgs<float>&);
 template cudaError_t gemv(const GemvArgs<__half>&, cudaStream_t);
 template cudaError_t gemv(const GemvArgs<float>&, cudaStream_t);
+template bool gemv_topk_supports(const GemvArgs<__half>&, const GemvTopK&);
+template bool gemv_topk_supports(const GemvArgs<float>&, const GemvTopK&);
+template cudaError_t gemv_topk(const GemvArgs<__half>&, const GemvTopK&, cudaStream_t);
+template cudaError_t gemv_topk(const GemvArgs<float>&, const GemvTopK&, cudaStream_t);
 
 }  // namespace fusedrt::gpu

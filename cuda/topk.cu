@@ -23,10 +23,8 @@
 // lists (a lane per list, its next 8 entries in registers), and resets the
 // counter to 0 for the next call.
 //
-// Keys make the order exact and total: NaN maps to 0 (never selected, as
-// fmax ignores it), -0 to +0's key (they tie, lower column first), every
-// other float to bits that compare as the floats do, and a column id breaks
-// ties, so the ids are the CPU reference's bit for bit. The exponentials are
+// Keys (topk_math.cuh) make the order exact and total, so the ids are the
+// CPU reference's bit for bit. The exponentials are
 // expf (not __expf) in fp32; the sum differs from the reference's (double)
 // by the fp32 rounding of partial sums and rescaling, ~1e-7 relative.
 // The split depends on cols only, so a row's scores do not depend on the
@@ -35,8 +33,8 @@
 
 #include <cstdint>
 
-#include "row_math.cuh"
 #include "topk.cuh"
+#include "topk_math.cuh"
 
 namespace fusedrt::gpu {
 
@@ -52,7 +50,6 @@ constexpr int kThreads = 64;
 // A row of __half starts up to 7 elements after a 16-byte boundary; its
 // aligned span is at most cols + 7 elements (cols + 3 for float).
 constexpr int64_t kHeadroom = 7;
-constexpr uint32_t kNoId = 0xffffffffu;
 
 struct Split {
   int64_t chunks_per_warp;
@@ -63,54 +60,6 @@ __host__ __device__ inline Split split_row(int64_t cols) {
   const int64_t chunks = (cols + kHeadroom + kChunk - 1) / kChunk;
   const int64_t per_warp = (chunks + kMaxSplits - 1) / kMaxSplits;
   return {per_warp, (chunks + per_warp - 1) / per_warp};
-}
-
-struct Entry {
-  uint32_t key;  // order_key of the logit; 0: no entry
-  uint32_t id;   // the column; kNoId with key 0
-};
-
-__device__ __forceinline__ Entry no_entry() { return {0, kNoId}; }
-
-__device__ __forceinline__ uint32_t order_key(float x) {
-  if (isnan(x)) return 0;
-  const uint32_t bits = x == 0.f ? 0u : __float_as_uint(x);
-  return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
-}
-
-// key != 0. The smallest, -inf's, is 0x007fffff.
-__device__ __forceinline__ float key_value(uint32_t key) {
-  return __uint_as_float((key & 0x80000000u) ? key & 0x7fffffffu : ~key);
-}
-
-__device__ __forceinline__ bool better(Entry a, Entry b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
-
-// Every lane gets the warp's best entry.
-__device__ __forceinline__ Entry warp_best(Entry mine) {
-  const uint32_t key = __reduce_max_sync(kFullMask, mine.key);
-  return {key, __reduce_min_sync(kFullMask, mine.key == key ? mine.id : kNoId)};
-}
-
-__device__ __forceinline__ float warp_max_value(uint32_t lane_key) {
-  const uint32_t key = __reduce_max_sync(kFullMask, lane_key);
-  return key == 0 ? -CUDART_INF_F : key_value(key);
-}
-
-// A softmax part: its maximum (-inf when it holds no number) and the sum of
-// exp(x - max), or of exp(x) when max is -inf (0, or NaN from a NaN), so a
-// part without numbers never turns the row's sum into -inf - -inf.
-struct Stats {
-  float max;
-  float sum;
-};
-
-__device__ __forceinline__ float sum_around(const Stats& s, float max) {
-  return s.max == -CUDART_INF_F ? s.sum : s.sum * expf(s.max - max);
-}
-
-__device__ __forceinline__ Stats merge(const Stats& a, const Stats& b) {
-  const float max = fmaxf(a.max, b.max);
-  return {max, sum_around(a, max) + sum_around(b, max)};
 }
 
 // The chunk whose slot 0 of lane 0 is column `first` (negative: before the
@@ -292,8 +241,7 @@ __global__ void __launch_bounds__(kThreads) softmax_topk_kernel(SoftmaxTopKArgs<
     const float2 s = __ldcg(parts + first_part + lane);
     mine = {s.x, s.y};
   }
-  const float row_max = warp_max_value(order_key(mine.max));
-  const float row_sum = warp_sum(sum_around(mine, row_max));
+  const Stats whole = warp_merge(mine);
 
   // A lane's list is sorted: its head is window[0]; the window refills after kWindow wins.
   const uint2* own = lists + (first_part + lane) * k;
@@ -313,7 +261,7 @@ __global__ void __launch_bounds__(kThreads) softmax_topk_kernel(SoftmaxTopKArgs<
     if (winner.key == 0) break;
     if (lane == 0) {
       __stcs(p.top_ids + row * k + found, static_cast<int32_t>(winner.id));
-      __stcs(p.top_scores + row * k + found, expf(key_value(winner.key) - row_max) / row_sum);
+      __stcs(p.top_scores + row * k + found, expf(key_value(winner.key) - whole.max) / whole.sum);
     }
     if (window[0].id == winner.id) {
 #pragma unroll

@@ -136,6 +136,13 @@ class BackendContext {
   // 1 <= k <= 64, k <= cols.
   virtual void softmax_topk(const void* logits, DType dtype, int64_t rows, int64_t cols, int k, int32_t* top_ids,
                             float* top_scores) = 0;
+  // run(call), then softmax_topk over the call's out, where the context can
+  // do both in one go (a GEMM into logits, on the CUDA backend: docs/cuda.md,
+  // "Softmax top-k"); returns false, having queued nothing, where it cannot.
+  virtual bool run_with_softmax_topk(const OpCall& /*call*/, int /*k*/, int32_t* /*top_ids*/,
+                                     float* /*top_scores*/) {
+    return false;
+  }
   // Where one of a run's full outputs lands instead of its staging region:
   // enqueue copies it into `staged`, as always (so a recording stays valid
   // for every run of its key), and for this run the copy goes to `landed`,

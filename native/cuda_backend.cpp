@@ -34,6 +34,7 @@
 #include "../cuda/convert.cuh"
 #include "../cuda/embed_layernorm.cuh"
 #include "../cuda/gather_rows.cuh"
+#include "../cuda/gemv.cuh"
 #include "../cuda/host_copy.cuh"
 #include "../cuda/mean_rows.cuh"
 #include "../cuda/topk.cuh"
@@ -289,6 +290,17 @@ class CudaBackend::Context : public BackendContext {
     }
   }
 
+  // The MLM decoder at a few [MASK] rows, where tuning chose the gemv for
+  // it: the top-k in the gemv's own launch (cuda/gemv.cuh, gemv_topk).
+  bool run_with_softmax_topk(const OpCall& c, int k, int32_t* top_ids, float* top_scores) override {
+    if (c.op->type != OpType::kGemm || gemms_into_partials_.count(c.op) != 0) return false;
+    // The counter and scratch are softmax_topk's: calls on this stream never overlap.
+    const GemmTopK top{k, top_ids, top_scores, topk_counters_, topk_scratch_};
+    const bool done = gemms_->run_with_topk(gemm_args(c), top);
+    if (done) pending_partials_ = {};
+    return done;
+  }
+
   void execute(const std::string& key, const std::function<void()>& enqueue,
                std::vector<OutputLanding>& landings) override;
   bool records() const override { return graphs_enabled_; }
@@ -499,6 +511,24 @@ class CudaBackend::Context : public BackendContext {
     check(gpu::attention(p, c.rows, stream_), "the attention kernel");
   }
 
+  GemmArgs gemm_args(const OpCall& c) const {
+    GemmArgs g;
+    g.rows = c.rows;
+    g.n = c.out_cols;
+    g.k = c.in_cols;
+    g.in = c.in;
+    g.weight = c.weight;
+    g.bias = c.bias;
+    g.activation = c.op->activation;
+    g.out = c.out;
+    g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 and fp8 plans
+    if (!fp8_.weight_scales.empty()) {
+      g.weight_scale = fp8_.weight_scales[static_cast<size_t>(c.op->weight)];
+      g.e4m3_out = c.out_fp8;
+    }
+    return g;
+  }
+
   template <class T>
   void run_op(const OpCall& c) {
     // Partials are for the op right after their GEMM only.
@@ -524,20 +554,7 @@ class CudaBackend::Context : public BackendContext {
         return;
       }
       case OpType::kGemm: {
-        GemmArgs g;
-        g.rows = c.rows;
-        g.n = c.out_cols;
-        g.k = c.in_cols;
-        g.in = c.in;
-        g.weight = c.weight;
-        g.bias = c.bias;
-        g.activation = c.op->activation;
-        g.out = c.out;
-        g.float_out = gemms_into_logits_.count(c.op) != 0;  // only ever filled on fp16 and fp8 plans
-        if (!fp8_.weight_scales.empty()) {
-          g.weight_scale = fp8_.weight_scales[static_cast<size_t>(c.op->weight)];
-          g.e4m3_out = c.out_fp8;
-        }
+        const GemmArgs g = gemm_args(c);
         if (partials_ != nullptr && gemms_into_partials_.count(c.op) != 0) {
           pending_partials_ = {c.out, gemms_->run_into_partials(g, partials_, partial_capacity_)};
         } else {
@@ -876,6 +893,11 @@ std::unique_ptr<BackendContext> CudaBackend::create_context(const BatchShape& li
   // largest of the plan's outputs.
   for (int64_t cols : state_->topk_cols) {
     topk.scratch_bytes = std::max(topk.scratch_bytes, gpu::softmax_topk_scratch_bytes(limits.selected, cols, cpu::kMaxTopK));
+  }
+  // The same scratch serves the top-k in the decoder's gemv (run_with_softmax_topk).
+  if (!state_->topk_cols.empty()) {
+    const int64_t gemv_rows = std::min(limits.selected, gpu::kGemvTopKMaxRows);
+    topk.scratch_bytes = std::max(topk.scratch_bytes, gpu::gemv_topk_scratch_bytes(gemv_rows, gpu::kGemvTopKMax));
   }
   PartialSizes partials;
   partials.gemms = state_->gemms_into_partials;

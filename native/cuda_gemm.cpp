@@ -366,8 +366,8 @@ std::unique_ptr<GemmSetup> try_gemm_setup(cublasLtHandle_t lt, const GemmKey& ke
   // the memset node leaves the GPU idle 3.3-4.2 us, and the kernels
   // themselves are up to 2 us slower than their workspace-free twins
   // (bench/RESULTS.md, sixteenth session, "cuBLASLt's workspace"). fp32,
-  // tf32 and fp8 GEMMs, not measured that way, keep the workspace: split-K
-  // may be what makes their few-row GEMMs fast.
+  // tf32 and fp8 GEMMs keep the workspace: without it whole fp32 and tf32
+  // runs were 7-90% slower (bench/RESULTS.md, seventeenth session).
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_candidates));
   const auto add_candidates = [&](uint32_t reduction_schemes, size_t workspace_bytes) {
     check(cublasLtMatmulPreferenceSetAttribute(preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -1004,6 +1004,16 @@ struct GemmRunner::State {
     queue_gemm<__nv_fp8_e4m3, Out>(target, setup, setup.tactic, c);
   }
 
+  template <class Out>
+  bool run_with_topk(const GemmArgs& c, const GemmTopK& t) {
+    if (c.k == 0) return false;
+    GemmSetup& setup = setup_of<__half, Out>(key_of<__half, Out>(c), c);
+    const gpu::GemvTopK top{t.k, t.top_ids, t.top_scores, t.counter, t.scratch};
+    if (!setup.tactic.gemv || !gpu::gemv_topk_supports(half_operands<Out>(c), top)) return false;
+    check(gpu::gemv_topk(half_operands<Out>(c), top, target.stream), "the gemv kernel with top-k");
+    return true;
+  }
+
   template <class T, class Out>
   void run(const GemmArgs& c) {
     if (c.k == 0) {  // act(bias), as on the CPU; cuBLASLt does not take k = 0
@@ -1135,6 +1145,12 @@ void GemmRunner::run(const GemmArgs& args) {
   } else {
     state_->run_as_asked<float>(args);
   }
+}
+
+bool GemmRunner::run_with_topk(const GemmArgs& args, const GemmTopK& topk) {
+  // The gemv is an fp16 tactic: fp32 and tf32 plans, and fp8 GEMMs, never have it.
+  if (args.weight_scale != nullptr || !half_activations(state_->precision)) return false;
+  return args.float_out ? state_->run_with_topk<float>(args, topk) : state_->run_with_topk<__half>(args, topk);
 }
 
 int64_t GemmRunner::partials_capacity(Precision precision, int64_t max_rows, int64_t n) {

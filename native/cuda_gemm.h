@@ -40,6 +40,18 @@ struct GemmArgs {
   int splits = 0;
 };
 
+// Where run_with_topk writes the softmax top-k of a GEMM's rows (the
+// semantics of softmax_topk, cuda/topk.cuh), and the device memory it needs
+// (the rules of gpu::GemvTopK, cuda/gemv.cuh; scratch of
+// gpu::gemv_topk_scratch_bytes(rows, k) bytes).
+struct GemmTopK {
+  int k = 0;
+  int32_t* top_ids = nullptr;   // [rows, k]
+  float* top_scores = nullptr;  // [rows, k]
+  uint32_t* counter = nullptr;
+  void* scratch = nullptr;
+};
+
 // Runs the GEMMs of one stream. Setup (descriptors, layouts) is made once
 // per shape and cached; calls on one GemmRunner must not overlap (one
 // execution context runs one batch at a time). The algorithm is chosen once
@@ -59,6 +71,13 @@ class GemmRunner {
   // Queues the GEMM (and, where cuBLASLt cannot fuse it, the epilogue
   // kernel) on the stream.
   void run(const GemmArgs& args);
+
+  // For a GEMM whose rows' softmax top-k comes next (the MLM decoder): where
+  // the shape's algorithm is the project's gemv and that takes the top-k too
+  // (gpu::gemv_topk: few rows, k <= 8), queues both in one launch and returns
+  // true; otherwise queues nothing and returns false, and the caller runs
+  // the GEMM, then the top-k.
+  bool run_with_topk(const GemmArgs& args, const GemmTopK& topk);
 
   // For a GEMM whose only reader is an add_layernorm that can add up partial
   // products (docs/cuda.md, "Split-K partials into the LayerNorm"): either

@@ -406,6 +406,23 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
   backend.copy_to_device(copies.data(), copy_count);
 
   auto weight = [&](int tensor) { return tensor >= 0 ? tensor_data_[tensor] : nullptr; };
+  // Only ids and scores of a top-k output cross to the host, written into
+  // staging by the kernel itself (no copy follows).
+  auto top_k_ids = [&](size_t output) { return reinterpret_cast<int32_t*>(staging + topk_staging_offsets_[output]); };
+  // The top-k of an output may be done by the op that last writes its
+  // buffer, in the same launch (BackendContext::run_with_softmax_topk).
+  std::vector<int> top_k_output_of_op(plan_.ops.size(), -1);
+  for (size_t o = 0; o < plan_.outputs.size(); ++o) {
+    if (!requested_outputs[o] || !top_k_applies(o, top_k)) continue;
+    const int buffer = plan_.outputs[o].buffer;
+    for (size_t i = plan_.ops.size(); i-- > 0;) {
+      if (needed_ops[i] && (plan_.ops[i].out == buffer || plan_.ops[i].out8 == buffer)) {
+        if (plan_.ops[i].out == buffer) top_k_output_of_op[i] = static_cast<int>(o);
+        break;
+      }
+    }
+  }
+  std::vector<bool> top_k_done(plan_.outputs.size(), false);
   for (size_t i = 0; i < plan_.ops.size(); ++i) {
     if (!needed_ops[i]) continue;
     const PlanOp& op = plan_.ops[i];
@@ -429,6 +446,13 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
     call.bias = weight(op.bias);
     call.gamma = weight(op.gamma);
     call.beta = weight(op.beta);
+    if (top_k_output_of_op[i] >= 0) {
+      const auto o = static_cast<size_t>(top_k_output_of_op[i]);
+      int32_t* ids = top_k_ids(o);
+      auto* scores = reinterpret_cast<float*>(ids + call.rows * top_k);
+      top_k_done[o] = backend.run_with_softmax_topk(call, top_k, ids, scores);
+      if (top_k_done[o]) continue;
+    }
     backend.run(call);
   }
 
@@ -440,13 +464,13 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
     if (count == 0) continue;
     const void* source = buffer_data(context, buffer);
     if (top_k_applies(i, top_k)) {
-      // Only ids and scores cross to the host, written into staging by the
-      // kernel itself (no copy follows); it reads the logits in their
-      // buffer's dtype and computes in fp32.
+      // The kernel reads the logits in their buffer's dtype and computes in fp32.
       const int64_t rows = rows_of(b.rows, shape);
-      auto* ids = reinterpret_cast<int32_t*>(staging + topk_staging_offsets_[i]);
-      auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
-      backend.softmax_topk(source, storage_.buffers[buffer], rows, b.cols, top_k, ids, scores);
+      int32_t* ids = top_k_ids(i);
+      if (!top_k_done[i]) {
+        auto* scores = reinterpret_cast<float*>(ids + rows * top_k);
+        backend.softmax_topk(source, storage_.buffers[buffer], rows, b.cols, top_k, ids, scores);
+      }
       continue;
     }
     // Full outputs are widened in device memory and then copied: a copy

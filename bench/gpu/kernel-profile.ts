@@ -1,11 +1,12 @@
 /**
  * The run that tools/device/kernel-profile.sh puts under Nsight Compute: a
- * BERT-base-shaped MLM (random weights, fp16 plan, or fp8 with --precision fp8) on the CUDA backend with
+ * BERT-base-shaped MLM (random weights, fp16 plan, or fp32, tf32 or fp8 with --precision) on the CUDA backend with
  * CUDA graphs off, so every kernel of a run is launched (and profiled) on
  * its own. One [MASK] row per sequence, top-5 on the device, as fill-mask
  * runs it.
  *
- *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs] [--varlen] [--precision fp16|fp8]
+ *   node dist/bench/gpu/kernel-profile.js --work DIR --batch 1 --seq 128 --warmup 2 --runs 1 [--graphs] [--varlen]
+ *     [--precision fp16|fp32|tf32|fp8]
  *
  * With --graphs (not under ncu) it times the same runs with CUDA graphs on
  * and prints the median GPU time (CUDA events), to set against the sum of
@@ -16,6 +17,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
+import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
 import { runGpuMs } from '../../src/engine/run-result';
 import { randomModelVocabulary } from '../../src/tools/demo-words';
@@ -23,6 +25,7 @@ import { writeRandomBertModel } from '../../src/tools/random-model';
 import { option } from '../args';
 
 const VOCAB_SIZE = 30522;
+const PRECISIONS: readonly Precision[] = ['fp16', 'fp32', 'tf32', 'fp8'];
 
 async function main(): Promise<void> {
   const work = option('--work', '/tmp/fusedrt-profile');
@@ -30,8 +33,8 @@ async function main(): Promise<void> {
   const seq = Number(option('--seq', '128'));
   const warmup = Number(option('--warmup', '20'));
   const runs = Number(option('--runs', '2'));
-  const precision = option('--precision', 'fp16');
-  if (precision !== 'fp16' && precision !== 'fp8') throw new Error(`--precision must be fp16 or fp8, got ${precision}`);
+  const precision = PRECISIONS.find((p) => p === option('--precision', 'fp16'));
+  if (precision === undefined) throw new Error(`--precision must be one of ${PRECISIONS.join(', ')}`);
   const plan = path.join(work, `bert-base-mlm-${precision}.plan`);
   if (!fs.existsSync(path.join(work, 'model', 'config.json'))) {
     const words = randomModelVocabulary();

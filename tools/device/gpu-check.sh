@@ -65,10 +65,11 @@ if [ "$part" != kernels ]; then
     # Most informative first: the device call has a time limit, and what the
     # log holds when it is cut off still comes back.
     step gpu-tests node_modules/.bin/mocha --no-config --timeout 600000 dist/test/gpu/*.gpu.js
-    # The backend tests again with the project's small-row GEMM kernel in every
-    # fp16 GEMM it takes, whether or not tuning would choose it.
+    # The backend and top-k tests again with the project's small-row GEMM
+    # kernels in every fp16 GEMM they take, whether or not tuning would choose
+    # them (the decoder's gemv at a few rows then also does the top-k).
     step gpu-tests-own-gemm env FUSEDRT_GEMM_TACTICS=fusedrt node_modules/.bin/mocha --no-config --timeout 600000 \
-      dist/test/gpu/cuda-backend.gpu.js
+      dist/test/gpu/cuda-backend.gpu.js dist/test/gpu/topk.gpu.js
     # And with every GEMM that feeds an add_layernorm split into two fp32
     # partials (tuning splits only where that is faster, so the tests above may
     # not take that path).

@@ -1,0 +1,76 @@
+// Device pieces of the softmax top-k shared by its two kernels (topk.cu, and
+// gemv.cu's top-k epilogue): order keys that make the float order exact and
+// total, list entries compared by key then column, warp arg-max, and the
+// softmax's (max, sum) parts merged by rescaling. Internal to cuda/*.cu.
+//
+// Keys: NaN maps to 0 (never selected, as fmax ignores it), -0 to +0's key
+// (they tie, lower column first), every other float to bits that compare as
+// the floats do, and a column id breaks ties, so the ids are the CPU
+// reference's (native/cpu/topk.h) bit for bit.
+#pragma once
+
+#include <math_constants.h>
+
+#include <cstdint>
+
+#include "row_math.cuh"
+
+namespace fusedrt::gpu {
+
+constexpr uint32_t kNoId = 0xffffffffu;
+
+struct Entry {
+  uint32_t key;  // order_key of the logit; 0: no entry
+  uint32_t id;   // the column; kNoId with key 0
+};
+
+__device__ __forceinline__ Entry no_entry() { return {0, kNoId}; }
+
+__device__ __forceinline__ uint32_t order_key(float x) {
+  if (isnan(x)) return 0;
+  const uint32_t bits = x == 0.f ? 0u : __float_as_uint(x);
+  return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+}
+
+// key != 0. The smallest, -inf's, is 0x007fffff.
+__device__ __forceinline__ float key_value(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? key & 0x7fffffffu : ~key);
+}
+
+__device__ __forceinline__ bool better(Entry a, Entry b) { return a.key > b.key || (a.key == b.key && a.id < b.id); }
+
+// Every lane gets the warp's best entry.
+__device__ __forceinline__ Entry warp_best(Entry mine) {
+  const uint32_t key = __reduce_max_sync(kFullMask, mine.key);
+  return {key, __reduce_min_sync(kFullMask, mine.key == key ? mine.id : kNoId)};
+}
+
+__device__ __forceinline__ float warp_max_value(uint32_t lane_key) {
+  const uint32_t key = __reduce_max_sync(kFullMask, lane_key);
+  return key == 0 ? -CUDART_INF_F : key_value(key);
+}
+
+// A softmax part: its maximum (-inf when it holds no number) and the sum of
+// exp(x - max), or of exp(x) when max is -inf (0, or NaN from a NaN), so a
+// part without numbers never turns the row's sum into -inf - -inf.
+struct Stats {
+  float max;
+  float sum;
+};
+
+__device__ __forceinline__ float sum_around(const Stats& s, float max) {
+  return s.max == -CUDART_INF_F ? s.sum : s.sum * expf(s.max - max);
+}
+
+__device__ __forceinline__ Stats merge(const Stats& a, const Stats& b) {
+  const float max = fmaxf(a.max, b.max);
+  return {max, sum_around(a, max) + sum_around(b, max)};
+}
+
+// The row's (max, sum) from the warp's lanes' parts (every lane gets them).
+__device__ __forceinline__ Stats warp_merge(const Stats& mine) {
+  const float max = warp_max_value(order_key(mine.max));
+  return {max, warp_sum(sum_around(mine, max))};
+}
+
+}  // namespace fusedrt::gpu

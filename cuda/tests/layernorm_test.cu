@@ -6,8 +6,9 @@
 // odd or unaligned ones, with and without residual and bias, outputs that
 // alias an input, and embed padding rows past cu_seqlens[sequences] (zeros;
 // their stale ids are out of range, so a gather with them faults). Then
-// both kernels are timed at BERT-base width with CUDA events. Exit status 0
-// only if every check passes.
+// both kernels are timed at BERT-base width with CUDA events (add_layernorm
+// at 4096 rows also without its bias and without its residual, to show what
+// each costs). Exit status 0 only if every check passes.
 //
 //   nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/layernorm_test cuda/tests/layernorm_test.cu cuda/add_layernorm.cu cuda/embed_layernorm.cu
 //   /tmp/layernorm_test
@@ -283,9 +284,12 @@ void time_row(const char* op, int64_t rows, double bytes, size_t l2_bytes,
               bytes < 0.5 * static_cast<double>(l2_bytes) ? " (L2)" : "", single, graphed, bytes / (graphed * 1e3));
 }
 
+// What a case leaves out, to see what each stream costs.
+enum class Without { kNothing, kBias, kResidual };
+
 // BERT-base width, fp16 activations, fp32 parameters and bias; `in` as
 // partial_count fp32 partials when that is > 0.
-void time_add_layernorm(int64_t rows, size_t l2_bytes, int partial_count = 0) {
+void time_add_layernorm(int64_t rows, size_t l2_bytes, int partial_count = 0, Without without = Without::kNothing) {
   constexpr int64_t kCols = 768;
   Rng rng{0x51ed2701u + static_cast<uint64_t>(rows)};
   const HostTensor<__half> in = random_rows<__half>(rng, rows, kCols, 1.f);
@@ -299,8 +303,8 @@ void time_add_layernorm(int64_t rows, size_t l2_bytes, int partial_count = 0) {
   CHECK_CUDA(cudaMemset(partials_d.ptr, 0, static_cast<size_t>(partial_count * rows * kCols) * sizeof(float)));
   fusedrt::gpu::AddLayerNormArgs<__half> p{};
   p.in = in_d.ptr;
-  p.residual = residual_d.ptr;
-  p.bias = params_d.ptr;
+  p.residual = without == Without::kResidual ? nullptr : residual_d.ptr;
+  p.bias = without == Without::kBias ? nullptr : params_d.ptr;
   p.gamma = params_d.ptr + kCols;
   p.beta = params_d.ptr + 2 * kCols;
   p.eps = kEps;
@@ -309,9 +313,13 @@ void time_add_layernorm(int64_t rows, size_t l2_bytes, int partial_count = 0) {
   p.out = out_d.ptr;
   p.partials = partial_count > 0 ? partials_d.ptr : nullptr;
   p.partial_count = partial_count;
-  const double bytes = (partial_count > 0 ? 2.0 * sizeof(__half) + partial_count * sizeof(float) : 3.0 * sizeof(__half)) *
-                           rows * kCols + 3.0 * kCols * sizeof(float);
-  const std::string op = partial_count > 0 ? "add_layernorm, " + std::to_string(partial_count) + " partials" : "add_layernorm";
+  // Per element: in (or its partials), the residual, out; then the parameters.
+  const double per_element = (partial_count > 0 ? partial_count * sizeof(float) : sizeof(__half)) +
+                             (p.residual != nullptr ? sizeof(__half) : 0) + sizeof(__half);
+  const double bytes = per_element * rows * kCols + (p.bias != nullptr ? 3.0 : 2.0) * kCols * sizeof(float);
+  std::string op = "add_layernorm";
+  if (partial_count > 0) op += ", " + std::to_string(partial_count) + " partials";
+  if (without != Without::kNothing) op += without == Without::kBias ? ", no bias" : ", no residual";
   time_row(op.c_str(), rows, bytes, l2_bytes,
            [&](cudaStream_t s) { CHECK_CUDA(fusedrt::gpu::add_layernorm(p, s)); });
 }
@@ -419,6 +427,8 @@ int main() {
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
   const size_t l2 = static_cast<size_t>(prop.l2CacheSize);
   for (int64_t rows : {128, 512, 4096, 49152}) time_add_layernorm(rows, l2);
+  // What a stream costs at 32 x 128: the parameters (bias), the residual.
+  for (Without without : {Without::kBias, Without::kResidual}) time_add_layernorm(4096, l2, 0, without);
   for (int partials : {2, 4, 8}) time_add_layernorm(128, l2, partials);
   time_add_layernorm(1024, l2, 4);
   time_embed_layernorm(1, 128, l2);

@@ -33,6 +33,7 @@ using fusedrt::test::median_us;
 using fusedrt::test::activate;
 using fusedrt::test::kActivations;
 using fusedrt::test::Rng;
+using fusedrt::test::WeightCopies;
 
 // Per element, against the reference from the same fp16 inputs: fp32 FMA
 // chains of k / 256 terms per lane and a 32-way butterfly, each rounding at
@@ -187,17 +188,13 @@ void check_refusals() {
   }
 }
 
-// A shape with the weight read from DRAM: launches cycle through copies of
-// the weight that together exceed the L2 several times.
+// A shape with the weight read from DRAM.
 void time_shape(int64_t rows, int64_t n, int64_t k, size_t l2_bytes) {
   const size_t weight_bytes = static_cast<size_t>(n * k) * sizeof(__half);
-  const int copies = static_cast<int>(4 * l2_bytes / weight_bytes) + 2;
-  DeviceBuffer<__half> weights(static_cast<size_t>(copies) * n * k), in(static_cast<size_t>(rows * k)),
-      out(static_cast<size_t>(rows * n)), bias(n);
-  CHECK_CUDA(cudaMemset(weights.ptr, 0, static_cast<size_t>(copies) * weight_bytes));
+  WeightCopies<__half> weights(static_cast<size_t>(n * k), l2_bytes);
+  DeviceBuffer<__half> in(static_cast<size_t>(rows * k)), out(static_cast<size_t>(rows * n)), bias(n);
   CHECK_CUDA(cudaMemset(in.ptr, 0, static_cast<size_t>(rows * k) * sizeof(__half)));
   CHECK_CUDA(cudaMemset(bias.ptr, 0, n * sizeof(__half)));
-  int next = 0;
   const double us = median_us(
       [&](cudaStream_t stream) {
         GemvArgs<__half> a;
@@ -205,13 +202,12 @@ void time_shape(int64_t rows, int64_t n, int64_t k, size_t l2_bytes) {
         a.n = n;
         a.k = k;
         a.in = in.ptr;
-        a.weight = weights.ptr + static_cast<size_t>(next) * n * k;
+        a.weight = weights.next();
         a.bias = bias.ptr;
         a.out = out.ptr;
-        next = (next + 1) % copies;
         CHECK_CUDA(fusedrt::gpu::gemv(a, stream));
       },
-      copies, 20);
+      weights.copies, 20);
   std::printf("| %lld x %lld x %lld | %.2f | %.0f |\n", static_cast<long long>(rows), static_cast<long long>(n),
               static_cast<long long>(k), us, static_cast<double>(weight_bytes) / (us * 1e3));
 }

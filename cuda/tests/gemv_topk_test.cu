@@ -36,6 +36,7 @@ using fusedrt::gpu::GemvTopK;
 using fusedrt::test::DeviceBuffer;
 using fusedrt::test::median_us;
 using fusedrt::test::Rng;
+using fusedrt::test::WeightCopies;
 
 constexpr double kScoreTolerance = 1e-6;  // relative
 constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -281,33 +282,28 @@ void check_refusals(TopKMemory& memory) {
   report("the good call is taken", fusedrt::gpu::gemv_topk_supports(good, memory.args(5)), "");
 }
 
-// The decoder with the weight read from DRAM (launches cycle through copies
-// of it that together exceed the L2 several times), top-5 of fp32 logits.
+// The decoder with the weight read from DRAM, top-5 of fp32 logits.
 void time_decoder(int64_t rows, size_t l2_bytes, TopKMemory& memory) {
   const int64_t n = 30522, k_dim = 768;
   const int k = 5;
-  const size_t weight_bytes = static_cast<size_t>(n * k_dim) * sizeof(__half);
-  const int copies = static_cast<int>(4 * l2_bytes / weight_bytes) + 2;
-  DeviceBuffer<__half> weights(static_cast<size_t>(copies) * n * k_dim), in(static_cast<size_t>(rows * k_dim));
+  WeightCopies<__half> weights(static_cast<size_t>(n * k_dim), l2_bytes);
+  DeviceBuffer<__half> in(static_cast<size_t>(rows * k_dim));
   DeviceBuffer<float> out(static_cast<size_t>(rows * n)), bias(n);
-  CHECK_CUDA(cudaMemset(weights.ptr, 0, static_cast<size_t>(copies) * weight_bytes));
   CHECK_CUDA(cudaMemset(in.ptr, 0, static_cast<size_t>(rows * k_dim) * sizeof(__half)));
   CHECK_CUDA(cudaMemset(bias.ptr, 0, n * sizeof(float)));
   const size_t topk_scratch = fusedrt::gpu::softmax_topk_scratch_bytes(rows, n, k);
   DeviceBuffer<uint32_t> row_counters(static_cast<size_t>(rows));
   DeviceBuffer<uint8_t> scratch(topk_scratch);
   CHECK_CUDA(cudaMemset(row_counters.ptr, 0, static_cast<size_t>(rows) * sizeof(uint32_t)));
-  int next = 0;
   const auto args = [&] {
     GemvArgs<float> a;
     a.rows = rows;
     a.n = n;
     a.k = k_dim;
     a.in = in.ptr;
-    a.weight = weights.ptr + static_cast<size_t>(next) * n * k_dim;
+    a.weight = weights.next();
     a.bias = bias.ptr;
     a.out = out.ptr;
-    next = (next + 1) % copies;
     return a;
   };
   const double two_kernels = median_us(
@@ -317,9 +313,10 @@ void time_decoder(int64_t rows, size_t l2_bytes, TopKMemory& memory) {
                                                      row_counters.ptr, scratch.ptr};
         CHECK_CUDA(fusedrt::gpu::softmax_topk(t, stream));
       },
-      copies, 20);
+      weights.copies, 20);
   const double fused = median_us(
-      [&](cudaStream_t stream) { CHECK_CUDA(fusedrt::gpu::gemv_topk(args(), memory.args(k), stream)); }, copies, 20);
+      [&](cudaStream_t stream) { CHECK_CUDA(fusedrt::gpu::gemv_topk(args(), memory.args(k), stream)); },
+      weights.copies, 20);
   std::printf("| %lld x %lld x %lld | %.2f | %.2f |\n", static_cast<long long>(rows), static_cast<long long>(n),
               static_cast<long long>(k_dim), two_kernels, fused);
 }

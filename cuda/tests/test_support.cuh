@@ -172,4 +172,26 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
+// Copies of a weight (zeros: for timing only) that together exceed the L2
+// four times, so that a kernel launched on next() each time reads its weight
+// from DRAM, as in a run. Graphs of `copies` launches cycle through all.
+template <class T>
+struct WeightCopies {
+  size_t elements;
+  int copies;
+  DeviceBuffer<T> all;
+  int turn = 0;
+  WeightCopies(size_t elements_, size_t l2_bytes)
+      : elements(elements_),
+        copies(static_cast<int>(4 * l2_bytes / (elements_ * sizeof(T))) + 2),
+        all(static_cast<size_t>(copies) * elements_) {
+    CHECK_CUDA(cudaMemset(all.ptr, 0, static_cast<size_t>(copies) * elements * sizeof(T)));
+  }
+  const T* next() {
+    const T* weight = all.ptr + static_cast<size_t>(turn) * elements;
+    turn = (turn + 1) % copies;
+    return weight;
+  }
+};
+
 }  // namespace fusedrt::test

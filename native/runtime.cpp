@@ -211,6 +211,17 @@ void Runtime::plan_workspace() {
     if (plan_.buffers[plan_.outputs[i].buffer].rows != RowsKind::kSelected) continue;
     topk_staging_offsets_[i] = place(staging, topk_bytes, what);
   }
+  // A requested output's last writer always runs (its result is the output).
+  topk_op_.assign(plan_.outputs.size(), -1);
+  for (size_t o = 0; o < plan_.outputs.size(); ++o) {
+    const int buffer = plan_.outputs[o].buffer;
+    for (size_t i = plan_.ops.size(); i-- > 0;) {
+      if (plan_.ops[i].out == buffer || plan_.ops[i].out8 == buffer) {
+        if (plan_.ops[i].out == buffer) topk_op_[o] = static_cast<int>(i);
+        break;
+      }
+    }
+  }
   for (int i = 0; i < options_.contexts; ++i) {
     auto context = std::make_unique<Context>();
     context->workspace = BackendAllocation(backend_.get(), total, BackendAllocation::Kind::kDevice);
@@ -409,17 +420,10 @@ void Runtime::enqueue_run(Context& context, const BatchView& batch, const std::v
   // Only ids and scores of a top-k output cross to the host, written into
   // staging by the kernel itself (no copy follows).
   auto top_k_ids = [&](size_t output) { return reinterpret_cast<int32_t*>(staging + topk_staging_offsets_[output]); };
-  // The top-k of an output may be done by the op that last writes its
-  // buffer, in the same launch (BackendContext::run_with_softmax_topk).
   std::vector<int> top_k_output_of_op(plan_.ops.size(), -1);
   for (size_t o = 0; o < plan_.outputs.size(); ++o) {
-    if (!requested_outputs[o] || !top_k_applies(o, top_k)) continue;
-    const int buffer = plan_.outputs[o].buffer;
-    for (size_t i = plan_.ops.size(); i-- > 0;) {
-      if (needed_ops[i] && (plan_.ops[i].out == buffer || plan_.ops[i].out8 == buffer)) {
-        if (plan_.ops[i].out == buffer) top_k_output_of_op[i] = static_cast<int>(o);
-        break;
-      }
+    if (requested_outputs[o] && top_k_applies(o, top_k) && topk_op_[o] >= 0) {
+      top_k_output_of_op[static_cast<size_t>(topk_op_[o])] = static_cast<int>(o);
     }
   }
   std::vector<bool> top_k_done(plan_.outputs.size(), false);

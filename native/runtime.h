@@ -238,6 +238,10 @@ class Runtime {
   // Per plan output with selected rows: its top-k ids then scores, room for
   // kMaxTopK per row, in staging (0 for other outputs).
   std::vector<size_t> topk_staging_offsets_;
+  // Per output: the op that writes its buffer last, where it may do the
+  // output's top-k in its own launch (BackendContext::run_with_softmax_topk);
+  // -1 where none may.
+  std::vector<int> topk_op_;
 
   // Declared after the weights so that contexts (and their queued work) go first.
   std::vector<std::unique_ptr<Context>> contexts_;

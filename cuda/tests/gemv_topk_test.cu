@@ -176,26 +176,18 @@ void check_case(Rng& rng, TopKMemory& memory, fusedrt::cpu::ThreadPool& pool, in
   std::vector<float> want_scores(slots);
   fusedrt::cpu::softmax_topk({logits_f.data(), rows, n, k, want_ids.data(), want_scores.data()}, pool);
 
-  bool ok = same_logits && repeatable && counter_zero;
   double worst = 0;
-  char detail[160] = "";
-  for (size_t i = 0; i < slots; ++i) {
-    const float g = scores[0][i], w = want_scores[i];
-    const bool same_nan = std::isnan(g) && std::isnan(w);
-    const double error = same_nan ? 0 : std::fabs(static_cast<double>(g) - w);
-    if (!same_nan && w != 0) worst = std::max(worst, error / std::fabs(static_cast<double>(w)));
-    if (ids[0][i] != want_ids[i] || !(same_nan || error <= kScoreTolerance * std::fabs(static_cast<double>(w)))) {
-      if (ok) {
-        std::snprintf(detail, sizeof detail, "row %lld #%lld: id %d score %.9g, want %d %.9g",
-                      static_cast<long long>(i / k), static_cast<long long>(i % k), ids[0][i], g, want_ids[i], w);
-      }
-      ok = false;
-    }
+  std::string detail =
+      fusedrt::test::topk_mismatch(ids[0], scores[0], want_ids, want_scores, k, kScoreTolerance, worst);
+  const bool ok = detail.empty() && same_logits && repeatable && counter_zero;
+  if (detail.empty()) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "max rel err %.2e", worst);
+    detail = buffer;
   }
-  if (ok) std::snprintf(detail, sizeof detail, "max rel err %.2e", worst);
-  if (!same_logits) std::snprintf(detail, sizeof detail, "logits differ from gemv's");
-  if (!repeatable) std::snprintf(detail, sizeof detail, "launches differ");
-  if (!counter_zero) std::snprintf(detail, sizeof detail, "counter left non-zero");
+  if (!same_logits) detail = "logits differ from gemv's";
+  if (!repeatable) detail = "launches differ";
+  if (!counter_zero) detail = "counter left non-zero";
   char label[96];
   std::snprintf(label, sizeof label, "%lld x %lld x %lld %s, k %d, %s", static_cast<long long>(rows),
                 static_cast<long long>(n), static_cast<long long>(k_dim), sizeof(Out) == 2 ? "fp16" : "fp32", k,

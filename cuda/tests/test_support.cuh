@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "activation.h"
@@ -171,6 +172,28 @@ struct DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
+
+// A softmax top-k result ([rows, k], best first) against the reference's:
+// ids equal, scores within `tolerance` relative (NaN where the reference has
+// NaN). "" when they agree, else the first difference; worst gets the
+// largest relative score error up to it.
+inline std::string topk_mismatch(const std::vector<int32_t>& got_ids, const std::vector<float>& got_scores,
+                                 const std::vector<int32_t>& want_ids, const std::vector<float>& want_scores, int k,
+                                 double tolerance, double& worst) {
+  for (size_t i = 0; i < want_ids.size(); ++i) {
+    const float g = got_scores[i], w = want_scores[i];
+    const bool same_nan = std::isnan(g) && std::isnan(w);
+    const double error = same_nan ? 0 : std::fabs(static_cast<double>(g) - w);
+    if (!same_nan && w != 0) worst = std::max(worst, error / std::fabs(static_cast<double>(w)));
+    if (got_ids[i] != want_ids[i] || !(same_nan || error <= tolerance * std::fabs(static_cast<double>(w)))) {
+      char buffer[128];
+      std::snprintf(buffer, sizeof buffer, "row %zu #%zu: id %d score %.9g, want %d %.9g", i / k, i % k, got_ids[i], g,
+                    want_ids[i], w);
+      return buffer;
+    }
+  }
+  return "";
+}
 
 // Copies of a weight (zeros: for timing only) that together exceed the L2
 // four times, so that a kernel launched on next() each time reads its weight

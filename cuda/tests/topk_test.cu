@@ -157,19 +157,11 @@ void check(const Case& c, Shared& shared, fusedrt::cpu::ThreadPool& pool, Rng& r
     std::vector<float> got_scores(slots);
     CHECK_CUDA(cudaMemcpy(got_ids.data(), ids.ptr, slots * sizeof(int32_t), cudaMemcpyDeviceToHost));
     CHECK_CUDA(cudaMemcpy(got_scores.data(), scores.ptr, slots * sizeof(float), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < slots && ok; ++i) {
-      const float g = got_scores[i], w = want_scores[i];
-      const bool same_nan = std::isnan(g) && std::isnan(w);
-      const double error = same_nan ? 0 : std::fabs(static_cast<double>(g) - w);
-      const bool score_ok = same_nan || error <= kScoreTolerance * std::fabs(static_cast<double>(w));
-      if (!same_nan && w != 0) worst = std::max(worst, error / std::fabs(static_cast<double>(w)));
-      if (got_ids[i] != want_ids[i] || !score_ok) {
-        ok = false;
-        char buffer[160];
-        std::snprintf(buffer, sizeof buffer, "run %d row %lld #%lld: id %d score %.9g, want %d %.9g", run,
-                      static_cast<long long>(i / c.k), static_cast<long long>(i % c.k), got_ids[i], g, want_ids[i], w);
-        detail = buffer;
-      }
+    const std::string mismatch =
+        fusedrt::test::topk_mismatch(got_ids, got_scores, want_ids, want_scores, c.k, kScoreTolerance, worst);
+    if (!mismatch.empty()) {
+      ok = false;
+      detail = "run " + std::to_string(run) + " " + mismatch;
     }
   }
   if (ok) {

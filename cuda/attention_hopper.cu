@@ -25,6 +25,11 @@
 // requests all of its tiles at once instead of stage by stage (kWhole, at
 // the kernel).
 //
+// The output leaves in 16-byte chunks, each assembled by shuffles within a
+// quad of lanes (store_rows_in_chunks): at 32 x 128 the 4-byte stores the
+// mma.sync kernel uses took 1.4 us of a block's 10 (bench/gpu/
+// attention_phases.cu times a block's phases).
+//
 // A block is one warpgroup, 64 query rows of one (sequence, head); 4 fit an
 // SM (at most 128 registers). Where sequences of up to 128 keys would need
 // a second, partial wave of such blocks, a block takes both 64-row halves of
@@ -47,6 +52,12 @@
 // target lacks; refuse such a build with a clear message.
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "cuda/attention_hopper.cu is built for sm_90a only: -gencode arch=compute_90a,code=sm_90a"
+#endif
+
+// Phase marks for the probe bench/gpu/attention_phases.cu, which defines
+// this before including this file; in the backend's build they are nothing.
+#ifndef FUSEDRT_ATTENTION_MARK
+#define FUSEDRT_ATTENTION_MARK(tile, phase)
 #endif
 
 namespace fusedrt::gpu {
@@ -179,6 +190,62 @@ __device__ __forceinline__ void wait_for_stage(int pending) {
   __syncthreads();
 }
 
+// The tile's output rows, normalised and rounded to fp16, stored as 16-byte
+// chunks (4 stores a thread instead of store_attention_rows' 16 of 4 bytes).
+//
+// A row's chunk c (columns 8 c .. 8 c + 7) is spread over the quad of lanes
+// holding that row (4 g .. 4 g + 3), as one word (two columns) each; a 4 x 4
+// transpose by shuffles within the quad gives lane q the whole chunk
+// 4 h + q, for h = 0, 1.
+
+// a[i] = a[i ^ x] for x in 0..3 (per thread): two conditional pair swaps.
+__device__ __forceinline__ void xor_permute(uint32_t (&a)[4], int x) {
+  if (x & 1) {
+    const uint32_t t0 = a[0], t2 = a[2];
+    a[0] = a[1], a[1] = t0, a[2] = a[3], a[3] = t2;
+  }
+  if (x & 2) {
+    const uint32_t t0 = a[0], t1 = a[1];
+    a[0] = a[2], a[1] = a[3], a[2] = t0, a[3] = t1;
+  }
+}
+
+// first_row: the tile's first query row; out_offset: its sequence's first
+// token, this head's first column.
+__device__ __forceinline__ void store_rows_in_chunks(const AttentionHalfParams& p, const float (&o)[kHeadDim / 2],
+                                                     const float (&row_sum)[2], int first_row, int length,
+                                                     int64_t out_offset) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int g = lane / 4, q = lane % 4;
+  const int64_t width = p.heads * kHeadDim;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(kFullMask, sum, 1);
+    sum += __shfl_xor_sync(kFullMask, sum, 2);
+    const float inv_sum = 1.f / sum;
+    const int row = first_row + (threadIdx.x / kWarpSize) * 16 + g + 8 * r;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t mine[4], chunk[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        mine[i] = pack_half2(o[4 * (4 * h + i) + 2 * r] * inv_sum, o[4 * (4 * h + i) + 2 * r + 1] * inv_sum);
+      }
+      // Word p of lane q's chunk is lane p's mine[q]. Round x swaps with
+      // lane q ^ x: send mine[q ^ x], receive word q ^ x.
+      xor_permute(mine, q);  // mine[x] is now what round x sends
+#pragma unroll
+      for (int x = 0; x < 4; ++x) chunk[x] = __shfl_xor_sync(kFullMask, mine[x], x);
+      xor_permute(chunk, q);  // chunk[p]: lane p's word
+      if (row < length) {
+        *reinterpret_cast<uint4*>(p.out + out_offset + row * width + (4 * h + q) * 8) =
+            make_uint4(chunk[0], chunk[1], chunk[2], chunk[3]);
+      }
+    }
+  }
+}
+
 // Sequences up to this long fit the two K and two V stage buffers whole.
 constexpr int kWholeSequence = 2 * kBlockN;
 
@@ -199,8 +266,8 @@ constexpr int kWholeSequence = 2 * kBlockN;
 // sequences keep the plain pipeline, which the switch would slow by ~0.5%.
 //
 // kQTiles 2 (kWhole only): both query tiles of a sequence of up to 128 keys
-// in one block, one after the other, on the K and V loaded once (both Q
-// tiles come with the first group). Launched where that makes the grid fit
+// in one block, one after the other, on the K and V loaded once (the second
+// Q tile comes with the last group). Launched where that makes the grid fit
 // the GPU in one wave of 4 blocks an SM (launch_attention_hopper).
 template <bool kWhole, int kQTiles>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
@@ -210,6 +277,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   const int64_t start = p.cu_seqlens[sequence];
   const int length = p.cu_seqlens[sequence + 1] - static_cast<int>(start);
   if (first_q0 >= length) return;  // whole block, before any barrier or wgmma
+  FUSEDRT_ATTENTION_MARK(0, 0);
 
   const int64_t width = p.heads * kHeadDim;
   const int64_t row_stride = 3 * width;
@@ -235,31 +303,43 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     cp_async_commit();
   };
 
+  auto load_q = [&](int t) {
+    const int tile_q0 = first_q0 + t * kBlockM;
+    if (tile_q0 < length) {
+      load_tile_swizzled<kBlockM>(q_tiles + t * kQBytes, q_src + tile_q0 * row_stride, row_stride, length - tile_q0);
+    }
+  };
+
   const int stages = (length + kBlockN - 1) / kBlockN;
   // A sequence longer than max_seqlen breaks the launch's contract; it still
   // gets the plain pipeline (for every tile) rather than overwritten buffers.
   const bool whole = kWhole && stages <= 2;
+  // fp16 output 16-byte aligned goes out in 16-byte chunks; E4M3 and an
+  // unaligned out as the mma.sync kernel stores them.
+  const bool chunked_out = p.out8 == nullptr && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;
 #pragma unroll 1
   for (int tile = 0; tile < kQTiles; ++tile) {
     const int q0 = first_q0 + tile * kBlockM;
     if (q0 >= length) break;
     unsigned char* q_tile = q_tiles + tile * kQBytes;
     if (tile == 0) {
-#pragma unroll
-      for (int t = 0; t < kQTiles; ++t) {
-        const int tile_q0 = first_q0 + t * kBlockM;
-        if (tile_q0 < length) {
-          load_tile_swizzled<kBlockM>(q_tiles + t * kQBytes, q_src + tile_q0 * row_stride, row_stride,
-                                      length - tile_q0);
-        }
-      }
-    } else {
+      load_q(0);
+    } else if (!whole) {
       __syncthreads();  // every warp is done with the previous tile's stages
+      load_q(tile);
     }
     if (tile == 0 || !whole) {
       load_stage(0, stages);
       if (whole) {
-        for (int j = 1; j <= stages; ++j) load_stage(j, stages);
+        for (int j = 1; j <= stages; ++j) {
+          // The later query tiles join the last group: the first tile's
+          // work needs only Q_0 and K_0 to start.
+          if (j == stages) {
+#pragma unroll
+            for (int t = 1; t < kQTiles; ++t) load_q(t);
+          }
+          load_stage(j, stages);
+        }
       }
     }
 
@@ -276,9 +356,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     float s[kBlockN / 2];
     uint32_t pa[kBlockN / 16][4];
 
-    // Stage 0: S_0 and its softmax alone (O is still zero). After the first
-    // tile of a whole block, every group has landed: the waits pass.
-    wait_for_stage(whole ? stages : 0);
+    // Stage 0: S_0 and its softmax alone (O is still zero). A whole block's
+    // later tiles find every group landed and visible (the first tile's
+    // waits), so they skip the waits and their barriers: nothing is written
+    // to shared memory after the loads.
+    const bool waits = tile == 0 || !whole;
+    if (waits) wait_for_stage(whole ? stages : 0);
+    FUSEDRT_ATTENTION_MARK(tile, 1);
     if (!whole) load_stage(1, stages);
     load_q_fragments(q_tile, p.scale < 0.f, q);
     wgmma_fence();
@@ -286,11 +370,14 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_hold(s);
+    FUSEDRT_ATTENTION_MARK(tile, 2);
     softmax_stage(s, 0, length, c, row_max, row_sum, rescale);
     pack_p(s, pa);
+    FUSEDRT_ATTENTION_MARK(tile, 3);
 
     for (int j = 1; j < stages; ++j) {
-      wait_for_stage(whole ? stages - j : 0);  // K_j and V_{j-1}
+      if (waits) wait_for_stage(whole ? stages - j : 0);  // K_j and V_{j-1}
+      FUSEDRT_ATTENTION_MARK(tile, 4);
       if (!whole) load_stage(j + 1, stages);
       wgmma_hold(o);
       wgmma_fence();
@@ -300,7 +387,9 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       wgmma_commit();
       wgmma_wait<1>();  // S_j
       wgmma_hold(s);
+      FUSEDRT_ATTENTION_MARK(tile, 5);
       softmax_stage(s, j * kBlockN, length, c, row_max, row_sum, rescale);
+      FUSEDRT_ATTENTION_MARK(tile, 6);
       wgmma_wait<0>();  // P_{j-1} V_{j-1}
       wgmma_hold(o);
       wgmma_hold(pa);  // the product has read pa: only now may it be refilled
@@ -312,19 +401,27 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
         o[4 * d + 3] *= rescale[1];
       }
       pack_p(s, pa);
+      FUSEDRT_ATTENTION_MARK(tile, 7);
     }
 
-    wait_for_stage(0);  // V of the last stage
+    if (waits) wait_for_stage(0);  // V of the last stage
+    FUSEDRT_ATTENTION_MARK(tile, 8);
     wgmma_hold(o);
     wgmma_fence();
     issue_pv(o, pa, swizzled_tile_descriptor(v_stage(stages - 1)));
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_hold(o);
+    FUSEDRT_ATTENTION_MARK(tile, 9);
 
-    store_attention_rows<kHeadDim>(
-        p, [&](int d, int e) { return o[4 * d + e]; }, row_sum, q0 + (threadIdx.x / kWarpSize) * 16, length,
-        kHeadDim, start * width + blockIdx.y * kHeadDim);
+    if (chunked_out) {
+      store_rows_in_chunks(p, o, row_sum, q0, length, start * width + blockIdx.y * kHeadDim);
+    } else {
+      store_attention_rows<kHeadDim>(
+          p, [&](int d, int e) { return o[4 * d + e]; }, row_sum, q0 + (threadIdx.x / kWarpSize) * 16, length,
+          kHeadDim, start * width + blockIdx.y * kHeadDim);
+    }
+    FUSEDRT_ATTENTION_MARK(tile, 10);
   }
 }
 

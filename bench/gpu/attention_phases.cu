@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <string>
 #include <vector>
 
 #include "test_support.cuh"
@@ -119,6 +118,7 @@ void probe_shape(const Shape& shape, Rng& rng) {
     CHECK_CUDA(cudaStreamSynchronize(stream));
   }
   CHECK_CUDA(cudaMemcpy(m.data(), marks.ptr, m.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaStreamDestroy(stream));
 
   unsigned long long first_ns = ~0ull;
   std::vector<const unsigned long long*> started;
@@ -169,7 +169,6 @@ void probe_shape(const Shape& shape, Rng& rng) {
                   *std::max_element(deltas.begin(), deltas.end()));
     }
   }
-  CHECK_CUDA(cudaStreamDestroy(stream));
 }
 
 }  // namespace

@@ -220,10 +220,7 @@ __device__ __forceinline__ void store_rows_in_chunks(const AttentionHalfParams& 
   const int64_t width = p.heads * kHeadDim;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(kFullMask, sum, 1);
-    sum += __shfl_xor_sync(kFullMask, sum, 2);
-    const float inv_sum = 1.f / sum;
+    const float inv_sum = inverse_row_sum(row_sum[r]);
     const int row = first_row + (threadIdx.x / kWarpSize) * 16 + g + 8 * r;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

@@ -52,6 +52,14 @@ struct AttentionHalfTraits {
   static_assert(kSharedBytes <= 99 * 1024, "a block must fit every architecture the backend ships");
 };
 
+// 1 / a row's softmax sum, from this lane's part of it: the four lanes of a
+// quad hold parts of the same two rows (mma's C fragment).
+__device__ __forceinline__ float inverse_row_sum(float part) {
+  part += __shfl_xor_sync(kFullMask, part, 1);
+  part += __shfl_xor_sync(kFullMask, part, 2);
+  return 1.f / part;
+}
+
 // Normalises one warp's 16 query rows of O and stores them, as fp16 or as
 // E4M3 (p.out8). O is in the mma C layout: acc(d, e) is element e of
 // 8-column block d, rows g and g + 8 (g = lane / 4; e / 2 picks the row);
@@ -66,10 +74,7 @@ __device__ __forceinline__ void store_attention_rows(const AttentionHalfParams& 
   const int64_t width = p.heads * head_dim;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(kFullMask, sum, 1);
-    sum += __shfl_xor_sync(kFullMask, sum, 2);
-    const float inv_sum = 1.f / sum;
+    const float inv_sum = inverse_row_sum(row_sum[r]);
     const int row = first_row + lane / 4 + r * 8;
     if (row >= length) continue;
 #pragma unroll

@@ -59,46 +59,32 @@ std::vector<void*> g_branch_workspaces;
 using fusedrt::probe::LtProblem;
 using fusedrt::probe::LtShape;
 
-struct ShapeLess {
-  static auto tie(const LtShape& s) { return std::tie(s.rows, s.n, s.k, s.ld_in, s.ld_w, s.ld_out, s.fp32_out, s.epilogue); }
-  bool operator()(const LtShape& x, const LtShape& y) const { return tie(x) < tie(y); }
-};
-
-// A shape's problem and the algorithm chosen for it.
-struct Gemm {
-  LtProblem problem;
-  cublasLtMatmulAlgo_t algo;
-  double us = 0;
-};
+using Gemm = fusedrt::probe::LtChoice;
 
 void launch(const Gemm& g, const __half* in, const __half* weight, const __half* bias, void* out, void* workspace,
             cudaStream_t stream) {
   fusedrt::probe::run_lt_problem(g_lt, g.problem, g.algo, in, weight, bias, out, workspace, kWorkspaceBytes, stream);
 }
 
-std::map<LtShape, Gemm, ShapeLess> g_gemms;
+std::map<LtShape, Gemm, fusedrt::probe::LtShapeLess> g_gemms;
 std::vector<LtShape> g_used;  // the shapes of the layer being timed, in order
 
 // The fastest of the heuristic's first 8 candidates for a shape, timed on
 // the given operands in graphs of 20 launches.
 const Gemm& gemm_for(const LtShape& s, const __half* in, const __half* weight, const __half* bias, void* out) {
-  const ShapeLess less;
+  const fusedrt::probe::LtShapeLess less;
   if (std::none_of(g_used.begin(), g_used.end(), [&](const LtShape& u) { return !less(u, s) && !less(s, u); })) {
     g_used.push_back(s);
   }
   auto found = g_gemms.find(s);
   if (found != g_gemms.end()) return found->second;
-  Gemm g{fusedrt::probe::make_lt_problem(g_lt, s, kWorkspaceBytes, 8), {}, 1e30};
-  for (const cublasLtMatmulHeuristicResult_t& result : g.problem.candidates) {
-    Gemm candidate = g;
-    candidate.algo = result.algo;
-    const double us = median_us([&](cudaStream_t st) { launch(candidate, in, weight, bias, out, g_workspace, st); },
-                                20, 15);
-    if (us < g.us) {
-      g.us = us;
-      g.algo = result.algo;
-    }
-  }
+  Gemm g = fusedrt::probe::fastest_candidate(
+      fusedrt::probe::make_lt_problem(g_lt, s, kWorkspaceBytes, 8),
+      [&](const LtProblem& problem, const cublasLtMatmulAlgo_t& algo) {
+        return median_us([&](cudaStream_t st) {
+          fusedrt::probe::run_lt_problem(g_lt, problem, algo, in, weight, bias, out, g_workspace, kWorkspaceBytes, st);
+        }, 20, 15);
+      });
   return g_gemms.emplace(s, g).first->second;
 }
 

@@ -2,7 +2,8 @@
 // weight[n, k]^T (fp16, fp32 compute; in column-major terms out^T = W . in^T),
 // for the probes that time a kernel of their own against it
 // (wgmma_gemm.cu, gemm_layernorm.cu) or cuBLASLt's candidates against each
-// other (branched_layer.cu, tuning_conditions.cu). Probe code only.
+// other (branched_layer.cu, row_split_chains.cu, tuning_conditions.cu).
+// Probe code only.
 #pragma once
 
 #include <cublasLt.h>
@@ -13,6 +14,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS
@@ -129,6 +132,34 @@ inline void run_lt_problem(cublasLtHandle_t handle, const LtProblem& p, const cu
   const float one = 1.f, zero = 0.f;
   CHECK_CUBLAS(cublasLtMatmul(handle, p.desc, &one, weight, p.a, in, p.b, &zero, out, p.c, out, p.c, &algo, workspace,
                               workspace_bytes, stream));
+}
+
+// Orders LtShapes, for a map of the algorithm chosen per shape.
+struct LtShapeLess {
+  static auto tie(const LtShape& s) { return std::tie(s.rows, s.n, s.k, s.ld_in, s.ld_w, s.ld_out, s.fp32_out, s.epilogue); }
+  bool operator()(const LtShape& x, const LtShape& y) const { return tie(x) < tie(y); }
+};
+
+// A shape's problem and the algorithm chosen for it, with its time.
+struct LtChoice {
+  LtProblem problem;
+  cublasLtMatmulAlgo_t algo{};
+  double us = 1e30;
+};
+
+// The candidate of `problem` that time_us(problem, algo) finds fastest, as
+// the backend's tuner picks.
+template <class TimeUs>
+LtChoice fastest_candidate(LtProblem problem, TimeUs time_us) {
+  LtChoice choice{std::move(problem)};
+  for (const cublasLtMatmulHeuristicResult_t& result : choice.problem.candidates) {
+    const double us = time_us(choice.problem, result.algo);
+    if (us < choice.us) {
+      choice.us = us;
+      choice.algo = result.algo;
+    }
+  }
+  return choice;
 }
 
 // The heuristic's first algorithm for a shape, with a workspace of its own.

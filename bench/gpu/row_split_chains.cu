@@ -33,7 +33,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <tuple>
 #include <vector>
 
 #include "../../cuda/add_layernorm.cuh"
@@ -59,22 +58,13 @@ cublasLtHandle_t g_lt;
 using fusedrt::probe::LtProblem;
 using fusedrt::probe::LtShape;
 
-struct ShapeLess {
-  static auto tie(const LtShape& s) { return std::tie(s.rows, s.n, s.k, s.ld_in, s.ld_w, s.ld_out, s.fp32_out, s.epilogue); }
-  bool operator()(const LtShape& x, const LtShape& y) const { return tie(x) < tie(y); }
-};
+using Gemm = fusedrt::probe::LtChoice;
 
-struct Gemm {
-  LtProblem problem;
-  cublasLtMatmulAlgo_t algo;
-  double us = 1e30;
-};
+std::map<LtShape, Gemm, fusedrt::probe::LtShapeLess> g_gemms;
 
-std::map<LtShape, Gemm, ShapeLess> g_gemms;
-
-void launch(const Gemm& g, const __half* in, const __half* weight, const __half* bias, __half* out,
-            cudaStream_t stream) {
-  fusedrt::probe::run_lt_problem(g_lt, g.problem, g.algo, in, weight, bias, out, nullptr, 0, stream);
+void launch(const LtProblem& problem, const cublasLtMatmulAlgo_t& algo, const __half* in, const __half* weight,
+            const __half* bias, __half* out, cudaStream_t stream) {
+  fusedrt::probe::run_lt_problem(g_lt, problem, algo, in, weight, bias, out, nullptr, 0, stream);
 }
 
 // out[rows, n] = in[rows, k] . weight^T (+ epilogue), with the shape's tactic
@@ -85,19 +75,14 @@ void gemm(int rows, int n, int k, cublasLtEpilogue_t epilogue, const __half* in,
   auto found = g_gemms.find(shape);
   if (found == g_gemms.end()) {
     CHECK_CUDA(cudaDeviceSynchronize());  // the run so far, before timing on its buffers
-    Gemm g{fusedrt::probe::make_lt_problem(g_lt, shape, 0, 8), {}};
-    for (const cublasLtMatmulHeuristicResult_t& result : g.problem.candidates) {
-      Gemm candidate = g;
-      candidate.algo = result.algo;
-      const double us = median_us([&](cudaStream_t s) { launch(candidate, in, weight, bias, out, s); }, 20, 15);
-      if (us < g.us) {
-        g.us = us;
-        g.algo = result.algo;
-      }
-    }
-    found = g_gemms.emplace(shape, g).first;
+    Gemm g = fusedrt::probe::fastest_candidate(
+        fusedrt::probe::make_lt_problem(g_lt, shape, 0, 8),
+        [&](const LtProblem& problem, const cublasLtMatmulAlgo_t& algo) {
+          return median_us([&](cudaStream_t s) { launch(problem, algo, in, weight, bias, out, s); }, 20, 15);
+        });
+    found = g_gemms.emplace(shape, std::move(g)).first;
   }
-  launch(found->second, in, weight, bias, out, stream);
+  launch(found->second.problem, found->second.algo, in, weight, bias, out, stream);
 }
 
 struct LayerWeights {

@@ -22,7 +22,7 @@ import * as path from 'path';
 import { buildPlan } from '../../src/build/builder';
 import type { Precision } from '../../src/build/plan-types';
 import { Engine } from '../../src/engine/engine';
-import { isTopK, runGpuMs } from '../../src/engine/run-result';
+import { isTopK, runGpuMs, runTiming } from '../../src/engine/run-result';
 import { describeGc, measureLoopStalls } from '../../src/tools/loop-stalls';
 import type { DeviceOption, PackedBatch } from '../../src/engine/types';
 
@@ -64,6 +64,14 @@ export interface Timing {
   gpu_median_ms?: number;
   /** Median of wall - GPU time per run, in microseconds: the host overhead. */
   overhead_median_us?: number;
+  /**
+   * Where the host overhead goes (medians over the runs of the result's
+   * `timing`, src/engine/run-result.ts; absent without it), microseconds:
+   * the addon's hold of the JS thread (reading the batch, issuing it when
+   * issued there, reading out, building the result), of it the launch, and
+   * the delivery (with spin wait, the poll interval in which the run ended).
+   */
+  host_median_us?: { js_thread: number; launch: number; deliver: number };
 }
 
 export interface FusedTiming extends Partial<Timing> {
@@ -167,6 +175,7 @@ async function timeRuns(once: () => Promise<object>): Promise<Timing> {
   const times: number[] = [];
   const gpu: number[] = [];
   const overhead: number[] = [];
+  const host = { js_thread: [] as number[], launch: [] as number[], deliver: [] as number[] };
   for (let i = 0; i < RUNS; i++) {
     const start = process.hrtime.bigint();
     const result = await once();
@@ -177,6 +186,12 @@ async function timeRuns(once: () => Promise<object>): Promise<Timing> {
       gpu.push(g);
       overhead.push((ms - g) * 1000);
     }
+    const t = runTiming(result);
+    if (t !== undefined) {
+      host.js_thread.push(t.jsThreadUs);
+      host.launch.push(t.launchUs);
+      host.deliver.push(t.deliverUs);
+    }
   }
   const sort = (v: number[]) => v.sort((a, b) => a - b);
   sort(times);
@@ -184,6 +199,11 @@ async function timeRuns(once: () => Promise<object>): Promise<Timing> {
   if (gpu.length === RUNS) {
     timing.gpu_median_ms = median(sort(gpu));
     timing.overhead_median_us = median(sort(overhead));
+  }
+  if (host.js_thread.length === RUNS) {
+    timing.host_median_us = {
+      js_thread: median(sort(host.js_thread)), launch: median(sort(host.launch)), deliver: median(sort(host.deliver)),
+    };
   }
   return timing;
 }

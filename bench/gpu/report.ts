@@ -114,6 +114,26 @@ export function report(dirs: string[]): string {
       lines.push(`| ${c.name} | ${ms(t.median_ms)} | ${ms(t.gpu_median_ms)} | ${us(t.overhead_median_us)} | `
         + `${ms(t.topk5?.median_ms)} | ${ms(t.topk5?.gpu_median_ms)} | ${us(t.topk5?.overhead_median_us)} |`);
     }
+    const hostRows: string[] = [];
+    for (const c of inputs.cases) {
+      const t = ourMs('fp16', c.name);
+      if (!t || t.error) continue;
+      for (const [outputs, run] of [['full logits', t], ['top-5', t.topk5]] as const) {
+        const h = run?.host_median_us;
+        if (run?.overhead_median_us === undefined || h === undefined) continue;
+        hostRows.push(`| ${c.name} | ${outputs} | ${us(run.overhead_median_us)} | ${us(h.js_thread)} | ${us(h.launch)} | `
+          + `${us(h.deliver)} | ${us(run.overhead_median_us - h.js_thread - h.deliver)} |`);
+      }
+    }
+    if (hostRows.length > 0) {
+      lines.push('');
+      lines.push('Where wall - GPU goes (medians of the runs\' timing, µs): the addon on the JS thread (of it the launch), '
+        + 'the delivery (spin wait\'s poll), and the rest (JS around engine.run, the promise, the event loop, the '
+        + 'device starting the work):');
+      lines.push('| case | outputs | wall - GPU | addon on the JS thread | launch | delivery | rest |');
+      lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+      lines.push(...hostRows);
+    }
     lines.push('');
     lines.push('FusedRT, variable lengths against every sequence at S (FusedRT has no padding: "padded" = all at length S):');
     lines.push('');

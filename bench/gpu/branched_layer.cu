@@ -121,18 +121,7 @@ __global__ void add_layernorm(const __half* residual, const float* partials, int
   for (int j = 0; j < 3; ++j) out[row * kHidden + threadIdx.x + 256 * j] = __float2half((v[j] - mean) * inv);
 }
 
-struct LayerWeights {
-  __half *qkv, *qkv_bias, *o, *ffn1, *ffn1_bias, *ffn2;
-};
-
-__half* random_halves(size_t count, float scale, Rng& rng) {
-  std::vector<__half> host(count);
-  for (auto& h : host) h = __float2half(rng.uniform(-scale, scale));
-  __half* device = nullptr;
-  CHECK_CUDA(cudaMalloc(&device, count * sizeof(__half)));
-  CHECK_CUDA(cudaMemcpy(device, host.data(), count * sizeof(__half), cudaMemcpyHostToDevice));
-  return device;
-}
+using LayerWeights = fusedrt::probe::BertGemmWeights;
 
 struct Activations {
   __half *x, *qkv, *h, *inter, *y;
@@ -225,16 +214,9 @@ int main(int argc, char** argv) {
   }
   Rng rng{20261123};
   std::vector<LayerWeights> layers(kLayers);
-  for (auto& w : layers) {
-    w.qkv = random_halves(size_t{kQkv} * kHidden, 0.05f, rng);
-    w.qkv_bias = random_halves(kQkv, 0.05f, rng);
-    w.o = random_halves(size_t{kHidden} * kHidden, 0.05f, rng);
-    w.ffn1 = random_halves(size_t{kInter} * kHidden, 0.05f, rng);
-    w.ffn1_bias = random_halves(kInter, 0.05f, rng);
-    w.ffn2 = random_halves(size_t{kHidden} * kInter, 0.03f, rng);
-  }
+  for (auto& w : layers) w = fusedrt::probe::random_bert_gemm_weights(kHidden, kInter, rng);
   const size_t tokens = rows;
-  __half* input = random_halves(tokens * kHidden, 1.f, rng);
+  __half* input = fusedrt::probe::random_device_halves(tokens * kHidden, 1.f, rng);
   Activations a{};
   CHECK_CUDA(cudaMalloc(&a.x, tokens * kHidden * 2));
   CHECK_CUDA(cudaMalloc(&a.qkv, tokens * kQkv * 2));

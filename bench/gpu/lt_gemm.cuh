@@ -162,6 +162,34 @@ LtChoice fastest_candidate(LtProblem problem, TimeUs time_us) {
   return choice;
 }
 
+// count fp16 values uniform in [-scale, scale) on the device.
+inline __half* random_device_halves(size_t count, float scale, fusedrt::test::Rng& rng) {
+  std::vector<__half> host(count);
+  for (auto& h : host) h = __float2half(rng.uniform(-scale, scale));
+  __half* device = nullptr;
+  CHECK_CUDA(cudaMalloc(&device, count * sizeof(__half)));
+  CHECK_CUDA(cudaMemcpy(device, host.data(), count * sizeof(__half), cudaMemcpyHostToDevice));
+  return device;
+}
+
+// One BERT layer's GEMM weights ([n, k]) and fp16 biases on the device, as
+// the probes that time whole layers draw them (branched_layer.cu,
+// row_split_chains.cu): uniform in +-0.05 (FFN2's in +-0.03), in this order.
+struct BertGemmWeights {
+  __half *qkv, *qkv_bias, *o, *ffn1, *ffn1_bias, *ffn2;
+};
+
+inline BertGemmWeights random_bert_gemm_weights(size_t hidden, size_t inter, fusedrt::test::Rng& rng) {
+  BertGemmWeights w;
+  w.qkv = random_device_halves(3 * hidden * hidden, 0.05f, rng);
+  w.qkv_bias = random_device_halves(3 * hidden, 0.05f, rng);
+  w.o = random_device_halves(hidden * hidden, 0.05f, rng);
+  w.ffn1 = random_device_halves(inter * hidden, 0.05f, rng);
+  w.ffn1_bias = random_device_halves(inter, 0.05f, rng);
+  w.ffn2 = random_device_halves(hidden * inter, 0.03f, rng);
+  return w;
+}
+
 // The heuristic's first algorithm for a shape, with a workspace of its own.
 struct LtGemm {
   cublasLtHandle_t handle;

@@ -85,9 +85,8 @@ void gemm(int rows, int n, int k, cublasLtEpilogue_t epilogue, const __half* in,
   launch(found->second.problem, found->second.algo, in, weight, bias, out, stream);
 }
 
-struct LayerWeights {
-  __half *qkv, *qkv_bias, *o, *ffn1, *ffn1_bias, *ffn2;
-  float *o_bias, *ffn2_bias, *gamma, *beta;
+struct LayerWeights : fusedrt::probe::BertGemmWeights {
+  float *o_bias, *ffn2_bias, *gamma, *beta;  // fp32, as the backend's add_layernorm takes them
 };
 
 template <class T>
@@ -96,12 +95,6 @@ T* device_copy(const std::vector<T>& host) {
   CHECK_CUDA(cudaMalloc(&device, host.size() * sizeof(T)));
   CHECK_CUDA(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   return device;
-}
-
-__half* random_halves(size_t count, float scale, Rng& rng) {
-  std::vector<__half> host(count);
-  for (auto& h : host) h = __float2half(rng.uniform(-scale, scale));
-  return device_copy(host);
 }
 
 float* random_floats(size_t count, float lo, float hi, Rng& rng) {
@@ -198,12 +191,7 @@ int main(int argc, char** argv) {
   Rng rng{20261123};
   std::vector<LayerWeights> layers(kLayers);
   for (auto& w : layers) {
-    w.qkv = random_halves(size_t{kQkv} * kHidden, 0.05f, rng);
-    w.qkv_bias = random_halves(kQkv, 0.05f, rng);
-    w.o = random_halves(size_t{kHidden} * kHidden, 0.05f, rng);
-    w.ffn1 = random_halves(size_t{kInter} * kHidden, 0.05f, rng);
-    w.ffn1_bias = random_halves(kInter, 0.05f, rng);
-    w.ffn2 = random_halves(size_t{kHidden} * kInter, 0.03f, rng);
+    static_cast<fusedrt::probe::BertGemmWeights&>(w) = fusedrt::probe::random_bert_gemm_weights(kHidden, kInter, rng);
     w.o_bias = random_floats(kHidden, -0.05f, 0.05f, rng);
     w.ffn2_bias = random_floats(kHidden, -0.05f, 0.05f, rng);
     w.gamma = random_floats(kHidden, 0.9f, 1.1f, rng);
@@ -223,7 +211,7 @@ int main(int argc, char** argv) {
   std::printf("| ---: | ---: | ---: | ---: | ---: |\n");
   for (const int batch : batches) {
     const size_t tokens = static_cast<size_t>(batch) * kSeq;
-    const __half* input = random_halves(tokens * kHidden, 1.f, rng);
+    const __half* input = fusedrt::probe::random_device_halves(tokens * kHidden, 1.f, rng);
     double one_chain_us = 0;
     for (const int count : {1, 2, 4}) {
       if (batch % count != 0) continue;

@@ -164,19 +164,14 @@ function median(sorted: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** Runs `once` at least WARMUP_RUNS times for WARMUP_MIN_S (fewer, at least 3, past WARMUP_BUDGET_S). */
-async function warmUp(once: () => Promise<object>): Promise<void> {
+/** Median wall ms of `once` over RUNS runs, after warm-up. */
+async function timeRuns(once: () => Promise<object>): Promise<Timing> {
   const warmupStart = process.hrtime.bigint();
   for (let i = 0; ; i++) {
     await once();
     const elapsedS = Number(process.hrtime.bigint() - warmupStart) / 1e9;
     if ((i + 1 >= WARMUP_RUNS && elapsedS >= WARMUP_MIN_S) || (i >= 2 && elapsedS > WARMUP_BUDGET_S)) break;
   }
-}
-
-/** Median wall ms of `once` over RUNS runs, after warm-up. */
-async function timeRuns(once: () => Promise<object>): Promise<Timing> {
-  await warmUp(once);
   const times: number[] = [];
   const gpu: number[] = [];
   const overhead: number[] = [];
@@ -339,15 +334,6 @@ async function benchPrecision(precision: Precision, inputs: BenchInputs, args: R
     if (args.accuracyOnly) {
       await checkAccuracy();
       return;
-    }
-    // Every case once through its warm-up before any is timed: without it,
-    // the first case timed after the plan build held the JS thread twice as
-    // long as the same launch shape timed next (40 against 20 us at 1 x 128;
-    // bench/RESULTS.md, nineteenth session).
-    for (const c of inputs.cases) {
-      const batch = packedBatch(c);
-      await warmUp(() => engine.run(batch));
-      await warmUp(() => engine.run({ ...batch, topK: 5 }));
     }
     for (const c of inputs.cases) {
       const batch = packedBatch(c);

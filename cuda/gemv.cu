@@ -76,60 +76,8 @@ __device__ __forceinline__ void widen(const uint4& bits, float (&x)[kHalvesPerVe
   }
 }
 
-// A lane's best kGemvTopKMax outputs so far (best first; unused slots are
-// no_entry()) and their softmax part.
-struct LaneTopK {
-  Entry list[kGemvTopKMax];
-  Stats stats;
-};
-
-__device__ __forceinline__ LaneTopK empty_top() {
-  LaneTopK t;
-#pragma unroll
-  for (int j = 0; j < kGemvTopKMax; ++j) t.list[j] = no_entry();
-  t.stats = {-CUDART_INF_F, 0.f};
-  return t;
-}
-
-// Inserting no_entry() changes nothing.
-__device__ __forceinline__ void insert(LaneTopK& t, Entry e) {
-#pragma unroll
-  for (int j = 0; j < kGemvTopKMax; ++j) {
-    if (better(e, t.list[j])) {
-      const Entry out = t.list[j];
-      t.list[j] = e;
-      e = out;
-    }
-  }
-}
-
-__device__ __forceinline__ void keep(LaneTopK& t, float value, int64_t column) {
-  // A NaN part sums to NaN (every score of the row is NaN, as in the
-  // reference); -inf adds nothing.
-  const bool nan = isnan(value);
-  const bool none = nan || value == -CUDART_INF_F;
-  t.stats = merge(t.stats, Stats{none ? -CUDART_INF_F : value, nan ? CUDART_NAN_F : (none ? 0.f : 1.f)});
-  const Entry e{order_key(value), static_cast<uint32_t>(column)};
-  if (better(e, t.list[kGemvTopKMax - 1])) insert(t, e);
-}
-
-// Drops the head of a sorted list.
-__device__ __forceinline__ void pop(Entry (&list)[kGemvTopKMax]) {
-#pragma unroll
-  for (int j = 0; j + 1 < kGemvTopKMax; ++j) list[j] = list[j + 1];
-  list[kGemvTopKMax - 1] = no_entry();
-}
-
-// k rounds of warp arg-max over the lanes' sorted lists (consumed); round i
-// calls emit(i, winner) on every lane, winner.key 0 once the lists are empty.
-template <class Emit>
-__device__ __forceinline__ void warp_top(Entry (&list)[kGemvTopKMax], int k, Emit&& emit) {
-  for (int i = 0; i < k; ++i) {
-    const Entry winner = warp_best(list[0]);
-    emit(i, winner);
-    if (winner.key != 0 && list[0].id == winner.id) pop(list);
-  }
-}
+// A lane's best kGemvTopKMax outputs so far and their softmax part.
+using LaneTopK = TopList<kGemvTopKMax>;
 
 // After the block's product: its per-row top-k into scratch, and, in the
 // block that counts last, the rows' top-k over all blocks into top_ids and
@@ -180,7 +128,7 @@ __device__ void finish_top_k(const LaneTopK& mine, int64_t rows, const GemvTopK&
   __shared__ Stats row_parts[kWarps];
   const int row = warp % kRows;
   if (row < rows) {
-    LaneTopK gathered = empty_top();
+    LaneTopK gathered = empty_top_list<kGemvTopKMax>();
     for (int64_t b = int64_t{warp / kRows} * kWarpSize + lane; b < gridDim.x; b += kWarpsPerRow * kWarpSize) {
       const int64_t slot = b * kRows + row;
       const float2 part = __ldcg(block_parts + slot);
@@ -241,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const GemvArgs<Out> p, c
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int64_t groups = (p.n + kCols - 1) / kCols;
   LaneTopK kept;
-  if constexpr (kTopK) kept = empty_top();
+  if constexpr (kTopK) kept = empty_top_list<kGemvTopKMax>();
   for (int64_t g = int64_t{blockIdx.x} * kWarps + warp; g < groups; g += int64_t{gridDim.x} * kWarps) {
     const int64_t n0 = g * kCols;
     const uint4* rows_of_weight[kCols];

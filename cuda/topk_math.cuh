@@ -1,7 +1,8 @@
-// Device pieces of the softmax top-k shared by its two kernels (topk.cu, and
-// gemv.cu's top-k epilogue): order keys that make the float order exact and
-// total, list entries compared by key then column, warp arg-max, and the
-// softmax's (max, sum) parts merged by rescaling. Internal to cuda/*.cu.
+// Device pieces of the softmax top-k shared by its kernels (topk.cu, and the
+// top-k epilogues of gemv.cu and mlm_tail.cu): order keys that make the
+// float order exact and total, list entries compared by key then column,
+// warp arg-max, the softmax's (max, sum) parts merged by rescaling, and a
+// lane's sorted list of its best outputs. Internal to cuda/*.cu.
 //
 // Keys: NaN maps to 0 (never selected, as fmax ignores it), -0 to +0's key
 // (they tie, lower column first), every other float to bits that compare as
@@ -71,6 +72,66 @@ __device__ __forceinline__ Stats merge(const Stats& a, const Stats& b) {
 __device__ __forceinline__ Stats warp_merge(const Stats& mine) {
   const float max = warp_max_value(order_key(mine.max));
   return {max, warp_sum(sum_around(mine, max))};
+}
+
+// A lane's best kLen outputs so far (best first; unused slots are
+// no_entry()) and their softmax part.
+template <int kLen>
+struct TopList {
+  Entry list[kLen];
+  Stats stats;
+};
+
+template <int kLen>
+__device__ __forceinline__ TopList<kLen> empty_top_list() {
+  TopList<kLen> t;
+#pragma unroll
+  for (int j = 0; j < kLen; ++j) t.list[j] = no_entry();
+  t.stats = {-CUDART_INF_F, 0.f};
+  return t;
+}
+
+// Inserting no_entry() changes nothing.
+template <int kLen>
+__device__ __forceinline__ void insert(TopList<kLen>& t, Entry e) {
+#pragma unroll
+  for (int j = 0; j < kLen; ++j) {
+    if (better(e, t.list[j])) {
+      const Entry out = t.list[j];
+      t.list[j] = e;
+      e = out;
+    }
+  }
+}
+
+template <int kLen>
+__device__ __forceinline__ void keep(TopList<kLen>& t, float value, int64_t column) {
+  // A NaN part sums to NaN (every score of the row is NaN, as in the
+  // reference); -inf adds nothing.
+  const bool nan = isnan(value);
+  const bool none = nan || value == -CUDART_INF_F;
+  t.stats = merge(t.stats, Stats{none ? -CUDART_INF_F : value, nan ? CUDART_NAN_F : (none ? 0.f : 1.f)});
+  const Entry e{order_key(value), static_cast<uint32_t>(column)};
+  if (better(e, t.list[kLen - 1])) insert(t, e);
+}
+
+// Drops the head of a sorted list.
+template <int kLen>
+__device__ __forceinline__ void pop(Entry (&list)[kLen]) {
+#pragma unroll
+  for (int j = 0; j + 1 < kLen; ++j) list[j] = list[j + 1];
+  list[kLen - 1] = no_entry();
+}
+
+// k rounds of warp arg-max over the lanes' sorted lists (consumed); round i
+// calls emit(i, winner) on every lane, winner.key 0 once the lists are empty.
+template <int kLen, class Emit>
+__device__ __forceinline__ void warp_top(Entry (&list)[kLen], int k, Emit&& emit) {
+  for (int i = 0; i < k; ++i) {
+    const Entry winner = warp_best(list[0]);
+    emit(i, winner);
+    if (winner.key != 0 && list[0].id == winner.id) pop(list);
+  }
 }
 
 }  // namespace fusedrt::gpu

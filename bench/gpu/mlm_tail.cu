@@ -45,6 +45,7 @@ constexpr int kMaxBlocks = 256;           // bounds the scratch
 constexpr int kDecoderRowsPerWarp = 4;    // weight rows a warp streams at once
 constexpr int kVecsPerPass = 3;           // 16-byte vectors of each of them per lane
 constexpr int kHalvesPerVec = 8;
+constexpr int kMaxHidden = 1024;  // bounds the LayerNorms' values a thread holds
 
 // The chain's fp32 parameters, copied in at the start (zeros for an absent bias).
 enum FloatParam { kBOut, kG1, kBe1, kBDown, kG2, kBe2, kGT, kBeT, kFloatParams };
@@ -269,6 +270,9 @@ __device__ void product_rows(const __half* __restrict__ weight, int count, int k
 template <int kRows>
 __device__ void layernorm_rows(const __half* in, const float* bias, const float* residual, const float* gamma,
                                const float* beta, float eps, int n, int rows, float* out, float* sums) {
+  // Thread t holds elements t + j * kThreads of the rows laid end to end:
+  // all of its loads are in flight at once.
+  constexpr int kPerThread = kRows * ((kMaxHidden + kThreads - 1) / kThreads);
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   // The block's sum over every thread's part of each row, in every thread.
@@ -286,31 +290,48 @@ __device__ void layernorm_rows(const __half* in, const float* bias, const float*
     }
     __syncthreads();
   };
+  float v[kPerThread];
+  int row_of[kPerThread];
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = threadIdx.x + j * kThreads;
+    row_of[j] = i / n;
+    v[j] = i < rows * n ? __half2float(__ldcg(in + i)) : 0.f;
+  }
   float part[kRows] = {};
-  for (int i = threadIdx.x; i < kRows * n; i += kThreads) {
-    const int r = i / n, c = i % n;
-    float v = 0.f;
-    if (r < rows) {
-      v = __half2float(__ldcg(in + i));
-      if (bias != nullptr) v += bias[c];
-      if (residual != nullptr) v += residual[i];
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = threadIdx.x + j * kThreads, c = i - row_of[j] * n;
+    if (i < kRows * n) {
+      if (bias != nullptr) v[j] += bias[c];
+      if (residual != nullptr) v[j] += residual[i];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) part[r] += row_of[j] == r ? v[j] : 0.f;
     }
-    out[i] = v;
-    part[r] += v;
   }
   block_sums(part);
   float mean[kRows], squares[kRows] = {};
 #pragma unroll
   for (int r = 0; r < kRows; ++r) mean[r] = part[r] / static_cast<float>(n);
-  for (int i = threadIdx.x; i < kRows * n; i += kThreads) {
-    const int r = i / n;
-    squares[r] += (out[i] - mean[r]) * (out[i] - mean[r]);
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = threadIdx.x + j * kThreads;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (i < kRows * n && row_of[j] == r) squares[r] += (v[j] - mean[r]) * (v[j] - mean[r]);
+    }
   }
   block_sums(squares);
-  for (int i = threadIdx.x; i < kRows * n; i += kThreads) {
-    const int r = i / n, c = i % n;
-    const float rstd = rsqrtf(squares[r] / static_cast<float>(n) + eps);
-    out[i] = round_half((out[i] - mean[r]) * rstd * gamma[c] + beta[c]);
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = threadIdx.x + j * kThreads, c = i - row_of[j] * n;
+    if (i >= kRows * n) continue;
+    float m = 0.f, var = 0.f;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (row_of[j] == r) m = mean[r], var = squares[r];
+    }
+    out[i] = round_half((v[j] - m) * rsqrtf(var / static_cast<float>(n) + eps) * gamma[c] + beta[c]);
   }
   __syncthreads();
 }
@@ -605,7 +626,7 @@ bool mlm_tail_supports(const MlmTailArgs& a, const MlmTailTopK& top) {
     cudaGetLastError();
     return false;
   }
-  const bool vectors = a.hidden >= kHalvesPerVec && a.hidden % kHalvesPerVec == 0 && a.inter >= kHalvesPerVec &&
+  const bool vectors = a.hidden >= kHalvesPerVec && a.hidden <= kMaxHidden && a.hidden % kHalvesPerVec == 0 && a.inter >= kHalvesPerVec &&
                        a.inter % kHalvesPerVec == 0 && a.vocab >= 1 && a.vocab < kNoId;
   const bool pointers = a.ctx && a.x && a.proj && a.inter_out && a.t && a.w_out && a.g1 && a.be1 && a.w_up &&
                         a.w_down && a.g2 && a.be2 && a.w_t && a.g_t && a.be_t && a.w_dec && a.logits;

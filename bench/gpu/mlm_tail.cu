@@ -3,14 +3,15 @@
 // At batch 1 the tail is a chain of eight dependent kernels on one row, each
 // a few microseconds of launch and memory latency over a floor under one,
 // then the decoder's weight stream (47 MB for BERT). Here one block runs on
-// every SM. At its start each block asks, by cp.async, for everything of the
-// chain it will need: the chain's biases and LayerNorm parameters, and its
-// share (a contiguous range of rows) of the four layer weights, in four
-// groups it waits for in turn; so no phase waits on DRAM for them. The four
-// GEMM phases are matrix-vector products over the block's weight rows (a
-// warp a row, fp32 sums), each ending at a grid barrier, after which every
-// block runs the LayerNorm of the few rows itself (cheaper than another
-// barrier) from the products the others left in global memory. The decoder
+// every SM. At its start one thread of each block asks, by bulk copies, for
+// everything of the chain the block will need: the chain's biases and
+// LayerNorm parameters, and its share (a contiguous range of rows) of the
+// four layer weights, each group completing on its own mbarrier; so no phase
+// waits on DRAM for them. The four GEMM phases are matrix-vector products
+// over the block's weight rows (a warp a row, fp32 sums), each ending at a
+// grid barrier, after which every block runs the LayerNorm of the few rows
+// itself (cheaper than another barrier) from the products the others left
+// in global memory. The decoder
 // then streams its weight rows from global memory, four a warp at a time,
 // and with a top-k each lane keeps the best of the logits it writes; a
 // block merges its lanes' lists per row into scratch, and after a last
@@ -72,7 +73,7 @@ struct Layout {
   size_t params;  // [kFloatParams][hidden] floats
   size_t b_up;    // [inter] halves
   size_t b_t;     // [hidden] halves
-  size_t lists;   // [kWarps][kDecoderRowsPerWarp * kRows] TopLists
+  size_t lists;   // [kRows][kWarps][kDecoderRowsPerWarp] TopLists: the decoder lanes' best logits
   size_t sums;    // [kRows][kWarps] floats: the LayerNorms' block sums
   size_t w_out, w_up, w_down, w_t;  // the block's weight rows
   size_t total;
@@ -122,8 +123,8 @@ __device__ inline Share share_of(int64_t n) {
 // in the SM, cp.async.bulk) that one thread issues at the start, each group
 // completing on its mbarrier: per-thread 16-byte cp.async of the same 124 KB
 // a block left the phases waiting (bench/RESULTS.md, nineteenth session).
-// mlm_tail_supports requires compute capability 9.0, so the other targets'
-// builds never run these.
+// mlm_tail_supports requires compute capability 9.0; built for an older
+// target (as cuda/ is, for the backend), these would be empty.
 __device__ __forceinline__ void barrier_init(uint64_t* bar) {
 #if __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)));
@@ -265,8 +266,9 @@ __device__ void product_rows(const __half* __restrict__ weight, int count, int k
 // zeros), fp32 statistics, rounded to fp16 as the backend's add_layernorm
 // stores them, kept as float. in is the other blocks' product in global
 // memory; the rest is shared memory, `sums` kWarps * kRows floats of it.
-// The whole block takes part: one warp walking a row took microseconds,
-// code that runs once a launch paying for every instruction it fetches.
+// The whole block takes part, each thread's values in registers with all
+// their loads in flight: one warp walking a row, or holding it in
+// registers, made the phase 2-10 us longer (bench/RESULTS.md).
 template <int kRows>
 __device__ void layernorm_rows(const __half* in, const float* bias, const float* residual, const float* gamma,
                                const float* beta, float eps, int n, int rows, float* out, float* sums) {
@@ -338,9 +340,10 @@ __device__ void layernorm_rows(const __half* in, const float* bias, const float*
 
 // A warp merges the sorted lists lists[i * stride], i < count (lane l
 // taking i = l, l + 32, ...), into the best k of them and their softmax
-// part, which every lane gets. One copy of this code serves the three
-// merges of a launch: code that runs once a launch waits on every
-// instruction fetch, so sharing it keeps it cached.
+// part, which every lane gets. One copy of this code (not inlined) serves
+// the three merges of a launch, so the code the last two run was fetched
+// by the first: with two levels and this, block 0's merge after the last
+// barrier took 4.3 us where one warp over every block's list took 9.8.
 __device__ __noinline__ List merge_lists(const List* lists, int stride, int count, int k) {
   const int lane = threadIdx.x % kWarpSize;
   List gathered = empty_top_list<kMlmTailMaxK>();

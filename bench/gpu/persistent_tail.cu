@@ -405,17 +405,6 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   }
 }
 
-// Reads `count` vectors so that L2 holds them instead of the tail's weights,
-// clean, as the weights of the layers before the tail leave it in a run (a
-// memset would leave it dirty, and the tail would pay for the write-back).
-__global__ void evict_l2(const uint4* data, size_t count, unsigned* sink) {
-  unsigned acc = 0;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x) {
-    acc ^= __ldcg(data + i).x;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;  // never, in practice; keeps the loads
-}
-
 template <class T>
 T* device_copy(const std::vector<T>& host) {
   T* d = nullptr;
@@ -482,38 +471,6 @@ cudaGraphExec_t capture(cudaStream_t stream, const std::function<void()>& enqueu
   CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   CHECK_CUDA(cudaGraphDestroy(graph));
   return exec;
-}
-
-// 256 MB to read between samples, so that the weights come from DRAM, as
-// they do in a run.
-struct Evictor {
-  uint4* data;
-  size_t count;
-  unsigned* sink;
-  void enqueue(cudaStream_t stream) const { evict_l2<<<528, 256, 0, stream>>>(data, count, sink); }
-};
-
-// Median µs of one replay of exec; with an evictor, L2 is filled with other
-// data before each.
-double median_replay_us(cudaGraphExec_t exec, cudaStream_t stream, const Evictor* evictor, int samples) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < samples + 5; ++i) {
-    if (evictor != nullptr) evictor->enqueue(stream);
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(stop, stream));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 5) ms.push_back(t);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return 1e3 * ms[ms.size() / 2];
 }
 
 }  // namespace
@@ -606,8 +563,7 @@ int main() {
   std::printf("check: max abs difference %.3g (largest logit %.3g), top-1 %d / %d: %s\n", max_abs, max_logit,
               got_top, want_top, ok ? "ok" : "FAILED");
 
-  const size_t evict_bytes = size_t{256} << 20;
-  const Evictor evictor{device_zeros<uint4>(evict_bytes / 16), evict_bytes / 16, device_zeros<unsigned>(1)};
+  const fusedrt::test::L2Filler filler;
   struct Variant {
     const char* name;
     std::function<void()> enqueue;
@@ -624,8 +580,8 @@ int main() {
   std::printf("| tail at 1 row, us (median of 50) | cold | warm |\n| --- | ---: | ---: |\n");
   for (const Variant& v : variants) {
     const cudaGraphExec_t exec = capture(stream, v.enqueue);
-    const double cold = median_replay_us(exec, stream, &evictor, 50);
-    const double warm = median_replay_us(exec, stream, nullptr, 50);
+    const double cold = fusedrt::test::median_replay_us(exec, stream, &filler, 50);
+    const double warm = fusedrt::test::median_replay_us(exec, stream, nullptr, 50);
     std::printf("| %s | %.2f | %.2f |\n", v.name, cold, warm);
     CHECK_CUDA(cudaGraphExecDestroy(exec));
   }
@@ -642,7 +598,7 @@ int main() {
   std::printf("\n| --- | ---: | ---: | ---: | ---: |\n");
   std::vector<std::vector<std::pair<double, double>>> ends;
   for (const auto& v : stamped) {
-    evictor.enqueue(stream);
+    filler.enqueue(stream);
     launch_fused(v.second.first, v.second.second, stamps);
     CHECK_CUDA(cudaStreamSynchronize(stream));
     CHECK_CUDA(cudaMemcpy(host.data(), stamps, host.size() * sizeof(long long), cudaMemcpyDeviceToHost));

@@ -1,8 +1,8 @@
-// Device pieces of the softmax top-k shared by its kernels (topk.cu, and the
-// top-k epilogues of gemv.cu and mlm_tail.cu): order keys that make the
-// float order exact and total, list entries compared by key then column,
+// Device pieces of the softmax top-k shared by its kernels (topk.cu, gemv.cu's
+// top-k epilogue, and the probe bench/gpu/mlm_tail.cu): order keys that make
+// the float order exact and total, list entries compared by key then column,
 // warp arg-max, the softmax's (max, sum) parts merged by rescaling, and a
-// lane's sorted list of its best outputs. Internal to cuda/*.cu.
+// lane's sorted list of its best outputs. Internal to cuda/*.cu and probes.
 //
 // Keys: NaN maps to 0 (never selected, as fmax ignores it), -0 to +0's key
 // (they tie, lower column first), every other float to bits that compare as

@@ -629,16 +629,16 @@ bool mlm_tail_supports(const MlmTailArgs& a, const MlmTailTopK& top) {
     cudaGetLastError();
     return false;
   }
-  const bool vectors = a.hidden >= kHalvesPerVec && a.hidden <= kMaxHidden && a.hidden % kHalvesPerVec == 0 && a.inter >= kHalvesPerVec &&
-                       a.inter % kHalvesPerVec == 0 && a.vocab >= 1 && a.vocab < kNoId;
+  const bool vectors = a.hidden >= kHalvesPerVec && a.hidden <= kMaxHidden && a.hidden % kHalvesPerVec == 0 &&
+                       a.inter >= kHalvesPerVec && a.inter % kHalvesPerVec == 0 && a.vocab >= 1 && a.vocab < kNoId;
   const bool pointers = a.ctx && a.x && a.proj && a.inter_out && a.t && a.w_out && a.g1 && a.be1 && a.w_up &&
                         a.w_down && a.g2 && a.be2 && a.w_t && a.g_t && a.be_t && a.w_dec && a.logits;
   const void* copied[] = {a.w_out, a.w_up, a.w_down, a.w_t, a.w_dec, a.b_out, a.g1, a.be1, a.b_up,
                           a.b_down, a.g2, a.be2, a.b_t, a.g_t, a.be_t};
   const bool aligned = std::all_of(std::begin(copied), std::end(copied), [](const void* p) { return aligned16(p); });
   const bool top_ok = top.k == 0 || (top.k >= 1 && top.k <= kMlmTailMaxK && top.top_ids && top.top_scores);
-  if (!(a.rows >= 1 && a.rows <= kMlmTailMaxRows && vectors && pointers && aligned && top_ok && limits.hopper && limits.cooperative &&
-        limits.blocks >= 1 && limits.blocks <= kMaxBlocks)) {
+  if (!(a.rows >= 1 && a.rows <= kMlmTailMaxRows && vectors && pointers && aligned && top_ok && limits.hopper &&
+        limits.cooperative && limits.blocks >= 1 && limits.blocks <= kMaxBlocks)) {
     return false;
   }
   const int rows = kernel_rows(a.rows);

@@ -239,7 +239,9 @@ struct L2Filler {
   DeviceBuffer<uint4> data{kBytes / sizeof(uint4)};
   DeviceBuffer<unsigned> sink{1};
   L2Filler() { CHECK_CUDA(cudaMemset(data.ptr, 1, kBytes)); }
-  void enqueue(cudaStream_t stream) const { read_into_l2<<<528, 256, 0, stream>>>(data.ptr, kBytes / sizeof(uint4), sink.ptr); }
+  void enqueue(cudaStream_t stream) const {
+    read_into_l2<<<528, 256, 0, stream>>>(data.ptr, kBytes / sizeof(uint4), sink.ptr);
+  }
 };
 
 // Median over `samples` (after 5 more) of one replay of exec between two

@@ -1,18 +1,19 @@
-// mlm_tail (bench/gpu/mlm_tail.cu, a probe: the fill-mask tail in one cooperative launch)
-// against a double-precision host reference of the eight ops it replaces,
-// rounded to fp16 where the ops store fp16 (output projection, LN1, FFN1 +
-// activation, FFN2, LN2, the head's transform + activation, its LayerNorm,
-// the decoder into fp32 logits), and its top-k against the CPU reference
-// top-k (native/cpu/topk.cpp, linked as is) over the logits the same launch
-// stored: rows 1-4, BERT-base's sizes and small ones, k 0 (logits only), 1,
-// 5 and 8, biases present and absent, gelu and gelu_tanh. Logits and the
-// layer output within fp16 rounding of the reference (a product's sum in
-// another order can round an intermediate one fp16 step the other way), ids
-// equal, scores within 1e-6 relative; a second launch gives the same bits,
-// leaves the counters zero, a CUDA graph replays the launch, and bad
-// arguments are refused. Then BERT-base's tail at 1, 2 and 4 rows, with
-// top-5 and with logits only, is timed against the backend's eight kernels
-// (gemv, add_layernorm, gemv_topk or gemv), weights from DRAM. Exit status 0 only if every check passes.
+// mlm_tail (bench/gpu/mlm_tail.cu, a probe: the fill-mask tail in one
+// cooperative launch) against a double-precision host reference of the
+// eight ops it replaces, rounded to fp16 where the ops store fp16 (output
+// projection, LN1, FFN1 + activation, FFN2, LN2, the head's transform +
+// activation, its LayerNorm, the decoder into fp32 logits), and its top-k
+// against the CPU reference top-k (native/cpu/topk.cpp, linked as is) over
+// the logits the same launch stored: rows 1-4, BERT-base's sizes and small
+// ones, k 0 (logits only), 1, 5 and 8, biases present and absent, gelu and
+// gelu_tanh. Logits and the layer output within fp16 rounding of the
+// reference (a product's sum in another order can round an intermediate one
+// fp16 step the other way), ids equal, scores within 1e-6 relative; a
+// second launch gives the same bits and leaves the counters zero, a CUDA
+// graph replays the launch, and bad arguments are refused. Then BERT-base's
+// tail at 1, 2 and 4 rows, with top-5 and with logits only, is timed against
+// the backend's eight kernels (gemv, add_layernorm, gemv_topk or gemv),
+// weights from DRAM. Exit status 0 only if every check passes.
 //
 //   nvcc -std=c++17 -O3 -arch=native -I native -o /tmp/mlm_tail_test bench/gpu/mlm_tail_test.cu bench/gpu/mlm_tail.cu \
 //     cuda/gemv.cu cuda/add_layernorm.cu native/cpu/topk.cpp native/cpu/thread_pool.cpp

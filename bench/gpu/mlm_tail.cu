@@ -20,10 +20,12 @@
 // the tail from 45.4 to 36.7 us on an H100; this general form does not keep
 // all of that (bench/RESULTS.md, nineteenth session, says where it went).
 //
-// Grid barriers: a counter every block adds 1 to (release) and polls
-// (acquire) until it reaches n * gridDim.x at the n-th barrier; the last
-// block out of the kernel sets it back to 0. Cooperative launch guarantees
-// that every block is resident, which the barrier needs.
+// The weights and parameters come in by bulk copies (Hopper's copy engine
+// in the SM, cp.async.bulk; tma.cuh) that one thread issues at the start,
+// each group completing on its mbarrier: per-thread 16-byte cp.async of the
+// same 124 KB a block left the phases waiting (bench/RESULTS.md, nineteenth
+// session). The grid barriers (grid_barrier.cuh) need every block resident
+// at once, which the cooperative launch guarantees.
 #include "mlm_tail.cuh"
 
 #include <algorithm>
@@ -31,8 +33,9 @@
 
 #include "../../cuda/activation.cuh"
 #include "../../cuda/row_math.cuh"
-#include "../../cuda/tensor_core.cuh"  // shared_address
 #include "../../cuda/topk_math.cuh"
+#include "grid_barrier.cuh"
+#include "tma.cuh"  // barrier_init, barrier_expect_bytes, barrier_wait, bulk_copy
 
 namespace fusedrt::probe {
 
@@ -117,79 +120,6 @@ struct Share {
 __device__ inline Share share_of(int64_t n) {
   const auto first = static_cast<int>(n * blockIdx.x / gridDim.x);
   return {first, static_cast<int>(n * (blockIdx.x + 1) / gridDim.x) - first};
-}
-
-// The weights and parameters come in by bulk copies (Hopper's copy engine
-// in the SM, cp.async.bulk) that one thread issues at the start, each group
-// completing on its mbarrier: per-thread 16-byte cp.async of the same 124 KB
-// a block left the phases waiting (bench/RESULTS.md, nineteenth session).
-// mlm_tail_supports requires compute capability 9.0; built for an older
-// target (as cuda/ is, for the backend), these would be empty.
-__device__ __forceinline__ void barrier_init(uint64_t* bar) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)));
-#endif
-}
-
-__device__ __forceinline__ void barrier_fence_init() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#endif
-}
-
-// Arrives on bar, which then waits for `bytes` more to land (0: for none).
-__device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
-               : "memory");
-#endif
-}
-
-__device__ __forceinline__ void barrier_wait(uint64_t* bar) {
-#if __CUDA_ARCH__ >= 900
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n.reg .pred ready;\nmbarrier.try_wait.parity.shared::cta.b64 ready, [%1], 0;\nselp.u32 %0, 1, 0, ready;\n}\n"
-        : "=r"(done)
-        : "r"(shared_address(bar))
-        : "memory");
-  }
-#endif
-}
-
-// bytes (a multiple of 16, 16-byte aligned ends) from global memory into
-// shared memory, completing on bar, in copies of at most 32 KB.
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, int64_t bytes, uint64_t* bar) {
-#if __CUDA_ARCH__ >= 900
-  for (int64_t done = 0; done < bytes; done += 32768) {
-    const auto size = static_cast<uint32_t>(min(int64_t{32768}, bytes - done));
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-            shared_address(static_cast<char*>(dst) + done)),
-        "l"(static_cast<const char*>(src) + done), "r"(size), "r"(shared_address(bar))
-        : "memory");
-  }
-#endif
-}
-
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Every block arrives before any leaves; what a block wrote before is
-// visible to every block after.
-__device__ void grid_barrier(unsigned* arrived, unsigned& passed) {
-  __syncthreads();
-  const unsigned target = ++passed * gridDim.x;
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(arrived) : "memory");
-    while (load_acquire(arrived) < target) {
-    }
-  }
-  __syncthreads();
 }
 
 __device__ __forceinline__ float round_half(float v) { return __half2float(__float2half_rn(v)); }
@@ -396,8 +326,8 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
       l.params + kG2 * h * 4, l.params + kBe2 * h * 4, l.params + kGT * h * 4, l.params + kBeT * h * 4, l.b_up, l.b_t};
   const int64_t param_bytes[kFloatParams + 2] = {h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, inter * 2, h * 2};
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kBarriers; ++i) barrier_init(&bars[i]);
-    barrier_fence_init();
+    for (int i = 0; i < kBarriers; ++i) barrier_init(&bars[i], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     uint32_t bytes = 0;
     for (int i = 0; i < kFloatParams + 2; ++i) bytes += param_sources[i] != nullptr ? param_bytes[i] : 0;
     barrier_expect_bytes(&bars[0], bytes);
@@ -426,13 +356,13 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
 
   // Output projection (its bias rides in LN1, as in the plan).
   __syncthreads();  // the barriers' initialisation and the zeros, before any wait
-  barrier_wait(&bars[0]);
-  barrier_wait(&bars[1]);
+  barrier_wait(&bars[0], 0);
+  barrier_wait(&bars[1], 0);
   product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_out), hidden_share.count, h, inputs, a.rows,
                       [&](int r, int j, float sum) { a.proj[r * h + hidden_share.first + j] = __float2half_rn(sum); });
-  grid_barrier(s.arrived, passed);
+  grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.proj, param(kBOut), x2, param(kG1), param(kBe1), a.eps1, h, a.rows, x1, sums);
-  barrier_wait(&bars[2]);
+  barrier_wait(&bars[2], 0);
   __syncthreads();
 
   product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_up), inter_share.count, h, x1, a.rows,
@@ -440,20 +370,20 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
                         const int n = inter_share.first + j;
                         a.inter_out[r * inter + n] = __float2half_rn(activate(sum + __half2float(b_up[n]), a.act_up));
                       });
-  grid_barrier(s.arrived, passed);
+  grid_barrier(s.arrived, ++passed * gridDim.x);
   load_to_floats(a.inter_out, inputs, kRows * inter, a.rows * inter, threadIdx.x, kThreads);
-  barrier_wait(&bars[3]);
+  barrier_wait(&bars[3], 0);
   __syncthreads();
 
   product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_down), hidden_share.count, inter, inputs, a.rows,
                       [&](int r, int j, float sum) { a.proj[r * h + hidden_share.first + j] = __float2half_rn(sum); });
-  grid_barrier(s.arrived, passed);
+  grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.proj, param(kBDown), x1, param(kG2), param(kBe2), a.eps2, h, a.rows, x2, sums);
   // Every block read the residual before the first barrier: the layer's output may replace it now.
   if (blockIdx.x == 0) {
     for (int i = threadIdx.x; i < a.rows * h; i += kThreads) a.x[i] = __float2half_rn(x2[i]);
   }
-  barrier_wait(&bars[4]);
+  barrier_wait(&bars[4], 0);
   __syncthreads();
 
   product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_t), hidden_share.count, h, x2, a.rows,
@@ -461,7 +391,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
                         const int n = hidden_share.first + j;
                         a.t[r * h + n] = __float2half_rn(activate(sum + __half2float(b_t[n]), a.act_t));
                       });
-  grid_barrier(s.arrived, passed);
+  grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.t, nullptr, nullptr, param(kGT), param(kBeT), a.eps_t, h, a.rows, xt, sums);
 
   // Decoder: kDecoderRowsPerWarp weight rows a warp at a time, streamed.
@@ -548,7 +478,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
       const List best = merge_lists(lists + warp * kListsPerRow, 1, kListsPerRow, top.k);
       if (lane == 0) s.lists[blockIdx.x * kMlmTailMaxRows + warp] = best;
     }
-    grid_barrier(s.arrived, passed);
+    grid_barrier(s.arrived, ++passed * gridDim.x);
     if (blockIdx.x == 0) {
       constexpr int kWarpsPerRow = kWarps / kRows;
       const int per_warp = (static_cast<int>(gridDim.x) + kWarpsPerRow - 1) / kWarpsPerRow;
@@ -572,16 +502,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
     }
   }
 
-  // The last block out leaves the counters zero for the next call.
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(s.exited, 1u) == gridDim.x - 1) {
-      *s.arrived = 0;
-      *s.exited = 0;
-      __threadfence();
-    }
-  }
+  leave_counters_zero(s.arrived, s.exited);
 }
 
 template <int kRows>

@@ -42,8 +42,10 @@
 
 #include "../../cuda/tensor_core.cuh"  // cp.async, ldmatrix, mma_16816, pack_half2
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, Rng
+#include "grid_barrier.cuh"
 
 using namespace fusedrt::gpu;
+using fusedrt::probe::grid_barrier;
 
 namespace {
 
@@ -116,30 +118,10 @@ struct Params {
   long long* arrivals;    // [layer_count * kPhases][blocks] or nullptr: each block reaching each barrier
 };
 
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 __device__ __forceinline__ long long global_ns() {
   long long t;
   asm volatile("mov.u64 %0, %globaltimer;\n" : "=l"(t));
   return t;
-}
-
-// Every block of the grid arrives before any leaves; what a block wrote
-// before is visible to every block after. `counter` starts at 0 for the
-// launch and only grows: the n-th barrier waits for n * gridDim.x arrivals.
-__device__ void grid_barrier(unsigned* counter, unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(counter) : "memory");
-    // A back-off (__nanosleep of 50-1000 ns per poll) was measured: no gain.
-    while (load_acquire(counter) < target) {
-    }
-  }
-  __syncthreads();
 }
 
 __device__ float gelu(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678f)); }

@@ -49,9 +49,11 @@
 #include "../../cuda/gemv.cuh"
 #include "../../cuda/row_math.cuh"  // warp_sum
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, Rng
-#include "../../cuda/wgmma.cuh"               // shared_address
+#include "grid_barrier.cuh"
+#include "tma.cuh"  // barrier_init, barrier_expect_bytes, barrier_wait, bulk_copy
 
 using namespace fusedrt::gpu;
+using namespace fusedrt::probe;
 using fusedrt::Activation;
 using fusedrt::test::Rng;
 
@@ -94,69 +96,12 @@ struct TailParams {
   int prefetch_rest;      // ask L2 for the block's other decoder rows at the start
 };
 
-__device__ __forceinline__ void barrier_init(uint64_t* bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(bar)));
-}
-
-__device__ __forceinline__ void barrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void barrier_wait(uint64_t* bar) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n.reg .pred ready;\nmbarrier.try_wait.parity.shared::cta.b64 ready, [%1], 0;\nselp.u32 %0, 1, 0, "
-        "ready;\n}\n"
-        : "=r"(done)
-        : "r"(shared_address(bar))
-        : "memory");
-  }
-}
-
-// Bytes (a multiple of 16) from global to shared memory, in copies of at
-// most 32 KB so that several are in flight; completes on bar, which must
-// expect them (barrier_expect_bytes, once for all of its copies).
-__device__ void copy_on(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  for (uint32_t done = 0; done < bytes; done += 32768) {
-    const uint32_t size = min(32768u, bytes - done);
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-            shared_address(static_cast<char*>(dst) + done)),
-        "l"(static_cast<const char*>(src) + done), "r"(size), "r"(shared_address(bar))
-        : "memory");
-  }
-}
-
-__device__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  barrier_expect_bytes(bar, bytes);
-  copy_on(dst, src, bytes, bar);
-}
-
 __device__ void prefetch_l2(const void* src, uint32_t bytes) {
   for (uint32_t done = 0; done < bytes; done += 32768) {
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const char*>(src) + done),
                  "r"(min(32768u, bytes - done))
                  : "memory");
   }
-}
-
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// The n-th barrier of a launch waits for n * gridDim.x arrivals.
-__device__ void grid_barrier(unsigned* arrived, unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(arrived) : "memory");
-    while (load_acquire(arrived) < target) {
-    }
-  }
-  __syncthreads();
 }
 
 __device__ __forceinline__ void stamp(long long* stamps, int i) {
@@ -277,20 +222,25 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   const int dec_smem = min(p.decoder_smem_rows, s_dec.count);
 
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kBarriers; ++i) barrier_init(&bars[i]);
+    for (int i = 0; i < kBarriers; ++i) barrier_init(&bars[i], 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     const float* float_params[kFloatParams] = {p.b_out, p.g1, p.be1, p.b_down, p.g2, p.be2, p.gt, p.bet};
     barrier_expect_bytes(&bars[kParamBarrier], kFloatParams * kHidden * 4 + (kInter + kHidden) * 2);
     for (int i = 0; i < kFloatParams; ++i) {
-      copy_on(smem + layout.params + i * kHidden * 4, float_params[i], kHidden * 4, &bars[kParamBarrier]);
+      bulk_copy(smem + layout.params + i * kHidden * 4, float_params[i], kHidden * 4, &bars[kParamBarrier]);
     }
-    copy_on(smem + layout.b_up, p.b_up, kInter * 2, &bars[kParamBarrier]);
-    copy_on(smem + layout.b_t, p.b_t, kHidden * 2, &bars[kParamBarrier]);
+    bulk_copy(smem + layout.b_up, p.b_up, kInter * 2, &bars[kParamBarrier]);
+    bulk_copy(smem + layout.b_t, p.b_t, kHidden * 2, &bars[kParamBarrier]);
+    barrier_expect_bytes(&bars[0], s_out.count * kHidden * 2);
     bulk_copy(smem + layout.w_out, p.w_out + size_t(s_out.first) * kHidden, s_out.count * kHidden * 2, &bars[0]);
+    barrier_expect_bytes(&bars[1], s_up.count * kHidden * 2);
     bulk_copy(smem + layout.w_up, p.w_up + size_t(s_up.first) * kHidden, s_up.count * kHidden * 2, &bars[1]);
+    barrier_expect_bytes(&bars[2], s_out.count * kInter * 2);
     bulk_copy(smem + layout.w_down, p.w_down + size_t(s_out.first) * kInter, s_out.count * kInter * 2, &bars[2]);
+    barrier_expect_bytes(&bars[3], s_out.count * kHidden * 2);
     bulk_copy(smem + layout.w_t, p.w_t + size_t(s_out.first) * kHidden, s_out.count * kHidden * 2, &bars[3]);
     if (dec_smem > 0) {
+      barrier_expect_bytes(&bars[4], dec_smem * kHidden * 2);
       bulk_copy(smem + layout.w_dec, p.w_dec + size_t(s_dec.first) * kHidden, dec_smem * kHidden * 2, &bars[4]);
     }
     if (p.prefetch_rest && dec_smem < s_dec.count) {
@@ -306,19 +256,19 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   unsigned barriers = 0;
 
   // Output projection (no bias: the LayerNorm adds it).
-  barrier_wait(&bars[0]);
+  barrier_wait(&bars[0], 0);
   for (int r = warp; r < s_out.count; r += kWarps) {
     const float sum = warp_dot<3>(reinterpret_cast<const uint4*>(smem + layout.w_out) + r * (kHidden / 8), xh);
     if (lane == 0) p.proj[s_out.first + r] = __float2half_rn(sum);
   }
   grid_barrier(p.arrived, ++barriers * gridDim.x);
   stamp(p.stamps, 1);
-  barrier_wait(&bars[kParamBarrier]);
+  barrier_wait(&bars[kParamBarrier], 0);
   if (warp == 0) layernorm_768(p.proj, param_of(kBOut), x2, param_of(kG1), param_of(kBe1), x1);
   __syncthreads();
 
   // FFN1 + bias + GELU.
-  barrier_wait(&bars[1]);
+  barrier_wait(&bars[1], 0);
   for (int r = warp; r < s_up.count; r += kWarps) {
     const float sum = warp_dot<3>(reinterpret_cast<const uint4*>(smem + layout.w_up) + r * (kHidden / 8), x1);
     const int n = s_up.first + r;
@@ -330,7 +280,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   __syncthreads();
 
   // FFN2 (no bias), then LN2 over it, x1 and its bias.
-  barrier_wait(&bars[2]);
+  barrier_wait(&bars[2], 0);
   for (int r = warp; r < s_out.count; r += kWarps) {
     const float sum = warp_dot<12>(reinterpret_cast<const uint4*>(smem + layout.w_down) + r * (kInter / 8), vec);
     if (lane == 0) p.proj2[s_out.first + r] = __float2half_rn(sum);
@@ -341,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   __syncthreads();
 
   // Head transform + bias + GELU, then its LayerNorm.
-  barrier_wait(&bars[3]);
+  barrier_wait(&bars[3], 0);
   for (int r = warp; r < s_out.count; r += kWarps) {
     const float sum = warp_dot<3>(reinterpret_cast<const uint4*>(smem + layout.w_t) + r * (kHidden / 8), x2);
     const int n = s_out.first + r;
@@ -384,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
   if (p.stamps != nullptr) __syncthreads();
   stamp(p.stamps, 5);
   if (dec_smem > 0) {
-    barrier_wait(&bars[4]);
+    barrier_wait(&bars[4], 0);
     for (int r = warp; r < dec_smem; r += kWarps) {
       const float sum = warp_dot<3>(reinterpret_cast<const uint4*>(smem + layout.w_dec) + r * (kHidden / 8), xh);
       if (lane == 0) p.logits[s_dec.first + r] = sum + p.b_dec[s_dec.first + r];
@@ -393,16 +343,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_tail_kernel(TailParams p) {
 
   __syncthreads();
   stamp(p.stamps, 6);
-  // The last block out leaves the barrier counters zero for the next launch.
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(p.exited, 1u) == gridDim.x - 1) {
-      *p.arrived = 0;
-      *p.exited = 0;
-      __threadfence();
-    }
-  }
+  leave_counters_zero(p.arrived, p.exited);
 }
 
 template <class T>

@@ -1,7 +1,8 @@
-// What the Hopper GEMM probes (wgmma_gemm.cu, gemm_layernorm.cu) share:
-// mbarrier waits, TMA loads of 2-D tiles, and the host's tensor maps for a
-// row-major fp16 matrix. Probe code only, for sm_90a; cuTensorMapEncodeTiled
-// comes from the runtime's driver entry point.
+// What the Hopper probes (wgmma_gemm.cu, gemm_layernorm.cu, the tail probes
+// persistent_tail.cu and mlm_tail.cu) share: mbarrier waits, TMA loads of
+// 2-D tiles and bulk copies of contiguous bytes, and the host's tensor maps
+// for a row-major fp16 matrix. Probe code only, for sm_90;
+// cuTensorMapEncodeTiled comes from the runtime's driver entry point.
 #pragma once
 
 #include <cuda.h>
@@ -51,6 +52,21 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint
           shared_address(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(x), "r"(y)
       : "memory");
+}
+
+// `bytes` (a multiple of 16, both ends 16-byte aligned) from global to
+// shared memory, in copies of at most 32 KB so that several are in flight;
+// completes on bar, which must expect them (barrier_expect_bytes, once for
+// all of its copies).
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, int64_t bytes, uint64_t* bar) {
+  for (int64_t done = 0; done < bytes; done += 32768) {
+    const auto size = static_cast<uint32_t>(min(int64_t{32768}, bytes - done));
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+            shared_address(static_cast<char*>(dst) + done)),
+        "l"(static_cast<const char*>(src) + done), "r"(size), "r"(shared_address(bar))
+        : "memory");
+  }
 }
 
 inline PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {

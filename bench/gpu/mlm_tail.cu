@@ -3,26 +3,35 @@
 // At batch 1 the tail is a chain of eight dependent kernels on one row, each
 // a few microseconds of launch and memory latency over a floor under one,
 // then the decoder's weight stream (47 MB for BERT). Here one block runs on
-// every SM. At its start one thread of each block asks, by bulk copies, for
-// everything of the chain the block will need: the chain's biases and
-// LayerNorm parameters, and its share (a contiguous range of rows) of the
-// four layer weights, each group completing on its own mbarrier; so no phase
-// waits on DRAM for them. The four GEMM phases are matrix-vector products
-// over the block's weight rows (a warp a row, fp32 sums), each ending at a
-// grid barrier, after which every block runs the LayerNorm of the few rows
-// itself (cheaper than another barrier) from the products the others left
-// in global memory. The decoder
-// then streams its weight rows from global memory, four a warp at a time,
-// and with a top-k each lane keeps the best of the logits it writes; a
-// block merges its lanes' lists per row into scratch, and after a last
+// every SM. One thread of each block asks, by bulk copies, for the chain's
+// biases and LayerNorm parameters and for its share (a contiguous range of
+// rows) of each layer weight, each group completing on its own mbarrier.
+// The four GEMM phases are matrix-vector products over the block's weight
+// rows (a warp a row, fp32 sums), each ending at a grid barrier, after which
+// every block runs the LayerNorm of the few rows itself (cheaper than
+// another barrier) from the products the others left in global memory. The
+// decoder then streams its weight rows from global memory, four a warp at a
+// time, and with a top-k each lane keeps the best of the logits it writes;
+// a block merges its lanes' lists per row into scratch, and after a last
 // barrier block 0 merges the blocks' lists. bench/gpu/persistent_tail.cu,
 // the first probe (one row, no top-k, BERT-base's sizes as constants), took
 // the tail from 45.4 to 36.7 us on an H100; this general form does not keep
 // all of that (bench/RESULTS.md, nineteenth session, says where it went).
 //
+// In a run it is no faster than the eight kernels (bench/RESULTS.md,
+// twentieth session): it was put into the CUDA backend and taken out
+// again. After a layer's GEMM kernels the SMs' instruction caches no longer
+// hold its code, and fetching a kernel this large cost it about 8 us
+// (mlm_tail_test.cu times it so, "cold instruction caches"). Hence:
+// - the product, the LayerNorm and the loads are functions called from
+//   every phase, not inlined four or three times: one copy of their code
+//   to fetch (cold 59.4 -> 56.6 us, warm unchanged). Rolling the prologue's
+//   loops as well put its arrays in local memory and cost 9 us;
+// - each layer weight is asked for when the one before it has arrived:
+//   asked for all at once, the DRAM interleaved them and the first phase's
+//   rows came last (-1.7 us).
 // The weights and parameters come in by bulk copies (Hopper's copy engine
-// in the SM, cp.async.bulk; tma.cuh) that one thread issues at the start,
-// each group completing on its mbarrier: per-thread 16-byte cp.async of the
+// in the SM, cp.async.bulk; tma.cuh): per-thread 16-byte cp.async of the
 // same 124 KB a block left the phases waiting (bench/RESULTS.md, nineteenth
 // session). The grid barriers (grid_barrier.cuh) need every block resident
 // at once, which the cooperative launch guarantees.
@@ -129,7 +138,8 @@ __device__ __forceinline__ float round_half(float v) { return __half2float(__flo
 // thread in flight before any is used (one at a time, each would wait its
 // own L2 round trip). src was written by other blocks: read past L1.
 // Elements from `real` on are zeros, not read.
-__device__ void load_to_floats(const __half* src, float* dst, int64_t count, int64_t real, int thread, int threads) {
+__device__ __noinline__ void load_to_floats(const __half* src, float* dst, int64_t count, int64_t real, int thread,
+                                            int threads) {
   constexpr int kBatch = 4;
   const auto* vectors = reinterpret_cast<const uint4*>(src);
   const int64_t vecs = count / kHalvesPerVec, real_vecs = real / kHalvesPerVec;
@@ -155,16 +165,19 @@ __device__ void load_to_floats(const __half* src, float* dst, int64_t count, int
   }
 }
 
-// The block's product rows of one phase: store(r, j, sum over k of
-// weight[j][k] * in[r][k]) for its weight rows j, a warp a row, and the
-// real rows r < rows; `in` holds kRows rows of k floats in shared memory.
-template <int kRows, class Store>
-__device__ void product_rows(const __half* __restrict__ weight, int count, int k, const float* __restrict__ in,
-                             int rows, Store&& store) {
+// The block's product rows of one phase: for its weight rows j (share
+// first + j of the weight) and the real rows r < rows,
+//   out[r * out_stride + first + j] = fp16(act(sum_k weight[j][k] * in[r][k] + bias[first + j]))
+// a warp a row; `in` holds kRows rows of k floats in shared memory, bias
+// (fp16, shared memory) may be null.
+template <int kRows>
+__device__ __noinline__ void product_rows(const __half* __restrict__ weight, Share share, int k,
+                                          const float* __restrict__ in, int rows, const __half* bias, Activation act,
+                                          __half* out, int out_stride) {
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int vecs = k / kHalvesPerVec;
-  for (int j = warp; j < count; j += kWarps) {
+  for (int j = warp; j < share.count; j += kWarps) {
     const uint4* __restrict__ row = reinterpret_cast<const uint4*>(weight + j * k);
     float acc[kRows] = {};
 #pragma unroll 4
@@ -183,10 +196,12 @@ __device__ void product_rows(const __half* __restrict__ weight, int count, int k
         }
       }
     }
+    const int n = share.first + j;
+    const float b = bias != nullptr ? __half2float(bias[n]) : 0.f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const float sum = warp_sum(acc[r]);
-      if (lane == 0 && r < rows) store(r, j, sum);
+      if (lane == 0 && r < rows) out[r * out_stride + n] = __float2half_rn(activate(sum + b, act));
     }
   }
 }
@@ -200,8 +215,9 @@ __device__ void product_rows(const __half* __restrict__ weight, int count, int k
 // their loads in flight: one warp walking a row, or holding it in
 // registers, made the phase 2-10 us longer (bench/RESULTS.md).
 template <int kRows>
-__device__ void layernorm_rows(const __half* in, const float* bias, const float* residual, const float* gamma,
-                               const float* beta, float eps, int n, int rows, float* out, float* sums) {
+__device__ __noinline__ void layernorm_rows(const __half* in, const float* bias, const float* residual,
+                                            const float* gamma, const float* beta, float eps, int n, int rows, float* out,
+                                            float* sums) {
   // Thread t holds elements t + j * kThreads of the rows laid end to end:
   // all of its loads are in flight at once.
   constexpr int kPerThread = kRows * ((kMaxHidden + kThreads - 1) / kThreads);
@@ -317,14 +333,19 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
   const int lane = threadIdx.x % kWarpSize;
   const Share hidden_share = share_of(h), inter_share = share_of(inter), vocab_share = share_of(a.vocab);
 
-  // Barrier 0: the parameters; 1-4: the weight rows of each phase. An
-  // absent bias is zeros, written here instead of copied.
+  // Barrier 0: the parameters; 1-4: the weight rows of each phase, each
+  // asked for (by thread 0) once the one before it has arrived. An absent
+  // bias is zeros, written here instead of copied.
   uint64_t* bars = reinterpret_cast<uint64_t*>(shared + l.barriers);
   const void* param_sources[kFloatParams + 2] = {a.b_out, a.g1, a.be1, a.b_down, a.g2, a.be2, a.g_t, a.be_t, a.b_up, a.b_t};
   const size_t param_offsets[kFloatParams + 2] = {
       l.params + kBOut * h * 4, l.params + kG1 * h * 4, l.params + kBe1 * h * 4, l.params + kBDown * h * 4,
       l.params + kG2 * h * 4, l.params + kBe2 * h * 4, l.params + kGT * h * 4, l.params + kBeT * h * 4, l.b_up, l.b_t};
   const int64_t param_bytes[kFloatParams + 2] = {h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, h * 4, inter * 2, h * 2};
+  const auto weight_rows = [&](int bar, size_t offset, const __half* w, Share share, int64_t k) {
+    barrier_expect_bytes(&bars[bar], static_cast<uint32_t>(share.count * k * 2));
+    bulk_copy(shared + offset, w + share.first * k, share.count * k * 2, &bars[bar]);
+  };
   if (threadIdx.x == 0) {
     for (int i = 0; i < kBarriers; ++i) barrier_init(&bars[i], 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -334,14 +355,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
     for (int i = 0; i < kFloatParams + 2; ++i) {
       if (param_sources[i] != nullptr) bulk_copy(shared + param_offsets[i], param_sources[i], param_bytes[i], &bars[0]);
     }
-    const auto weight_rows = [&](int bar, size_t offset, const __half* w, Share share, int64_t k) {
-      barrier_expect_bytes(&bars[bar], static_cast<uint32_t>(share.count * k * 2));
-      bulk_copy(shared + offset, w + share.first * k, share.count * k * 2, &bars[bar]);
-    };
     weight_rows(1, l.w_out, a.w_out, hidden_share, h);
-    weight_rows(2, l.w_up, a.w_up, inter_share, h);
-    weight_rows(3, l.w_down, a.w_down, hidden_share, inter);
-    weight_rows(4, l.w_t, a.w_t, hidden_share, h);
   }
   for (int i = 0; i < kFloatParams + 2; ++i) {
     if (param_sources[i] != nullptr) continue;
@@ -358,25 +372,25 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
   __syncthreads();  // the barriers' initialisation and the zeros, before any wait
   barrier_wait(&bars[0], 0);
   barrier_wait(&bars[1], 0);
-  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_out), hidden_share.count, h, inputs, a.rows,
-                      [&](int r, int j, float sum) { a.proj[r * h + hidden_share.first + j] = __float2half_rn(sum); });
+  if (threadIdx.x == 0) weight_rows(2, l.w_up, a.w_up, inter_share, h);
+  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_out), hidden_share, h, inputs, a.rows, nullptr,
+                      Activation::kNone, a.proj, h);
   grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.proj, param(kBOut), x2, param(kG1), param(kBe1), a.eps1, h, a.rows, x1, sums);
   barrier_wait(&bars[2], 0);
+  if (threadIdx.x == 0) weight_rows(3, l.w_down, a.w_down, hidden_share, inter);
   __syncthreads();
 
-  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_up), inter_share.count, h, x1, a.rows,
-                      [&](int r, int j, float sum) {
-                        const int n = inter_share.first + j;
-                        a.inter_out[r * inter + n] = __float2half_rn(activate(sum + __half2float(b_up[n]), a.act_up));
-                      });
+  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_up), inter_share, h, x1, a.rows,
+                      b_up, a.act_up, a.inter_out, inter);
   grid_barrier(s.arrived, ++passed * gridDim.x);
   load_to_floats(a.inter_out, inputs, kRows * inter, a.rows * inter, threadIdx.x, kThreads);
   barrier_wait(&bars[3], 0);
+  if (threadIdx.x == 0) weight_rows(4, l.w_t, a.w_t, hidden_share, h);
   __syncthreads();
 
-  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_down), hidden_share.count, inter, inputs, a.rows,
-                      [&](int r, int j, float sum) { a.proj[r * h + hidden_share.first + j] = __float2half_rn(sum); });
+  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_down), hidden_share, inter, inputs, a.rows,
+                      nullptr, Activation::kNone, a.proj, h);
   grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.proj, param(kBDown), x1, param(kG2), param(kBe2), a.eps2, h, a.rows, x2, sums);
   // Every block read the residual before the first barrier: the layer's output may replace it now.
@@ -386,11 +400,8 @@ __global__ void __launch_bounds__(kThreads, 1) mlm_tail_kernel(const MlmTailArgs
   barrier_wait(&bars[4], 0);
   __syncthreads();
 
-  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_t), hidden_share.count, h, x2, a.rows,
-                      [&](int r, int j, float sum) {
-                        const int n = hidden_share.first + j;
-                        a.t[r * h + n] = __float2half_rn(activate(sum + __half2float(b_t[n]), a.act_t));
-                      });
+  product_rows<kRows>(reinterpret_cast<const __half*>(shared + l.w_t), hidden_share, h, x2, a.rows,
+                      b_t, a.act_t, a.t, h);
   grid_barrier(s.arrived, ++passed * gridDim.x);
   layernorm_rows<kRows>(a.t, nullptr, nullptr, param(kGT), param(kBeT), a.eps_t, h, a.rows, xt, sums);
 

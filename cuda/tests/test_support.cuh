@@ -228,18 +228,39 @@ __global__ void read_into_l2(const uint4* data, size_t count, unsigned* sink) {
   if (acc == 0x9e3779b9u) *sink = acc;  // never, in practice; keeps the loads
 }
 
+// About 96 KB of straight-line code (6000 FMAs, each with its own
+// constants), run on every SM: what an SM's instruction caches held before
+// is gone.
+__global__ void displace_instructions(unsigned* sink) {
+  float x = static_cast<float>(threadIdx.x);
+#pragma unroll
+  for (int i = 0; i < 6000; ++i) x = fmaf(x, 1.0001f + static_cast<float>(i) * 1e-7f, static_cast<float>(i));
+  if (x == 12345.f) *sink = 1u;  // never, in practice; keeps the code
+}
+
 }  // namespace
 
 // 256 MB that enqueue() reads, so that L2 holds them, clean, instead of
 // what the next launch reads: its weights then come from DRAM, as after the
 // 170 MB of a run's layers (a memset would leave L2 dirty, and the launch
-// would pay for the write-back).
+// would pay for the write-back). With cold_code, the SMs' instruction
+// caches are first given other code, and the next launch's code comes from
+// DRAM too, as in a run, where a layer's GEMM kernels ran before it; the
+// replays of one graph would otherwise find their code still in the SMs.
 struct L2Filler {
   static constexpr size_t kBytes = size_t{256} << 20;
   DeviceBuffer<uint4> data{kBytes / sizeof(uint4)};
   DeviceBuffer<unsigned> sink{1};
-  L2Filler() { CHECK_CUDA(cudaMemset(data.ptr, 1, kBytes)); }
+  bool cold_code = false;
+  int sms = 0;
+  explicit L2Filler(bool cold_code_too = false) : cold_code(cold_code_too) {
+    CHECK_CUDA(cudaMemset(data.ptr, 1, kBytes));
+    int device = 0;
+    CHECK_CUDA(cudaGetDevice(&device));
+    CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  }
   void enqueue(cudaStream_t stream) const {
+    if (cold_code) displace_instructions<<<4 * sms, 128, 0, stream>>>(sink.ptr);
     read_into_l2<<<528, 256, 0, stream>>>(data.ptr, kBytes / sizeof(uint4), sink.ptr);
   }
 };

@@ -29,7 +29,7 @@
 //   loops as well put its arrays in local memory and cost 9 us;
 // - each layer weight is asked for when the one before it has arrived:
 //   asked for all at once, the DRAM interleaved them and the first phase's
-//   rows came last (-1.7 us).
+//   rows came last (cold 56.6 -> 54.9-55.9 us).
 // The weights and parameters come in by bulk copies (Hopper's copy engine
 // in the SM, cp.async.bulk; tma.cuh): per-thread 16-byte cp.async of the
 // same 124 KB a block left the phases waiting (bench/RESULTS.md, nineteenth

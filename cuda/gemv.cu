@@ -79,6 +79,41 @@ __device__ __forceinline__ void widen(const uint4& bits, float (&x)[kHalvesPerVe
 // A lane's best kGemvTopKMax outputs so far and their softmax part.
 using LaneTopK = TopList<kGemvTopKMax>;
 
+// The block's count of finished blocks, with release (what the block wrote
+// before the __syncthreads that precedes it) and acquire (what the blocks
+// counted before it wrote) in the one atomic, instead of a fence on each side.
+__device__ __forceinline__ unsigned count_block_done(unsigned* counter) {
+  unsigned before;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
+  return before;
+}
+
+// Block b's softmax part and sorted list of one row (k entries, then none),
+// read past L1: other blocks wrote them.
+struct BlockTopK {
+  float2 part;
+  uint2 entries[kGemvTopKMax];
+};
+
+__device__ __forceinline__ BlockTopK load_block_top_k(const float2* parts, const uint2* lists, int64_t slot, int k) {
+  BlockTopK b;
+  b.part = __ldcg(parts + slot);
+#pragma unroll
+  for (int j = 0; j < kGemvTopKMax; ++j) b.entries[j] = j < k ? __ldcg(lists + slot * k + j) : make_uint2(0, kNoId);
+  return b;
+}
+
+__device__ __forceinline__ void absorb(LaneTopK& gathered, const BlockTopK& b) {
+  gathered.stats = merge(gathered.stats, Stats{b.part.x, b.part.y});
+  // A block's list is sorted: past its first entry that misses this list, all do.
+#pragma unroll
+  for (int j = 0; j < kGemvTopKMax; ++j) {
+    const Entry e{b.entries[j].x, b.entries[j].y};
+    if (!better(e, gathered.list[kGemvTopKMax - 1])) break;
+    insert(gathered, e);
+  }
+}
+
 // After the block's product: its per-row top-k into scratch, and, in the
 // block that counts last, the rows' top-k over all blocks into top_ids and
 // top_scores. Every thread of the block calls it.
@@ -114,13 +149,11 @@ __device__ void finish_top_k(const LaneTopK& mine, int64_t rows, const GemvTopK&
     warp_top(list, k, [&](int i, Entry winner) {
       if (lane == 0) __stcg(block_lists + slot * k + i, make_uint2(winner.key, winner.id));
     });
-    __threadfence();
   }
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(t.counter, 1u) == gridDim.x - 1;
+  if (threadIdx.x == 0) last = count_block_done(t.counter) == gridDim.x - 1;
   __syncthreads();
   if (!last) return;
-  __threadfence();
 
   // kWarps / kRows warps a row, each lane over every kWarpsPerRow * 32-th block.
   constexpr int kWarpsPerRow = kWarps / kRows;
@@ -129,22 +162,19 @@ __device__ void finish_top_k(const LaneTopK& mine, int64_t rows, const GemvTopK&
   const int row = warp % kRows;
   if (row < rows) {
     LaneTopK gathered = empty_top_list<kGemvTopKMax>();
-    for (int64_t b = int64_t{warp / kRows} * kWarpSize + lane; b < gridDim.x; b += kWarpsPerRow * kWarpSize) {
-      const int64_t slot = b * kRows + row;
-      const float2 part = __ldcg(block_parts + slot);
-      uint2 entries[kGemvTopKMax];
-#pragma unroll
-      for (int j = 0; j < kGemvTopKMax; ++j) {
-        entries[j] = j < k ? __ldcg(block_lists + slot * k + j) : make_uint2(0, kNoId);
-      }
-      gathered.stats = merge(gathered.stats, Stats{part.x, part.y});
-      // A block's list is sorted: past its first entry that misses this list, all do.
-#pragma unroll
-      for (int j = 0; j < kGemvTopKMax; ++j) {
-        const Entry e{entries[j].x, entries[j].y};
-        if (!better(e, gathered.list[kGemvTopKMax - 1])) break;
-        insert(gathered, e);
-      }
+    // At one row, two blocks' lists a lane in flight at once: the 256 lanes
+    // are fewer than the blocks (264 on an H100), and a second round of
+    // loads would wait on L2 again (-0.3 us). With more rows a lane takes
+    // more lists, and two at once measured slower (bench/RESULTS.md).
+    constexpr int64_t kStride = kWarpsPerRow * kWarpSize;
+    constexpr int64_t kPerPass = kRows == 1 ? 2 : 1;
+    for (int64_t b = int64_t{warp / kRows} * kWarpSize + lane; b < gridDim.x; b += kPerPass * kStride) {
+      const BlockTopK first = load_block_top_k(block_parts, block_lists, b * kRows + row, k);
+      const bool second_exists = kPerPass == 2 && b + kStride < gridDim.x;
+      BlockTopK second{};
+      if (second_exists) second = load_block_top_k(block_parts, block_lists, (b + kStride) * kRows + row, k);
+      absorb(gathered, first);
+      if (second_exists) absorb(gathered, second);
     }
     const Stats whole = warp_merge(gathered.stats);
     if (lane == 0) row_parts[warp] = whole;

@@ -4,7 +4,8 @@
  * every fixture of test/fixtures/bert on CUDA and on the CPU against
  * transformers in fp32, fp16 (fp16 activations on CUDA) and tf32; CUDA
  * against the CPU on random batches (long sequences, head dims 32/64/128 and
- * an odd one, every activation); CUDA graphs against eager launches, bit for
+ * an odd one, every activation) and on one selected row with the logits
+ * alone (the few-row kernels); CUDA graphs against eager launches, bit for
  * bit, over batches of different sizes in one bucket; and an allocation
  * failure that must become E_OOM with the process still usable. Prints a
  * table last.
@@ -266,6 +267,35 @@ describe('CUDA backend (GPU machine)', function () {
     const lengths = Array.from({ length: 32 }, (_, i) => (i === 0 ? 128 : 1 + ((i * 53) % 128)));
     await compareCudaWithCpu('32 sequences, d=64 fp16', plan, randomBatch(lengths, 500, [], 3, 8), 'fp16');
   });
+
+  // One selected row with the logits alone, as a fill-mask request for one
+  // [MASK] runs: the head's rows after the last attention then go through
+  // the few-row kernels (cuda/gemv.cu at one row) instead of the paths the
+  // tests above take (more rows, or the full last layer for other outputs).
+  const oneRowShapes = [
+    { hidden: 768, heads: 12, act: 'gelu', layers: 1 }, { hidden: 128, heads: 2, act: 'gelu_new' },
+    { hidden: 256, heads: 2, act: 'relu' },
+  ];
+  for (const shape of oneRowShapes) {
+    it(`one selected row, logits alone (fp16, hidden ${shape.hidden}, ${shape.act}): CUDA and the CPU agree, graphs on and off`, async () => {
+      const plan = await randomPlan(work, `random-${shape.hidden}-${shape.heads}-${shape.act}`, shape, 'fp16');
+      const { maxAbs: limit, minCosine } = CPU_AGREEMENT.fp16;
+      for (const [i, lengths] of [[7], [128], [5, 40, 77]].entries()) {
+        const batch = randomBatch(lengths, 500, ['logits'], 10 + i, 1);
+        const cpu = await withEngine(plan, loadOptions('cpu'), (e) => e.run(batch));
+        for (const cudaGraphs of [true, false]) {
+          // Twice: with graphs on, the second run replays the first's recording.
+          const runs = await withEngine(plan, loadOptions('cuda', { cudaGraphs }), async (e) => [await e.run(batch), await e.run(batch)]);
+          for (const [n, gpu] of runs.entries()) {
+            const label = `one row, hidden ${shape.hidden} ${shape.act}, ${lengths.length} sequences, graphs ${cudaGraphs ? 'on' : 'off'}, run ${n + 1}`;
+            const worst = compareOutputs(label, gpu, cpu);
+            record(label, 'cuda vs cpu', worst.maxAbs, limit, worst.minCosine, minCosine);
+            assert.ok(worst.maxAbs <= limit && worst.minCosine >= minCosine, `${label}: ${worst.maxAbs}, cosine ${worst.minCosine}`);
+          }
+        }
+      }
+    });
+  }
 
   for (const precision of ['fp32', 'fp16', 'fp8'] as const) {
     it(`CUDA graphs (${precision}): replays equal eager launches bit for bit, for every size in a bucket`, async () => {

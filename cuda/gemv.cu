@@ -79,15 +79,6 @@ __device__ __forceinline__ void widen(const uint4& bits, float (&x)[kHalvesPerVe
 // A lane's best kGemvTopKMax outputs so far and their softmax part.
 using LaneTopK = TopList<kGemvTopKMax>;
 
-// The block's count of finished blocks, with release (what the block wrote
-// before the __syncthreads that precedes it) and acquire (what the blocks
-// counted before it wrote) in the one atomic, instead of a fence on each side.
-__device__ __forceinline__ unsigned count_block_done(unsigned* counter) {
-  unsigned before;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
-  return before;
-}
-
 // Block b's softmax part and sorted list of one row (k entries, then none),
 // read past L1: other blocks wrote them.
 struct BlockTopK {
@@ -151,7 +142,7 @@ __device__ void finish_top_k(const LaneTopK& mine, int64_t rows, const GemvTopK&
     });
   }
   __syncthreads();
-  if (threadIdx.x == 0) last = count_block_done(t.counter) == gridDim.x - 1;
+  if (threadIdx.x == 0) last = count_arrival(t.counter) == gridDim.x - 1;
   __syncthreads();
   if (!last) return;
 

@@ -17,11 +17,12 @@
 //    k-th ends the chunk, so later chunks of long slices cost a few rounds.
 //    The first chunk's winners just append (the list is empty, and they
 //    come best first): k rounds, each without the insertion's shuffles.
-// The warp stores its (max, sum) and list in scratch, fences and counts
-// itself in its row's counter; the last warp of the row merges: log-sum-exp
-// over the parts, then exactly k rounds of arg-max over the parts' sorted
-// lists (a lane per list, its next 8 entries in registers), and resets the
-// counter to 0 for the next call.
+// The warp stores its (max, sum) and list in scratch and counts itself in
+// its row's counter (one acquire-release atomic, topk_math.cuh's
+// count_arrival, instead of a fence on each side); the last warp of the
+// row merges: log-sum-exp over the parts, then exactly k rounds of arg-max
+// over the parts' sorted lists (a lane per list, its next 8 entries in
+// registers), and resets the counter to 0 for the next call.
 //
 // Keys (topk_math.cuh) make the order exact and total, so the ids are the
 // CPU reference's bit for bit. The exponentials are
@@ -227,12 +228,11 @@ __global__ void __launch_bounds__(kThreads) softmax_topk_kernel(SoftmaxTopKArgs<
   if (lane == 0) __stcg(parts + warp, make_float2(stats.max, stats.sum));
   if (lane < k) __stcg(lists + warp * k + lane, make_uint2(list[0].key, list[0].id));
   if (lane + kWarpSize < k) __stcg(lists + warp * k + lane + kWarpSize, make_uint2(list[1].key, list[1].id));
-  __threadfence();
   __syncwarp();
   unsigned arrived = 0;
-  if (lane == 0) arrived = atomicAdd(p.row_counters + row, 1u);
+  if (lane == 0) arrived = count_arrival(p.row_counters + row);
   if (__shfl_sync(kFullMask, arrived, 0) != static_cast<unsigned>(splits - 1)) return;
-  __threadfence();
+  __syncwarp();  // the lanes' loads below come after lane 0's acquire
 
   const int64_t first_part = row * splits;
   const bool owner = lane < splits;

@@ -51,6 +51,17 @@ __device__ __forceinline__ float warp_max_value(uint32_t lane_key) {
   return key == 0 ? -CUDART_INF_F : key_value(key);
 }
 
+// counter + 1, returning the count before, as one atomic with release
+// (what this thread wrote, and what the threads that met it at a barrier
+// before wrote) and acquire (what the threads that counted before it
+// wrote): how the parts of a top-k hand their results to the last one to
+// count, with no fence on either side.
+__device__ __forceinline__ unsigned count_arrival(unsigned* counter) {
+  unsigned before;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
+  return before;
+}
+
 // A softmax part: its maximum (-inf when it holds no number) and the sum of
 // exp(x - max), or of exp(x) when max is -inf (0, or NaN from a NaN), so a
 // part without numbers never turns the row's sum into -inf - -inf.

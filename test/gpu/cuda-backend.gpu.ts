@@ -5,7 +5,7 @@
  * transformers in fp32, fp16 (fp16 activations on CUDA) and tf32; CUDA
  * against the CPU on random batches (long sequences, head dims 32/64/128 and
  * an odd one, every activation) and on one selected row with the logits
- * alone (the few-row kernels); CUDA graphs against eager launches, bit for
+ * alone (GEMMs of one row); CUDA graphs against eager launches, bit for
  * bit, over batches of different sizes in one bucket; and an allocation
  * failure that must become E_OOM with the process still usable. Prints a
  * table last.
@@ -269,9 +269,9 @@ describe('CUDA backend (GPU machine)', function () {
   });
 
   // One selected row with the logits alone, as a fill-mask request for one
-  // [MASK] runs: the head's rows after the last attention then go through
-  // the few-row kernels (cuda/gemv.cu at one row) instead of the paths the
-  // tests above take (more rows, or the full last layer for other outputs).
+  // [MASK] runs: what follows the last attention then runs as GEMMs of one
+  // row (cuda/gemv.cu where tuning picks it), which the tests above do not
+  // reach (more rows, or the full last layer for their other outputs).
   const oneRowShapes = [
     { hidden: 768, heads: 12, act: 'gelu', layers: 1 }, { hidden: 128, heads: 2, act: 'gelu_new' },
     { hidden: 256, heads: 2, act: 'relu' },

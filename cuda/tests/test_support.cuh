@@ -96,28 +96,36 @@ inline double median_us(const std::function<void(cudaStream_t)>& launch, int per
   return 1e3 * ms[samples / 2] / per_sample;
 }
 
-// Median over `samples` of one run of an instantiated graph, in
-// microseconds. Each timed run is queued behind an untimed one, so the
-// host's launch latency stays out of it.
-inline double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream, int samples) {
+// Median over `samples` replays of exec, each between two events and each
+// after the untimed work `before` queues, in microseconds; the first
+// `skipped` replays are not counted.
+inline double median_timed_replays_us(cudaGraphExec_t exec, cudaStream_t stream, int samples, int skipped,
+                                      const std::function<void()>& before) {
   cudaEvent_t start, stop;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&stop));
   std::vector<float> ms;
-  for (int i = 0; i < samples; ++i) {
-    CHECK_CUDA(cudaGraphLaunch(graph, stream));
+  for (int i = 0; i < samples + skipped; ++i) {
+    before();
     CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(graph, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
     CHECK_CUDA(cudaEventRecord(stop, stream));
     CHECK_CUDA(cudaEventSynchronize(stop));
     float t = 0;
     CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
+    if (i >= skipped) ms.push_back(t);
   }
   CHECK_CUDA(cudaEventDestroy(start));
   CHECK_CUDA(cudaEventDestroy(stop));
   std::sort(ms.begin(), ms.end());
   return 1e3 * ms[ms.size() / 2];
+}
+
+// Median over `samples` of one run of an instantiated graph, in
+// microseconds. Each timed run is queued behind an untimed one, so the
+// host's launch latency stays out of it.
+inline double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream, int samples) {
+  return median_timed_replays_us(graph, stream, samples, 0, [&] { CHECK_CUDA(cudaGraphLaunch(graph, stream)); });
 }
 
 // What `enqueue` queues on stream, captured as a graph: median_graph_us of
@@ -268,24 +276,9 @@ struct L2Filler {
 // Median over `samples` (after 5 more) of one replay of exec between two
 // events, in microseconds; with a filler, L2 is filled before each.
 inline double median_replay_us(cudaGraphExec_t exec, cudaStream_t stream, const L2Filler* filler, int samples) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> ms;
-  for (int i = 0; i < samples + 5; ++i) {
+  return median_timed_replays_us(exec, stream, samples, 5, [&] {
     if (filler != nullptr) filler->enqueue(stream);
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(stop, stream));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    if (i >= 5) ms.push_back(t);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return 1e3 * ms[ms.size() / 2];
+  });
 }
 
 }  // namespace fusedrt::test

@@ -728,6 +728,29 @@ int cuda_device_count() {
   return count;
 }
 
+std::vector<CudaDeviceSummary> cuda_devices() {
+  std::vector<CudaDeviceSummary> devices;
+  for (int ordinal = 0, count = cuda_device_count(); ordinal < count; ++ordinal) {
+    cudaDeviceProp properties{};
+    if (cudaGetDeviceProperties(&properties, ordinal) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    devices.push_back({ordinal, properties.name, properties.major * 10 + properties.minor});
+  }
+  return devices;
+}
+
+std::string cuda_unsupported_reason(const CudaDeviceSummary& device) {
+  if (device.compute_capability >= kCudaMinComputeCapability) return "";
+  return "cuda:" + std::to_string(device.ordinal) + " (" + device.name + ") has compute capability " +
+         std::to_string(device.compute_capability / 10) + "." + std::to_string(device.compute_capability % 10) +
+         "; FusedRT's CUDA kernels need " + std::to_string(kCudaMinComputeCapability / 10) + "." +
+         std::to_string(kCudaMinComputeCapability % 10) +
+         " or newer (Ampere and later: A100, A10, L4, RTX 30 and 40 series, H100, Jetson Orin); "
+         "use device \"cpu\"";
+}
+
 CudaBackend::CudaBackend(int device, bool cuda_graphs) : state_(std::make_unique<State>()) {
   state_->device = CudaDevice::acquire(device);
   state_->graphs_enabled = cuda_graphs;

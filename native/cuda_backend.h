@@ -6,6 +6,8 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "backend.h"
 
@@ -13,6 +15,26 @@ namespace fusedrt {
 
 // CUDA devices this process sees; 0 when there is no driver or no device.
 int cuda_device_count();
+
+// The oldest GPUs the kernels of cuda/ are built for (cuda/backend.cmake):
+// compute capability 8.0, whose cp.async and m16n8k16 tensor-core
+// instructions they use. Older GPUs (T4, V100, Jetson Xavier) have no code
+// to run and would fail at the first kernel.
+constexpr int kCudaMinComputeCapability = 80;
+
+struct CudaDeviceSummary {
+  int ordinal = 0;
+  std::string name;
+  int compute_capability = 0;  // major * 10 + minor
+};
+
+// Every CUDA device this process sees, in ordinal order (empty when there is
+// no driver or no device).
+std::vector<CudaDeviceSummary> cuda_devices();
+
+// Why the CUDA backend cannot run on `device`, as a sentence naming it and
+// what to do instead; "" when it can.
+std::string cuda_unsupported_reason(const CudaDeviceSummary& device);
 
 class CudaBackend : public Backend {
  public:

@@ -54,6 +54,8 @@ CudaDevice::CudaDevice(int ordinal) : ordinal_(ordinal) {
   multiprocessors_ = properties.multiProcessorCount;
   compute_capability_ = properties.major * 10 + properties.minor;
   memory_bytes_ = static_cast<int64_t>(properties.totalGlobalMem);
+  const std::string unsupported = cuda_unsupported_reason({ordinal, name_, compute_capability_});
+  if (!unsupported.empty()) fail(ErrorCode::kBackend, unsupported);
   check(cublasLtCreate(&lt_), "cublasLtCreate");
 }
 

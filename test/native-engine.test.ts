@@ -84,10 +84,26 @@ describe('native engine', function () {
   });
 
   it('reports its backends and GEMM implementation', () => {
-    // CUDA is listed first when the addon was built with it and a GPU is present.
+    // CUDA is listed first when the addon was built with it and a GPU it runs on is present.
     const backends = addon.backends();
     assert.deepStrictEqual(backends, backends.includes('cuda') ? ['cuda', 'cpu'] : ['cpu']);
     assert.ok(['openblas', 'builtin'].includes(addon.gemmImplementation()));
+  });
+
+  it('lists the CUDA devices it sees, and CUDA as a backend only with one its kernels run on', () => {
+    const devices = addon.cudaDevices();
+    devices.forEach((device, i) => {
+      assert.equal(device.ordinal, i);
+      assert.ok(device.name.length > 0);
+      assert.match(device.computeCapability, /^\d+\.\d$/);
+      const [major, minor] = device.computeCapability.split('.').map(Number);
+      if (major * 10 + minor >= 80) {
+        assert.equal(device.unsupported, '');
+      } else {
+        assert.match(device.unsupported, new RegExp(`^cuda:${i} \\(.+\\) has compute capability ${major}\\.${minor}; .*8\\.0 or newer`));
+      }
+    });
+    assert.equal(addon.backends().includes('cuda'), devices.some((device) => device.unsupported === ''));
   });
 
   it('describes the loaded engine', () => {

@@ -64,14 +64,19 @@ function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSe
   };
 }
 
-/** The log line of a loaded engine: `auto` resolves only at load, so this is where a user sees what it chose. */
+/**
+ * The log line of a loaded engine: `auto` resolves only at load, so this is
+ * where a user sees what it chose, and which GPUs it passed over and why.
+ */
 function loadedMessage(requested: string, engine: Engine): string {
   const { info } = engine;
   const params = { requested, contexts: info.contexts };
+  const passedOver = info.passedOver ? text('log.passedOver', { reasons: info.passedOver }) : '';
   if (info.device) {
-    return text('log.loadedCuda', { ...params, ordinal: info.device.ordinal, name: info.device.name, engines: info.device.engines });
+    return text('log.loadedCuda', { ...params, ordinal: info.device.ordinal, name: info.device.name, engines: info.device.engines })
+      + passedOver;
   }
-  return text('log.loadedCpu', { ...params, threads: info.threads, blas: info.blas });
+  return text('log.loadedCpu', { ...params, threads: info.threads, blas: info.blas }) + passedOver;
 }
 
 export = function register(RED: NodeAPI): void {

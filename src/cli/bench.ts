@@ -107,7 +107,8 @@ export const benchCommand: CliCommand = {
         throw new FusedRTError('E_INPUT', `bench: --seq ${seq} exceeds the plan's maximum sequence length ${engine.header.config.maxSeq}`);
       }
       const { info } = engine;
-      const where = info.backend === 'cpu' ? `cpu (GEMM ${info.blas}), ${info.threads} threads` : info.backend;
+      const where = (info.backend === 'cpu' ? `cpu (GEMM ${info.blas}), ${info.threads} threads` : info.backend)
+        + (info.passedOver ? ` (GPUs not used: ${info.passedOver})` : '');
       if (topK > 0 && engine.header.task !== 'fill-mask') {
         throw new FusedRTError('E_INPUT', `bench: --top-k applies to fill-mask plans, this one is ${engine.header.task}`);
       }

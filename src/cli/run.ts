@@ -141,6 +141,8 @@ export const runCommand: CliCommand = {
       batchWindowMs: 0,
     });
     try {
+      const { device, passedOver } = engine.info;
+      if (passedOver) process.stderr.write(`fusedrt: running on ${device ? `cuda:${device.ordinal}` : 'the CPU'}; GPUs not used: ${passedOver}\n`);
       if (engine.header.task === 'question-answering' && !question) {
         throw new FusedRTError('E_INPUT', 'run: this is a question-answering plan; give --question "<text>" and the contexts');
       }

@@ -11,7 +11,7 @@ import type { PlanHeader, RowsKind, Task } from '../build/plan-types';
 import { createTokenizer } from '../tokenize/tokenizer';
 import type { FusedTokenizer } from '../tokenize/types';
 import { Batcher, ResolvedBatch } from './batcher';
-import { loadAddon, NativeEngine } from './native';
+import { loadAddon, type CudaDeviceReport, NativeEngine } from './native';
 import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult } from './types';
 
 /**
@@ -65,15 +65,32 @@ function booleanOption(value: boolean, name: string): boolean {
   return value;
 }
 
-/** Resolves 'auto' and checks the requested backend was built. */
-export function resolveDevice(device: DeviceOption, built: string[]): string {
-  if (device === 'auto') return built.includes('cuda') ? 'cuda' : 'cpu';
-  if (device === 'cpu') return 'cpu';
+/** The device a load asks the addon for, and, for 'auto', the GPUs it passed over and why. */
+export interface DeviceChoice {
+  device: string;
+  passedOver?: string;
+}
+
+/**
+ * Resolves 'auto' to the first GPU the CUDA backend runs on, else the CPU,
+ * and checks that a requested backend was built. `backends` and `gpus` are
+ * the addon's backends() and cudaDevices(). An explicit GPU the kernels
+ * cannot run on is the addon's to refuse, with its reason.
+ */
+export function resolveDevice(device: DeviceOption, backends: string[], gpus: CudaDeviceReport[]): DeviceChoice {
+  if (device === 'auto') {
+    const usable = backends.includes('cuda') ? gpus.find((gpu) => gpu.unsupported === '') : undefined;
+    const skipped = gpus.filter((gpu) => gpu.unsupported !== '' && (usable === undefined || gpu.ordinal < usable.ordinal));
+    const passedOver = skipped.length > 0 ? skipped.map((gpu) => gpu.unsupported).join('; ') : undefined;
+    const chosen = usable ? `cuda:${usable.ordinal}` : backends.includes('cuda') ? 'cuda' : 'cpu';
+    return passedOver === undefined ? { device: chosen } : { device: chosen, passedOver };
+  }
+  if (device === 'cpu') return { device };
   if (/^cuda(:\d+)?$/.test(device)) {
-    if (!built.includes('cuda')) {
-      throw new FusedRTError('E_BACKEND', `device "${device}" was asked for, but this build of FusedRT has no CUDA backend (built: ${built.join(', ')}); use device "cpu" or "auto"`);
+    if (!backends.includes('cuda') && gpus.length === 0) {
+      throw new FusedRTError('E_BACKEND', `device "${device}" was asked for, but this build of FusedRT has no CUDA backend or this machine no CUDA device (usable: ${backends.join(', ')}); use device "cpu" or "auto"`);
     }
-    return device;
+    return { device };
   }
   throw new FusedRTError('E_INPUT', `unknown device "${device}" (use auto, cpu, cuda or cuda:N)`);
 }
@@ -118,7 +135,7 @@ export class Engine {
   static async load(plan: string | Uint8Array, options: EngineOptions = {}): Promise<Engine> {
     const addon = loadAddon();
     const opts = { ...ENGINE_DEFAULTS, ...options };
-    const device = resolveDevice(opts.device, addon.backends());
+    const { device, passedOver } = resolveDevice(opts.device, addon.backends(), addon.cudaDevices());
     const threads = positiveInteger(opts.threads, 'threads', true) || os.availableParallelism();
     const native = await addon.loadEngine(plan, {
       device,
@@ -135,7 +152,7 @@ export class Engine {
       const header = JSON.parse(headerJson) as PlanHeader;
       const tokenizerJson = Buffer.from(readPlanTensor(plan, header, header.tokenizer.tensor)).toString('utf8');
       const tokenizer = createTokenizer(tokenizerJson, { maxLength: header.config.maxSeq });
-      const info: EngineInfo = { ...nativeInfo, blas: addon.gemmImplementation(), header };
+      const info: EngineInfo = { ...nativeInfo, blas: addon.gemmImplementation(), header, ...(passedOver ? { passedOver } : {}) };
       return new Engine(native, info, tokenizer, positiveInteger(opts.batchWindowMs, 'batchWindowMs', true));
     } catch (err) {
       await native.dispose();

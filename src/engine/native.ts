@@ -29,8 +29,21 @@ export interface NativeEngine {
   dispose(): Promise<void>;
 }
 
+/** A CUDA device as the addon sees it (docs/cuda.md, "Which GPUs"). */
+export interface CudaDeviceReport {
+  /** The N of cuda:N. */
+  ordinal: number;
+  name: string;
+  /** Major.minor, e.g. '8.6'. */
+  computeCapability: string;
+  /** Why the CUDA backend cannot run on it, naming it and what to do instead; '' when it can. */
+  unsupported: string;
+}
+
 export interface NativeAddon {
   backends(): string[];
+  /** Every CUDA device the process sees; empty without the CUDA backend, a driver or a GPU. */
+  cudaDevices(): CudaDeviceReport[];
   gemmImplementation(): string;
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: {

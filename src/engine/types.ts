@@ -131,6 +131,11 @@ export interface EngineInfo {
   contextsOverlap: boolean;
   /** CUDA only: the GPU. */
   device?: EngineDevice;
+  /**
+   * Device 'auto' only, when it passed over GPUs the CUDA backend cannot run
+   * on (compute capability below 8.0): which, and why.
+   */
+  passedOver?: string;
   maxTokens: number;
   maxSequences: number;
   maxSelectedRows: number;

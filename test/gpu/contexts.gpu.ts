@@ -123,6 +123,7 @@ describe('execution contexts and the shared device (GPU machine)', function () {
       assert.equal(engine.info.backend, 'cuda');
       assert.equal(engine.info.contexts, 2);
       assert.equal(engine.info.device?.ordinal, 0);
+      assert.equal(engine.info.passedOver, undefined);
     } finally {
       await engine.dispose();
     }

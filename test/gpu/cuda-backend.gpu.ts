@@ -201,8 +201,12 @@ describe('CUDA backend (GPU machine)', function () {
     console.log(`\n${table.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ')).join('\n')}`);
   });
 
-  it('lists cuda among the backends', () => {
+  it('lists cuda among the backends, and the GPU with its compute capability', () => {
     assert.deepEqual(addon.backends(), ['cuda', 'cpu']);
+    const [gpu] = addon.cudaDevices();
+    assert.equal(gpu.ordinal, 0);
+    assert.ok(Number(gpu.computeCapability) >= 8, gpu.computeCapability);
+    assert.equal(gpu.unsupported, '');
   });
 
   const index = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'index.json'), 'utf8')) as { fixtures: Array<{ name: string }> };

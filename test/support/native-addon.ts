@@ -21,6 +21,7 @@ export interface NativeLoadOptions { device?: string; threads?: number; maxToken
 
 export interface NativeAddon {
   backends(): string[];
+  cudaDevices(): Array<{ ordinal: number; name: string; computeCapability: string; unsupported: string }>;
   gemmImplementation(): string;
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: NativeLoadOptions): Promise<NativeEngine>;

@@ -59,9 +59,20 @@ Napi::Value NativeMemoryBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(native_memory_bytes()));
 }
 
+// Why CUDA cannot start although a driver is installed (cuda_backend.h);
+// "" when it starts, without a driver or a GPU, and without the CUDA backend.
+Napi::Value CudaUnavailable(const Napi::CallbackInfo& info) {
+#ifdef FUSEDRT_WITH_CUDA
+  return Napi::String::New(info.Env(), cuda_unavailable_reason());
+#else
+  return Napi::String::New(info.Env(), "");
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New<Backends>(env, "backends"));
   exports.Set("cudaDevices", Napi::Function::New<CudaDevices>(env, "cudaDevices"));
+  exports.Set("cudaUnavailable", Napi::Function::New<CudaUnavailable>(env, "cudaUnavailable"));
   exports.Set("gemmImplementation", Napi::Function::New<GemmImplementation>(env, "gemmImplementation"));
   exports.Set("nativeMemoryBytes", Napi::Function::New<NativeMemoryBytes>(env, "nativeMemoryBytes"));
   EngineObject::Init(env, exports);

@@ -741,6 +741,23 @@ std::vector<CudaDeviceSummary> cuda_devices() {
   return devices;
 }
 
+std::string cuda_unavailable_reason() {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  if (error == cudaSuccess || error == cudaErrorNoDevice || driver == 0) return "";
+  const auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  if (error == cudaErrorInsufficientDriver) {
+    return "the NVIDIA driver supports CUDA " + version(driver) + ", but FusedRT was built with CUDA " +
+           version(runtime) + ": update the driver, or use device \"cpu\"";
+  }
+  return std::string("CUDA cannot start (") + cudaGetErrorName(error) + ": " + cudaGetErrorString(error) +
+         "); use device \"cpu\"";
+}
+
 std::string cuda_unsupported_reason(const CudaDeviceSummary& device) {
   if (device.compute_capability >= kCudaMinComputeCapability) return "";
   return "cuda:" + std::to_string(device.ordinal) + " (" + device.name + ") has compute capability " +

@@ -36,6 +36,11 @@ std::vector<CudaDeviceSummary> cuda_devices();
 // what to do instead; "" when it can.
 std::string cuda_unsupported_reason(const CudaDeviceSummary& device);
 
+// Why CUDA cannot start at all although a driver is installed (one older
+// than this build's CUDA runtime, most often), as a sentence saying what to
+// do; "" when it starts, and when there is no driver or no GPU.
+std::string cuda_unavailable_reason();
+
 class CudaBackend : public Backend {
  public:
   // device: CUDA ordinal. cuda_graphs: record each launch shape's work once

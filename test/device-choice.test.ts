@@ -1,10 +1,11 @@
 /**
  * Which device `auto` resolves to (src/engine/engine.ts, resolveDevice):
- * the first GPU the CUDA backend runs on, passing over older ones and
- * saying why. The GPUs are described as the addon's cudaDevices() reports
- * them, since no GPU older than the kernels' compute capability 8.0 is at
- * hand (CI has none at all, the GPU machine an H100 or H200); the addon's
- * own list is checked in native-engine.test.ts and test/gpu/.
+ * the first GPU the CUDA backend runs on, passing over older ones, or the
+ * CPU when the driver is too old for CUDA to start, and saying why. The GPUs are described as the addon's cudaDevices() reports
+ * them, since no GPU older than the kernels' compute capability 8.0, nor an
+ * old driver, is at hand (CI has no GPU at all, the GPU machine an H100 or
+ * H200); the addon's own reports are checked in native-engine.test.ts and
+ * test/gpu/.
  */
 import { strict as assert } from 'assert';
 import { resolveDevice } from '../src/engine/engine';
@@ -14,6 +15,7 @@ const T4: CudaDeviceReport = {
   ordinal: 0, name: 'Tesla T4', computeCapability: '7.5',
   unsupported: 'cuda:0 (Tesla T4) has compute capability 7.5; FusedRT\'s CUDA kernels need 8.0 or newer (...); use device "cpu"',
 };
+const OLD_DRIVER = 'the NVIDIA driver supports CUDA 12.4, but FusedRT was built with CUDA 13.0: update the driver, or use device "cpu"';
 const A100: CudaDeviceReport = { ordinal: 1, name: 'NVIDIA A100-SXM4-80GB', computeCapability: '8.0', unsupported: '' };
 
 describe('device auto', () => {
@@ -31,6 +33,12 @@ describe('device auto', () => {
 
   it('runs on the CPU without a word when there is no GPU or no CUDA backend', () => {
     assert.deepEqual(resolveDevice('auto', ['cpu'], []), { device: 'cpu' });
+  });
+
+  it('runs on the CPU when the driver is too old for CUDA to start, and says so', () => {
+    assert.deepEqual(resolveDevice('auto', ['cpu'], [], OLD_DRIVER), { device: 'cpu', passedOver: OLD_DRIVER });
+    assert.throws(() => resolveDevice('cuda:0', ['cpu'], [], OLD_DRIVER), (err: Error & { code?: string }) =>
+      err.code === 'E_BACKEND' && err.message === `device "cuda:0" was asked for, but ${OLD_DRIVER}`);
   });
 
   it('leaves a GPU asked for by name to the addon, which refuses an old one with its reason', () => {

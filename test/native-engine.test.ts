@@ -104,6 +104,8 @@ describe('native engine', function () {
       }
     });
     assert.equal(addon.backends().includes('cuda'), devices.some((device) => device.unsupported === ''));
+    // With a device listed, CUDA started.
+    if (devices.length > 0) assert.equal(addon.cudaUnavailable(), '');
   });
 
   it('describes the loaded engine', () => {

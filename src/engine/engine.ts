@@ -73,22 +73,25 @@ export interface DeviceChoice {
 
 /**
  * Resolves 'auto' to the first GPU the CUDA backend runs on, else the CPU,
- * and checks that a requested backend was built. `backends` and `gpus` are
- * the addon's backends() and cudaDevices(). An explicit GPU the kernels
- * cannot run on is the addon's to refuse, with its reason.
+ * and checks that a requested backend was built. `backends`, `gpus` and
+ * `unavailable` are the addon's backends(), cudaDevices() and
+ * cudaUnavailable(). An explicit GPU the kernels cannot run on is the
+ * addon's to refuse, with its reason.
  */
-export function resolveDevice(device: DeviceOption, backends: string[], gpus: CudaDeviceReport[]): DeviceChoice {
+export function resolveDevice(device: DeviceOption, backends: string[], gpus: CudaDeviceReport[], unavailable = ''): DeviceChoice {
   if (device === 'auto') {
     const usable = backends.includes('cuda') ? gpus.find((gpu) => gpu.unsupported === '') : undefined;
     const skipped = gpus.filter((gpu) => gpu.unsupported !== '' && (usable === undefined || gpu.ordinal < usable.ordinal));
-    const passedOver = skipped.length > 0 ? skipped.map((gpu) => gpu.unsupported).join('; ') : undefined;
+    const reasons = [...(usable ? [] : [unavailable].filter(Boolean)), ...skipped.map((gpu) => gpu.unsupported)];
     const chosen = usable ? `cuda:${usable.ordinal}` : backends.includes('cuda') ? 'cuda' : 'cpu';
-    return passedOver === undefined ? { device: chosen } : { device: chosen, passedOver };
+    return reasons.length === 0 ? { device: chosen } : { device: chosen, passedOver: reasons.join('; ') };
   }
   if (device === 'cpu') return { device };
   if (/^cuda(:\d+)?$/.test(device)) {
     if (!backends.includes('cuda') && gpus.length === 0) {
-      throw new FusedRTError('E_BACKEND', `device "${device}" was asked for, but this build of FusedRT has no CUDA backend or this machine no CUDA device (usable: ${backends.join(', ')}); use device "cpu" or "auto"`);
+      throw new FusedRTError('E_BACKEND', unavailable
+        ? `device "${device}" was asked for, but ${unavailable}`
+        : `device "${device}" was asked for, but this build of FusedRT has no CUDA backend or this machine no CUDA device (usable: ${backends.join(', ')}); use device "cpu" or "auto"`);
     }
     return { device };
   }
@@ -135,7 +138,7 @@ export class Engine {
   static async load(plan: string | Uint8Array, options: EngineOptions = {}): Promise<Engine> {
     const addon = loadAddon();
     const opts = { ...ENGINE_DEFAULTS, ...options };
-    const { device, passedOver } = resolveDevice(opts.device, addon.backends(), addon.cudaDevices());
+    const { device, passedOver } = resolveDevice(opts.device, addon.backends(), addon.cudaDevices(), addon.cudaUnavailable());
     const threads = positiveInteger(opts.threads, 'threads', true) || os.availableParallelism();
     const native = await addon.loadEngine(plan, {
       device,

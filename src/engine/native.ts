@@ -44,6 +44,12 @@ export interface NativeAddon {
   backends(): string[];
   /** Every CUDA device the process sees; empty without the CUDA backend, a driver or a GPU. */
   cudaDevices(): CudaDeviceReport[];
+  /**
+   * Why CUDA cannot start although a driver is installed (one older than the
+   * build's CUDA runtime, most often), saying what to do; '' when it starts,
+   * without a driver or a GPU, and without the CUDA backend.
+   */
+  cudaUnavailable(): string;
   gemmImplementation(): string;
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: {

@@ -133,7 +133,8 @@ export interface EngineInfo {
   device?: EngineDevice;
   /**
    * Device 'auto' only, when it passed over GPUs the CUDA backend cannot run
-   * on (compute capability below 8.0): which, and why.
+   * on (compute capability below 8.0, or a driver older than the build's
+   * CUDA): which, and why.
    */
   passedOver?: string;
   maxTokens: number;

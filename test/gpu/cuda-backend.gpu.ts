@@ -207,6 +207,7 @@ describe('CUDA backend (GPU machine)', function () {
     assert.equal(gpu.ordinal, 0);
     assert.ok(Number(gpu.computeCapability) >= 8, gpu.computeCapability);
     assert.equal(gpu.unsupported, '');
+    assert.equal(addon.cudaUnavailable(), '');
   });
 
   const index = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'index.json'), 'utf8')) as { fixtures: Array<{ name: string }> };

@@ -22,6 +22,7 @@ export interface NativeLoadOptions { device?: string; threads?: number; maxToken
 export interface NativeAddon {
   backends(): string[];
   cudaDevices(): Array<{ ordinal: number; name: string; computeCapability: string; unsupported: string }>;
+  cudaUnavailable(): string;
   gemmImplementation(): string;
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: NativeLoadOptions): Promise<NativeEngine>;

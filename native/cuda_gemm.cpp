@@ -89,11 +89,17 @@ constexpr int64_t kPartialsMaxRows = 1024;
 // Partials per execution context at most: 16 splits of 128 x 768 products,
 // 4 of 512 x 768.
 constexpr int64_t kPartialsMaxBytes = 16 * 128 * 768 * sizeof(float);
-// What add_layernorm pays per extra byte of partials, as a rate: measured
-// at 128 x 768 on an H100 (cuda/tests/layernorm_test.cu: 2.26 us from one
-// fp16 input, 2.65 / 2.96 / 3.80 us from 2 / 4 / 8 fp32 partials), about
-// 2 TB/s although they come from L2: the loads' latency, not bandwidth.
+// What add_layernorm pays for reading partials instead of one fp16 product
+// (cuda/tests/layernorm_test.cu, H100, graphed): per partial, whatever the
+// rows up to 128, about 0.2 us (at 1, 8 and 128 rows of 768: 0.4 / 0.7 /
+// 1.5 / 3.2 us more from 2 / 4 / 8 / 16 partials), since a thread has four
+// partials' loads in flight at a time and each round waits on L2; for many
+// rows, the extra bytes at 2 TB/s (an upper bound there: 4 partials of 1024
+// rows cost 2.4 us more, not 5.5). Counting only the bytes, the tuner split
+// a 1-row FFN2 into 16 partials, 3.2 us faster as a GEMM and as much slower
+// in the LayerNorm.
 constexpr double kPartialReadBytesPerUs = 2e6;
+constexpr double kPartialReadUs = 0.2;
 
 bool env_equals(const char* name, const char* value) {
   const char* set = std::getenv(name);
@@ -1091,7 +1097,7 @@ struct GemmRunner::State {
       const double gemm_us = Tuner(target, &queue_gemm<T, T>, *setup, into).time_us(setup->tactic);
       // add_layernorm reads splits fp32 products instead of one fp16 one.
       const double extra_bytes = static_cast<double>(plain.rows * plain.n) * (splits * sizeof(float) - sizeof(T));
-      const double us = gemm_us + extra_bytes / kPartialReadBytesPerUs;
+      const double us = gemm_us + std::max(extra_bytes / kPartialReadBytesPerUs, splits * kPartialReadUs);
       log += ", " + std::to_string(splits) + " splits " + format_us(gemm_us) + " + " +
              format_us(us - gemm_us) + " read";
       if (gemm_us > 0 && us < best_us) {

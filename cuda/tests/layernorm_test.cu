@@ -429,7 +429,12 @@ int main() {
   for (int64_t rows : {128, 512, 4096, 49152}) time_add_layernorm(rows, l2);
   // What a stream costs at 32 x 128: the parameters (bias), the residual.
   for (Without without : {Without::kBias, Without::kResidual}) time_add_layernorm(4096, l2, 0, without);
-  for (int partials : {2, 4, 8}) time_add_layernorm(128, l2, partials);
+  // What the GEMM runner's choice of split-K partials (native/cuda_gemm.cpp)
+  // costs the LayerNorm after it, at the rows a fill-mask run has.
+  for (int64_t rows : {1, 8, 128}) {
+    if (rows != 128) time_add_layernorm(rows, l2);
+    for (int partials : {2, 3, 4, 6, 8, 16}) time_add_layernorm(rows, l2, partials);
+  }
   time_add_layernorm(1024, l2, 4);
   time_embed_layernorm(1, 128, l2);
   time_embed_layernorm(4, 128, l2);

@@ -115,17 +115,6 @@ void run_add_norm(const __half* a, const __half* residual, __half* out, bool dep
   launch(add_norm_rows, dim3(kRows / 4), 128, 0, 1, dependent, stream, a, residual, out, kRows, false);
 }
 
-cudaGraphExec_t capture(cudaStream_t stream, const std::function<void()>& enqueue) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return exec;
-}
-
 std::vector<__half> chain_output(cudaGraphExec_t exec, const Buffers& b, cudaStream_t stream) {
   const size_t count = size_t{kRows} * kHidden;
   CHECK_CUDA(cudaMemcpyAsync(b.x, b.x0, count * sizeof(__half), cudaMemcpyDeviceToDevice, stream));
@@ -225,8 +214,10 @@ int main() {
   };
   const char* names[3] = {"cuBLASLt GEMMs, plain launches", "our split-K GEMMs, plain launches",
                           "our split-K GEMMs, every kernel a programmatic dependent"};
-  cudaGraphExec_t exec[3] = {capture(stream, cublaslt_chain), capture(stream, [&] { own_chain(false); }),
-                             capture(stream, [&] { own_chain(true); })};
+  using fusedrt::test::captured_graph_exec;
+  cudaGraphExec_t exec[3] = {captured_graph_exec(stream, cublaslt_chain),
+                             captured_graph_exec(stream, [&] { own_chain(false); }),
+                             captured_graph_exec(stream, [&] { own_chain(true); })};
   std::vector<__half> outputs[3];
   for (int v = 0; v < 3; ++v) outputs[v] = chain_output(exec[v], b, stream);
   double us[3][3];

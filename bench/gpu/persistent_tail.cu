@@ -403,17 +403,6 @@ struct BackendTail {
   }
 };
 
-cudaGraphExec_t capture(cudaStream_t stream, const std::function<void()>& enqueue) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return exec;
-}
-
 }  // namespace
 
 int main() {
@@ -520,7 +509,7 @@ int main() {
               kThreads, max_decoder_rows, shared_layout(sms, max_decoder_rows).total);
   std::printf("| tail at 1 row, us (median of 50) | cold | warm |\n| --- | ---: | ---: |\n");
   for (const Variant& v : variants) {
-    const cudaGraphExec_t exec = capture(stream, v.enqueue);
+    const cudaGraphExec_t exec = fusedrt::test::captured_graph_exec(stream, v.enqueue);
     const double cold = fusedrt::test::median_replay_us(exec, stream, &filler, 50);
     const double warm = fusedrt::test::median_replay_us(exec, stream, nullptr, 50);
     std::printf("| %s | %.2f | %.2f |\n", v.name, cold, warm);

@@ -128,6 +128,18 @@ inline double median_graph_us(cudaGraphExec_t graph, cudaStream_t stream, int sa
   return median_timed_replays_us(graph, stream, samples, 0, [&] { CHECK_CUDA(cudaGraphLaunch(graph, stream)); });
 }
 
+// What `enqueue` queues on stream, captured as a graph and instantiated.
+inline cudaGraphExec_t captured_graph_exec(cudaStream_t stream, const std::function<void()>& enqueue) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  enqueue();
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return exec;
+}
+
 // What `enqueue` queues on stream, captured as a graph: median_graph_us of
 // it, and the memset nodes it holds (cuBLASLt may add some of its own).
 struct CapturedTime {

@@ -40,17 +40,15 @@
 #include <string>
 #include <vector>
 
-#include "layer_stand_ins.cuh"
-#include "lt_gemm.cuh"
+#include "layer_chain.cuh"
 
 namespace {
 
-using fusedrt::probe::add_norm_rows;
+using fusedrt::probe::Chain;
+using fusedrt::probe::enqueue_chain;
+using fusedrt::probe::make_chain;
 using fusedrt::probe::kHidden;
-using fusedrt::probe::kInter;
-using fusedrt::probe::kLayers;
 using fusedrt::probe::LtProblem;
-using fusedrt::probe::mix_rows;
 using fusedrt::probe::LtShape;
 using fusedrt::test::Rng;
 
@@ -267,50 +265,6 @@ void check_waiting(cublasLtHandle_t handle, cudaStream_t stream, const WaitCase&
   fusedrt::probe::destroy_lt_problem(problem);
   for (void* p : {static_cast<void*>(in), static_cast<void*>(weight), static_cast<void*>(bias), out}) {
     CHECK_CUDA(cudaFree(p));
-  }
-}
-
-struct Chain {
-  int rows;
-  __half *x, *qkv, *mixed, *projected, *h, *inter, *ffn_out;
-  std::vector<fusedrt::probe::BertGemmWeights> weights;
-  fusedrt::probe::LtGemm qkv_gemm, o_gemm, ffn1_gemm, ffn2_gemm;
-  bool trigger_late = false;
-};
-
-fusedrt::probe::LtGemm workspace_free_gemm(cublasLtHandle_t handle, const LtShape& shape) {
-  return fusedrt::probe::LtGemm{handle, fusedrt::probe::make_lt_problem(handle, shape, 0, 1), nullptr, 0};
-}
-
-Chain make_chain(cublasLtHandle_t handle, int rows, Rng& rng) {
-  Chain c{rows};
-  for (__half** p : {&c.x, &c.mixed, &c.projected, &c.h, &c.ffn_out}) {
-    CHECK_CUDA(cudaMalloc(p, size_t{static_cast<size_t>(rows)} * kHidden * 2));
-  }
-  CHECK_CUDA(cudaMalloc(&c.qkv, size_t{static_cast<size_t>(rows)} * 3 * kHidden * 2));
-  CHECK_CUDA(cudaMalloc(&c.inter, size_t{static_cast<size_t>(rows)} * kInter * 2));
-  for (int l = 0; l < kLayers; ++l) c.weights.push_back(fusedrt::probe::random_bert_gemm_weights(kHidden, kInter, rng));
-  c.qkv_gemm = workspace_free_gemm(handle, {rows, 3 * kHidden, kHidden, kHidden, kHidden, 3 * kHidden, false,
-                                            CUBLASLT_EPILOGUE_BIAS});
-  c.o_gemm = workspace_free_gemm(handle, {rows, kHidden, kHidden, kHidden, kHidden, kHidden, false,
-                                          CUBLASLT_EPILOGUE_DEFAULT});
-  c.ffn1_gemm = workspace_free_gemm(handle, {rows, kInter, kHidden, kHidden, kHidden, kInter, false,
-                                             CUBLASLT_EPILOGUE_GELU_BIAS});
-  c.ffn2_gemm = workspace_free_gemm(handle, {rows, kHidden, kInter, kInter, kInter, kHidden, false,
-                                             CUBLASLT_EPILOGUE_DEFAULT});
-  return c;
-}
-
-void enqueue_chain(const Chain& c, cudaStream_t stream) {
-  const int blocks = (c.rows + 3) / 4;
-  for (const auto& w : c.weights) {
-    fusedrt::probe::run_lt_gemm(c.qkv_gemm, c.x, w.qkv, w.qkv_bias, 0.f, nullptr, c.qkv, stream);
-    mix_rows<<<blocks, 128, 0, stream>>>(c.qkv, c.mixed, c.rows, c.trigger_late);
-    fusedrt::probe::run_lt_gemm(c.o_gemm, c.mixed, w.o, nullptr, 0.f, nullptr, c.projected, stream);
-    add_norm_rows<<<blocks, 128, 0, stream>>>(c.projected, c.x, c.h, c.rows, c.trigger_late);
-    fusedrt::probe::run_lt_gemm(c.ffn1_gemm, c.h, w.ffn1, w.ffn1_bias, 0.f, nullptr, c.inter, stream);
-    fusedrt::probe::run_lt_gemm(c.ffn2_gemm, c.inter, w.ffn2, nullptr, 0.f, nullptr, c.ffn_out, stream);
-    add_norm_rows<<<blocks, 128, 0, stream>>>(c.ffn_out, c.h, c.x, c.rows, c.trigger_late);
   }
 }
 

@@ -31,8 +31,7 @@
 #include <vector>
 
 #include "../../cuda/tests/test_support.cuh"  // CHECK_CUDA, CHECK_CUBLAS, Rng, median_graph_us
-#include "layer_stand_ins.cuh"
-#include "lt_gemm.cuh"
+#include "layer_chain.cuh"
 #include "split_k_gemm.cuh"
 
 namespace {
@@ -90,24 +89,14 @@ void run_own(const OwnGemm& g, bool dependent, cudaStream_t stream) {
   }
 }
 
-struct Buffers {
-  __half *x, *x0, *qkv, *mixed, *projected, *h, *inter, *ffn_out, *zero_bias;
-};
-
-struct LayerGemms {
-  BertGemmWeights weights;
+// One layer's GEMMs as ours runs them.
+struct OwnLayer {
   OwnGemm qkv, o, ffn1, ffn2;
 };
 
-__half* device_halves(size_t count) {
-  __half* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, count * sizeof(__half)));
-  return p;
-}
-
 // The layer's stand-in kernels, as a programmatic dependent or not.
-void run_mix(const Buffers& b, bool dependent, cudaStream_t stream) {
-  launch(mix_rows, dim3(kRows / 4), 128, 0, 1, dependent, stream, static_cast<const __half*>(b.qkv), b.mixed, kRows,
+void run_mix(const Chain& c, bool dependent, cudaStream_t stream) {
+  launch(mix_rows, dim3(kRows / 4), 128, 0, 1, dependent, stream, static_cast<const __half*>(c.qkv), c.mixed, kRows,
          false);
 }
 
@@ -115,13 +104,13 @@ void run_add_norm(const __half* a, const __half* residual, __half* out, bool dep
   launch(add_norm_rows, dim3(kRows / 4), 128, 0, 1, dependent, stream, a, residual, out, kRows, false);
 }
 
-std::vector<__half> chain_output(cudaGraphExec_t exec, const Buffers& b, cudaStream_t stream) {
+std::vector<__half> chain_output(cudaGraphExec_t exec, const Chain& c, const __half* x0, cudaStream_t stream) {
   const size_t count = size_t{kRows} * kHidden;
-  CHECK_CUDA(cudaMemcpyAsync(b.x, b.x0, count * sizeof(__half), cudaMemcpyDeviceToDevice, stream));
+  CHECK_CUDA(cudaMemcpyAsync(c.x, x0, count * sizeof(__half), cudaMemcpyDeviceToDevice, stream));
   CHECK_CUDA(cudaGraphLaunch(exec, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   std::vector<__half> out(count);
-  CHECK_CUDA(cudaMemcpy(out.data(), b.x, count * sizeof(__half), cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(out.data(), c.x, count * sizeof(__half), cudaMemcpyDeviceToHost));
   return out;
 }
 
@@ -157,69 +146,45 @@ int main() {
   CHECK_CUBLAS(cublasLtCreate(&handle));
   fusedrt::test::Rng rng{20261123};
 
-  Buffers b{};
-  for (__half** p : {&b.x, &b.mixed, &b.projected, &b.h, &b.ffn_out}) *p = device_halves(size_t{kRows} * kHidden);
-  b.x0 = random_device_halves(size_t{kRows} * kHidden, 1.f, rng);
-  b.qkv = device_halves(size_t{kRows} * 3 * kHidden);
-  b.inter = device_halves(size_t{kRows} * kInter);
-  b.zero_bias = device_halves(kInter);
-  CHECK_CUDA(cudaMemset(b.zero_bias, 0, kInter * sizeof(__half)));
+  const Chain c = make_chain(handle, kRows, rng);
+  const __half* x0 = random_device_halves(size_t{kRows} * kHidden, 1.f, rng);
+  __half* zero_bias = nullptr;
+  CHECK_CUDA(cudaMalloc(&zero_bias, kInter * sizeof(__half)));
+  CHECK_CUDA(cudaMemset(zero_bias, 0, kInter * sizeof(__half)));
 
   // Splits per GEMM: the fastest of wgmma_gemm.cu's table at 128 rows.
-  const CUtensorMap in_x = tile_map(b.x, kRows, kHidden, kBlockM);
-  const CUtensorMap in_mixed = tile_map(b.mixed, kRows, kHidden, kBlockM);
-  const CUtensorMap in_h = tile_map(b.h, kRows, kHidden, kBlockM);
-  const CUtensorMap in_inter = tile_map(b.inter, kRows, kInter, kBlockM);
-  std::vector<LayerGemms> layers;
-  for (int l = 0; l < kLayers; ++l) {
-    LayerGemms g;
-    g.weights = random_bert_gemm_weights(kHidden, kInter, rng);
-    const BertGemmWeights& w = g.weights;
-    g.qkv = {in_x, tile_map(w.qkv, 3 * kHidden, kHidden, kTileN), w.qkv_bias, b.qkv, 3 * kHidden, kHidden, 3, false};
-    g.o = {in_mixed, tile_map(w.o, kHidden, kHidden, kTileN), b.zero_bias, b.projected, kHidden, kHidden, 4, false};
-    g.ffn1 = {in_h, tile_map(w.ffn1, kInter, kHidden, kTileN), w.ffn1_bias, b.inter, kInter, kHidden, 2, true};
-    g.ffn2 = {in_inter, tile_map(w.ffn2, kHidden, kInter, kTileN), b.zero_bias, b.ffn_out, kHidden, kInter, 8, false};
+  const CUtensorMap in_x = tile_map(c.x, kRows, kHidden, kBlockM);
+  const CUtensorMap in_mixed = tile_map(c.mixed, kRows, kHidden, kBlockM);
+  const CUtensorMap in_h = tile_map(c.h, kRows, kHidden, kBlockM);
+  const CUtensorMap in_inter = tile_map(c.inter, kRows, kInter, kBlockM);
+  std::vector<OwnLayer> layers;
+  for (const BertGemmWeights& w : c.weights) {
+    OwnLayer g;
+    g.qkv = {in_x, tile_map(w.qkv, 3 * kHidden, kHidden, kTileN), w.qkv_bias, c.qkv, 3 * kHidden, kHidden, 3, false};
+    g.o = {in_mixed, tile_map(w.o, kHidden, kHidden, kTileN), zero_bias, c.projected, kHidden, kHidden, 4, false};
+    g.ffn1 = {in_h, tile_map(w.ffn1, kInter, kHidden, kTileN), w.ffn1_bias, c.inter, kInter, kHidden, 2, true};
+    g.ffn2 = {in_inter, tile_map(w.ffn2, kHidden, kInter, kTileN), zero_bias, c.ffn_out, kHidden, kInter, 8, false};
     layers.push_back(g);
   }
-  const auto lt = [&](int n, int k, cublasLtEpilogue_t epilogue) {
-    return LtGemm{handle, make_lt_problem(handle, {kRows, n, k, k, k, n, false, epilogue}, 0, 1), nullptr, 0};
-  };
-  const LtGemm lt_qkv = lt(3 * kHidden, kHidden, CUBLASLT_EPILOGUE_BIAS);
-  const LtGemm lt_o = lt(kHidden, kHidden, CUBLASLT_EPILOGUE_DEFAULT);
-  const LtGemm lt_ffn1 = lt(kInter, kHidden, CUBLASLT_EPILOGUE_GELU_BIAS);
-  const LtGemm lt_ffn2 = lt(kHidden, kInter, CUBLASLT_EPILOGUE_DEFAULT);
-
-  const auto cublaslt_chain = [&] {
-    for (const LayerGemms& g : layers) {
-      const BertGemmWeights& w = g.weights;
-      run_lt_gemm(lt_qkv, b.x, w.qkv, w.qkv_bias, 0.f, nullptr, b.qkv, stream);
-      run_mix(b, false, stream);
-      run_lt_gemm(lt_o, b.mixed, w.o, nullptr, 0.f, nullptr, b.projected, stream);
-      run_add_norm(b.projected, b.x, b.h, false, stream);
-      run_lt_gemm(lt_ffn1, b.h, w.ffn1, w.ffn1_bias, 0.f, nullptr, b.inter, stream);
-      run_lt_gemm(lt_ffn2, b.inter, w.ffn2, nullptr, 0.f, nullptr, b.ffn_out, stream);
-      run_add_norm(b.ffn_out, b.h, b.x, false, stream);
-    }
-  };
   const auto own_chain = [&](bool dependent) {
-    for (const LayerGemms& g : layers) {
+    for (const OwnLayer& g : layers) {
       run_own(g.qkv, dependent, stream);
-      run_mix(b, dependent, stream);
+      run_mix(c, dependent, stream);
       run_own(g.o, dependent, stream);
-      run_add_norm(b.projected, b.x, b.h, dependent, stream);
+      run_add_norm(c.projected, c.x, c.h, dependent, stream);
       run_own(g.ffn1, dependent, stream);
       run_own(g.ffn2, dependent, stream);
-      run_add_norm(b.ffn_out, b.h, b.x, dependent, stream);
+      run_add_norm(c.ffn_out, c.h, c.x, dependent, stream);
     }
   };
   const char* names[3] = {"cuBLASLt GEMMs, plain launches", "our split-K GEMMs, plain launches",
                           "our split-K GEMMs, every kernel a programmatic dependent"};
   using fusedrt::test::captured_graph_exec;
-  cudaGraphExec_t exec[3] = {captured_graph_exec(stream, cublaslt_chain),
+  cudaGraphExec_t exec[3] = {captured_graph_exec(stream, [&] { enqueue_chain(c, stream); }),
                              captured_graph_exec(stream, [&] { own_chain(false); }),
                              captured_graph_exec(stream, [&] { own_chain(true); })};
   std::vector<__half> outputs[3];
-  for (int v = 0; v < 3; ++v) outputs[v] = chain_output(exec[v], b, stream);
+  for (int v = 0; v < 3; ++v) outputs[v] = chain_output(exec[v], c, x0, stream);
   double us[3][3];
   for (int round = 0; round < 3; ++round) {
     for (int v = 0; v < 3; ++v) us[v][round] = fusedrt::test::median_graph_us(exec[v], stream, 200);
@@ -229,7 +194,7 @@ int main() {
   std::printf("| GEMMs and launches | us | largest difference from cuBLASLt's output | same output on a replay |\n");
   std::printf("| --- | --- | ---: | --- |\n");
   for (int v = 0; v < 3; ++v) {
-    const bool stable = same_bits(chain_output(exec[v], b, stream), outputs[v]);
+    const bool stable = same_bits(chain_output(exec[v], c, x0, stream), outputs[v]);
     std::printf("| %s | %.2f / %.2f / %.2f | %.3g | %s |\n", names[v], us[v][0], us[v][1], us[v][2],
                 largest_difference(outputs[v], outputs[0]), stable ? "yes" : "NO");
   }

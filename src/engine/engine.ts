@@ -80,10 +80,11 @@ export interface DeviceChoice {
  */
 export function resolveDevice(device: DeviceOption, backends: string[], gpus: CudaDeviceReport[], unavailable = ''): DeviceChoice {
   if (device === 'auto') {
-    const usable = backends.includes('cuda') ? gpus.find((gpu) => gpu.unsupported === '') : undefined;
+    // The addon lists CUDA among its backends exactly when one of gpus is usable.
+    const usable = gpus.find((gpu) => gpu.unsupported === '');
     const skipped = gpus.filter((gpu) => gpu.unsupported !== '' && (usable === undefined || gpu.ordinal < usable.ordinal));
     const reasons = [...(usable ? [] : [unavailable].filter(Boolean)), ...skipped.map((gpu) => gpu.unsupported)];
-    const chosen = usable ? `cuda:${usable.ordinal}` : backends.includes('cuda') ? 'cuda' : 'cpu';
+    const chosen = usable ? `cuda:${usable.ordinal}` : 'cpu';
     return reasons.length === 0 ? { device: chosen } : { device: chosen, passedOver: reasons.join('; ') };
   }
   if (device === 'cpu') return { device };

@@ -137,7 +137,7 @@ uint64_t physical_memory_bytes() {
 
 }  // namespace
 
-CpuBackend::CpuBackend(int threads) : pool_(threads) {}
+CpuBackend::CpuBackend(int threads, bool background) : pool_(threads, background) {}
 
 bool CpuBackend::supports(OpType type) const { return find_op(type) != nullptr; }
 
@@ -211,10 +211,11 @@ class CpuBackend::Context : public BackendContext {
     if (dtype != DType::kF32) fail(ErrorCode::kNative, "the CPU backend has fp32 activations only");
     cpu::softmax_topk({f32(logits), rows, cols, k, top_ids, top_scores}, backend_.pool_);
   }
-  // The kernels run as they are called: nothing to record or wait for.
+  // The kernels run as they are called, on the pool's lead thread when it
+  // has one: nothing to record or wait for.
   void execute(const std::string&, const std::function<void()>& enqueue, std::vector<OutputLanding>&) override {
     std::lock_guard<std::mutex> lock(backend_.compute_mutex_);
-    enqueue();
+    backend_.pool_.run(enqueue);
   }
   void synchronize() override {}
 

@@ -15,8 +15,9 @@ namespace fusedrt {
 
 class CpuBackend : public Backend {
  public:
-  // threads <= 0: one per hardware thread.
-  explicit CpuBackend(int threads);
+  // threads <= 0: one per hardware thread. background: the pool computes
+  // below the process's priority (cpu/thread_pool.h), runs included.
+  CpuBackend(int threads, bool background);
 
   const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }

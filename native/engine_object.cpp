@@ -34,15 +34,34 @@ constexpr int kDefaultCudaContexts = 2;
 // keeps the event loop free of long copies.
 constexpr size_t kSpinMaxOutputBytes = 1u << 20;
 
-std::unique_ptr<Backend> make_backend(int cuda_device, int threads, bool cuda_graphs) {
-  if (cuda_device < 0) return std::make_unique<CpuBackend>(threads);
+// What loadEngine() was asked for, backend by backend.
+struct BackendChoice {
+  int cuda_device = -1;  // -1: the CPU backend
+  int threads = 0;
+  bool background_threads = true;
+  bool cuda_graphs = true;
+};
+
+std::unique_ptr<Backend> make_backend(const BackendChoice& choice) {
+  const int cuda_device = choice.cuda_device;
+  if (cuda_device < 0) return std::make_unique<CpuBackend>(choice.threads, choice.background_threads);
 #ifdef FUSEDRT_WITH_CUDA
-  return std::make_unique<CudaBackend>(cuda_device, cuda_graphs);
+  return std::make_unique<CudaBackend>(cuda_device, choice.cuda_graphs);
 #else
-  (void)cuda_graphs;
   fail(ErrorCode::kBackend, "device cuda:" + std::to_string(cuda_device) +
                                 " is not available: this build has only the CPU backend");
 #endif
+}
+
+// "background" (the default) or "normal": the CPU backend's thread priority.
+std::string cpu_priority_option(const Napi::Object& options) {
+  const Napi::Value value = options.Get("cpuPriority");
+  if (value.IsUndefined()) return "background";
+  const std::string priority = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+  if (priority != "background" && priority != "normal") {
+    fail(ErrorCode::kInput, "option cpuPriority must be \"background\" or \"normal\"");
+  }
+  return priority;
 }
 
 using Clock = std::chrono::steady_clock;
@@ -64,21 +83,19 @@ AddonData* addon_data(Napi::Env env) { return env.GetInstanceData<AddonData>(); 
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, int cuda_device, int threads,
-             bool cuda_graphs, bool spin_wait, RuntimeOptions options)
+  LoadWorker(Napi::Env env, std::string path, std::vector<uint8_t> bytes, BackendChoice backend, bool spin_wait,
+             RuntimeOptions options)
       : PromiseWorker(env, "fusedrt:loadEngine"),
         path_(std::move(path)),
         bytes_(std::move(bytes)),
-        cuda_device_(cuda_device),
-        threads_(threads),
-        cuda_graphs_(cuda_graphs),
+        backend_(backend),
         spin_wait_(spin_wait),
         options_(options) {}
 
  protected:
   void execute() override {
     std::unique_ptr<PlanSource> source = path_.empty() ? plan_from_bytes(std::move(bytes_)) : open_plan_file(path_);
-    runtime_ = Runtime::load(*source, make_backend(cuda_device_, threads_, cuda_graphs_), options_);
+    runtime_ = Runtime::load(*source, make_backend(backend_), options_);
   }
 
   Napi::Value result(Napi::Env env) override {
@@ -88,9 +105,7 @@ class LoadWorker : public PromiseWorker {
  private:
   std::string path_;
   std::vector<uint8_t> bytes_;
-  int cuda_device_;  // -1: the CPU backend
-  int threads_;
-  bool cuda_graphs_;
+  BackendChoice backend_;
   bool spin_wait_;
   RuntimeOptions options_;
   std::shared_ptr<Runtime> runtime_;
@@ -223,23 +238,23 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
       options = info[1].As<Napi::Object>();
     }
     Napi::Value device = options.Get("device");
-    int cuda_device = -1;
+    BackendChoice backend;
     if (!device.IsUndefined()) {
       if (!device.IsString()) fail(ErrorCode::kInput, "option device must be a string");
-      cuda_device = device_ordinal(device.As<Napi::String>().Utf8Value());
+      backend.cuda_device = device_ordinal(device.As<Napi::String>().Utf8Value());
     }
-    RuntimeOptions runtime_options;
-    int threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
-    const bool cuda_graphs = boolean_option(options, "cudaGraphs", true);
+    backend.threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
+    backend.background_threads = cpu_priority_option(options) == "background";
+    backend.cuda_graphs = boolean_option(options, "cudaGraphs", true);
     const bool spin_wait = boolean_option(options, "spinWait", true);
+    RuntimeOptions runtime_options;
     runtime_options.max_tokens = integer_option(options, "maxTokens", kDefaultMaxTokens, 1, INT32_MAX);
     runtime_options.max_sequences = integer_option(options, "maxSequences", kDefaultMaxSequences, 1, INT32_MAX - 1);
     runtime_options.max_selected_rows = std::min(
         integer_option(options, "maxSelectedRows", kDefaultMaxSelectedRows, 1, INT32_MAX), runtime_options.max_tokens);
     runtime_options.contexts = static_cast<int>(integer_option(
-        options, "contexts", cuda_device < 0 ? kDefaultCpuContexts : kDefaultCudaContexts, 1, kMaxContexts));
-    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), cuda_device, threads, cuda_graphs,
-                                  spin_wait, runtime_options);
+        options, "contexts", backend.cuda_device < 0 ? kDefaultCpuContexts : kDefaultCudaContexts, 1, kMaxContexts));
+    auto* worker = new LoadWorker(env, std::move(path), std::move(bytes), backend, spin_wait, runtime_options);
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

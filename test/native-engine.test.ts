@@ -311,6 +311,7 @@ describe('native engine', function () {
     assert.strictEqual(await rejectionCode(addon.loadEngine(42 as unknown as string, LOAD_OPTIONS)), 'E_INPUT');
     assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, maxTokens: 0 })), 'E_INPUT');
     assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, threads: 1.5 })), 'E_INPUT');
+    assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, cpuPriority: 'high' })), 'E_INPUT');
     // A workspace far larger than any machine: refused, not overcommitted.
     assert.strictEqual(await rejectionCode(addon.loadEngine(planPath, { ...LOAD_OPTIONS, maxTokens: 2 ** 31 - 1 })), 'E_OOM');
   });

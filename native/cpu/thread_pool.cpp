@@ -1,7 +1,14 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace fusedrt::cpu {
 
@@ -25,10 +32,22 @@ inline void cpu_relax() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+void lower_thread_priority() {
+#if defined(__linux__)
+  // Linux keeps a nice value per thread; PRIO_PROCESS with a thread id sets
+  // that thread's alone.
+  const auto thread = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int nice = getpriority(PRIO_PROCESS, thread);
+  if (errno == 0) setpriority(PRIO_PROCESS, thread, std::min(19, nice + kBackgroundNice));
+#endif
+}
+
+ThreadPool::ThreadPool(int threads, bool background) : background_(background) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   try {
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    if (background_) lead_ = std::thread([this] { lead_loop(); });
   } catch (...) {
     // A joinable std::thread destroyed during unwinding would terminate the
     // process; stop the workers already started before rethrowing.
@@ -43,6 +62,14 @@ ThreadPool::ThreadPool(int threads) {
 }
 
 ThreadPool::~ThreadPool() {
+  if (lead_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(lead_mutex_);
+      lead_stopping_ = true;
+    }
+    task_ready_.notify_all();
+    lead_.join();
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -50,6 +77,54 @@ ThreadPool::~ThreadPool() {
   }
   work_ready_.notify_all();
   for (auto& worker : workers_) worker.join();
+}
+
+void ThreadPool::run(const std::function<void()>& task) {
+  if (!lead_.joinable()) {
+    task();
+    return;
+  }
+  std::unique_lock<std::mutex> lock(lead_mutex_);
+  task_ = &task;
+  task_finished_ = false;
+  task_posted_.fetch_add(1, std::memory_order_release);
+  task_ready_.notify_one();
+  task_done_.wait(lock, [this] { return task_finished_; });
+  task_ = nullptr;
+  std::exception_ptr error = std::move(task_error_);
+  task_error_ = nullptr;
+  lock.unlock();
+  if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::lead_loop() {
+  lower_thread_priority();
+  std::unique_lock<std::mutex> lock(lead_mutex_);
+  for (;;) {
+    // As the workers do: runs come back to back, and a wake-up costs more
+    // than a moment's polling.
+    const uint64_t seen = task_posted_.load(std::memory_order_relaxed);
+    lock.unlock();
+    const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+    while (task_posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline) {
+      cpu_relax();
+    }
+    lock.lock();
+    task_ready_.wait(lock, [this] { return lead_stopping_ || (task_ != nullptr && !task_finished_); });
+    if (lead_stopping_) return;
+    const auto* task = task_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      (*task)();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    task_error_ = error;
+    task_finished_ = true;
+    task_done_.notify_one();
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t min_chunk,
@@ -108,6 +183,7 @@ void ThreadPool::run_chunks(std::unique_lock<std::mutex>& lock) {
 }
 
 void ThreadPool::worker_loop() {
+  if (background_) lower_thread_priority();
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     if (!stopping_ && next_chunk_ >= chunk_count_) {

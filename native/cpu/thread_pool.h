@@ -1,6 +1,13 @@
 // A fixed pool of worker threads owned by one CPU backend instance. Ops split
 // their work with parallel_for; the calling thread takes part, so a pool of
 // size 1 runs everything inline.
+//
+// A background pool computes below the process's priority, so that a
+// process's other threads (Node's event loop above all) get a core as soon
+// as they wake, even when the pool has taken every core. A thread may lower
+// its own priority but not raise it again, so such a pool never lowers a
+// thread it does not own: its work goes through run(), which hands it to the
+// pool's own lead thread, and the lead thread calls parallel_for.
 #pragma once
 
 #include <atomic>
@@ -17,12 +24,18 @@ namespace fusedrt::cpu {
 class ThreadPool {
  public:
   // threads <= 0 means one per hardware thread.
-  explicit ThreadPool(int threads);
+  explicit ThreadPool(int threads, bool background = false);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
+  bool background() const { return background_; }
+
+  // Runs task and returns when it has finished, rethrowing what it threw:
+  // on a background pool on its lead thread, otherwise on the calling
+  // thread. One task at a time (callers serialise, as CpuBackend's runs do).
+  void run(const std::function<void()>& task);
 
   // Calls fn(begin, end) on disjoint chunks covering [0, n), at least
   // min_chunk items per chunk (the last may be shorter), and returns when all
@@ -34,10 +47,12 @@ class ThreadPool {
 
  private:
   void worker_loop();
+  void lead_loop();
   // Runs chunks of the current job until none is left to hand out. Called
   // with `lock` held; releases it while a chunk runs.
   void run_chunks(std::unique_lock<std::mutex>& lock);
 
+  const bool background_;
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable work_ready_;
@@ -53,6 +68,22 @@ class ThreadPool {
   // Bumped (under mutex_) whenever a job is posted or the pool stops; idle
   // workers poll it for a short while before sleeping on work_ready_.
   std::atomic<uint64_t> generation_{0};
+
+  // The lead thread's hand-over (background pools only).
+  std::thread lead_;
+  std::mutex lead_mutex_;
+  std::condition_variable task_ready_;
+  std::condition_variable task_done_;
+  const std::function<void()>* task_ = nullptr;  // set by run() until the task has finished
+  bool task_finished_ = false;
+  std::exception_ptr task_error_;
+  bool lead_stopping_ = false;
+  std::atomic<uint64_t> task_posted_{0};  // bumped (under lead_mutex_) by each run(), polled by the idle lead
 };
+
+// Lowers the calling thread's scheduling priority by kBackgroundNice (Linux:
+// its nice value, capped at 19); best effort, and nothing elsewhere.
+constexpr int kBackgroundNice = 10;
+void lower_thread_priority();
 
 }  // namespace fusedrt::cpu

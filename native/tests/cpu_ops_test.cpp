@@ -14,6 +14,12 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "../e4m3.h"
 #include "../half.h"
 #include "ops.h"
@@ -91,6 +97,64 @@ void test_thread_pool(ThreadPool& pool) {
   std::atomic<int64_t> after{0};
   pool.parallel_for(100, 1, [&](int64_t begin, int64_t end) { after += end - begin; });
   report(thrown && after == 100, "thread_pool", "exception " + threads, thrown && after == 100 ? 0 : 1, 0);
+}
+
+// The calling thread's nice value; 0 where threads have none of their own.
+int thread_nice() {
+#if defined(__linux__)
+  return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+#else
+  return 0;
+#endif
+}
+
+// run(): a background pool's task runs on its own lead thread, and it and
+// every thread that takes chunks run kBackgroundNice below the caller (on
+// Linux), which keeps its own priority; errors come back through run(); a
+// normal pool runs the task on the caller.
+void test_background_pool(int threads) {
+  const std::string detail = "threads=" + std::to_string(threads);
+  const int caller_nice = thread_nice();
+#if defined(__linux__)
+  const int want_nice = std::min(19, caller_nice + kBackgroundNice);
+#else
+  const int want_nice = caller_nice;
+#endif
+  ThreadPool pool(threads, true);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<bool> on_caller{false};
+  std::atomic<int> wrong_nice{0};
+  std::atomic<int64_t> total{0};
+  for (int round = 0; round < 500; ++round) {
+    pool.run([&] {
+      if (std::this_thread::get_id() == caller) on_caller = true;
+      if (thread_nice() != want_nice) ++wrong_nice;
+      pool.parallel_for(64, 1, [&](int64_t begin, int64_t end) {
+        if (thread_nice() != want_nice) ++wrong_nice;
+        total += end - begin;
+      });
+    });
+  }
+  const bool ran = !on_caller && total == 500 * 64;
+  report(ran, "thread_pool", "background run() on the lead thread " + detail, ran ? 0 : 1, 0);
+  report(wrong_nice == 0 && thread_nice() == caller_nice, "thread_pool",
+         "background nice " + std::to_string(want_nice) + ", caller's kept " + detail, wrong_nice, 0);
+
+  bool thrown = false;
+  try {
+    pool.run([] { throw std::runtime_error("run failed"); });
+  } catch (const std::runtime_error&) {
+    thrown = true;
+  }
+  std::atomic<int64_t> after{0};
+  pool.run([&] { pool.parallel_for(10, 1, [&](int64_t begin, int64_t end) { after += end - begin; }); });
+  report(thrown && after == 10, "thread_pool", "background run() rethrows, then runs again " + detail,
+         thrown && after == 10 ? 0 : 1, 0);
+
+  ThreadPool normal(threads);
+  bool inline_run = false;
+  normal.run([&] { inline_run = std::this_thread::get_id() == caller && thread_nice() == caller_nice; });
+  report(inline_run, "thread_pool", "normal run() on the caller " + detail, inline_run ? 0 : 1, 0);
 }
 
 // ---- gemm ----------------------------------------------------------------
@@ -658,6 +722,7 @@ int main() {
   std::printf("gemm implementation: %s, packed kernel: %s\n", gemm_implementation(),
               gemm_kernel_name(GemmKernel::kBest));
   for (int threads : {1, 4}) {
+    test_background_pool(threads);
     ThreadPool pool(threads);
     test_thread_pool(pool);
     test_gemm(pool);

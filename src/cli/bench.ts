@@ -1,6 +1,6 @@
 /** `fusedrt bench <model.plan>`: latency and throughput of one engine on random packed batches. */
 import { Engine } from '../engine/engine';
-import type { DeviceOption, PackedBatch } from '../engine/types';
+import type { CpuPriority, DeviceOption, PackedBatch } from '../engine/types';
 import { FusedRTError } from '../errors';
 import { runGpuMs, runTiming } from '../engine/run-result';
 import { describeGc, measureLoopStalls } from '../tools/loop-stalls';
@@ -33,6 +33,9 @@ Options:
       --warmup <n>      untimed runs first (default 5)
       --device <d>      auto | cpu | cuda | cuda:N (default auto)
       --threads <n>     CPU threads, 0 for one per core (default 0)
+      --cpu-priority background|normal
+                        the CPU threads' priority (default background: below the
+                        event loop's, see the engine's cpuPriority option)
       --json            print the table as JSON
   -h, --help            show this help`;
 
@@ -80,6 +83,7 @@ export const benchCommand: CliCommand = {
       batch: { type: 'string' }, seq: { type: 'string' }, varlen: { type: 'boolean' }, runs: { type: 'string' },
       warmup: { type: 'string' }, device: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' },
       'top-k': { type: 'string' }, 'loop-seconds': { type: 'string' }, outputs: { type: 'string' },
+      'cpu-priority': { type: 'string' },
     });
     if (values.help) {
       process.stdout.write(`${HELP}\n`);
@@ -97,6 +101,7 @@ export const benchCommand: CliCommand = {
     const engine = await Engine.load(planPath, {
       device: (values.device as DeviceOption | undefined) ?? 'auto',
       threads: integerOption(values.threads, 'threads', 0),
+      cpuPriority: (values['cpu-priority'] ?? 'background') as CpuPriority,
       maxTokens: Math.max(maxBatch * seq, 1),
       maxSequences: maxBatch,
       maxSelectedRows: maxBatch,
@@ -107,7 +112,8 @@ export const benchCommand: CliCommand = {
         throw new FusedRTError('E_INPUT', `bench: --seq ${seq} exceeds the plan's maximum sequence length ${engine.header.config.maxSeq}`);
       }
       const { info } = engine;
-      const where = (info.backend === 'cpu' ? `cpu (GEMM ${info.blas}), ${info.threads} threads` : info.backend)
+      const where = (info.backend === 'cpu'
+        ? `cpu (GEMM ${info.blas}), ${info.threads} threads at ${info.cpuPriority} priority` : info.backend)
         + (info.passedOver ? ` (GPUs not used: ${info.passedOver})` : '');
       if (topK > 0 && engine.header.task !== 'fill-mask') {
         throw new FusedRTError('E_INPUT', `bench: --top-k applies to fill-mask plans, this one is ${engine.header.task}`);

@@ -12,7 +12,9 @@ import { createTokenizer } from '../tokenize/tokenizer';
 import type { FusedTokenizer } from '../tokenize/types';
 import { Batcher, ResolvedBatch } from './batcher';
 import { loadAddon, type CudaDeviceReport, NativeEngine } from './native';
-import type { DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult } from './types';
+import type {
+  CpuPriority, DeviceOption, EngineInfo, EngineOptions, PackedBatch, RunResult, TopKRunResult,
+} from './types';
 
 /**
  * The outputs each task is read from. Embeddings: each text's vector under
@@ -36,6 +38,7 @@ export const MAX_CONTEXTS = 16;
 export const ENGINE_DEFAULTS = {
   device: 'auto' as DeviceOption,
   threads: 0,
+  cpuPriority: 'background' as CpuPriority,
   maxTokens: 2048,
   maxSequences: 64,
   maxSelectedRows: 256,
@@ -48,6 +51,13 @@ function positiveInteger(value: number, name: string, allowZero = false): number
   const least = allowZero ? 0 : 1;
   if (!Number.isInteger(value) || value < least || value > 1 << 24) {
     throw new FusedRTError('E_INPUT', `${name} must be an integer from ${least} to ${1 << 24}, got ${value}`);
+  }
+  return value;
+}
+
+function cpuPriorityOption(value: unknown): CpuPriority {
+  if (value !== 'background' && value !== 'normal') {
+    throw new FusedRTError('E_INPUT', `cpuPriority must be "background" or "normal", got ${JSON.stringify(value)}`);
   }
   return value;
 }
@@ -141,9 +151,11 @@ export class Engine {
     const opts = { ...ENGINE_DEFAULTS, ...options };
     const { device, passedOver } = resolveDevice(opts.device, addon.backends(), addon.cudaDevices(), addon.cudaUnavailable());
     const threads = positiveInteger(opts.threads, 'threads', true) || os.availableParallelism();
+    const cpuPriority = cpuPriorityOption(opts.cpuPriority ?? ENGINE_DEFAULTS.cpuPriority);
     const native = await addon.loadEngine(plan, {
       device,
       threads,
+      cpuPriority,
       maxTokens: positiveInteger(opts.maxTokens, 'maxTokens'),
       maxSequences: positiveInteger(opts.maxSequences, 'maxSequences'),
       maxSelectedRows: positiveInteger(opts.maxSelectedRows, 'maxSelectedRows'),
@@ -156,7 +168,10 @@ export class Engine {
       const header = JSON.parse(headerJson) as PlanHeader;
       const tokenizerJson = Buffer.from(readPlanTensor(plan, header, header.tokenizer.tensor)).toString('utf8');
       const tokenizer = createTokenizer(tokenizerJson, { maxLength: header.config.maxSeq });
-      const info: EngineInfo = { ...nativeInfo, blas: addon.gemmImplementation(), header, ...(passedOver ? { passedOver } : {}) };
+      const info: EngineInfo = {
+        ...nativeInfo, blas: addon.gemmImplementation(), header,
+        ...(nativeInfo.backend === 'cpu' ? { cpuPriority } : {}), ...(passedOver ? { passedOver } : {}),
+      };
       return new Engine(native, info, tokenizer, positiveInteger(opts.batchWindowMs, 'batchWindowMs', true));
     } catch (err) {
       await native.dispose();

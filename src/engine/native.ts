@@ -54,6 +54,8 @@ export interface NativeAddon {
   nativeMemoryBytes(): number;
   loadEngine(plan: string | Uint8Array, options: {
     device: string; threads: number; maxTokens: number; maxSequences: number; maxSelectedRows: number;
+    /** The CPU backend's thread priority (default 'background'); CUDA ignores it. */
+    cpuPriority?: 'background' | 'normal';
     /** CUDA graphs on (the default) or off; the CPU backend ignores it. */
     cudaGraphs?: boolean;
     /** 1..16; absent: 2 on CUDA, 1 on the CPU. */

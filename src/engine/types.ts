@@ -4,11 +4,24 @@ import type { PlanHeader } from '../build/plan-types';
 /** `auto` takes CUDA when the addon was built with it and a GPU is present, else the CPU. */
 export type DeviceOption = 'cpu' | 'cuda' | 'auto' | `cuda:${number}`;
 
+/** EngineOptions.cpuPriority. */
+export type CpuPriority = 'background' | 'normal';
+
 export interface EngineOptions {
   /** Which backend runs the plan. Default: 'auto'. */
   device?: DeviceOption;
   /** CPU threads for this engine (0: one per core). Default: 0. */
   threads?: number;
+  /**
+   * CPU only: 'background' runs the engine's threads below the process's
+   * priority (Linux: nice + 10), so that Node's event loop gets a core as
+   * soon as it wakes even while a run keeps every core busy; on an idle
+   * machine runs are as fast either way. 'normal' keeps the process's
+   * priority, for a machine where other programs compete for the cores and
+   * inference should not yield to them. Other systems than Linux run at
+   * normal priority either way. Default: 'background'.
+   */
+  cpuPriority?: CpuPriority;
   /**
    * Execution contexts, 1 to 16: how many runs of this engine may be in
    * flight at once, each with its own workspace (and, on CUDA, its own
@@ -125,6 +138,8 @@ export interface EngineInfo {
   /** How the CPU backend runs GEMMs: 'openblas' or 'builtin'. */
   blas: string;
   threads: number;
+  /** CPU only: the priority its threads run at (EngineOptions.cpuPriority). */
+  cpuPriority?: CpuPriority;
   /** Execution contexts: runs that may be in flight at once (EngineOptions.contexts). */
   contexts: number;
   /** Whether the work of different contexts overlaps on the device: true on CUDA, false on the CPU. */

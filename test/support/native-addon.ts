@@ -17,7 +17,9 @@ export interface NativeEngine {
   dispose(): Promise<void>;
 }
 
-export interface NativeLoadOptions { device?: string; threads?: number; maxTokens?: number; maxSequences?: number }
+export interface NativeLoadOptions {
+  device?: string; threads?: number; maxTokens?: number; maxSequences?: number; cpuPriority?: string;
+}
 
 export interface NativeAddon {
   backends(): string[];

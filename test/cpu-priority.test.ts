@@ -4,7 +4,8 @@
  * process's priority, so the event loop gets a core as soon as it wakes;
  * 'normal' leaves every thread as it was. Read from the kernel's own record
  * of each thread's nice value (/proc, Linux only); the timing effect is in
- * bench/RESULTS.md, not here.
+ * bench/RESULTS.md, not here. Then the fusedrt-engine node's CPU priority
+ * field in the real Node-RED runtime.
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
@@ -14,6 +15,7 @@ import { buildPlan } from '../src/build/builder';
 import { Engine } from '../src/engine/engine';
 import type { CpuPriority, PackedBatch } from '../src/engine/types';
 import { FusedRTError } from '../src/errors';
+import { collect, helper, type Msg } from './support/red-helper';
 
 const FIXTURE = path.join(__dirname, '..', '..', 'test', 'fixtures', 'bert', 'tiny32-mlm');
 
@@ -97,5 +99,58 @@ describe('CPU thread priority', function () {
   it('rejects an unknown priority with E_INPUT', async () => {
     await assert.rejects(load('high' as CpuPriority), (err: unknown) => err instanceof FusedRTError && err.code === 'E_INPUT'
       && /cpuPriority must be "background" or "normal"/.test(err.message));
+  });
+});
+
+describe('fusedrt-engine CPU priority field (Node-RED runtime)', function () {
+  this.timeout(60000);
+  const NODES = ['fusedrt-engine', 'fusedrt-infer'].map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
+  let dir: string;
+  let plan: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-priority-node-'));
+    plan = path.join(dir, 'tiny.plan');
+    await buildPlan(FIXTURE, plan, { precision: 'fp32' });
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  afterEach(() => helper.unload());
+
+  function flow(fields: object): object[] {
+    return [
+      { id: 'tab', type: 'tab' },
+      { id: 'engine', type: 'fusedrt-engine', model: plan, device: 'cpu', threads: '2', ...fields },
+      { id: 'infer', z: 'tab', type: 'fusedrt-infer', engine: 'engine', outputs: 'list', outputNames: 'hidden', x: 0, y: 0, wires: [['out']] },
+      { id: 'out', z: 'tab', type: 'helper', x: 0, y: 0 },
+      { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, x: 0, y: 0, wires: [['caught']] },
+      { id: 'caught', z: 'tab', type: 'helper', x: 0, y: 0 },
+    ];
+  }
+
+  const engineLog = () => helper.log().getCalls().map((c) => c.args[0])
+    .filter((entry) => entry?.type === 'fusedrt-engine').map((entry) => String(entry.msg));
+
+  for (const [choice, fields, priority] of [
+    ['background', { cpuPriority: 'background' }, 'background'], ['normal', { cpuPriority: 'normal' }, 'normal'],
+    ['absent (a flow saved before the field)', {}, 'background'],
+  ] as const) {
+    it(`runs with ${choice}, and the log says the threads' priority`, async () => {
+      await helper.load(NODES, flow(fields));
+      const out = collect(helper.getNode('out'), 1);
+      helper.getNode('infer').receive({ payload: 'one text' });
+      await out;
+      assert.ok(engineLog().some((line) => line.includes(`2 threads at ${priority} priority`)), JSON.stringify(engineLog()));
+    });
+  }
+
+  it('an unknown priority fails the engine with E_INPUT, logged and sent to Catch', async () => {
+    await helper.load(NODES, flow({ cpuPriority: 'high' }));
+    const caught = collect(helper.getNode('caught'), 1);
+    helper.getNode('infer').receive({ payload: 'one text' });
+    const [error] = await caught as Msg[];
+    const message = 'CPU priority must be one of background, normal, got "high"';
+    assert.equal(error.error?.code, 'E_INPUT');
+    assert.equal(error.error?.message, `FusedRTError: ${message}`);
+    assert.ok(engineLog().some((line) => line.includes(message)), JSON.stringify(engineLog()));
   });
 });

@@ -6,7 +6,7 @@
  */
 import type { Precision } from '../../src/build/plan-types';
 import type { Engine } from '../../src/engine/engine';
-import type { DeviceOption } from '../../src/engine/types';
+import type { CpuPriority, DeviceOption } from '../../src/engine/types';
 import type { EngineConfigNode } from '../shared/engine-client';
 import { EngineHost, type EngineSettings, type Truncation } from '../shared/engine-host';
 import { nodeError, text } from '../shared/messages';
@@ -18,6 +18,7 @@ interface EngineNodeDef extends NodeDef {
   maxSeq?: string | number;
   device?: string;
   threads?: string | number;
+  cpuPriority?: string;
   contexts?: string | number;
   gpuWait?: string;
   maxTokens?: string | number;
@@ -41,6 +42,13 @@ function spinWaitField(value: string | undefined): boolean | undefined {
   throw nodeError('E_INPUT', 'badChoice', { field: 'GPU wait', choices: 'spin, block', value });
 }
 
+/** The CPU priority select; absent or blank (flows saved before the field) leaves the engine's default. */
+function cpuPriorityField(value: string | undefined): CpuPriority | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value === 'background' || value === 'normal') return value;
+  throw nodeError('E_INPUT', 'badChoice', { field: 'CPU priority', choices: 'background, normal', value });
+}
+
 function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSettings {
   const precision = (def.precision || 'fp32') as Precision;
   if (precision !== 'fp32' && precision !== 'fp16' && precision !== 'fp8') {
@@ -49,6 +57,7 @@ function readSettings(def: EngineNodeDef, userDir: string | undefined): EngineSe
   const engine = {
     device: (def.device || 'auto') as DeviceOption,
     threads: integerField(def.threads, 'threads', 0),
+    cpuPriority: cpuPriorityField(def.cpuPriority),
     contexts: integerField(def.contexts, 'contexts', 1),
     spinWait: spinWaitField(def.gpuWait),
     maxTokens: integerField(def.maxTokens, 'max tokens', 1),
@@ -76,7 +85,7 @@ function loadedMessage(requested: string, engine: Engine): string {
     return text('log.loadedCuda', { ...params, ordinal: info.device.ordinal, name: info.device.name, engines: info.device.engines })
       + passedOver;
   }
-  return text('log.loadedCpu', { ...params, threads: info.threads, blas: info.blas }) + passedOver;
+  return text('log.loadedCpu', { ...params, threads: info.threads, priority: info.cpuPriority, blas: info.blas }) + passedOver;
 }
 
 export = function register(RED: NodeAPI): void {

@@ -181,7 +181,7 @@ describe('fusedrt-engine contexts field (Node-RED runtime)', function () {
     helper.getNode('infer').receive({ payload: ['one text', 'and another'] });
     assert.ok((await received).fusedrt, 'the infer node sent no result');
     const logged = helper.log().getCalls().map((c) => c.args[0]).filter((entry) => entry?.type === 'fusedrt-engine').map((entry) => String(entry.msg));
-    const where = addon.backends().includes('cuda') ? /device auto runs on cuda:0 \(.+\), 3 execution context/ : /device auto runs on the CPU \(2 threads, GEMM \w+\), 3 execution context/;
+    const where = addon.backends().includes('cuda') ? /device auto runs on cuda:0 \(.+\), 3 execution context/ : /device auto runs on the CPU \(2 threads at background priority, GEMM \w+\), 3 execution context/;
     assert.ok(logged.some((line) => where.test(line)), `log lines: ${JSON.stringify(logged)}`);
   });
 });

@@ -14,7 +14,7 @@ import { Engine, MAX_CONTEXTS } from '../src/engine/engine';
 import { packEncodings } from '../src/engine/pack';
 import type { EngineInfo } from '../src/engine/types';
 import { addon, rejectionCode, type NativeEngine, type NativeLoadOptions, type NativeOutput, type NativeRunRequest } from './support/native-addon';
-import { helper } from './support/red-helper';
+import { helper, loggedBy } from './support/red-helper';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'bert', 'tiny32-mlm');
@@ -180,7 +180,7 @@ describe('fusedrt-engine contexts field (Node-RED runtime)', function () {
     });
     helper.getNode('infer').receive({ payload: ['one text', 'and another'] });
     assert.ok((await received).fusedrt, 'the infer node sent no result');
-    const logged = helper.log().getCalls().map((c) => c.args[0]).filter((entry) => entry?.type === 'fusedrt-engine').map((entry) => String(entry.msg));
+    const logged = loggedBy('fusedrt-engine');
     const where = addon.backends().includes('cuda') ? /device auto runs on cuda:0 \(.+\), 3 execution context/ : /device auto runs on the CPU \(2 threads at background priority, GEMM \w+\), 3 execution context/;
     assert.ok(logged.some((line) => where.test(line)), `log lines: ${JSON.stringify(logged)}`);
   });

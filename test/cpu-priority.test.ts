@@ -15,7 +15,7 @@ import { buildPlan } from '../src/build/builder';
 import { Engine } from '../src/engine/engine';
 import type { CpuPriority, PackedBatch } from '../src/engine/types';
 import { FusedRTError } from '../src/errors';
-import { collect, helper, type Msg } from './support/red-helper';
+import { collect, helper, loggedBy, type Msg } from './support/red-helper';
 
 const FIXTURE = path.join(__dirname, '..', '..', 'test', 'fixtures', 'bert', 'tiny32-mlm');
 
@@ -127,8 +127,7 @@ describe('fusedrt-engine CPU priority field (Node-RED runtime)', function () {
     ];
   }
 
-  const engineLog = () => helper.log().getCalls().map((c) => c.args[0])
-    .filter((entry) => entry?.type === 'fusedrt-engine').map((entry) => String(entry.msg));
+  const engineLog = () => loggedBy('fusedrt-engine');
 
   for (const [choice, fields, priority] of [
     ['background', { cpuPriority: 'background' }, 'background'], ['normal', { cpuPriority: 'normal' }, 'normal'],

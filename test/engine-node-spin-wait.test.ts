@@ -16,7 +16,7 @@ import { runTiming } from '../src/engine/run-result';
 import type { OutputTensor } from '../src/engine/types';
 import type { EngineConfigNode } from '../nodes/shared/engine-client';
 import { addon } from './support/native-addon';
-import { collect, helper, type Msg } from './support/red-helper';
+import { collect, helper, loggedBy, type Msg } from './support/red-helper';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'bert', 'tiny32-mlm');
@@ -37,9 +37,7 @@ function flow(plan: string, fields: object): object[] {
   ];
 }
 
-function engineLog(): string[] {
-  return helper.log().getCalls().map((c) => c.args[0]).filter((entry) => entry?.type === 'fusedrt-engine').map((entry) => String(entry.msg));
-}
+const engineLog = () => loggedBy('fusedrt-engine');
 
 describe('fusedrt-engine GPU wait field (Node-RED runtime)', function () {
   this.timeout(120000);

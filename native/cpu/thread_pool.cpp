@@ -30,6 +30,17 @@ inline void cpu_relax() {
 #endif
 }
 
+// Polls `posted` (without the lock) for a moment, until it moves; the
+// caller's wait that follows re-checks under the lock, so work posted
+// meanwhile is not lost. Posting bumps `posted` under the same lock.
+void poll_before_sleeping(const std::atomic<uint64_t>& posted, std::unique_lock<std::mutex>& lock) {
+  const uint64_t seen = posted.load(std::memory_order_relaxed);
+  lock.unlock();
+  const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+  while (posted.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline) cpu_relax();
+  lock.lock();
+}
+
 }  // namespace
 
 void lower_thread_priority() {
@@ -101,15 +112,8 @@ void ThreadPool::lead_loop() {
   lower_thread_priority();
   std::unique_lock<std::mutex> lock(lead_mutex_);
   for (;;) {
-    // As the workers do: runs come back to back, and a wake-up costs more
-    // than a moment's polling.
-    const uint64_t seen = task_posted_.load(std::memory_order_relaxed);
-    lock.unlock();
-    const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
-    while (task_posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline) {
-      cpu_relax();
-    }
-    lock.lock();
+    // As the workers do: runs come back to back.
+    poll_before_sleeping(task_posted_, lock);
     task_ready_.wait(lock, [this] { return lead_stopping_ || (task_ != nullptr && !task_finished_); });
     if (lead_stopping_) return;
     const auto* task = task_;
@@ -186,17 +190,7 @@ void ThreadPool::worker_loop() {
   if (background_) lower_thread_priority();
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    if (!stopping_ && next_chunk_ >= chunk_count_) {
-      // Poll (without the lock) for the next job for a moment; the wait
-      // below re-checks under the lock, so a job posted meanwhile is not lost.
-      const uint64_t seen = generation_.load(std::memory_order_relaxed);
-      lock.unlock();
-      const auto deadline = std::chrono::steady_clock::now() + kSpinBeforeSleep;
-      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline) {
-        cpu_relax();
-      }
-      lock.lock();
-    }
+    if (!stopping_ && next_chunk_ >= chunk_count_) poll_before_sleeping(generation_, lock);
     work_ready_.wait(lock, [this] { return stopping_ || next_chunk_ < chunk_count_; });
     if (stopping_) return;
     run_chunks(lock);

@@ -42,3 +42,8 @@ export function collect<M extends Msg = Msg>(node: TestNode, count: number, time
     }) as (arg: never) => void);
   });
 }
+
+/** What nodes of one type logged since load, as text. */
+export function loggedBy(type: string): string[] {
+  return helper.log().getCalls().map((c) => c.args[0]).filter((entry) => entry?.type === type).map((entry) => String(entry.msg));
+}

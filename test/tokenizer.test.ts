@@ -5,6 +5,7 @@ import * as path from 'path';
 import { errorCode } from '../src/errors';
 import { createTokenizer, tokenizerJsonFromVocab } from '../src/tokenize';
 import type { EncodeOptions, Encoding, FusedTokenizer, TextPair, TruncationStrategy } from '../src/tokenize';
+import { mulberry32 } from './support/mulberry32';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BERT_DIR = path.resolve(__dirname, '../../../shared/data/bert-base-uncased');
@@ -232,6 +233,44 @@ describe('tokenizer: behaviour', () => {
     assert.deepStrictEqual(lengths(tokenizer.encode({ text: 'a b', pair: longText }, { maxLength: 10, truncation: 'only_second' })), [2, 5]);
     assert.deepStrictEqual(lengths(tokenizer.encode(pair, { maxLength: 3 })), [0, 0]);
     assert.strictEqual(tokenizer.encode(pair, { maxLength: 100 }).truncated, false);
+  });
+
+  it('truncates a long text by tokenising only its head, with what a whole tokenisation gives', () => {
+    // Chunks as small as one character, every strategy, pairs, [MASK], and
+    // the whitespace a chunk must not end at (U+000B and U+000C vanish in
+    // clean_text, joining their neighbours; NBSP and U+3000 stay whitespace).
+    const reference = createTokenizer(tokenizerJsonText, { chunkChars: 1e9 });
+    const chunked = [1, 2, 5, 13, 64].map((chunkChars) => createTokenizer(tokenizerJsonText, { chunkChars }));
+    const words = ['the', 'Quick', 'brown', 'fox', 'unbelievably', 'Café', 'e\u0301t\u00e9', 'ΣΊΣΥΦΟΣ', '東京', '😀', ',', '.',
+      '[MASK]', 'İstanbul', "don't", 'ab\u000bcd', 'x\u000cy', 'Zürich'];
+    const separators = [' ', '  ', '\t', '\n', '\r\n', '', '\u00a0', '\u3000', '\u000b'];
+    const random = mulberry32(20261123);
+    const pick = <T>(list: T[]) => list[Math.floor(random() * list.length)];
+    const randomText = () => Array.from({ length: 1 + Math.floor(random() * 60) }, () => pick(words) + pick(separators)).join('');
+    const outcome = (t: FusedTokenizer, input: string | TextPair, options: EncodeOptions) => {
+      try {
+        return t.encode(input, options);
+      } catch (err) {
+        return `${errorCode(err)}: ${(err as Error).message}`;
+      }
+    };
+    for (let i = 0; i < 200; i++) {
+      const input = i % 3 === 0 ? { text: randomText(), pair: randomText() } : randomText();
+      for (const truncation of ['longest_first', 'only_first', 'only_second'] as const) {
+        const options = { maxLength: 4 + (i % 40), truncation, addSpecialTokens: i % 2 === 0 };
+        const expected = outcome(reference, input, options);
+        for (const tokenizer of chunked) assert.deepStrictEqual(outcome(tokenizer, input, options), expected, JSON.stringify({ input, options }));
+      }
+      if (typeof input === 'string') {
+        // One text: the head of its whole tokenisation between [CLS] and [SEP].
+        const maxLength = 4 + (i % 40);
+        const all = tokenizer.encode(input, { truncation: 'none', maxLength: 100000 });
+        const head = Array.from(all.ids).slice(1, -1).slice(0, maxLength - 2);
+        const cut = tokenizer.encode(input, { maxLength });
+        assert.deepStrictEqual(Array.from(cut.ids), [101, ...head, 102], input);
+        assert.strictEqual(cut.truncated, all.ids.length > maxLength, input);
+      }
+    }
   });
 
   it("raises E_INPUT with the token count when truncation is 'none' and the text is too long", () => {

@@ -20,10 +20,33 @@ import { splitWords, TokenizedText, WordPieceModel } from './wordpiece';
 export interface CreateTokenizerOptions {
   /** Default maximum tokens per encoding, special tokens included (the plan's max sequence length). Default: 512. */
   maxLength?: number;
+  /**
+   * A text being truncated is normalised and tokenised this many characters
+   * at a time (cut before a space, tab or line break), and only until its
+   * kept tokens are known. Tests make it small; results never depend on it.
+   * Default: 1024.
+   */
+  chunkChars?: number;
 }
 
 const TRUNCATION_STRATEGIES: readonly TruncationStrategy[] = ['longest_first', 'only_first', 'only_second', 'none'];
 const DEFAULT_MAX_LENGTH = 512;
+const DEFAULT_CHUNK_CHARS = 1024;
+
+/**
+ * Where a chunk of original text may end: before a space, tab, CR or LF.
+ * Every normaliser step keeps these as whitespace and acts on characters one
+ * by one (NFD never reorders across a starter), so the text's tokens are its
+ * chunks' tokens end to end. Other whitespace is not safe: clean_text drops
+ * U+000B and U+000C, joining the words beside them.
+ */
+function chunkEnd(text: string, from: number, end: number): number {
+  for (let i = from; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) return i;
+  }
+  return end;
+}
 
 function positiveInteger(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
@@ -45,7 +68,8 @@ class BertTokenizer implements FusedTokenizer {
   private readonly normalizedMatcher: AddedTokenMatcher;
   private readonly normalizedTokens: AddedTokenSpec[];
 
-  constructor(private readonly spec: TokenizerSpec, private readonly defaultMaxLength: number) {
+  constructor(private readonly spec: TokenizerSpec, private readonly defaultMaxLength: number,
+    private readonly chunkChars: number) {
     this.model = new WordPieceModel(spec.model);
     this.originalTokens = spec.addedTokens.filter((t) => !t.normalized);
     this.originalMatcher = new AddedTokenMatcher(this.originalTokens);
@@ -79,10 +103,12 @@ class BertTokenizer implements FusedTokenizer {
     if (maxLength < specialTokens) {
       throw new FusedRTError('E_INPUT', `maxLength ${maxLength} leaves no room: the template alone adds ${specialTokens} special tokens`);
     }
-    const tokenized = texts.map((text) => this.tokenizeText(text));
-    // HF stops tokenising early when truncating (not the first text under only_second); see lengthStoppingAt.
-    const lengths = tokenized.map((t, i) => (strategy === 'none' || (strategy === 'only_second' && i === 0)
-      ? t.tokens.length : t.lengthStoppingAt(maxLength)));
+    // HF stops tokenising early when truncating (not the first text under
+    // only_second); see lengthStoppingAt. So does this tokenizer: a text
+    // truncation may cut is tokenised only as far as TokenizedText.reaches.
+    const whole = texts.map((_, i) => strategy === 'none' || (strategy === 'only_second' && i === 0));
+    const tokenized = texts.map((text, i) => this.tokenizeText(text, whole[i] ? undefined : maxLength));
+    const lengths = tokenized.map((t, i) => (whole[i] ? t.tokens.length : t.lengthStoppingAt(maxLength)));
     const kept = keptLengths(lengths[0], isPair ? lengths[1] : undefined, { maxLength, specialTokens, strategy });
     const truncated = tokenized.some((t, i) => kept[i] < t.tokens.length);
     return applyTemplate(this.spec.template, tokenized.map((t, i) => t.tokens.slice(0, kept[i])), addSpecialTokens, truncated);
@@ -142,17 +168,33 @@ class BertTokenizer implements FusedTokenizer {
    * original text first; the rest is normalised, searched for normalised
    * added tokens, split into words and run through WordPiece.
    */
-  private tokenizeText(text: string): TokenizedText {
+  private tokenizeText(text: string, limit: number | undefined): TokenizedText {
     const out = new TokenizedText();
     for (const split of this.originalMatcher.split(text)) {
       if (split.token !== null) {
         const added = this.originalTokens[split.token];
         out.push({ id: added.id, token: text.slice(split.start, split.end), start: split.start, end: split.end });
       } else {
-        this.tokenizeNormalized(this.normalize(AlignedText.fromOriginal(text, split.start, split.end)), out);
+        this.tokenizeSegment(text, split.start, split.end, limit, out);
       }
+      if (limit !== undefined && out.reaches(limit)) break;
     }
     return out;
+  }
+
+  /**
+   * Text between added tokens; with a limit, in chunks (chunkEnd) until the
+   * tokens reach it. A normalised added token may span whitespace, so a
+   * tokenizer with such tokens takes the segment whole.
+   */
+  private tokenizeSegment(text: string, start: number, end: number, limit: number | undefined, out: TokenizedText): void {
+    const chunked = limit !== undefined && this.normalizedMatcher.isEmpty;
+    for (let from = start; from < end;) {
+      const to = chunked && end - from > this.chunkChars ? chunkEnd(text, from + this.chunkChars, end) : end;
+      this.tokenizeNormalized(this.normalize(AlignedText.fromOriginal(text, from, to)), out);
+      if (limit !== undefined && out.reaches(limit)) return;
+      from = to;
+    }
   }
 
   private tokenizeNormalized(text: AlignedText, out: TokenizedText): void {
@@ -202,5 +244,6 @@ export function createTokenizer(tokenizerJson: string | object, options: CreateT
     throw new FusedRTError('E_TOKENIZER', 'createTokenizer expects tokenizer.json text or its parsed object');
   }
   const maxLength = options.maxLength === undefined ? DEFAULT_MAX_LENGTH : positiveInteger(options.maxLength, 'maxLength');
-  return new BertTokenizer(readTokenizerSpec(tokenizerJson), maxLength);
+  const chunkChars = options.chunkChars === undefined ? DEFAULT_CHUNK_CHARS : positiveInteger(options.chunkChars, 'chunkChars');
+  return new BertTokenizer(readTokenizerSpec(tokenizerJson), maxLength, chunkChars);
 }

@@ -33,6 +33,15 @@ export class TokenizedText {
     for (const end of this.wordEnds) if (end >= limit) return end;
     return this.tokens.length;
   }
+
+  /**
+   * Whether a token past lengthStoppingAt(limit) is here: then what
+   * truncation at `limit` keeps, counts and reports (truncated or not) is
+   * known, and the rest of the text can be left untokenised.
+   */
+  reaches(limit: number): boolean {
+    return this.tokens.length > this.lengthStoppingAt(limit);
+  }
 }
 
 /**

@@ -205,6 +205,21 @@ describe('nodes (Node-RED runtime)', function () {
     }
   });
 
+  it('tokenises a large message in slices without letting a small one sent after it overtake it', async () => {
+    await load([
+      engineNode('engine', plans.mlm),
+      { id: 'tokenize', type: 'fusedrt-tokenize', engine: 'engine', wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const outputs = collect(helper.getNode('out'), 2);
+    const large = Array.from({ length: 400 }, (_, i) => `text ${i} of a long batch, tokenised a slice at a time`);
+    helper.getNode('tokenize').receive({ _msgid: 'large', payload: large });
+    helper.getNode('tokenize').receive({ _msgid: 'small', payload: 'a short text' });
+    const got = await outputs;
+    assert.deepStrictEqual(got.map((m) => m._msgid), ['large', 'small']);
+    assert.strictEqual((got[0].tokens as { encodings: unknown[] }).encodings.length, 400);
+  });
+
   it('classify: labels from the plan, softmax scores', async () => {
     await load([
       engineNode('engine', plans.cls),

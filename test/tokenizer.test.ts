@@ -3,7 +3,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { errorCode } from '../src/errors';
-import { createTokenizer, tokenizerJsonFromVocab } from '../src/tokenize';
+import { createTokenizer, encodeBatchYielding, tokenizerJsonFromVocab } from '../src/tokenize';
 import type { EncodeOptions, Encoding, FusedTokenizer, TextPair, TruncationStrategy } from '../src/tokenize';
 import { mulberry32 } from './support/mulberry32';
 
@@ -362,5 +362,32 @@ describe('tokenizer: added token options (checked against HF tokenizers 0.23)', 
     assert.strictEqual(text.slice(...e.offsets[3]), 'FUSEDRT');
     assert.strictEqual(t.decode(e.ids, true), 'i like fusedrt!');
     assert.strictEqual(t.tokenToId('FusedRT'), 30522);
+  });
+});
+
+describe('tokenizer: encodeBatchYielding', () => {
+  const tokenizer = createTokenizer(tokenizerJsonText);
+  const texts = cases.filter((c) => c.kind !== 'truncation').map((c) => c.input);
+
+  it('gives encodeBatch\'s encodings, whether it lets the event loop turn after every text or never', async () => {
+    const expected = tokenizer.encodeBatch(texts);
+    assert.deepStrictEqual(await encodeBatchYielding(tokenizer, texts, undefined, 0), expected);
+    assert.deepStrictEqual(await encodeBatchYielding(tokenizer, texts, undefined, 1e9), expected);
+    assert.deepStrictEqual(await encodeBatchYielding(tokenizer, texts), expected);
+  });
+
+  it('lets the event loop turn between texts once its slice is used up, and not before', async () => {
+    let turned = false;
+    setImmediate(() => { turned = true; });
+    await encodeBatchYielding(tokenizer, ['one', 'two'], undefined, 1e9);
+    assert.strictEqual(turned, false, 'a batch within its slice keeps the thread');
+    await encodeBatchYielding(tokenizer, ['one', 'two'], undefined, 0);
+    assert.strictEqual(turned, true, 'an immediate queued before ran while the batch was tokenised');
+  });
+
+  it('rejects what encodeBatch rejects, with E_INPUT', async () => {
+    for (const bad of [[42], 'not an array']) {
+      await assert.rejects(encodeBatchYielding(tokenizer, bad as never), (err: unknown) => errorCode(err) === 'E_INPUT');
+    }
   });
 });

@@ -61,7 +61,7 @@ export = function register(RED: NodeAPI): void {
         warned = true;
         this.warn(`Top k ${topK} applies to fill-mask models only; this ${task} model's outputs are sent in full`);
       }
-      msg.fusedrt = await infer(engine, engineId, tokens ?? tokenize(engine, engineId, texts!, truncation), selection,
+      msg.fusedrt = await infer(engine, engineId, tokens ?? await tokenize(engine, engineId, texts!, truncation), selection,
         topK > 0 ? { topK } : {});
       return msg;
     });

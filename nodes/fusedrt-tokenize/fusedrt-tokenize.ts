@@ -27,7 +27,7 @@ export = function register(RED: NodeAPI): void {
       const texts = readTexts(RED.util.getMessageProperty(msg, input), input);
       const engine = await client.engine();
       RED.util.setMessageProperty(msg, output,
-        tokenize(engine, client.configNode!.id, texts, truncation, def.addSpecialTokens !== false), true);
+        await tokenize(engine, client.configNode!.id, texts, truncation, def.addSpecialTokens !== false), true);
       return msg;
     });
     client.handleClose();

@@ -8,6 +8,7 @@ import type { Engine } from '../../src/engine/engine';
 import { packEncodings } from '../../src/engine/pack';
 import { isTopK } from '../../src/engine/run-result';
 import type { OutputTensor, TopKTensor } from '../../src/engine/types';
+import { encodeBatchYielding } from '../../src/tokenize/encode-yielding';
 import type { Encoding } from '../../src/tokenize/types';
 import type { Truncation } from './engine-host';
 import { nodeError } from './messages';
@@ -73,12 +74,23 @@ function plainEncoding(e: Encoding): Encoding {
   };
 }
 
-export function tokenize(engine: Engine, engineId: string, input: TextBatch, truncation: Truncation, addSpecialTokens = true): TokensMessage {
-  const encodings = engine.tokenizer.encodeBatch(input.texts, {
-    addSpecialTokens,
-    truncation: truncation === 'truncate' ? 'longest_first' : 'none',
-  });
-  return { engine: engineId, batch: input.batch, texts: input.texts, encodings: encodings.map(plainEncoding) };
+/** Per engine, the last tokenisation queued: the next starts after it, so messages keep their order. */
+const tokenizing = new WeakMap<Engine, Promise<unknown>>();
+
+/**
+ * The texts' encodings, made without holding the event loop for more than
+ * about half a millisecond at a time (encodeBatchYielding), one message
+ * after another per engine.
+ */
+export function tokenize(engine: Engine, engineId: string, input: TextBatch, truncation: Truncation,
+  addSpecialTokens = true): Promise<TokensMessage> {
+  const options = { addSpecialTokens, truncation: truncation === 'truncate' ? 'longest_first' : 'none' } as const;
+  const encoded = (tokenizing.get(engine) ?? Promise.resolve())
+    .then(() => encodeBatchYielding(engine.tokenizer, input.texts, options));
+  tokenizing.set(engine, encoded.catch(() => undefined));
+  return encoded.then((encodings) => ({
+    engine: engineId, batch: input.batch, texts: input.texts, encodings: encodings.map(plainEncoding),
+  }));
 }
 
 function int32(value: unknown): Int32Array | undefined {

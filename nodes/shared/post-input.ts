@@ -23,7 +23,7 @@ export async function obtainResult(client: EngineClient, msg: NodeMessage, outpu
   if (msg.fusedrt !== undefined || !client.configNode) return { result: readResult(msg.fusedrt) };
   const engine = await client.engine();
   const texts = readTexts(msg.payload, 'payload');
-  const tokens = tokenize(engine, client.configNode.id, texts, client.configNode.host.truncation);
+  const tokens = await tokenize(engine, client.configNode.id, texts, client.configNode.host.truncation);
   const names = typeof outputs === 'function' ? outputs(engine) : outputs;
   return { result: await infer(engine, client.configNode.id, tokens, names, options), engine };
 }

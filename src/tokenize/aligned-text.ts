@@ -67,19 +67,40 @@ export class AlignedText {
     return new AlignedText(this.codePoints.slice(from, to), this.starts.slice(from, to), this.ends.slice(from, to));
   }
 
-  /** Drops characters; the others keep their ranges. */
+  /** Drops characters; the others keep their ranges. Nothing dropped: this text itself. */
   filter(keep: (cp: number) => boolean): AlignedText {
-    const out = new AlignedText([], [], []);
-    for (let i = 0; i < this.codePoints.length; i++) {
+    let first = 0;
+    while (first < this.codePoints.length && keep(this.codePoints[first])) first++;
+    if (first === this.codePoints.length) return this;
+    const out = new AlignedText(this.codePoints.slice(0, first), this.starts.slice(0, first), this.ends.slice(0, first));
+    for (let i = first + 1; i < this.codePoints.length; i++) {
       if (keep(this.codePoints[i])) out.push(this.codePoints[i], i, this);
     }
     return out;
   }
 
-  /** Replaces every character by one or more characters, all with the range of the replaced one. */
+  /**
+   * Replaces every character by one or more characters, all with the range
+   * of the replaced one. While each stays one character the ranges are this
+   * text's own (shared: texts are never changed once made), and without a
+   * change the result is this text: most text passes most normaliser steps
+   * unchanged, and copying it each time was most of the tokenizer's garbage.
+   */
   expand(replace: (cp: number) => readonly number[] | number): AlignedText {
-    const out = new AlignedText([], [], []);
+    let mapped: number[] | null = null;  // the code points, once one has changed
     for (let i = 0; i < this.codePoints.length; i++) {
+      const replacement = replace(this.codePoints[i]);
+      if (typeof replacement !== 'number') return this.expandFrom(i, mapped, replace);
+      if (mapped === null && replacement !== this.codePoints[i]) mapped = this.codePoints.slice(0, i);
+      if (mapped !== null) mapped.push(replacement);
+    }
+    return mapped === null ? this : new AlignedText(mapped, this.starts, this.ends);
+  }
+
+  /** expand() from the first character that becomes several: `mapped` holds the code points before it, or null if unchanged. */
+  private expandFrom(first: number, mapped: number[] | null, replace: (cp: number) => readonly number[] | number): AlignedText {
+    const out = new AlignedText(mapped ?? this.codePoints.slice(0, first), this.starts.slice(0, first), this.ends.slice(0, first));
+    for (let i = first; i < this.codePoints.length; i++) {
       const replacement = replace(this.codePoints[i]);
       if (typeof replacement === 'number') out.push(replacement, i, this);
       else for (const cp of replacement) out.push(cp, i, this);

@@ -59,6 +59,9 @@ function lowercase(cp: number): number | number[] {
  * entry with the same code point reproduces the stable sort.
  */
 function decomposeCanonical(text: AlignedText): AlignedText {
+  // Below U+00C0 nothing decomposes or reorders (no combining marks): most
+  // text is done without building its string twice.
+  if (text.codePoints.every((cp) => cp < 0xc0)) return text;
   const source = text.toString();
   const target = source.normalize('NFD');
   if (target === source) return text;

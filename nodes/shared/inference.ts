@@ -79,7 +79,7 @@ const tokenizing = new WeakMap<Engine, Promise<unknown>>();
 
 /**
  * The texts' encodings, made without holding the event loop for more than
- * about half a millisecond at a time (encodeBatchYielding), one message
+ * a quarter of a millisecond at a time (encodeBatchYielding), one message
  * after another per engine.
  */
 export function tokenize(engine: Engine, engineId: string, input: TextBatch, truncation: Truncation,

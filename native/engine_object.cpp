@@ -53,15 +53,15 @@ std::unique_ptr<Backend> make_backend(const BackendChoice& choice) {
 #endif
 }
 
-// "background" (the default) or "normal": the CPU backend's thread priority.
-std::string cpu_priority_option(const Napi::Object& options) {
+// Option cpuPriority: "background" (the default) or "normal"; true for background.
+bool background_threads_option(const Napi::Object& options) {
   const Napi::Value value = options.Get("cpuPriority");
-  if (value.IsUndefined()) return "background";
+  if (value.IsUndefined()) return true;
   const std::string priority = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (priority != "background" && priority != "normal") {
     fail(ErrorCode::kInput, "option cpuPriority must be \"background\" or \"normal\"");
   }
-  return priority;
+  return priority == "background";
 }
 
 using Clock = std::chrono::steady_clock;
@@ -244,7 +244,7 @@ Napi::Value EngineObject::LoadEngine(const Napi::CallbackInfo& info) {
       backend.cuda_device = device_ordinal(device.As<Napi::String>().Utf8Value());
     }
     backend.threads = static_cast<int>(integer_option(options, "threads", 0, 0, kMaxThreads));
-    backend.background_threads = cpu_priority_option(options) == "background";
+    backend.background_threads = background_threads_option(options);
     backend.cuda_graphs = boolean_option(options, "cudaGraphs", true);
     const bool spin_wait = boolean_option(options, "spinWait", true);
     RuntimeOptions runtime_options;

@@ -30,7 +30,6 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
-  bool background() const { return background_; }
 
   // Runs task and returns when it has finished, rethrowing what it threw:
   // on a background pool on its lead thread, otherwise on the calling

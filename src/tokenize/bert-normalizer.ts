@@ -18,6 +18,16 @@ export interface BertNormalizerConfig {
 const SPACE = 0x20;
 
 export function normalizeBert(text: AlignedText, config: BertNormalizerConfig): AlignedText {
+  if (text.codePoints.every((cp) => cp < 0xc0)) {
+    // Below U+00C0 no character is CJK, decomposes or is a nonspacing mark,
+    // and only A-Z change case: the steps below come down to one filter and
+    // one map, and most text is all here.
+    const kept = config.cleanText ? text.filter((cp) => cp !== 0 && !isControl(cp)) : text;
+    return kept.expand((cp) => {
+      if (config.cleanText && isWhitespace(cp)) return SPACE;
+      return config.lowercase && cp >= 0x41 && cp <= 0x5a ? cp + 32 : cp;
+    });
+  }
   let out = text;
   if (config.cleanText) {
     out = out.filter((cp) => cp !== 0 && cp !== 0xfffd && !isControl(cp))
@@ -59,9 +69,6 @@ function lowercase(cp: number): number | number[] {
  * entry with the same code point reproduces the stable sort.
  */
 function decomposeCanonical(text: AlignedText): AlignedText {
-  // Below U+00C0 nothing decomposes or reorders (no combining marks): most
-  // text is done without building its string twice.
-  if (text.codePoints.every((cp) => cp < 0xc0)) return text;
   const source = text.toString();
   const target = source.normalize('NFD');
   if (target === source) return text;

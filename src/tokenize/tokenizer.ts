@@ -15,7 +15,7 @@ import { normalizeBert } from './bert-normalizer';
 import { applyTemplate, keptLengths, specialTokenCount } from './post-process';
 import { readTokenizerSpec, type AddedTokenSpec, type TokenizerSpec } from './tokenizer-spec';
 import type { EncodeOptions, Encoding, FusedTokenizer, TextPair, TruncationStrategy } from './types';
-import { splitWords, TokenizedText, WordPieceModel } from './wordpiece';
+import { forEachWord, TokenizedText, WordPieceModel } from './wordpiece';
 
 export interface CreateTokenizerOptions {
   /** Default maximum tokens per encoding, special tokens included (the plan's max sequence length). Default: 512. */
@@ -224,7 +224,7 @@ class BertTokenizer implements FusedTokenizer {
   }
 
   private tokenizeWords(text: AlignedText, out: TokenizedText): void {
-    for (const [from, to] of splitWords(text)) this.model.tokenizeWord(text, from, to, out);
+    forEachWord(text, (from, to) => this.model.tokenizeWord(text, from, to, out));
   }
 }
 

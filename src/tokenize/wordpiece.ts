@@ -45,25 +45,24 @@ export class TokenizedText {
 }
 
 /**
- * Words as [from, to) character indices: whitespace separates words and is
- * dropped, each punctuation character is a word of its own.
+ * Calls word(from, to) for each word, [from, to) in character indices, in
+ * order: whitespace separates words and is dropped, each punctuation
+ * character is a word of its own.
  */
-export function splitWords(text: AlignedText): Array<[number, number]> {
-  const words: Array<[number, number]> = [];
+export function forEachWord(text: AlignedText, word: (from: number, to: number) => void): void {
   let wordStart = -1;
   for (let i = 0; i < text.length; i++) {
     const cp = text.codePoints[i];
     const whitespace = isWhitespace(cp);
     if (whitespace || isBertPunctuation(cp)) {
-      if (wordStart >= 0) words.push([wordStart, i]);
+      if (wordStart >= 0) word(wordStart, i);
       wordStart = -1;
-      if (!whitespace) words.push([i, i + 1]);
+      if (!whitespace) word(i, i + 1);
     } else if (wordStart < 0) {
       wordStart = i;
     }
   }
-  if (wordStart >= 0) words.push([wordStart, text.length]);
-  return words;
+  if (wordStart >= 0) word(wordStart, text.length);
 }
 
 export class WordPieceModel {

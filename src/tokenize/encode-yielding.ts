@@ -1,7 +1,7 @@
 /**
  * A batch of texts tokenised without holding Node's event loop: the
- * tokenizer runs on the JS thread, about 0.06 ms for a 100-word text, so a
- * 32-text message took 2 ms in one go and a 128-text one 9 ms on the
+ * tokenizer runs on the JS thread, about 0.05 ms for a 100-word text, so a
+ * 32-text message took 1.5-2 ms in one go and a 128-text one 6-9 ms on the
  * development VM (bench/RESULTS.md, "tokenizing in slices"). Slices of
  * 0.25 ms leave room for a young-generation collection within 1 ms.
  */

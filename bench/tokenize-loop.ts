@@ -10,24 +10,18 @@
  * longest stall of the loop, how many stalls passed 1 ms and V8's
  * collections (src/tools/loop-stalls.ts), then the same probe idle.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import { createTokenizer, encodeBatchYielding } from '../src/tokenize';
 import { describeGc, measureLoopStalls } from '../src/tools/loop-stalls';
 import { option } from './args';
-
-const WORDS = ('the quick brown fox jumps over the lazy dog while researchers investigate unbelievable phenomena '
-  + 'in quantum electrodynamics, and a Node-RED flow reads the [MASK] of each text').split(' ');
+import { benchTexts, bertTokenizerJson } from './tokenizer-texts';
 
 async function main(): Promise<void> {
   const texts = Number(option('--texts', '32'));
   const words = Number(option('--words', '100'));
   const seconds = Number(option('--seconds', '2'));
   const maxLength = Number(option('--max-length', '128'));
-  const json = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'shared', 'data', 'bert-base-uncased', 'tokenizer.json'), 'utf8');
-  const tokenizer = createTokenizer(json, { maxLength });
-  const batch = Array.from({ length: texts }, (_, t) =>
-    Array.from({ length: words }, (_, w) => WORDS[(w * 7 + t) % WORDS.length]).join(' '));
+  const tokenizer = createTokenizer(bertTokenizerJson(), { maxLength });
+  const batch = benchTexts(texts, words);
   // Each batch starts in a turn of its own, as a message arriving from I/O
   // does (back to back in promise continuations, the probe would never run).
   const nextTurn = () => new Promise((resolve) => setImmediate(resolve));

@@ -9,22 +9,17 @@
  * --tokenizer times another build (a git worktree of an older commit, built
  * with tsc) with the same texts, for before/after tables.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import type { createTokenizer as CreateTokenizer } from '../src/tokenize/tokenizer';
 import { option } from './args';
-
-const WORDS = ('the quick brown fox jumps over the lazy dog while researchers investigate unbelievable phenomena '
-  + 'in quantum electrodynamics, and a Node-RED flow reads the [MASK] of each text').split(' ');
+import { benchTexts, bertTokenizerJson } from './tokenizer-texts';
 
 const modulePath = path.resolve(option('--tokenizer', path.join(__dirname, '..', 'src', 'tokenize', 'tokenizer.js')));
 const { createTokenizer } = require(modulePath) as { createTokenizer: typeof CreateTokenizer };
-const json = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'shared', 'data', 'bert-base-uncased', 'tokenizer.json'), 'utf8');
-const tokenizer = createTokenizer(json, { maxLength: 128 });
-const text = (words: number, seed: number) => Array.from({ length: words }, (_, w) => WORDS[(w * 7 + seed) % WORDS.length]).join(' ');
+const tokenizer = createTokenizer(bertTokenizerJson(), { maxLength: 128 });
 const cells: string[] = [];
 for (const [texts, words] of [[1, 100], [32, 100], [128, 100], [1, 10000]]) {
-  const batch = Array.from({ length: texts }, (_, t) => text(words, t));
+  const batch = benchTexts(texts, words);
   for (let i = 0; i < 10; i++) tokenizer.encodeBatch(batch);
   const times: number[] = [];
   for (let i = 0; i < 40; i++) {

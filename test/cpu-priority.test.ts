@@ -57,7 +57,7 @@ const BATCH: PackedBatch = {
 };
 
 describe('CPU thread priority', function () {
-  this.timeout(30000);
+  this.timeout(60000);
   let dir: string;
   let planPath: string;
 
@@ -68,29 +68,30 @@ describe('CPU thread priority', function () {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const load = (cpuPriority?: CpuPriority) =>
-    Engine.load(planPath, { device: 'cpu', threads: 3, ...(cpuPriority ? { cpuPriority } : {}) });
+  describe('the engine option', () => {
+    const load = (cpuPriority?: CpuPriority) =>
+      Engine.load(planPath, { device: 'cpu', threads: 3, ...(cpuPriority ? { cpuPriority } : {}) });
 
-  it('runs every thread of the engine 10 below the process by default, and none when normal', async function () {
-    if (process.platform !== 'linux' || !canLowerPriority()) this.skip();
-    const processNice = os.getPriority();
-    const background = Math.min(19, processNice + 10);
-    const before = threadsByNice().get(background) ?? 0;
+    it('runs every thread of the engine 10 below the process by default, and none when normal', async function () {
+      if (process.platform !== 'linux' || !canLowerPriority()) this.skip();
+      const processNice = os.getPriority();
+      const background = Math.min(19, processNice + 10);
+      const before = threadsByNice().get(background) ?? 0;
 
-    const engine = await load();
-    assert.strictEqual(engine.info.cpuPriority, 'background');
-    await engine.run(BATCH);
-    // Two workers and the lead thread that runs the ops.
-    await eventually(() => threadsByNice().get(background) === before + 3, `3 threads at nice ${background}`);
-    await engine.dispose();
-    await eventually(() => (threadsByNice().get(background) ?? 0) === before, 'the threads gone with the engine');
+      const engine = await load();
+      assert.strictEqual(engine.info.cpuPriority, 'background');
+      await engine.run(BATCH);
+      // Two workers and the lead thread that runs the ops.
+      await eventually(() => threadsByNice().get(background) === before + 3, `3 threads at nice ${background}`);
+      await engine.dispose();
+      await eventually(() => (threadsByNice().get(background) ?? 0) === before, 'the threads gone with the engine');
 
-    const normal = await load('normal');
-    assert.strictEqual(normal.info.cpuPriority, 'normal');
-    await normal.run(BATCH);
-    assert.strictEqual(threadsByNice().get(background) ?? 0, before);
-    await normal.dispose();
-    assert.strictEqual(os.getPriority(), processNice, "the process's own priority is untouched");
+      const normal = await load('normal');
+      assert.strictEqual(normal.info.cpuPriority, 'normal');
+      await normal.run(BATCH);
+      assert.strictEqual(threadsByNice().get(background) ?? 0, before);
+      await normal.dispose();
+      assert.strictEqual(os.getPriority(), processNice, "the process's own priority is untouched");
   });
 
   it('gives the same results at either priority', async () => {
@@ -107,56 +108,47 @@ describe('CPU thread priority', function () {
     await assert.rejects(load('high' as CpuPriority), (err: unknown) => err instanceof FusedRTError && err.code === 'E_INPUT'
       && /cpuPriority must be "background" or "normal"/.test(err.message));
   });
-});
-
-describe('fusedrt-engine CPU priority field (Node-RED runtime)', function () {
-  this.timeout(60000);
-  const NODES = ['fusedrt-engine', 'fusedrt-infer'].map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
-  let dir: string;
-  let plan: string;
-
-  before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusedrt-priority-node-'));
-    plan = path.join(dir, 'tiny.plan');
-    await buildPlan(FIXTURE, plan, { precision: 'fp32' });
   });
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  afterEach(() => helper.unload());
 
-  function flow(fields: object): object[] {
-    return [
-      { id: 'tab', type: 'tab' },
-      { id: 'engine', type: 'fusedrt-engine', model: plan, device: 'cpu', threads: '2', ...fields },
-      { id: 'infer', z: 'tab', type: 'fusedrt-infer', engine: 'engine', outputs: 'list', outputNames: 'hidden', x: 0, y: 0, wires: [['out']] },
-      { id: 'out', z: 'tab', type: 'helper', x: 0, y: 0 },
-      { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, x: 0, y: 0, wires: [['caught']] },
-      { id: 'caught', z: 'tab', type: 'helper', x: 0, y: 0 },
-    ];
-  }
+  describe('the fusedrt-engine node\'s field (Node-RED runtime)', () => {
+    const NODES = ['fusedrt-engine', 'fusedrt-infer'].map((name) => require(path.join(__dirname, '..', 'nodes', name, name)));
+    afterEach(() => helper.unload());
 
-  const engineLog = () => loggedBy('fusedrt-engine');
+    function flow(fields: object): object[] {
+      return [
+        { id: 'tab', type: 'tab' },
+        { id: 'engine', type: 'fusedrt-engine', model: planPath, device: 'cpu', threads: '2', ...fields },
+        { id: 'infer', z: 'tab', type: 'fusedrt-infer', engine: 'engine', outputs: 'list', outputNames: 'hidden', x: 0, y: 0, wires: [['out']] },
+        { id: 'out', z: 'tab', type: 'helper', x: 0, y: 0 },
+        { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, x: 0, y: 0, wires: [['caught']] },
+        { id: 'caught', z: 'tab', type: 'helper', x: 0, y: 0 },
+      ];
+    }
 
-  for (const [choice, fields, priority] of [
-    ['background', { cpuPriority: 'background' }, 'background'], ['normal', { cpuPriority: 'normal' }, 'normal'],
-    ['absent (a flow saved before the field)', {}, 'background'],
-  ] as const) {
-    it(`runs with ${choice}, and the log says the threads' priority`, async () => {
-      await helper.load(NODES, flow(fields));
-      const out = collect(helper.getNode('out'), 1);
+    const engineLog = () => loggedBy('fusedrt-engine');
+
+    for (const [choice, fields, priority] of [
+      ['background', { cpuPriority: 'background' }, 'background'], ['normal', { cpuPriority: 'normal' }, 'normal'],
+      ['absent (a flow saved before the field)', {}, 'background'],
+    ] as const) {
+      it(`runs with ${choice}, and the log says the threads' priority`, async () => {
+        await helper.load(NODES, flow(fields));
+        const out = collect(helper.getNode('out'), 1);
+        helper.getNode('infer').receive({ payload: 'one text' });
+        await out;
+        assert.ok(engineLog().some((line) => line.includes(`2 threads at ${priority} priority`)), JSON.stringify(engineLog()));
+      });
+    }
+
+    it('an unknown priority fails the engine with E_INPUT, logged and sent to Catch', async () => {
+      await helper.load(NODES, flow({ cpuPriority: 'high' }));
+      const caught = collect(helper.getNode('caught'), 1);
       helper.getNode('infer').receive({ payload: 'one text' });
-      await out;
-      assert.ok(engineLog().some((line) => line.includes(`2 threads at ${priority} priority`)), JSON.stringify(engineLog()));
+      const [error] = await caught as Msg[];
+      const message = 'CPU priority must be one of background, normal, got "high"';
+      assert.equal(error.error?.code, 'E_INPUT');
+      assert.equal(error.error?.message, `FusedRTError: ${message}`);
+      assert.ok(engineLog().some((line) => line.includes(message)), JSON.stringify(engineLog()));
     });
-  }
-
-  it('an unknown priority fails the engine with E_INPUT, logged and sent to Catch', async () => {
-    await helper.load(NODES, flow({ cpuPriority: 'high' }));
-    const caught = collect(helper.getNode('caught'), 1);
-    helper.getNode('infer').receive({ payload: 'one text' });
-    const [error] = await caught as Msg[];
-    const message = 'CPU priority must be one of background, normal, got "high"';
-    assert.equal(error.error?.code, 'E_INPUT');
-    assert.equal(error.error?.message, `FusedRTError: ${message}`);
-    assert.ok(engineLog().some((line) => line.includes(message)), JSON.stringify(engineLog()));
   });
 });

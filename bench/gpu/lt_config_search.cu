@@ -1,5 +1,5 @@
-// Does cuBLASLt have faster configurations for BERT-base's GEMMs than the 16
-// its heuristic offers? The backend's tuner times only those
+// Does cuBLASLt have faster configurations for BERT-base's GEMMs than the (up
+// to 16) its heuristic offers? The backend's tuner times only those
 // (native/cuda_gemm.cpp; decision 0006 left a search beyond them untried).
 // This probe enumerates, for each shape as the backend sets it up
 // (workspace-free, fp16, bias or bias + GELU epilogue):
@@ -8,7 +8,7 @@
 //      each timed warm (launches back to back in a graph, as the tuner does);
 //   2. around the best five of those and the heuristic's best three: split-K
 //      2-8 with each reduction scheme, CTA swizzling and every custom option;
-// and prints the heuristic's best of 16 against the search's best, with the
+// and prints the heuristic's best against the search's best, with the
 // largest difference between their outputs, and the best five of the
 // search timed again in-run (weight from DRAM, input just rewritten).
 //

@@ -2,7 +2,8 @@
 // weight[n, k]^T (fp16, fp32 compute; in column-major terms out^T = W . in^T),
 // for the probes that time a kernel of their own against it
 // (wgmma_gemm.cu, gemm_layernorm.cu) or cuBLASLt's candidates against each
-// other (branched_layer.cu, row_split_chains.cu, tuning_conditions.cu).
+// other (branched_layer.cu, row_split_chains.cu, tuning_conditions.cu,
+// lt_config_search.cu).
 // Probe code only.
 #pragma once
 
@@ -215,6 +216,24 @@ inline void run_lt_gemm(const LtGemm& lt, const __half* in, const __half* weight
   const float one = 1.f;
   CHECK_CUBLAS(cublasLtMatmul(lt.handle, p.desc, &one, weight, p.a, in, p.b, &beta, c, p.c, out, p.c,
                               &p.candidates.front().algo, lt.workspace, lt.workspace_bytes, stream));
+}
+
+// Rewrites `count` halves in place (x -> x), as the op before a GEMM leaves
+// its input in L2.
+static __global__ void rewrite_in_place(__half* data, size_t count) {
+  for (size_t i = size_t{blockIdx.x} * blockDim.x + threadIdx.x; i < count; i += size_t{gridDim.x} * blockDim.x) {
+    data[i] = __hadd(data[i], __float2half(0.f));
+  }
+}
+
+// What a GEMM meets in a run: its weight pushed out of L2 (flush_bytes, at
+// least twice the L2, written over) and its input in L2 (rewritten). The
+// probes time a GEMM after this and subtract this alone.
+inline void queue_in_run_conditions(void* flush, size_t flush_bytes, __half* in, size_t in_count,
+                                    cudaStream_t stream) {
+  CHECK_CUDA(cudaMemsetAsync(flush, 0, flush_bytes, stream));
+  rewrite_in_place<<<264, 256, 0, stream>>>(in, in_count);
+  CHECK_CUDA(cudaGetLastError());
 }
 
 }  // namespace fusedrt::probe
